@@ -1,0 +1,103 @@
+"""The `labctl` command line: thin Click commands over the library, formatted with Rich.
+
+Every error a user can cause reaches the terminal as one line on stderr and a non-zero exit code;
+set LABCTL_DEBUG=1 to see the traceback of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from labctl.config import Config, load_config
+from labctl.db import Database, connect
+from labctl.errors import LabctlError
+
+
+@dataclass
+class App:
+    """What every command shares: the config (read once) and the database (opened once)."""
+
+    config_path: Path | None
+    _config: Config | None = field(default=None, repr=False)
+    _db: Database | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            self._db = connect(self.config.database)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class LabctlGroup(click.Group):
+    """A group whose `main` turns every error into one line and an exit code."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> NoReturn:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except (click.exceptions.Abort, EOFError, KeyboardInterrupt):
+            fail("aborted", 130)
+        except click.ClickException as exc:
+            where = exc.ctx if isinstance(exc, click.UsageError) else None
+            hint = f" (see '{where.command_path} --help')" if where else ""
+            fail(exc.format_message() + hint, exc.exit_code)
+        except LabctlError as exc:
+            fail(str(exc), exc.exit_code)
+        except Exception as exc:
+            if os.environ.get("LABCTL_DEBUG"):
+                raise
+            fail(f"internal error: {type(exc).__name__}: {exc} (LABCTL_DEBUG=1 shows more)", 70)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=LabctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Config file (default: $LABCTL_CONFIG, then ~/.config/labctl/config.yaml).",
+)
+@click.version_option(package_name="labctl")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """labctl: the lab's experiment database and analysis jobs."""
+    app = App(config_path)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+def main() -> None:
+    cli()
+
+
+from labctl.cli import data, demo, users  # noqa: E402  (commands register themselves on `cli`)
+
+__all__ = ["App", "cli", "data", "demo", "main", "users"]

@@ -1,0 +1,165 @@
+"""`labctl log`, `labctl query`, `labctl show`: experiments in the `data` collection."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from labctl.cli import App, cli
+from labctl.cli.output import columns_of, echo_csv, echo_document, echo_json, echo_table
+from labctl.config import DataSchema
+from labctl.errors import ValidationError
+from labctl.experiments import Entry, get_entry, log_entries, query
+from labctl.models import check_field_name, flatten, parse_assignments
+from labctl.query import build_filter, parse_sort
+
+
+def read_entries_file(path: Path) -> list[Entry]:
+    """A YAML file with one entry (a mapping with `dataset`) or a list of them."""
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValidationError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError:
+        raise ValidationError(f"{path} is not valid YAML") from None
+    items = loaded if isinstance(loaded, list) else [loaded]
+    entries: list[Entry] = []
+    for number, item in enumerate(items, start=1):
+        if not isinstance(item, dict) or "dataset" not in item:
+            raise ValidationError(f"{path}: entry {number} must be a mapping with a 'dataset' key")
+        fields = dict(item)
+        dataset = str(fields.pop("dataset"))
+        entries.append((dataset, flatten(fields)))
+    return entries
+
+
+def prompt_missing(fields: dict[str, Any], schema: DataSchema) -> None:
+    """On a terminal, ask for each required field that was not given."""
+    if not sys.stdin.isatty():
+        return
+    for name in schema.required:
+        if fields.get(name) in (None, ""):
+            spec = schema.fields[name]
+            fields[name] = click.prompt(f"{name} ({spec.help or spec.type})")
+
+
+@cli.command("log")
+@click.argument("dataset", required=False)
+@click.option("--user", "user", help="Who acquired the data (field 'user').")
+@click.option("--raw-path", help="Where the raw data lie (field 'data_raw_path').")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Any field, nested with dots (runclass.id=ARB). Repeatable.",
+)
+@click.option(
+    "--from-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="YAML file with one entry or a list of entries.",
+)
+@click.option("--update", is_flag=True, help="Change existing entries instead of adding.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was stored as JSON.")
+@click.pass_obj
+def log_cmd(
+    app: App,
+    dataset: str | None,
+    user: str | None,
+    raw_path: str | None,
+    assignments: tuple[str, ...],
+    from_file: Path | None,
+    update: bool,
+    as_json: bool,
+) -> None:
+    """Add an experiment, keyed by its acquisition timestamp YYYYMMDD_HHMMSS."""
+    if from_file and (dataset or user or raw_path or assignments):
+        raise click.UsageError("--from-file cannot be combined with a dataset or field options")
+    if from_file:
+        entries = read_entries_file(from_file)
+    elif dataset:
+        fields: dict[str, Any] = dict(parse_assignments(assignments, "--set"))
+        fields.update({k: v for k, v in (("user", user), ("data_raw_path", raw_path)) if v})
+        if not update:
+            prompt_missing(fields, app.config.data)
+        entries = [(dataset, fields)]
+    else:
+        raise click.UsageError("give a DATASET id or --from-file")
+    stored = log_entries(app.db, app.config, entries, update=update)
+    if as_json:
+        echo_json(stored)
+        return
+    verb = "updated" if update else "logged"
+    for doc in stored:
+        echo_document(doc, title=f"{verb} {doc['dataset']}")
+
+
+@cli.command("query")
+@click.argument("fields", nargs=-1)
+@click.option(
+    "--where",
+    "-w",
+    "conditions",
+    multiple=True,
+    metavar="COND",
+    help="FIELD=VALUE, != > >= < <=, FIELD~REGEX, 'FIELD in A,B'. Repeatable (AND).",
+)
+@click.option("--since", help="Acquired on or after this date (YYYY-MM-DD).")
+@click.option("--until", help="Acquired on or before this date (YYYY-MM-DD).")
+@click.option(
+    "--sort",
+    "sort_specs",
+    multiple=True,
+    metavar="FIELD",
+    help="Sort by FIELD; -FIELD for descending. Repeatable.",
+)
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="At most this many rows.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV instead of a table.")
+@click.pass_obj
+def query_cmd(
+    app: App,
+    fields: tuple[str, ...],
+    conditions: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    sort_specs: tuple[str, ...],
+    limit: int,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """Find experiments and show the chosen FIELDS (all fields when none are named)."""
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    schema = app.config.data
+    filter = build_filter(conditions, schema, since, until)
+    sort = parse_sort(sort_specs)
+    names = [check_field_name(f) for f in fields]
+    docs = query(app.db, names, filter, sort, limit)
+    if names:
+        columns = ["dataset", *(f for f in names if f != "dataset")]
+    else:
+        columns = columns_of(docs, ["dataset"])
+    if as_json:
+        echo_json(docs)
+    elif as_csv:
+        echo_csv(docs, columns)
+    else:
+        echo_table(docs, columns, title=f"{len(docs)} experiment(s)")
+
+
+@cli.command("show")
+@click.argument("dataset")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@click.pass_obj
+def show_cmd(app: App, dataset: str, as_json: bool) -> None:
+    """Print one experiment whole."""
+    doc = get_entry(app.db, dataset)
+    if as_json:
+        echo_json(doc)
+    else:
+        echo_document(doc, title=dataset)

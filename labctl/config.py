@@ -1,0 +1,188 @@
+"""Settings: read once from an explicit path, validated into frozen typed models.
+
+Lookup order: `--config PATH`, then `$LABCTL_CONFIG`, then `$XDG_CONFIG_HOME/labctl/config.yaml`
+(`~/.config/labctl/config.yaml`), else built-in defaults that use the embedded store under
+`$XDG_DATA_HOME/labctl` (`~/.local/share/labctl`). Secrets may come from the environment:
+`LABCTL_DB_URI` replaces `database.uri`, `LABCTL_DB_PASSWORD` fills in the URI's password.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from labctl.errors import ConfigError
+
+FieldType = Literal["str", "int", "float", "bool", "datetime", "date", "list", "path"]
+FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+EMBEDDED = "embedded"
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / fallback)
+
+
+def default_config_path() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "labctl" / "config.yaml"
+
+
+def default_data_dir() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local/share") / "labctl"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Model):
+    """Where the documents live: `embedded` (no server) or a MongoDB URI."""
+
+    uri: str = EMBEDDED
+    path: Path = Field(default_factory=lambda: default_data_dir() / "db")
+    name: str = "labctl"
+    timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, uri: str) -> str:
+        if uri != EMBEDDED and not uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError(f"must be '{EMBEDDED}' or a mongodb:// URI, not {uri!r}")
+        return uri
+
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, path: Path) -> Path:
+        return path.expanduser()
+
+    @property
+    def embedded(self) -> bool:
+        return self.uri == EMBEDDED
+
+
+class FieldSpec(_Model):
+    """One typed field of a `data` entry."""
+
+    type: FieldType = "str"
+    required: bool = False
+    help: str = ""
+
+
+def _default_fields() -> dict[str, FieldSpec]:
+    return {
+        "user": FieldSpec(type="str", required=True, help="lab member who acquired the data"),
+        "data_raw_path": FieldSpec(type="path", required=True, help="where the raw data lie"),
+    }
+
+
+class DataSchema(_Model):
+    """The `data` collection's typed fields; any other field is free and typed by YAML."""
+
+    fields: dict[str, FieldSpec] = Field(default_factory=_default_fields)
+
+    @field_validator("fields")
+    @classmethod
+    def _valid_names(cls, fields: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        for name in fields:
+            if not FIELD_NAME.match(name):
+                raise ValueError(f"field name {name!r} must be dotted identifiers like runclass.id")
+        return fields
+
+    @property
+    def required(self) -> list[str]:
+        return [name for name, spec in self.fields.items() if spec.required]
+
+
+class Config(_Model):
+    user: str = Field(default_factory=getpass.getuser, description="your lab username")
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    data: DataSchema = Field(default_factory=DataSchema)
+
+
+def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Find, read and validate the configuration; raise `ConfigError` with one clear line."""
+    env = dict(os.environ) if env is None else env
+    source = path or (Path(env["LABCTL_CONFIG"]) if env.get("LABCTL_CONFIG") else None)
+    if source is None and default_config_path().is_file():
+        source = default_config_path()
+    raw = _read_yaml(source) if source else {}
+    try:
+        config = Config.model_validate(raw)
+    except PydanticValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+    if source and _uri_password(config.database.uri) and _readable_by_others(source):
+        raise ConfigError(
+            f"{source} holds a database password but is readable by others: "
+            f"run 'chmod 600 {source}' or move the password to LABCTL_DB_PASSWORD"
+        )
+    return _apply_env(config, env)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def _describe(exc: PydanticValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        text = f"unknown key '{where}'"
+    else:
+        text = f"{where}: {first['msg']}"
+    return text + (f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else "")
+
+
+def _uri_password(uri: str) -> str | None:
+    if uri == EMBEDDED:
+        return None
+    return urlsplit(uri).password
+
+
+def _readable_by_others(path: Path) -> bool:
+    return bool(path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO))
+
+
+def _apply_env(config: Config, env: dict[str, str]) -> Config:
+    uri = env.get("LABCTL_DB_URI") or config.database.uri
+    password = env.get("LABCTL_DB_PASSWORD")
+    if password and uri != EMBEDDED:
+        uri = _with_password(uri, password)
+    if uri == config.database.uri:
+        return config
+    try:
+        database = DatabaseConfig.model_validate({**config.database.model_dump(), "uri": uri})
+    except PydanticValidationError as exc:
+        raise ConfigError(f"LABCTL_DB_URI: {_describe(exc)}") from None
+    return config.model_copy(update={"database": database})
+
+
+def _with_password(uri: str, password: str) -> str:
+    scheme, rest = uri.split("://", 1)
+    userinfo, at, hosts = rest.rpartition("@")
+    if not at:
+        raise ConfigError("LABCTL_DB_PASSWORD is set but the database URI names no user")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:{quote(password, safe='')}@{hosts}"

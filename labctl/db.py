@@ -1,0 +1,301 @@
+"""The database seam: the only module that talks to a store.
+
+Two backends speak the same pymongo collection API, so one small wrapper serves both:
+- MongoDB through pymongo (production; replica-set URIs work unchanged);
+- the embedded store (litemongo: SQLite files, no server). litemongo is not multi-process safe on
+  its own, so every call holds an exclusive `flock` on the store's lock file for its duration.
+
+The rest of labctl uses only `Database` and `Collection` below and the errors in `labctl.errors`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+from urllib.parse import ParseResult
+
+import pymongo
+import pymongo.errors
+from pymongo import ReturnDocument
+
+from labctl.config import DatabaseConfig
+from labctl.errors import DatabaseError, DatabaseUnreachable, DuplicateError
+
+Doc = dict[str, Any]
+Filter = Mapping[str, Any]
+SortSpec = Sequence[tuple[str, int]]
+
+_DUPLICATE_KEY = 11000  # MongoDB's error code for a unique index violation
+
+INDEXES: dict[str, list[tuple[str, bool]]] = {
+    "data": [("dataset", True), ("user", False), ("acquired_at", False)],
+    "queue": [("status", False), ("compute_cluster", False), ("dataset", False), ("owner", False)],
+    "users": [("username", True)],
+}
+
+
+class _FileLock:
+    """Process-wide exclusive lock: a thread lock plus `flock` on a file (re-entrant per thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("a+")
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._thread_lock:
+            if self._depth == 0:
+                fcntl.flock(self._file, fcntl.LOCK_EX)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._file, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@contextmanager
+def _translate(where: str) -> Iterator[None]:
+    """Turn driver errors into labctl's typed errors, each with one clear line."""
+    try:
+        yield
+    except pymongo.errors.DuplicateKeyError as exc:
+        key = (exc.details or {}).get("keyValue") or ""
+        raise DuplicateError(f"{where}: duplicate key {key}".rstrip()) from None
+    except pymongo.errors.BulkWriteError as exc:
+        # insert_many reports a duplicate as a bulk error, not as DuplicateKeyError
+        dups = [e for e in exc.details.get("writeErrors", []) if e.get("code") == _DUPLICATE_KEY]
+        if not dups:
+            raise DatabaseError(f"{where}: {str(exc).splitlines()[0]}") from None
+        key = dups[0].get("keyValue") or ""
+        raise DuplicateError(f"{where}: duplicate key {key}".rstrip()) from None
+    except (pymongo.errors.ServerSelectionTimeoutError, pymongo.errors.ConnectionFailure):
+        raise DatabaseUnreachable(f"{where}: lost the connection to the database") from None
+    except pymongo.errors.PyMongoError as exc:
+        raise DatabaseError(f"{where}: {str(exc).splitlines()[0]}") from None
+    except sqlite3.Error as exc:  # the embedded store's files (disk full, corrupt file, ...)
+        raise DatabaseError(f"{where}: {exc}") from None
+
+
+class Collection:
+    """A collection with labctl's small API; every result is materialised inside the lock."""
+
+    def __init__(self, raw: Any, lock: _FileLock | None) -> None:
+        self._raw = raw
+        self._lock = lock
+        self.name: str = raw.name
+
+    def _guard(self) -> AbstractContextManager[None]:
+        return self._lock.held() if self._lock else nullcontext()
+
+    @contextmanager
+    def _op(self) -> Iterator[None]:
+        with self._guard(), _translate(self.name):
+            yield
+
+    def insert(self, doc: Doc) -> None:
+        with self._op():
+            self._raw.insert_one(dict(doc))
+
+    def insert_many(self, docs: Sequence[Doc]) -> None:
+        if docs:
+            with self._op():
+                self._raw.insert_many([dict(d) for d in docs], ordered=True)
+
+    def find(
+        self,
+        filter: Filter | None = None,
+        projection: Sequence[str] | None = None,
+        sort: SortSpec | None = None,
+        limit: int = 0,
+        skip: int = 0,
+    ) -> list[Doc]:
+        proj = _projection(projection)
+        with self._op():
+            cursor = self._raw.find(dict(filter or {}), proj)
+            if sort:
+                cursor = cursor.sort(list(sort))
+            if skip:
+                cursor = cursor.skip(skip)
+            if limit:
+                cursor = cursor.limit(limit)
+            return list(cursor)
+
+    def find_one(self, filter: Filter, projection: Sequence[str] | None = None) -> Doc | None:
+        with self._op():
+            found: Doc | None = self._raw.find_one(dict(filter), _projection(projection))
+            return found
+
+    def claim(
+        self, filter: Filter, update: Mapping[str, Any], sort: SortSpec | None = None
+    ) -> Doc | None:
+        """Atomically update the first matching document and return it as it is afterwards."""
+        with self._op():
+            doc: Doc | None = self._raw.find_one_and_update(
+                dict(filter),
+                dict(update),
+                sort=list(sort) if sort else None,
+                return_document=ReturnDocument.AFTER,
+            )
+            return doc
+
+    def update(self, filter: Filter, update: Mapping[str, Any], *, many: bool = False) -> int:
+        """Apply `update`; return how many documents matched."""
+        with self._op():
+            method = self._raw.update_many if many else self._raw.update_one
+            return int(method(dict(filter), dict(update)).matched_count)
+
+    def delete(self, filter: Filter) -> int:
+        with self._op():
+            return int(self._raw.delete_one(dict(filter)).deleted_count)
+
+    def count(self, filter: Filter | None = None) -> int:
+        with self._op():
+            return int(self._raw.count_documents(dict(filter or {})))
+
+    def distinct(self, field: str, filter: Filter | None = None) -> list[Any]:
+        with self._op():
+            return list(self._raw.distinct(field, dict(filter or {})))
+
+    def create_index(self, field: str, *, unique: bool = False) -> None:
+        with self._op():
+            self._raw.create_index([(field, pymongo.ASCENDING)], unique=unique)
+
+
+def _projection(fields: Sequence[str] | None) -> dict[str, int] | None:
+    if fields is None:
+        return None
+    return {"_id": 0, **dict.fromkeys(fields, 1)}
+
+
+class Database:
+    """The three collections (`data`, `queue`, `users`) and `meta` (heartbeats)."""
+
+    def __init__(self, raw_db: Any, client: Any, lock: _FileLock | None, where: str) -> None:
+        self._raw_db = raw_db
+        self._client = client
+        self._lock = lock
+        self.where = where
+
+    def __getitem__(self, name: str) -> Collection:
+        return Collection(self._raw_db[name], self._lock)
+
+    @property
+    def data(self) -> Collection:
+        return self["data"]
+
+    @property
+    def queue(self) -> Collection:
+        return self["queue"]
+
+    @property
+    def users(self) -> Collection:
+        return self["users"]
+
+    @property
+    def meta(self) -> Collection:
+        return self["meta"]
+
+    def ensure_indexes(self) -> None:
+        for name, indexes in INDEXES.items():
+            for field, unique in indexes:
+                self[name].create_index(field, unique=unique)
+
+    def set_validator(self, collection: str, json_schema: Doc) -> None:
+        """Enforce a `$jsonSchema` on MongoDB; the embedded store validates in labctl only."""
+        if self._lock is not None:
+            return
+        with _translate(collection):
+            if collection not in self._raw_db.list_collection_names():
+                self._raw_db.create_collection(collection)
+            self._raw_db.command(
+                "collMod",
+                collection,
+                validator={"$jsonSchema": json_schema},
+                validationLevel="strict",
+            )
+
+    def close(self) -> None:
+        self._client.close()
+        if self._lock is not None:
+            self._lock.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(config: DatabaseConfig) -> Database:
+    """Open the configured store; fail within `timeout_seconds` naming the host if unreachable."""
+    if config.embedded:
+        return _connect_embedded(config)
+    return _connect_mongo(config)
+
+
+def _connect_embedded(config: DatabaseConfig) -> Database:
+    import litemongo
+
+    try:
+        config.path.mkdir(parents=True, exist_ok=True)
+        lock = _FileLock(config.path / ".lock")
+    except OSError as exc:
+        raise DatabaseError(
+            f"cannot open the embedded store at {config.path}: {exc.strerror}"
+        ) from None
+    # A plain string would be parsed as a URL: a '#' or '?' in the path would change the
+    # database name or the directory. Pass the path alone.
+    location = ParseResult("", "", str(config.path), "", "", "")
+    try:
+        with lock.held():
+            client = litemongo.connect(location, tz_aware=True)
+            db = Database(client[config.name], client, lock, where=f"embedded store {config.path}")
+            db.ensure_indexes()
+    except (ValueError, sqlite3.Error, DatabaseError) as exc:
+        lock.close()
+        raise DatabaseError(f"cannot open the embedded store at {config.path}: {exc}") from None
+    return db
+
+
+def _hosts(uri: str) -> str:
+    """The host list of a MongoDB URI, without credentials, for error messages."""
+    return uri.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+
+
+def _connect_mongo(config: DatabaseConfig) -> Database:
+    hosts = _hosts(config.uri)
+    timeout_ms = int(config.timeout_seconds * 1000)
+    try:
+        client: pymongo.MongoClient[Doc] = pymongo.MongoClient(
+            config.uri,
+            tz_aware=True,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+        )
+    except (pymongo.errors.ConfigurationError, ValueError) as exc:  # ValueError: e.g. a bad port
+        raise DatabaseError(f"invalid MongoDB URI: {exc}") from None
+    try:
+        client.admin.command("ping")
+    except pymongo.errors.ConnectionFailure:  # includes ServerSelectionTimeoutError
+        client.close()
+        raise DatabaseUnreachable(
+            f"cannot reach MongoDB at {hosts} within {config.timeout_seconds:g} s"
+        ) from None
+    except pymongo.errors.PyMongoError as exc:  # e.g. authentication failed
+        client.close()
+        raise DatabaseError(f"MongoDB at {hosts}: {str(exc).splitlines()[0]}") from None
+    db = Database(client[config.name], client, None, where=f"MongoDB at {hosts}")
+    with _translate("indexes"):
+        db.ensure_indexes()
+    return db

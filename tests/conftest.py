@@ -1,0 +1,110 @@
+"""Shared fixtures: an isolated home for every test, and both database backends.
+
+The MongoDB backend runs through the real pymongo driver over TCP against SecantusDB, a
+wire-compatible server started here once per test session (no real mongod can be installed on
+these machines). Every test that takes `db` or `config` runs against both backends.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymongo
+import pytest
+
+from labctl.config import Config, DatabaseConfig
+from labctl.db import Database, connect
+
+SECANTUS_REPLICA_SET = "secantus"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test reads or writes the real ~/.config or ~/.local/share."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in (
+        "XDG_CONFIG_HOME",
+        "XDG_DATA_HOME",
+        "LABCTL_CONFIG",
+        "LABCTL_DB_URI",
+        "LABCTL_DB_PASSWORD",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A SecantusDB server for the whole session, addressed as a replica set."""
+    server = shutil.which("secantusd-py", path=str(Path(sys.executable).parent))
+    if server is None:
+        pytest.fail("secantusd-py is not installed: run the README test command")
+    port = _free_port()
+    storage = tmp_path_factory.mktemp("secantus")
+    log = (storage / "server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            server,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            str(storage / "data"),
+            "--sync-on-commit",
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    uri = f"mongodb://127.0.0.1:{port}/?replicaSet={SECANTUS_REPLICA_SET}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            pymongo.MongoClient(uri, serverSelectionTimeoutMS=500).admin.command("ping")
+            break
+        except pymongo.errors.PyMongoError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"SecantusDB did not start; see {storage / 'server.log'}")
+            time.sleep(0.2)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture(params=["embedded", "mongodb"])
+def db_config(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseConfig:
+    """The configuration of a fresh, empty database on each backend."""
+    if request.param == "embedded":
+        return DatabaseConfig(uri="embedded", path=tmp_path / "store")
+    uri = request.getfixturevalue("mongo_uri")
+    return DatabaseConfig(uri=uri, name=f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def config(db_config: DatabaseConfig) -> Config:
+    return Config(user="tester", database=db_config)
+
+
+@pytest.fixture
+def db(db_config: DatabaseConfig) -> Iterator[Database]:
+    with connect(db_config) as database:
+        yield database

@@ -1,0 +1,298 @@
+"""The command line end to end, on both backends, through Click's runner."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from labctl.cli import cli
+from labctl.config import Config
+from labctl.db import connect
+
+
+@pytest.fixture
+def config_file(config: Config, tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(json.loads(config.model_dump_json())))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def run(config_file: Path):  # type: ignore[no-untyped-def]
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return CliRunner().invoke(cli, ["--config", str(config_file), *args], input=input)
+
+    return invoke
+
+
+def log_three(run) -> None:  # type: ignore[no-untyped-def]
+    for dataset, user, cls, planes in [
+        ("20211215_093527", "charlie", "ARB-diff", "12"),
+        ("20211215_141002", "charlie", "ARB-diff", "8"),
+        ("20220103_110045", "dana", "spontaneous", "20"),
+    ]:
+        result = run(
+            "log",
+            dataset,
+            "--user",
+            user,
+            "--raw-path",
+            f"/nfs/{dataset}",
+            "--set",
+            f"runclass.id={cls}",
+            "--set",
+            f"n_planes={planes}",
+        )
+        assert result.exit_code == 0, result.output
+
+
+def test_log_prints_what_was_stored(run) -> None:  # type: ignore[no-untyped-def]
+    result = run(
+        "log",
+        "20211215_093527",
+        "--user",
+        "charlie",
+        "--raw-path",
+        "/nfs/x",
+        "--set",
+        "runclass.id=ARB-diff",
+        "--set",
+        "comment=two words",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    [doc] = json.loads(result.output)
+    assert doc["runclass"] == {"id": "ARB-diff"}
+    assert doc["comment"] == "two words"
+    assert doc["acquired_at"].startswith("2021-12-15T09:35:27")
+    assert doc["created_by"] == "tester"
+
+
+def test_query_table_json_csv(run) -> None:  # type: ignore[no-untyped-def]
+    log_three(run)
+    table = run("query", "data_raw_path", "runclass.id", "--where", "user=charlie")
+    assert table.exit_code == 0, table.output
+    assert "/nfs/20211215_093527" in table.output and "/nfs/20211215_141002" in table.output
+    assert "20220103_110045" not in table.output
+    assert "2 experiment(s)" in table.output
+
+    as_json = run("query", "n_planes", "--where", "n_planes>=10", "--sort", "-n_planes", "--json")
+    assert [d["dataset"] for d in json.loads(as_json.output)] == [
+        "20220103_110045",
+        "20211215_093527",
+    ]
+
+    as_csv = run(
+        "query", "user", "runclass.id", "--since", "2021-12-15", "--until", "2021-12-15", "--csv"
+    )
+    rows = list(csv.reader(io.StringIO(as_csv.output)))
+    assert rows == [
+        ["dataset", "user", "runclass.id"],
+        ["20211215_093527", "charlie", "ARB-diff"],
+        ["20211215_141002", "charlie", "ARB-diff"],
+    ]
+
+    regex = run("query", "--where", "runclass.id~^spont", "--json")
+    assert [d["dataset"] for d in json.loads(regex.output)] == ["20220103_110045"]
+    within = run("query", "--where", "user in dana,nobody", "--limit", "5", "--json")
+    assert [d["dataset"] for d in json.loads(within.output)] == ["20220103_110045"]
+    limited = run("query", "--sort", "-dataset", "--limit", "1", "--json")
+    assert [d["dataset"] for d in json.loads(limited.output)] == ["20220103_110045"]
+
+
+def test_show_and_update(run) -> None:  # type: ignore[no-untyped-def]
+    log_three(run)
+    again = run("log", "20211215_093527", "--user", "x", "--raw-path", "/y")
+    assert again.exit_code != 0
+    assert "already logged; use --update" in again.output
+    updated = run("log", "20211215_093527", "--update", "--set", "runclass.id=B")
+    assert updated.exit_code == 0, updated.output
+    shown = run("show", "20211215_093527", "--json")
+    doc = json.loads(shown.output)
+    assert doc["runclass"]["id"] == "B"
+    assert doc["user"] == "charlie"
+    assert doc["n_planes"] == 12
+    table = run("show", "20211215_093527")
+    assert "runclass.id" in table.output and "/nfs/20211215_093527" in table.output
+
+
+def test_from_file_is_all_or_nothing(run, tmp_path: Path, config: Config) -> None:  # type: ignore[no-untyped-def]
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "dataset": "20230101_000001",
+                    "user": "a",
+                    "data_raw_path": "/a",
+                    "runclass": {"id": "X"},
+                },
+                {"dataset": "20230101_000002", "user": "b", "data_raw_path": "/b"},
+            ]
+        )
+    )
+    ok = run("log", "--from-file", str(good))
+    assert ok.exit_code == 0, ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            [
+                {"dataset": "20230101_000003", "user": "c", "data_raw_path": "/c"},
+                {"dataset": "20230101_000004", "user": "d"},  # missing data_raw_path
+            ]
+        )
+    )
+    refused = run("log", "--from-file", str(bad))
+    assert refused.exit_code == 2
+    assert "20230101_000004: missing required field(s) data_raw_path" in refused.output
+    dup = tmp_path / "dup.yaml"
+    dup.write_text(
+        yaml.safe_dump(
+            [
+                {"dataset": "20230101_000005", "user": "e", "data_raw_path": "/e"},
+                {"dataset": "20230101_000001", "user": "a", "data_raw_path": "/a"},
+            ]
+        )
+    )
+    assert run("log", "--from-file", str(dup)).exit_code == 1
+    with connect(config.database) as db:
+        assert sorted(db.data.distinct("dataset")) == ["20230101_000001", "20230101_000002"]
+        assert db.data.find_one({"dataset": "20230101_000001"}, ["runclass.id"]) == {
+            "runclass": {"id": "X"}
+        }
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "code"),
+    [
+        (["log", "2021-12-15", "--user", "a", "--raw-path", "/x"], "not of the form", 2),
+        (["log", "20211315_093527", "--user", "a", "--raw-path", "/x"], "not a real date", 2),
+        (["log", "20211215_093527", "--user", "a"], "missing required field(s) data_raw_path", 2),
+        (
+            ["log", "20211215_093527", "--user", "a", "--raw-path", "/x", "--set", "n"],
+            "must look like name=value",
+            2,
+        ),
+        (["log"], "give a DATASET id or --from-file", 2),
+        (["log", "--from-file", "/does/not/exist.yaml"], "cannot read", 2),
+        (["query", "--where", "user"], "cannot read condition", 2),
+        (["query", "--where", "user~("], "bad regular expression", 2),
+        (["query", "--since", "soon"], "--since takes a date", 2),
+        (["query", "--json", "--csv"], "choose one of --json and --csv", 2),
+        (["query", "--limit", "-1"], "--limit", 2),
+        (["query", "a;b"], "field name", 2),
+        (["show", "20211215_093527"], "no dataset 20211215_093527", 1),
+        (["log", "20211215_093527", "--update", "--set", "a=1"], "no dataset", 1),
+        (["frobnicate"], "No such command", 2),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(run, args: list[str], message: str, code: int) -> None:  # type: ignore[no-untyped-def]
+    result = run(*args)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert result.output.startswith("error: ")
+    assert result.output.count("\n") == 1
+    assert "Traceback" not in result.output
+
+
+def test_users(run, config: Config) -> None:  # type: ignore[no-untyped-def]
+    added = run(
+        "user",
+        "add",
+        "charlie",
+        "--name",
+        "Charlie B",
+        "--email",
+        "c@lab.org",
+        "--hpc",
+        "raven=abc123",
+        input="s3cret-pass\ns3cret-pass\n",
+    )
+    assert added.exit_code == 0, added.output
+    assert "s3cret-pass" not in added.output.split("\n", 2)[-1]
+    assert run("user", "add", "dana", "--no-password").exit_code == 0
+    listed = json.loads(run("user", "list", "--json").output)
+    assert [u["username"] for u in listed] == ["charlie", "dana"]
+    assert listed[0]["hpc_accounts"] == {"raven": "abc123"}
+    assert all("password_hash" not in u for u in listed)
+    assert run("user", "set-role", "dana", "admin").exit_code == 0
+    assert run("user", "passwd", "dana", input="another-pass\nanother-pass\n").exit_code == 0
+    with connect(config.database) as db:
+        stored = db.users.find_one({"username": "charlie"})
+        assert stored is not None
+        assert stored["password_hash"].startswith("$argon2id$")
+        assert "s3cret-pass" not in json.dumps(stored, default=str)
+        from labctl.users import authenticate
+
+        assert authenticate(db, "dana", "another-pass") is not None
+        assert authenticate(db, "dana", "wrong-pass") is None
+        assert db.users.find_one({"username": "dana"}, ["role"]) == {"role": "admin"}
+
+    dup = run("user", "add", "charlie", "--no-password")
+    assert dup.exit_code == 1 and "duplicate" in dup.output
+    mismatch = run("user", "add", "eve", input="password1\npassword2\n" * 3)
+    assert mismatch.exit_code != 0
+    short = run("user", "add", "eve", input="short\nshort\n")
+    assert short.exit_code == 2 and "at least 8" in short.output
+    unknown = run("user", "passwd", "nobody")
+    assert unknown.exit_code == 1 and "no user 'nobody'" in unknown.output
+    assert run("user", "set-role", "dana", "boss").exit_code == 2
+
+
+def test_invalid_config_file_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("databse: {}\n")
+    result = CliRunner().invoke(cli, ["--config", str(bad), "query"])
+    assert result.exit_code == 2
+    assert result.output == f"error: {bad}: unknown key 'databse'\n"
+
+
+def test_unreachable_mongodb_fails_fast_naming_the_host(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "database:\n  uri: mongodb://127.0.0.1:9,127.0.0.1:10/?replicaSet=rs0\n"
+        "  timeout_seconds: 1\n"
+    )
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "query"])
+    assert result.exit_code == 1
+    assert result.output == "error: cannot reach MongoDB at 127.0.0.1:9,127.0.0.1:10 within 1 s\n"
+
+
+def test_console_script_and_module_entry_points(tmp_path: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path)}
+    bin_dir = Path(sys.executable).parent
+    for argv in (
+        [str(bin_dir / "labctl"), "--version"],
+        [sys.executable, "-m", "labctl", "--version"],
+    ):
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        assert done.returncode == 0 and "0.1.0" in done.stdout
+    bad = subprocess.run(
+        [str(bin_dir / "labctl"), "show", "nope"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert (bad.returncode, bad.stderr) == (
+        2,
+        "error: dataset id 'nope' is not of the form YYYYMMDD_HHMMSS\n",
+    )
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert "2 experiment(s)" in result.output
+    assert "demo finished: 3 experiments logged and queried" in result.output
+    assert (tmp_path / "demo/db").is_dir()
