@@ -19,6 +19,7 @@ import pandas as pd
 from labctl.config import Config, load_config
 from labctl.db import Database, connect
 from labctl.experiments import log_entries, query
+from labctl.jobs import JobRequest, get_job, submit_job
 from labctl.models import check_field_name, flatten, get_dotted
 from labctl.query import check_filter, parse_sort
 
@@ -66,3 +67,37 @@ def dblog(
     with _session(config) as (cfg, db):
         entry = flatten({**dict(fields or {}), **more})
         return log_entries(db, cfg, [(dataset, entry)], update=update)[0]
+
+
+def dbqueue_job(
+    dataset: str,
+    compute_cluster: str,
+    job_type: str,
+    *,
+    user: str | None = None,
+    data_transfer_await: bool = False,
+    datafiles: Sequence[str] = (),
+    datarawfiles: Sequence[str] = (),
+    job_options: Mapping[str, Any] | None = None,
+    force: bool = False,
+    config: Config | Path | str | None = None,
+) -> str:
+    """Queue an analysis job, as `labctl submit` does; return its job id."""
+    request = JobRequest(
+        dataset=dataset,
+        compute_cluster=compute_cluster,
+        job_type=job_type,
+        datafiles=tuple(datafiles),
+        datarawfiles=tuple(datarawfiles),
+        job_options=dict(job_options or {}),
+        data_transfer_await=data_transfer_await,
+        user=user,
+    )
+    with _session(config) as (cfg, db):
+        return str(submit_job(db, cfg, request, force=force)["job_id"])
+
+
+def dbjob(job_id: str, *, config: Config | Path | str | None = None) -> dict[str, Any]:
+    """One job's queue entry: state, history, transfer progress, SLURM id, results."""
+    with _session(config) as (_, db):
+        return get_job(db, job_id)

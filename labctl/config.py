@@ -17,7 +17,7 @@ from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from labctl.errors import ConfigError
@@ -25,6 +25,7 @@ from labctl.errors import ConfigError
 FieldType = Literal["str", "int", "float", "bool", "datetime", "date", "list", "path"]
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 EMBEDDED = "embedded"
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -87,6 +88,17 @@ class DataSchema(_Model):
     """The `data` collection's typed fields; any other field is free and typed by YAML."""
 
     fields: dict[str, FieldSpec] = Field(default_factory=_default_fields)
+    raw_path_field: str = Field(default="data_raw_path", pattern=FIELD_NAME.pattern)
+    processed_path_field: str = Field(
+        default="data_path",
+        pattern=FIELD_NAME.pattern,
+        description="processed data and results; the raw path when an entry has none",
+    )
+    complete_field: str = Field(
+        default="data_complete",
+        pattern=FIELD_NAME.pattern,
+        description="true once acquisition copied everything (for data_transfer_await)",
+    )
 
     @field_validator("fields")
     @classmethod
@@ -101,10 +113,88 @@ class DataSchema(_Model):
         return [name for name, spec in self.fields.items() if spec.required]
 
 
+class Resources(_Model):
+    """What a SLURM job asks for; a job type's resources override the cluster's defaults."""
+
+    time: str | None = Field(default=None, pattern=r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
+    mem: str | None = Field(default=None, pattern=r"^\d+[KMGT]?$")
+    cpus: int | None = Field(default=None, ge=1, le=1024)
+    partition: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+
+    def over(self, defaults: Resources) -> Resources:
+        """These resources with every unset one taken from `defaults`."""
+        return Resources(**{**defaults.model_dump(), **self.model_dump(exclude_none=True)})
+
+
+class ClusterConfig(_Model):
+    """A compute cluster: reached over SSH (`ssh`) or this machine itself (`local`)."""
+
+    type: Literal["ssh", "local"] = "ssh"
+    host: str | None = None
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str | None = None
+    key_file: Path | None = None
+    known_hosts: Path = Field(default_factory=lambda: Path.home() / ".ssh" / "known_hosts")
+    scratch: str = Field(description="absolute directory on the cluster for job folders")
+    scheduler: Literal["slurm", "process"] = "slurm"
+    account: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before a job")
+    python: str = "python3"
+    resources: Resources = Field(default_factory=lambda: Resources(time="01:00:00", cpus=1))
+
+    @field_validator("key_file", "known_hosts")
+    @classmethod
+    def _expand_paths(cls, path: Path | None) -> Path | None:
+        return path.expanduser() if path else None
+
+    @field_validator("scratch")
+    @classmethod
+    def _absolute(cls, scratch: str) -> str:
+        scratch = os.path.expanduser(scratch)
+        if not SAFE_PATH.match(scratch) or ".." in scratch.split("/"):
+            raise ValueError("must be an absolute path of letters, digits and _ . - / only")
+        return scratch.rstrip("/") or "/"
+
+    @model_validator(mode="after")
+    def _ssh_needs_host(self) -> ClusterConfig:
+        if self.type == "ssh" and not (self.host and self.user):
+            raise ValueError("an ssh cluster needs 'host' and 'user'")
+        return self
+
+
+class OptionSpec(_Model):
+    """One option a job type accepts in `job_options`."""
+
+    type: Literal["str", "int", "float", "bool"] = "str"
+    default: str | int | float | bool | None = None
+    help: str = ""
+
+
+class JobTypeConfig(_Model):
+    """An analysis: its entry point in `pipelines/`, what it needs, makes and asks for."""
+
+    entry: str = Field(pattern=r"^[a-z_][a-z0-9_]*$", description="pipelines module")
+    help: str = ""
+    outputs: list[str] = Field(default_factory=list, description="files the job must produce")
+    options: dict[str, OptionSpec] = Field(default_factory=dict)
+    splittable: bool = Field(default=False, description="accepts split_idx / num_splits")
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("outputs")
+    @classmethod
+    def _relative(cls, outputs: list[str]) -> list[str]:
+        for name in outputs:
+            if name.startswith("/") or ".." in name.split("/") or not name:
+                raise ValueError(f"output {name!r} must be a relative path without '..'")
+        return outputs
+
+
 class Config(_Model):
     user: str = Field(default_factory=getpass.getuser, description="your lab username")
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     data: DataSchema = Field(default_factory=DataSchema)
+    clusters: dict[str, ClusterConfig] = Field(default_factory=dict)
+    job_types: dict[str, JobTypeConfig] = Field(default_factory=dict)
 
 
 def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> Config:

@@ -34,8 +34,16 @@ _DUPLICATE_KEY = 11000  # MongoDB's error code for a unique index violation
 
 INDEXES: dict[str, list[tuple[str, bool]]] = {
     "data": [("dataset", True), ("user", False), ("acquired_at", False)],
-    "queue": [("status", False), ("compute_cluster", False), ("dataset", False), ("owner", False)],
+    "queue": [
+        ("job_id", True),
+        ("status", False),
+        ("compute_cluster", False),
+        ("dataset", False),
+        ("owner", False),
+        ("user", False),
+    ],
     "users": [("username", True)],
+    "meta": [("key", True)],
 }
 
 
@@ -149,11 +157,13 @@ class Collection:
             )
             return doc
 
-    def update(self, filter: Filter, update: Mapping[str, Any], *, many: bool = False) -> int:
-        """Apply `update`; return how many documents matched."""
+    def update(
+        self, filter: Filter, update: Mapping[str, Any], *, many: bool = False, upsert: bool = False
+    ) -> int:
+        """Apply `update` (inserting a document if none matches and `upsert`); return matches."""
         with self._op():
             method = self._raw.update_many if many else self._raw.update_one
-            return int(method(dict(filter), dict(update)).matched_count)
+            return int(method(dict(filter), dict(update), upsert=upsert).matched_count)
 
     def delete(self, filter: Filter) -> int:
         with self._op():

@@ -1,0 +1,132 @@
+"""The batch script of a job, rendered from its job type and cluster: pure text out.
+
+Values from users (dataset id, options) reach the script only through `shlex.quote`; `#SBATCH`
+lines carry only values validated by the config models and labctl's own job ids.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from labctl.config import ClusterConfig, JobTypeConfig, Resources
+
+
+@dataclass(frozen=True)
+class JobLayout:
+    """Where a job's files live on the cluster: one folder per job under the scratch root."""
+
+    root: PurePosixPath
+
+    @classmethod
+    def of(cls, cluster: ClusterConfig, job_id: str) -> JobLayout:
+        return cls(PurePosixPath(cluster.scratch) / job_id)
+
+    @property
+    def inputs(self) -> PurePosixPath:
+        return self.root / "inputs"
+
+    @property
+    def outputs(self) -> PurePosixPath:
+        return self.root / "outputs"
+
+    @property
+    def code(self) -> PurePosixPath:
+        return self.root / "code"
+
+    @property
+    def script(self) -> PurePosixPath:
+        return self.root / "job.sh"
+
+    @property
+    def logs(self) -> PurePosixPath:
+        return self.root / "logs"
+
+
+def array_size(job: Mapping[str, Any]) -> int:
+    """Tasks of the SLURM array: `num_splits` when no single `split_idx` was asked for, else 1."""
+    options = job["job_options"]
+    if options.get("split_idx") is None and int(options.get("num_splits") or 1) > 1:
+        return int(options["num_splits"])
+    return 1
+
+
+def expected_outputs(job: Mapping[str, Any], job_type: JobTypeConfig) -> list[str]:
+    """Output files the job must produce; `{split_idx}` expands to every task's index."""
+    options = job["job_options"]
+    splits = (
+        [options["split_idx"]]
+        if options.get("split_idx") is not None
+        else list(range(array_size(job)))
+    )
+    names: list[str] = []
+    for name in job_type.outputs:
+        if "{split_idx}" in name:
+            names += [name.replace("{split_idx}", str(i)) for i in splits]
+        else:
+            names.append(name)
+    return names
+
+
+def render(
+    job: Mapping[str, Any], job_type: JobTypeConfig, cluster: ClusterConfig, layout: JobLayout
+) -> str:
+    """The complete batch script for `job`."""
+    res = job_type.resources.over(cluster.resources)
+    tasks = array_size(job)
+    log_name = "slurm-%A_%a.out" if tasks > 1 else "slurm-%j.out"
+    directives = [
+        f"--job-name=labctl-{job['job_id']}",
+        f"--output={layout.logs / log_name}",
+        *_resource_directives(res),
+        *([f"--account={cluster.account}"] if cluster.account else []),
+        *([f"--array=0-{tasks - 1}"] if tasks > 1 else []),
+    ]
+    options = job["job_options"]
+    split = options.get("split_idx")
+    command = [
+        cluster.python,
+        "-m",
+        "pipelines",
+        "run",
+        job_type.entry,
+        "--dataset",
+        job["dataset"],
+        "--inputs",
+        str(layout.inputs),
+        "--outputs",
+        str(layout.outputs),
+        "--options",
+        json.dumps(options, sort_keys=True),
+    ]
+    lines = [
+        "#!/bin/bash",
+        *(f"#SBATCH {d}" for d in directives),
+        f"# labctl job {job['job_id']}: {job_type.entry} on dataset {job['dataset']}",
+        "set -euo pipefail",
+        *cluster.setup,
+        f"cd {shlex.quote(str(layout.root))}",
+        f"export PYTHONPATH={shlex.quote(str(layout.code))}",
+    ]
+    if tasks > 1 or split is not None:
+        task = "${SLURM_ARRAY_TASK_ID}" if tasks > 1 else shlex.quote(str(split))
+        lines.append(f"split_idx={task}")
+        tail = ' --split-idx "$split_idx" --num-splits ' + shlex.quote(str(options["num_splits"]))
+    else:
+        tail = ""
+    lines.append("exec " + shlex.join(command) + tail)
+    return "\n".join(lines) + "\n"
+
+
+def _resource_directives(res: Resources) -> list[str]:
+    pairs = [
+        ("time", res.time),
+        ("mem", res.mem),
+        ("cpus-per-task", res.cpus),
+        ("partition", res.partition),
+    ]
+    return [f"--{name}={value}" for name, value in pairs if value is not None]

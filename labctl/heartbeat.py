@@ -1,0 +1,30 @@
+"""Watchdog heartbeats: each stage run records when, where and what it did, in `meta`."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from labctl.db import Database
+from labctl.models import utcnow
+
+
+def beat(db: Database, stage: str, did: Mapping[str, int]) -> None:
+    """Record one run of `stage` on this host, e.g. `did={"submitted": 2, "errors": 0}`."""
+    host = socket.gethostname()
+    key = f"heartbeat:{stage}:{host}"
+    doc = {
+        "key": key,
+        "kind": "heartbeat",
+        "stage": stage,
+        "host": host,
+        "at": utcnow(),
+        "did": dict(did),
+    }
+    db.meta.update({"key": key}, {"$set": doc}, upsert=True)
+
+
+def latest(db: Database) -> list[dict[str, Any]]:
+    """The last run of each stage on each host, newest first."""
+    return db.meta.find({"kind": "heartbeat"}, ["stage", "host", "at", "did"], sort=[("at", -1)])

@@ -1,0 +1,306 @@
+"""The `queue` collection: submitting analysis jobs and moving them through their states.
+
+Every state change goes through `transition`, a compare-and-set on the current state that also
+appends to the job's history; watchdog stages take jobs with `claim` (owner + lease), so that
+overlapping cron runs never work on the same job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from labctl.config import Config, JobTypeConfig
+from labctl.db import Database
+from labctl.errors import DuplicateError, LabctlError, NotFoundError, ValidationError
+from labctl.experiments import get_entry
+from labctl.models import coerce, get_dotted, utcnow
+from labctl.states import ACTIVE, FailureReason, JobState, check_transition
+
+SPLIT_OPTIONS = ("split_idx", "num_splits")
+
+
+class PermissionDenied(LabctlError):
+    """The user may not act on this job."""
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What a lab member asks for; `submit_job` validates it into a queue entry."""
+
+    dataset: str
+    compute_cluster: str
+    job_type: str
+    datafiles: Sequence[str] = ()
+    datarawfiles: Sequence[str] = ()
+    job_options: Mapping[str, Any] = field(default_factory=dict)
+    data_transfer_await: bool = False
+    user: str | None = None
+
+
+def safe_relative(name: str) -> str:
+    """A file name relative to a dataset directory: no absolute path, no `..`, no NUL."""
+    path = PurePosixPath(name)
+    if not name or "\0" in name or "\n" in name or path.is_absolute() or ".." in path.parts:
+        raise ValidationError(f"input file {name!r} must be a path inside the dataset directory")
+    return str(path)
+
+
+def dataset_dirs(entry: Mapping[str, Any], config: Config) -> tuple[Path, Path]:
+    """(processed, raw) directories of a dataset; processed falls back to raw."""
+    raw = get_dotted(entry, config.data.raw_path_field)
+    if not raw:
+        raise ValidationError(f"dataset {entry['dataset']} has no {config.data.raw_path_field}")
+    processed = get_dotted(entry, config.data.processed_path_field) or raw
+    return Path(processed), Path(raw)
+
+
+def check_inputs(directory: Path, names: Sequence[str], must_exist: bool) -> list[str]:
+    """Validate input names against `directory`; symlinks may not lead outside it."""
+    checked = []
+    root = directory.resolve()
+    for name in names:
+        rel = safe_relative(name)
+        target = (directory / rel).resolve()
+        if not target.is_relative_to(root):
+            raise ValidationError(f"input file {name!r} leads outside {directory}")
+        if must_exist and not target.is_file():
+            raise ValidationError(f"input file {name!r} does not exist in {directory}")
+        checked.append(rel)
+    return checked
+
+
+def typed_options(job_type: str, spec: JobTypeConfig, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The job's options: declared, typed, defaults filled in, splits checked."""
+    declared = dict(spec.options)
+    unknown = sorted(
+        set(given) - set(declared) - (set(SPLIT_OPTIONS) if spec.splittable else set())
+    )
+    if unknown:
+        known = sorted(declared) + (list(SPLIT_OPTIONS) if spec.splittable else [])
+        raise ValidationError(
+            f"job type {job_type} has no option {', '.join(unknown)} "
+            f"(options: {', '.join(known) or 'none'})"
+        )
+    options: dict[str, Any] = {
+        name: opt.default for name, opt in declared.items() if opt.default is not None
+    }
+    for name, value in given.items():
+        kind = declared[name].type if name in declared else "int"
+        options[name] = coerce(name, value, kind)
+    if spec.splittable:
+        splits = int(options.setdefault("num_splits", 1))
+        if not 1 <= splits <= 10000:
+            raise ValidationError("num_splits must be between 1 and 10000")
+        index = options.get("split_idx")
+        if index is not None and not 0 <= index < splits:
+            raise ValidationError(f"split_idx must be between 0 and {splits - 1}")
+    return options
+
+
+def options_key(options: Mapping[str, Any]) -> str:
+    """A canonical text of the options, so that identical jobs can be found by equality."""
+    return json.dumps(options, sort_keys=True, default=str)
+
+
+def new_job_id() -> str:
+    return "j" + uuid.uuid4().hex[:11]
+
+
+def history_item(state: JobState, note: str, now: dt.datetime) -> dict[str, Any]:
+    return {"state": str(state), "at": now, "note": note}
+
+
+def prepare_job(db: Database, config: Config, request: JobRequest) -> dict[str, Any]:
+    """Validate a request into a complete queue entry, without storing it."""
+    spec = config.job_types.get(request.job_type)
+    if spec is None:
+        known = ", ".join(config.job_types) or "none"
+        raise ValidationError(f"unknown job type {request.job_type!r} (known: {known})")
+    if request.compute_cluster not in config.clusters:
+        raise ValidationError(
+            f"unknown cluster {request.compute_cluster!r} "
+            f"(known: {', '.join(config.clusters) or 'none configured'})"
+        )
+    entry = get_entry(db, request.dataset)
+    processed, raw = dataset_dirs(entry, config)
+    wait = request.data_transfer_await
+    options = typed_options(request.job_type, spec, request.job_options)
+    now = utcnow()
+    return {
+        "job_id": new_job_id(),
+        "dataset": request.dataset,
+        "user": request.user or config.user,
+        "compute_cluster": request.compute_cluster,
+        "job_type": request.job_type,
+        "data_transfer_await": wait,
+        "datafiles": check_inputs(processed, request.datafiles, must_exist=not wait),
+        "datarawfiles": check_inputs(raw, request.datarawfiles, must_exist=not wait),
+        "job_options": options,
+        "options_key": options_key(options),
+        "status": str(JobState.QUEUED),
+        "history": [history_item(JobState.QUEUED, f"submitted by {config.user}", now)],
+        "created_at": now,
+        "updated_at": now,
+        "retries": 0,
+        "next_try_at": now,
+        "owner": None,
+        "lease_until": None,
+    }
+
+
+def submit_job(
+    db: Database, config: Config, request: JobRequest, *, force: bool = False
+) -> dict[str, Any]:
+    """Validate a request and add it to the queue; return the new queue entry.
+
+    An identical job (same dataset, job type, cluster and options) still active is refused
+    unless `force`.
+    """
+    job = prepare_job(db, config, request)
+    same = {key: job[key] for key in ("dataset", "job_type", "compute_cluster", "options_key")}
+    twin = db.queue.find_one(
+        {**same, "status": {"$in": [str(s) for s in ACTIVE]}}, ["job_id", "status"]
+    )
+    if twin and not force:
+        raise DuplicateError(
+            f"an identical job {twin['job_id']} is already {twin['status']}; "
+            "use --force to add another"
+        )
+    db.queue.insert(job)
+    return get_job(db, job["job_id"])
+
+
+def get_job(db: Database, job_id: str) -> dict[str, Any]:
+    job = db.queue.find_one({"job_id": job_id})
+    if job is None:
+        raise NotFoundError(f"no job {job_id}")
+    job.pop("_id", None)
+    return job
+
+
+def list_jobs(
+    db: Database, *, user: str | None = None, status: str | None = None, limit: int = 0
+) -> list[dict[str, Any]]:
+    filter: dict[str, Any] = {}
+    if user:
+        filter["user"] = user
+    if status:
+        filter["status"] = str(JobState(status))
+    jobs = db.queue.find(filter, sort=[("created_at", -1)], limit=limit)
+    for job in jobs:
+        job.pop("_id", None)
+    return jobs
+
+
+def transition(
+    db: Database,
+    job: Mapping[str, Any],
+    new: JobState,
+    note: str = "",
+    *,
+    fields: Mapping[str, Any] | None = None,
+    reason: FailureReason | None = None,
+) -> dict[str, Any] | None:
+    """Move `job` from the state it was read in to `new`, recording why.
+
+    Returns the updated job, or None when another process changed its state first.
+    """
+    old = JobState(job["status"])
+    check_transition(old, new)
+    now = utcnow()
+    changes: dict[str, Any] = {"status": str(new), "updated_at": now, **(fields or {})}
+    if new is JobState.CANCELLED:
+        reason = reason or FailureReason.CANCELLED
+    if new is JobState.FAILED or new is JobState.CANCELLED:
+        if reason is None:
+            raise ValueError("a failed job needs a FailureReason")
+        changes["failure"] = {"reason": str(reason), "message": note}
+    return db.queue.claim(
+        {"job_id": job["job_id"], "status": str(old)},
+        {"$set": changes, "$push": {"history": history_item(new, note, now)}},
+    )
+
+
+def claim(
+    db: Database, filter: Mapping[str, Any], owner: str, lease: dt.timedelta
+) -> dict[str, Any] | None:
+    """Take one job matching `filter` whose lease is free or expired, for `lease`."""
+    now = utcnow()
+    free = {"$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
+    return db.queue.claim(
+        {**filter, **free},
+        {"$set": {"owner": owner, "lease_until": now + lease}},
+        sort=[("created_at", 1)],
+    )
+
+
+def release(db: Database, job_id: str, owner: str) -> None:
+    db.queue.update(
+        {"job_id": job_id, "owner": owner}, {"$set": {"owner": None, "lease_until": None}}
+    )
+
+
+def is_admin(db: Database, username: str) -> bool:
+    user = db.users.find_one({"username": username}, ["role"])
+    return bool(user and user.get("role") == "admin")
+
+
+def check_may_change(db: Database, job: Mapping[str, Any], username: str) -> None:
+    if job["user"] != username and not is_admin(db, username):
+        raise PermissionDenied(
+            f"job {job['job_id']} belongs to {job['user']}; only they or an admin may change it"
+        )
+
+
+def cancel_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
+    """Mark a job cancelled; the watchdog stops its transfer or SLURM job on the cluster."""
+    job = get_job(db, job_id)
+    check_may_change(db, job, username)
+    if JobState(job["status"]) not in ACTIVE:
+        raise ValidationError(f"job {job_id} is already {job['status']}")
+    done = transition(
+        db,
+        job,
+        JobState.CANCELLED,
+        f"cancelled by {username}",
+        fields={"cleanup_pending": True},
+        reason=FailureReason.CANCELLED,
+    )
+    if done is None:
+        raise ValidationError(f"job {job_id} changed state meanwhile; look again")
+    return done
+
+
+def retry_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
+    """Put a failed or cancelled job back in the queue, from the start."""
+    job = get_job(db, job_id)
+    check_may_change(db, job, username)
+    if JobState(job["status"]) not in (JobState.FAILED, JobState.CANCELLED):
+        raise ValidationError(
+            f"only failed or cancelled jobs can be retried; {job_id} is {job['status']}"
+        )
+    done = transition(
+        db,
+        job,
+        JobState.QUEUED,
+        f"retried by {username}",
+        fields={
+            "failure": None,
+            "retries": 0,
+            "next_try_at": utcnow(),
+            "transfer": None,
+            "slurm": None,
+            "owner": None,
+            "lease_until": None,
+            "attempt": int(job.get("attempt", 1)) + 1,
+        },
+    )
+    if done is None:
+        raise ValidationError(f"job {job_id} changed state meanwhile; look again")
+    return done

@@ -1,0 +1,29 @@
+"""`selftest`: checks that a cluster runs the lab's code; reports the environment it ran in.
+
+Options: `sleep_seconds` (to watch a job run) and `exit_code` (to see how a failing job is
+reported end to end).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def run(dataset: str, inputs: Path, outputs: Path, options: dict[str, Any]) -> int:
+    time.sleep(float(options.get("sleep_seconds") or 0))
+    report = {
+        "dataset": dataset,
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "inputs": sorted(str(p.relative_to(inputs)) for p in inputs.rglob("*") if p.is_file()),
+    }
+    (outputs / "selftest.json").write_text(json.dumps(report, indent=2))
+    code = int(options.get("exit_code") or 0)
+    print(f"selftest on {report['host']} (python {report['python']}): exit {code}", file=sys.stderr)
+    return code

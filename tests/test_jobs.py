@@ -1,0 +1,171 @@
+"""Submitting jobs, their validation, transitions, leases, cancel and retry (both backends)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from labctl.config import Config
+from labctl.db import Database
+from labctl.errors import DuplicateError, NotFoundError, ValidationError
+from labctl.jobs import (
+    JobRequest,
+    PermissionDenied,
+    cancel_job,
+    claim,
+    get_job,
+    release,
+    retry_job,
+    submit_job,
+    transition,
+)
+from labctl.states import FailureReason, InvalidTransition, JobState
+from labctl.users import add_user
+from tests.jobfixtures import DATASET, dataset_with_files, job_config
+
+
+@pytest.fixture
+def jcfg(config: Config, db: Database, tmp_path: Path) -> Config:
+    cfg = job_config(config, tmp_path / "scratch")
+    dataset_with_files(db, cfg, tmp_path / "data")
+    return cfg
+
+
+def request(**overrides: object) -> JobRequest:
+    fields: dict[str, object] = {
+        "dataset": DATASET,
+        "compute_cluster": "local",
+        "job_type": "file_stats",
+        "datafiles": ["phase.h5"],
+        "datarawfiles": ["fl_a.roli", "fl b $(x).roli"],
+    }
+    fields.update(overrides)
+    return JobRequest(**fields)  # type: ignore[arg-type]
+
+
+def test_submit_creates_a_queued_job_with_history(db: Database, jcfg: Config) -> None:
+    job = submit_job(db, jcfg, request(job_options={"sleep_seconds": "1.5"}))
+    assert job["status"] == "queued"
+    assert job["user"] == "tester"
+    assert job["job_options"] == {"sleep_seconds": 1.5}
+    assert job["datarawfiles"] == ["fl_a.roli", "fl b $(x).roli"]
+    assert [h["state"] for h in job["history"]] == ["queued"]
+    assert get_job(db, job["job_id"])["job_id"] == job["job_id"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"dataset": "20200101_000000"}, "no dataset 20200101_000000"),
+        ({"dataset": "bad"}, "not of the form"),
+        ({"compute_cluster": "nowhere"}, "unknown cluster 'nowhere' (known: local)"),
+        ({"job_type": "magic"}, "unknown job type 'magic'"),
+        ({"datafiles": ["missing.h5"]}, "does not exist"),
+        ({"datafiles": ["../raw/fl_a.roli"]}, "must be a path inside"),
+        ({"datarawfiles": ["/etc/passwd"]}, "must be a path inside"),
+        ({"datarawfiles": [""]}, "must be a path inside"),
+        ({"job_options": {"nope": 1}}, "has no option nope (options: sleep_seconds)"),
+        ({"job_options": {"sleep_seconds": "soon"}}, "must be float"),
+        ({"job_options": {"num_splits": 2}}, "has no option num_splits"),
+        ({"job_type": "file_stats_split", "job_options": {"num_splits": 0}}, "num_splits"),
+        (
+            {"job_type": "file_stats_split", "job_options": {"num_splits": 4, "split_idx": 4}},
+            "split_idx must be between 0 and 3",
+        ),
+    ],
+)
+def test_submit_validation(
+    db: Database, jcfg: Config, overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises((ValidationError, NotFoundError)) as err:
+        submit_job(db, jcfg, request(**overrides))
+    assert message in str(err.value)
+    assert db.queue.count() == 0
+
+
+def test_symlink_escaping_the_dataset_is_refused(
+    db: Database, jcfg: Config, tmp_path: Path
+) -> None:
+    (tmp_path / "data/raw/link.roli").symlink_to("/etc/passwd")
+    with pytest.raises(ValidationError, match="leads outside"):
+        submit_job(db, jcfg, request(datarawfiles=["link.roli"]))
+
+
+def test_await_transfer_accepts_files_not_there_yet(db: Database, jcfg: Config) -> None:
+    job = submit_job(db, jcfg, request(datarawfiles=["later.roli"], data_transfer_await=True))
+    assert job["data_transfer_await"] is True
+    with pytest.raises(ValidationError, match="must be a path inside"):
+        submit_job(db, jcfg, request(datarawfiles=["../x"], data_transfer_await=True))
+
+
+def test_identical_active_job_is_refused_unless_forced(db: Database, jcfg: Config) -> None:
+    first = submit_job(db, jcfg, request(job_options={"sleep_seconds": 1}))
+    with pytest.raises(DuplicateError, match=f"identical job {first['job_id']} is already queued"):
+        submit_job(db, jcfg, request(job_options={"sleep_seconds": 1.0}))
+    other = submit_job(db, jcfg, request(job_options={"sleep_seconds": 2}))
+    forced = submit_job(db, jcfg, request(job_options={"sleep_seconds": 1}), force=True)
+    assert len({first["job_id"], other["job_id"], forced["job_id"]}) == 3
+    transition(db, first, JobState.CANCELLED, "test")
+    transition(db, get_job(db, forced["job_id"]), JobState.CANCELLED, "test")
+    submit_job(db, jcfg, request(job_options={"sleep_seconds": 1}))  # no active twin any more
+
+
+def test_transition_is_compare_and_set_and_follows_the_table(db: Database, jcfg: Config) -> None:
+    job = submit_job(db, jcfg, request())
+    moved = transition(
+        db, job, JobState.TRANSFERRING, "rsync started", fields={"transfer": {"pid": 1}}
+    )
+    assert moved is not None and moved["status"] == "transferring"
+    assert moved["transfer"] == {"pid": 1}
+    assert (
+        transition(db, job, JobState.TRANSFERRING, "stale copy") is None
+    )  # job was read as queued
+    with pytest.raises(InvalidTransition, match="a transferring job cannot become completed"):
+        transition(db, moved, JobState.COMPLETED)
+    failed = transition(
+        db, moved, JobState.FAILED, "rsync: permission denied", reason=FailureReason.TRANSFER
+    )
+    assert failed is not None
+    assert failed["failure"] == {"reason": "transfer", "message": "rsync: permission denied"}
+    assert [h["state"] for h in failed["history"]] == ["queued", "transferring", "failed"]
+    another = submit_job(db, jcfg, request(job_options={"sleep_seconds": 3}))
+    with pytest.raises(ValueError, match="needs a FailureReason"):
+        transition(db, another, JobState.FAILED)
+
+
+def test_claim_takes_each_job_once_until_the_lease_expires(db: Database, jcfg: Config) -> None:
+    job = submit_job(db, jcfg, request())
+    hour = dt.timedelta(hours=1)
+    mine = claim(db, {"status": "queued"}, "watchdog-a", hour)
+    assert mine is not None and mine["owner"] == "watchdog-a"
+    assert claim(db, {"status": "queued"}, "watchdog-b", hour) is None
+    release(db, job["job_id"], "watchdog-b")  # not the owner: no effect
+    assert claim(db, {"status": "queued"}, "watchdog-b", hour) is None
+    release(db, job["job_id"], "watchdog-a")
+    theirs = claim(db, {"status": "queued"}, "watchdog-b", -hour)  # a lease already expired
+    assert theirs is not None and theirs["owner"] == "watchdog-b"
+    again = claim(db, {"status": "queued"}, "watchdog-c", hour)
+    assert again is not None and again["owner"] == "watchdog-c"
+
+
+def test_cancel_and_retry_permissions(db: Database, jcfg: Config) -> None:
+    job = submit_job(db, jcfg, request(user="charlie"))
+    with pytest.raises(PermissionDenied, match="belongs to charlie"):
+        cancel_job(db, job["job_id"], "dana")
+    add_user(db, "boss", role="admin")
+    cancelled = cancel_job(db, job["job_id"], "boss")
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["failure"]["reason"] == "cancelled"
+    assert cancelled["cleanup_pending"] is True
+    with pytest.raises(ValidationError, match="already cancelled"):
+        cancel_job(db, job["job_id"], "charlie")
+    with pytest.raises(PermissionDenied):
+        retry_job(db, job["job_id"], "dana")
+    again = retry_job(db, job["job_id"], "charlie")
+    assert again["status"] == "queued" and again["failure"] is None and again["attempt"] == 2
+    with pytest.raises(ValidationError, match="only failed or cancelled"):
+        retry_job(db, job["job_id"], "charlie")
+    with pytest.raises(NotFoundError):
+        cancel_job(db, "jnope", "charlie")
