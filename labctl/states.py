@@ -63,4 +63,4 @@ def check_transition(old: JobState, new: JobState) -> None:
     """Raise `InvalidTransition` unless the table allows `old` -> `new`."""
     if new not in TRANSITIONS[old]:
         allowed = ", ".join(sorted(TRANSITIONS[old])) or "nothing (final state)"
-        raise InvalidTransition(f"a job cannot go from {old} to {new} (allowed: {allowed})")
+        raise InvalidTransition(f"a {old} job cannot become {new} (allowed: {allowed})")

@@ -49,7 +49,7 @@ def test_every_pair_is_allowed_exactly_as_specified(old: JobState, new: JobState
     if new.value in SPECIFIED[old.value]:
         check_transition(old, new)
     else:
-        with pytest.raises(InvalidTransition, match=f"a job cannot go from {old} to {new} "):
+        with pytest.raises(InvalidTransition, match=f"a {old} job cannot become {new} "):
             check_transition(old, new)
 
 

@@ -1,0 +1,255 @@
+"""SLURM parsing against output captured on the testbed (see tests/captured/README.md)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from labctl.slurm import (
+    SchedulerError,
+    SlurmStatus,
+    parse_sacct,
+    parse_sbatch,
+    parse_squeue,
+    sacct_command,
+    squeue_command,
+    to_job_state,
+)
+from labctl.states import FailureReason, JobState, check_transition
+
+CAPTURED = Path(__file__).parent / "captured"
+S, R = JobState, FailureReason
+
+
+def captured(name: str) -> str:
+    return (CAPTURED / name).read_text()
+
+
+def summary(statuses: dict[str, SlurmStatus]) -> dict[str, tuple[str, str | None, int | None]]:
+    return {key: (s.state, s.reason, s.exit_code) for key, s in statuses.items()}
+
+
+# --- sbatch ---------------------------------------------------------------------------------
+
+
+def test_parse_sbatch_plain_and_array() -> None:
+    assert parse_sbatch(captured("sbatch-parsable.txt")) == "16"
+    assert parse_sbatch(captured("sbatch-parsable-array.txt")) == "17"
+
+
+def test_parse_sbatch_drops_the_cluster_name() -> None:
+    assert parse_sbatch("138;cluster-a\n") == "138"
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    ["", "\n", captured("sbatch-bad-partition.stderr"), "138 139", "abc;cluster", ";138", "-1"],
+)
+def test_parse_sbatch_rejects_garbage(stdout: str) -> None:
+    with pytest.raises(SchedulerError, match="sbatch --parsable printed no job id"):
+        parse_sbatch(stdout)
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def test_squeue_command_asks_once_for_all_jobs_finished_included() -> None:
+    assert squeue_command(["16", "17", "16", "28_3"]) == [
+        "squeue", "--noheader", "--states=all", "--jobs=16,17,28_3",
+        "--Format=JobArrayID:|,State:|,exit_code:",
+    ]  # fmt: skip
+
+
+def test_sacct_command_with_and_without_jobcomp() -> None:
+    common = ["--allocations", "--parsable2", "--noheader", "--format=JobID,State,ExitCode"]
+    assert sacct_command(["21", "24"]) == ["sacct", *common, "--jobs=21,24"]
+    assert sacct_command(("21",), jobcomp=True) == ["sacct", "--completion", *common, "--jobs=21"]
+
+
+@pytest.mark.parametrize("ids", [[], ["abc"], ["1;rm -rf ~"], ["17_[0-3]"], [" 16"]])
+def test_commands_refuse_missing_or_odd_ids(ids: list[str]) -> None:
+    with pytest.raises(ValueError):
+        squeue_command(ids)
+    with pytest.raises(ValueError):
+        sacct_command(ids)
+
+
+# --- squeue ---------------------------------------------------------------------------------
+
+
+def test_parse_squeue_with_jobs_pending_running_and_finished() -> None:
+    assert summary(parse_squeue(captured("squeue-live.txt"))) == {
+        "16": (S.RETRIEVING, None, 0),
+        **{f"17_{t}": (S.RETRIEVING, None, 0) for t in range(4)},
+        "21": (S.FAILED, R.EXIT_CODE, 3),
+        "22": (S.FAILED, R.EXIT_CODE, 128 + 9),
+        "23": (S.FAILED, R.EXIT_CODE, 128 + 53),
+        "24": (S.FAILED, R.TIMEOUT, 128 + 15),
+        "25": (S.CANCELLED, R.CANCELLED, 128 + 15),
+        **{f"26_{t}": (S.CANCELLED, R.CANCELLED, 0) for t in range(4)},
+        "27": (S.RUNNING, None, None),
+        "28_0": (S.RUNNING, None, None),
+        "28_1": (S.RUNNING, None, None),
+        "28_2": (S.PENDING, None, None),
+        **{f"29_{t}": (S.PENDING, None, None) for t in range(4)},
+        "30": (S.PENDING, None, None),
+    }
+
+
+def test_parse_squeue_names_array_tasks_by_parent_and_task() -> None:
+    statuses = parse_squeue(captured("squeue-live.txt"))
+    assert statuses["17_2"] == SlurmStatus("17", S.RETRIEVING, None, "COMPLETED", 0, 2)
+    assert statuses["29_3"] == SlurmStatus("29", S.PENDING, None, "PENDING", None, 3)
+    assert statuses["16"] == SlurmStatus("16", S.RETRIEVING, None, "COMPLETED", 0, None)
+    assert statuses["16"].key == "16"
+    assert statuses["28_1"].key == "28_1"
+
+
+def test_parse_squeue_after_cancelling_everything() -> None:
+    statuses = parse_squeue(captured("squeue-after-cancel.txt"))
+    cancelled = {k for k, s in statuses.items() if s.state is S.CANCELLED}
+    assert cancelled == {"25", "27", "28_0", "28_1", "28_2", "30"} | {
+        f"{job}_{t}" for job in (26, 29) for t in range(4)
+    }
+    assert all(statuses[k].reason is R.CANCELLED for k in cancelled)
+    assert "28_3" not in statuses  # cancelled while pending: SLURM forgets the task
+    assert summary(statuses)["24"] == (S.FAILED, R.TIMEOUT, 143)
+
+
+def test_parse_squeue_of_empty_output() -> None:
+    assert parse_squeue("") == {}
+    assert parse_squeue("\n") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (captured("squeue-unknown-id.stderr"), "expected 'id|state|exit code'"),
+        (captured("sacct-jobcomp.txt"), "unrecognised squeue exit code '0:0'"),
+        ("16|COMPLETED", "expected 'id|state|exit code'"),
+        ("16|COMPLETED|0|", "expected 'id|state|exit code'"),
+        ("abc|RUNNING|0", "unrecognised SLURM job id 'abc'"),
+        ("16.batch|RUNNING|0", "unrecognised SLURM job id"),
+        ("16_[3-]|PENDING|0", "unrecognised array task range"),
+        ("16_[-3]|PENDING|0", "unrecognised array task range"),
+        ("16_[5-3]|PENDING|0", "unrecognised array task range"),
+        ("16_[1,,2]|PENDING|0", "unrecognised array task range"),
+        ("16|WAITING|0", "unknown SLURM job state 'WAITING'"),
+        ("16||0", "unknown SLURM job state ''"),
+        ("16|RUNNING|", "unrecognised squeue exit code ''"),
+    ],
+)
+def test_parse_squeue_rejects_garbage(text: str, message: str) -> None:
+    with pytest.raises(SchedulerError, match=re.escape(message)):
+        parse_squeue(text)
+
+
+# --- sacct ----------------------------------------------------------------------------------
+
+
+def test_parse_sacct_from_the_jobcomp_log() -> None:
+    assert summary(parse_sacct(captured("sacct-jobcomp.txt"))) == {
+        "16": (S.RETRIEVING, None, 0),
+        "17": (S.RETRIEVING, None, 0),  # really task 17_3: the jobcomp log knows no arrays
+        "21": (S.FAILED, R.EXIT_CODE, 3),
+        "22": (S.FAILED, R.EXIT_CODE, 128 + 9),
+        "23": (S.FAILED, R.EXIT_CODE, 128 + 53),
+        "24": (S.FAILED, R.TIMEOUT, 0),
+        "25": (S.CANCELLED, R.CANCELLED, 0),
+        "26": (S.CANCELLED, R.CANCELLED, 0),
+        "27": (S.CANCELLED, R.CANCELLED, 0),
+        "28": (S.CANCELLED, R.CANCELLED, 0),
+        "29": (S.CANCELLED, R.CANCELLED, 0),
+        "30": (S.CANCELLED, R.CANCELLED, 0),
+    }
+
+
+def test_parse_sacct_slurmdbd_style() -> None:
+    # Hand-written in the documented slurmdbd format (no slurmdbd on the testbed).
+    text = "138_2|CANCELLED by 1001|0:15\n138_[3-4]|PENDING|0:0\n139|OUT_OF_MEMORY|0:125\n"
+    assert parse_sacct(text) == {
+        "138_2": SlurmStatus("138", S.CANCELLED, R.CANCELLED, "CANCELLED by 1001", 143, 2),
+        "138_3": SlurmStatus("138", S.PENDING, None, "PENDING", None, 3),
+        "138_4": SlurmStatus("138", S.PENDING, None, "PENDING", None, 4),
+        "139": SlurmStatus("139", S.FAILED, R.OUT_OF_MEMORY, "OUT_OF_MEMORY", 253, None),
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (captured("squeue-live.txt"), "unrecognised sacct exit code '15'"),
+        (captured("sacct-jobcomp.stderr"), "expected 'id|state|exit code'"),
+        ("16|COMPLETED|0", "unrecognised sacct exit code '0'"),
+        ("16|COMPLETED|x:0", "unrecognised sacct exit code 'x:0'"),
+        ("16.batch|COMPLETED|0:0", "unrecognised SLURM job id '16.batch'"),
+    ],
+)
+def test_parse_sacct_rejects_garbage(text: str, message: str) -> None:
+    with pytest.raises(SchedulerError, match=re.escape(message)):
+        parse_sacct(text)
+
+
+# --- state mapping --------------------------------------------------------------------------
+
+MAPPING = [
+    ("PENDING", S.PENDING, None),
+    ("REQUEUED", S.PENDING, None),
+    ("REQUEUE_HOLD", S.PENDING, None),
+    ("REQUEUE_FED", S.PENDING, None),
+    ("RESV_DEL_HOLD", S.PENDING, None),
+    ("CONFIGURING", S.RUNNING, None),
+    ("RUNNING", S.RUNNING, None),
+    ("COMPLETING", S.RUNNING, None),
+    ("SIGNALING", S.RUNNING, None),
+    ("STAGE_OUT", S.RUNNING, None),
+    ("RESIZING", S.RUNNING, None),
+    ("SUSPENDED", S.RUNNING, None),
+    ("STOPPED", S.RUNNING, None),
+    ("COMPLETED", S.RETRIEVING, None),
+    ("FAILED", S.FAILED, R.EXIT_CODE),
+    ("SPECIAL_EXIT", S.FAILED, R.EXIT_CODE),
+    ("TIMEOUT", S.FAILED, R.TIMEOUT),
+    ("DEADLINE", S.FAILED, R.TIMEOUT),
+    ("OUT_OF_MEMORY", S.FAILED, R.OUT_OF_MEMORY),
+    ("NODE_FAIL", S.FAILED, R.NODE_FAIL),
+    ("BOOT_FAIL", S.FAILED, R.NODE_FAIL),
+    ("PREEMPTED", S.FAILED, R.SLURM),
+    ("REVOKED", S.FAILED, R.SLURM),
+    ("CANCELLED", S.CANCELLED, R.CANCELLED),
+    ("CANCELLED by 0", S.CANCELLED, R.CANCELLED),
+    ("CANCELLED by 1001", S.CANCELLED, R.CANCELLED),
+]
+
+
+@pytest.mark.parametrize(("slurm_state", "state", "reason"), MAPPING)
+def test_to_job_state(slurm_state: str, state: JobState, reason: FailureReason | None) -> None:
+    assert to_job_state(slurm_state, 3) == (state, reason)
+
+
+@pytest.mark.parametrize(("slurm_state", "state", "_reason"), MAPPING)
+def test_every_mapped_state_is_a_legal_step_after_submit(
+    slurm_state: str, state: JobState, _reason: FailureReason | None
+) -> None:
+    check_transition(JobState.SUBMITTED, state)
+
+
+@pytest.mark.parametrize("exit_code", [0, None])
+def test_failed_without_an_exit_code_is_slurms_doing(exit_code: int | None) -> None:
+    assert to_job_state("FAILED", exit_code) == (S.FAILED, R.SLURM)
+
+
+@pytest.mark.parametrize("slurm_state", ["", " ", "running", "CANCELLED+", "WAITING", "UNKNOWN"])
+def test_to_job_state_rejects_unknown_states(slurm_state: str) -> None:
+    with pytest.raises(SchedulerError, match="unknown SLURM job state"):
+        to_job_state(slurm_state, None)
+
+
+def test_every_state_in_the_reference_squeue_json_maps() -> None:
+    jobs = json.loads(captured("squeue-22.05.json"))["jobs"]
+    mapped = [to_job_state(job["job_state"], job["exit_code"] >> 8) for job in jobs]
+    assert mapped.count((S.RETRIEVING, None)) == 40
+    assert mapped.count((S.FAILED, R.EXIT_CODE)) == 2
+    assert mapped.count((S.CANCELLED, R.CANCELLED)) == 2
+    assert mapped.count((S.FAILED, R.TIMEOUT)) == 1

@@ -1,0 +1,64 @@
+"""sbatch, squeue and sacct over ssh against the real testbed (scripts/testbed.sh)."""
+
+import os
+import shlex
+import subprocess
+import time
+
+import pytest
+
+from labctl.slurm import (
+    SlurmStatus,
+    parse_sacct,
+    parse_sbatch,
+    parse_squeue,
+    sacct_command,
+    squeue_command,
+)
+from labctl.states import FailureReason, JobState
+
+pytestmark = pytest.mark.testbed
+
+SSH_CONFIG = os.environ.get("HPC_SSH_CONFIG")
+
+
+def ssh(argv: list[str]) -> str:
+    """Run argv as the cluster user on the testbed's `hpc` host; return its stdout."""
+    assert SSH_CONFIG is not None
+    done = subprocess.run(
+        ["ssh", "-F", SSH_CONFIG, "hpc", shlex.join(argv)],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    return done.stdout
+
+
+def wait_until_finished(job_ids: list[str], timeout: float = 60) -> dict[str, SlurmStatus]:
+    """Poll squeue, one call for all jobs, until none of them is pending or running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = parse_squeue(ssh(squeue_command(job_ids)))
+        if all(s.state not in (JobState.PENDING, JobState.RUNNING) for s in statuses.values()):
+            return statuses
+        if time.monotonic() > deadline:
+            pytest.fail(f"jobs {job_ids} still not finished after {timeout} s: {statuses}")
+        time.sleep(0.5)
+
+
+@pytest.mark.skipif(
+    SSH_CONFIG is None, reason="HPC_SSH_CONFIG unset: run scripts/testbed.sh, source its env.sh"
+)
+def test_jobs_run_and_end_as_parsed() -> None:
+    ok = parse_sbatch(ssh(["sbatch", "--parsable", "--wrap", "true"]))
+    bad = parse_sbatch(ssh(["sbatch", "--parsable", "--wrap", "exit 3"]))
+    array = parse_sbatch(ssh(["sbatch", "--parsable", "--array=0-1", "--wrap", "true"]))
+
+    statuses = wait_until_finished([ok, bad, array])
+
+    assert statuses.keys() == {ok, bad, f"{array}_0", f"{array}_1"}
+    assert statuses[ok] == SlurmStatus(ok, JobState.RETRIEVING, None, "COMPLETED", 0)
+    assert statuses[bad] == SlurmStatus(bad, JobState.FAILED, FailureReason.EXIT_CODE, "FAILED", 3)
+    assert statuses[f"{array}_1"].state is JobState.RETRIEVING
+    assert statuses[f"{array}_1"].array_task == 1
+
+    finished = parse_sacct(ssh(sacct_command([ok, bad], jobcomp=True)))
+    assert finished == {ok: statuses[ok], bad: statuses[bad]}
