@@ -136,16 +136,40 @@ class ClusterConfig(_Model):
     key_file: Path | None = None
     known_hosts: Path = Field(default_factory=lambda: Path.home() / ".ssh" / "known_hosts")
     scratch: str = Field(description="absolute directory on the cluster for job folders")
-    scheduler: Literal["slurm", "process"] = "slurm"
+    scheduler: Literal["slurm", "process"] = Field(
+        default="slurm", description="slurm, or plain background processes (local only)"
+    )
+    accounting: Literal["slurmdbd", "jobcomp"] = Field(
+        default="slurmdbd", description="where sacct reads finished jobs: slurmdbd or jobcomp log"
+    )
     account: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     setup: list[str] = Field(default_factory=list, description="shell lines run before a job")
     python: str = "python3"
     resources: Resources = Field(default_factory=lambda: Resources(time="01:00:00", cpus=1))
+    data_dir: str | None = Field(
+        default=None, description="absolute directory on the cluster that `labctl mount` mounts"
+    )
+    mount_point: Path | None = Field(
+        default=None, description="local directory where `labctl mount` mounts data_dir"
+    )
 
-    @field_validator("key_file", "known_hosts")
+    @field_validator("key_file", "known_hosts", "mount_point")
     @classmethod
     def _expand_paths(cls, path: Path | None) -> Path | None:
         return path.expanduser() if path else None
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, data_dir: str | None) -> str | None:
+        return None if data_dir is None else cls._absolute(data_dir)
+
+    @model_validator(mode="after")
+    def _mount_pair(self) -> ClusterConfig:
+        if (self.data_dir is None) != (self.mount_point is None):
+            raise ValueError("'data_dir' and 'mount_point' go together: set both or neither")
+        if self.mount_point is not None and not self.mount_point.is_absolute():
+            raise ValueError("'mount_point' must be an absolute path (or start with ~)")
+        return self
 
     @field_validator("scratch")
     @classmethod
@@ -156,9 +180,11 @@ class ClusterConfig(_Model):
         return scratch.rstrip("/") or "/"
 
     @model_validator(mode="after")
-    def _ssh_needs_host(self) -> ClusterConfig:
+    def _consistent(self) -> ClusterConfig:
         if self.type == "ssh" and not (self.host and self.user):
             raise ValueError("an ssh cluster needs 'host' and 'user'")
+        if self.type == "ssh" and self.scheduler == "process":
+            raise ValueError("the process scheduler runs on a local cluster only")
         return self
 
 
@@ -189,12 +215,43 @@ class JobTypeConfig(_Model):
         return outputs
 
 
+def _default_pipelines() -> Path:
+    return Path(__file__).resolve().parent.parent / "pipelines"
+
+
+class WatchdogConfig(_Model):
+    """How the cron-run watchdog behaves on this machine."""
+
+    state_dir: Path = Field(
+        default_factory=lambda: default_data_dir() / "watchdog",
+        description="transfer logs and staging folders of running jobs",
+    )
+    pipelines_dir: Path = Field(
+        default_factory=_default_pipelines, description="the pipelines/ package shipped to jobs"
+    )
+    lease_seconds: int = Field(default=600, ge=10)
+    max_retries: int = Field(default=5, ge=0)
+    backoff_seconds: float = Field(default=30, ge=0, description="doubles with each retry")
+    log_dir: Path = Field(
+        default_factory=lambda: default_data_dir() / "logs",
+        description="cron: one rotated log per stage, and the lock files of overlapping runs",
+    )
+    cron_minutes: int = Field(default=1, ge=1, le=59, description="cron runs each stage this often")
+
+    @field_validator("state_dir", "pipelines_dir", "log_dir")
+    @classmethod
+    def _expand_dirs(cls, path: Path) -> Path:
+        return path.expanduser()
+
+
 class Config(_Model):
     user: str = Field(default_factory=getpass.getuser, description="your lab username")
+    email: str = Field(default="", description="your e-mail address")
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     data: DataSchema = Field(default_factory=DataSchema)
     clusters: dict[str, ClusterConfig] = Field(default_factory=dict)
     job_types: dict[str, JobTypeConfig] = Field(default_factory=dict)
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
 
 
 def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> Config:

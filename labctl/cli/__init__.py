@@ -98,6 +98,6 @@ def main() -> None:
     cli()
 
 
-from labctl.cli import data, demo, jobs, users  # noqa: E402  (commands register themselves on `cli`)
+from labctl.cli import data, demo, jobs, users, watchdog  # noqa: E402  (commands register themselves on `cli`)
 
-__all__ = ["App", "cli", "data", "demo", "jobs", "main", "users"]
+__all__ = ["App", "cli", "data", "demo", "jobs", "main", "users", "watchdog"]

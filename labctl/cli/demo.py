@@ -1,35 +1,37 @@
-"""`labctl demo`: the main job end to end on a throw-away embedded store."""
+"""`labctl demo`: the main job end to end on a throw-away embedded store and this machine.
+
+It logs three experiments, queries them, submits an analysis job to the `local` cluster (local
+SLURM when it answers, else plain background processes) and runs the watchdog until the job's
+results are home and verified.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
 from labctl.cli import App, cli
 from labctl.cli.data import log_cmd, query_cmd, show_cmd
+from labctl.cli.jobs import queue_cmd, status_cmd, submit_cmd
 from labctl.cli.output import console
-from labctl.config import Config, DatabaseConfig
+from labctl.cli.watchdog import run_stages
+from labctl.config import ClusterConfig, Config, DatabaseConfig, JobTypeConfig, WatchdogConfig
+from labctl.jobs import get_job
+from labctl.states import TERMINAL
 
 EXPERIMENTS = [
-    (
-        "20211215_093527",
-        "charlie",
-        {"runclass.id": "ARB-diff", "n_planes": "12", "fish.age_dpf": "6"},
-    ),
-    (
-        "20211215_141002",
-        "charlie",
-        {"runclass.id": "ARB-diff", "n_planes": "8", "fish.age_dpf": "6"},
-    ),
-    (
-        "20220103_110045",
-        "dana",
-        {"runclass.id": "spontaneous", "n_planes": "20", "fish.age_dpf": "7"},
-    ),
+    ("20211215_093527", "charlie", {"runclass.id": "ARB-diff", "n_planes": "12"}),
+    ("20211215_141002", "charlie", {"runclass.id": "ARB-diff", "n_planes": "8"}),
+    ("20220103_110045", "dana", {"runclass.id": "spontaneous", "n_planes": "20"}),
 ]
+RAW_FILES = {"fl_a.roli": 3_000_000, "fl_b.roli": 2_000_000}
 
 
 def _step(ctx: click.Context, command: click.Command, shown: str, **params: Any) -> None:
@@ -37,29 +39,84 @@ def _step(ctx: click.Context, command: click.Command, shown: str, **params: Any)
     ctx.invoke(command, **params)
 
 
+def local_slurm_answers() -> bool:
+    """True when `sinfo` on this machine reaches a SLURM controller."""
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        return False
+    try:
+        done = subprocess.run(["sinfo", "-h"], capture_output=True, timeout=5, check=False)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0 and bool(done.stdout.strip())
+
+
+def demo_config(root: Path) -> Config:
+    scheduler: Literal["slurm", "process"] = "slurm" if local_slurm_answers() else "process"
+    return Config(
+        user="charlie",
+        database=DatabaseConfig(path=root / "db"),
+        clusters={
+            "local": ClusterConfig(
+                type="local",
+                scratch=str(root / "scratch"),
+                scheduler=scheduler,
+                accounting="jobcomp",
+            )
+        },
+        job_types={
+            "file_stats": JobTypeConfig(
+                entry="file_stats",
+                outputs=["file_stats.json"],
+                help="size, SHA-256 and lines of each input",
+            )
+        },
+        watchdog=WatchdogConfig(state_dir=root / "watchdog", backoff_seconds=1),
+    )
+
+
+def make_raw_data(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, size in RAW_FILES.items():
+        (folder / name).write_bytes(os.urandom(size))
+
+
 @cli.command("demo")
 @click.option(
     "--dir",
     "directory",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Keep the demo store here (default: a temporary directory, removed after).",
+    help="Keep the demo's store and data here (default: a temporary directory).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=120,
+    show_default=True,
+    help="Give up waiting for the job after this many seconds.",
 )
 @click.pass_context
-def demo_cmd(ctx: click.Context, directory: Path | None) -> None:
-    """Log a few experiments into a fresh embedded store and query them."""
+def demo_cmd(ctx: click.Context, directory: Path | None, timeout: float) -> None:
+    """Log and query experiments, then run an analysis job through the watchdog."""
     with tempfile.TemporaryDirectory(prefix="labctl-demo-") as tmp:
-        root = directory or Path(tmp)
-        config = Config(user="demo", database=DatabaseConfig(path=root / "db"))
-        ctx.obj = App(None, _config=config)
-        ctx.call_on_close(ctx.obj.close)
-        click.echo(f"labctl demo: embedded store at {root / 'db'}")
+        root = (directory or Path(tmp)).resolve()
+        config = demo_config(root)
+        app = App(None, _config=config)
+        ctx.obj = app
+        ctx.call_on_close(app.close)
+        scheduler = config.clusters["local"].scheduler
+        click.echo(
+            f"labctl demo in {root} (embedded store; local cluster runs jobs with {scheduler})"
+        )
         for dataset, user, fields in EXPERIMENTS:
-            raw = f"/nfs/lab/{user}/{dataset}"
+            raw = root / "data" / dataset / "raw"
+            make_raw_data(raw)
             sets = tuple(f"{k}={v}" for k, v in fields.items())
             shown = f"log {dataset} --user {user} --raw-path {raw} " + " ".join(
                 f"--set {s}" for s in sets
             )
-            _step(ctx, log_cmd, shown, dataset=dataset, user=user, raw_path=raw, assignments=sets)
+            _step(
+                ctx, log_cmd, shown, dataset=dataset, user=user, raw_path=str(raw), assignments=sets
+            )
         _step(
             ctx,
             query_cmd,
@@ -75,5 +132,42 @@ def demo_cmd(ctx: click.Context, directory: Path | None) -> None:
             conditions=("n_planes>=10",),
             sort_specs=("-n_planes",),
         )
-        _step(ctx, show_cmd, f"show {EXPERIMENTS[0][0]}", dataset=EXPERIMENTS[0][0])
-        click.echo("demo finished: 3 experiments logged and queried")
+        dataset = EXPERIMENTS[0][0]
+        rawfiles = tuple(RAW_FILES)
+        _step(
+            ctx,
+            submit_cmd,
+            f"submit {dataset} --cluster local --job-type file_stats "
+            + " ".join(f"--rawfile {f}" for f in rawfiles),
+            dataset=dataset,
+            compute_cluster="local",
+            job_type="file_stats",
+            rawfiles=rawfiles,
+        )
+        job_id = app.db.queue.find({}, ["job_id"])[0]["job_id"]
+        console().rule("[bold]$ labctl watchdog tick   (cron runs this every minute)", align="left")
+        state = watch(app, job_id, timeout)
+        _step(ctx, queue_cmd, "queue", limit=10)
+        _step(ctx, status_cmd, f"status {job_id}", job_id=job_id)
+        _step(ctx, show_cmd, f"show {dataset}", dataset=dataset)
+        if state != "completed":
+            raise click.ClickException(f"the demo job ended {state}; see 'labctl status' above")
+        click.echo(
+            f"demo finished: 3 experiments logged and queried, job {job_id} completed "
+            "with verified results"
+        )
+
+
+def watch(app: App, job_id: str, timeout: float) -> str:
+    """Run watchdog ticks until the job reaches a final state; print each state change."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        run_stages(app.db, app.config, ["scan", "transfers", "jobs"])
+        state = str(get_job(app.db, job_id)["status"])
+        if state != last:
+            click.echo(f"  job {job_id}: {state}")
+            last = state
+        if state in TERMINAL or time.monotonic() > deadline:
+            return state
+        time.sleep(0.5)

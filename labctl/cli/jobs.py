@@ -146,24 +146,38 @@ def queue_cmd(app: App, user: str | None, status: str | None, limit: int, as_jso
         )
 
 
+HIDDEN_IN_STATUS = ("history", "batch_script", "options_key", "log_tail", "owner", "lease_until")
+
+
 @cli.command("status")
 @click.argument("job_id")
+@click.option("--script", is_flag=True, help="Print the job's batch script instead.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def status_cmd(app: App, job_id: str, as_json: bool) -> None:
-    """Show one job whole, with its history."""
+def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
+    """Show one job whole, with its history and, if it failed, its log tail."""
     job = get_job(app.db, job_id)
     if as_json:
         echo_json(job)
         return
-    history = job.pop("history", [])
-    echo_document(job, title=f"job {job_id}")
+    if script:
+        click.echo(job.get("batch_script") or f"job {job_id} has no batch script yet", nl=False)
+        return
+    history, tail = job.get("history", []), job.get("log_tail")
+    if job.get("transfer"):
+        job["transfer"].pop("argv", None)
+    echo_document(
+        {k: v for k, v in job.items() if k not in HIDDEN_IN_STATUS}, title=f"job {job_id}"
+    )
     table = Table(title="history", title_justify="left", header_style="bold")
     for name in ("at", "state", "note"):
         table.add_column(name)
     for item in history:
         table.add_row(cell(item["at"]), item["state"], item.get("note", ""))
     console().print(table)
+    if tail:
+        console().rule("log tail", align="left")
+        click.echo(tail)
 
 
 @cli.command("cancel")

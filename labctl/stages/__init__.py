@@ -1,0 +1,139 @@
+"""The watchdog: three stages that cron runs every minute, each safe to rerun or kill anywhere.
+
+1. `scan`: takes new queue entries, stages their inputs and starts the rsync to the cluster;
+   submits the batch script of jobs whose data have arrived.
+2. `transfers`: records the progress of running rsyncs, resumes interrupted ones, ends them.
+3. `jobs`: asks each cluster once about all its active jobs, follows SLURM's states, brings
+   results home, verifies them and records them.
+
+Each stage takes a job with an owner and a lease (`labctl.jobs.claim`) and moves it only with
+compare-and-set transitions, so overlapping runs never act on the same job twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labctl.batch import JobLayout
+from labctl.cluster import ClusterPool
+from labctl.config import Config
+from labctl.db import Database
+from labctl.jobs import claim, history_item, release, transition
+from labctl.models import utcnow
+from labctl.states import FailureReason, JobState
+from labctl.transport import TransportError
+
+
+@dataclass
+class StageRun:
+    """One run of one stage: the database, the clusters it opened, and what it did."""
+
+    db: Database
+    config: Config
+    stage: str
+    pool: ClusterPool
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    did: Counter[str] = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def lease(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.config.watchdog.lease_seconds)
+
+    def state_dir(self, job_id: str) -> Path:
+        """This machine's folder for one job: its staging tree and transfer log."""
+        path = self.config.watchdog.state_dir / job_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def layout(self, job: Mapping[str, Any]) -> JobLayout:
+        return JobLayout.of(self.config.clusters[job["compute_cluster"]], job["job_id"])
+
+    def claimed(self, filter: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """Claim matching jobs one at a time (each once per run), releasing each after use."""
+        seen: list[str] = []
+        while True:
+            job = claim(self.db, {**filter, "job_id": {"$nin": seen}}, self.owner, self.lease)
+            if job is None:
+                return
+            seen.append(job["job_id"])
+            try:
+                yield job
+            finally:
+                release(self.db, job["job_id"], self.owner)
+
+    def move(
+        self,
+        job: Mapping[str, Any],
+        new: JobState,
+        note: str = "",
+        *,
+        fields: Mapping[str, Any] | None = None,
+        reason: FailureReason | None = None,
+    ) -> dict[str, Any] | None:
+        moved = transition(self.db, job, new, note, fields=fields, reason=reason)
+        if moved is not None:
+            self.did[str(new)] += 1
+        return moved
+
+    def retry_later(
+        self,
+        job: Mapping[str, Any],
+        message: str,
+        *,
+        transient: bool,
+        attempt: int,
+        reason: FailureReason,
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Try again after a doubling backoff, or fail the job if it cannot or may not."""
+        settings = self.config.watchdog
+        if not transient or attempt > settings.max_retries:
+            tries = f" (gave up after {attempt - 1} retries)" if transient else ""
+            self.move(job, JobState.FAILED, message + tries, fields=fields, reason=reason)
+            return
+        delay = dt.timedelta(seconds=settings.backoff_seconds * 2 ** (attempt - 1))
+        note = history_item(
+            JobState(job["status"]), f"{message}; retry {attempt} in {delay}", utcnow()
+        )
+        self.db.queue.update(
+            {"job_id": job["job_id"]},
+            {
+                "$set": {**(fields or {}), "next_try_at": utcnow() + delay},
+                "$push": {"history": note},
+            },
+        )
+        self.did["retries"] += 1
+
+    def setback(self, job: Mapping[str, Any], error: TransportError, reason: FailureReason) -> None:
+        """A cluster could not be reached or refused: retry with backoff, or fail."""
+        attempt = int(job.get("retries") or 0) + 1
+        self.retry_later(
+            job,
+            str(error),
+            transient=error.transient,
+            attempt=attempt,
+            reason=reason,
+            fields={"retries": attempt},
+        )
+
+
+@contextmanager
+def stage_run(db: Database, config: Config, stage: str) -> Iterator[StageRun]:
+    """A stage run that closes its cluster connections and writes its heartbeat at the end."""
+    from labctl.heartbeat import beat
+
+    run = StageRun(db, config, stage, ClusterPool(config))
+    try:
+        yield run
+    finally:
+        run.pool.close()
+        beat(db, stage, run.did)

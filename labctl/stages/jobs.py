@@ -1,0 +1,259 @@
+"""Stage 3: follow SLURM (one call per cluster), bring results home, verify and record them."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from labctl.batch import JobLayout, expected_outputs
+from labctl.cluster import Cluster
+from labctl.jobs import dataset_dirs
+from labctl.models import utcnow
+from labctl.slurm import SchedulerError, SlurmStatus
+from labctl.stages import StageRun
+from labctl.states import FailureReason, JobState
+from labctl.transport import CommandError, LocalRunner, TransportError, rsync_argv
+
+WATCHED = [str(JobState.SUBMITTED), str(JobState.PENDING), str(JobState.RUNNING)]
+MISSING_POLLS_BEFORE_FAILING = 3
+
+# For each file name argument: "SIZE SHA256" if it is a file, else "-". One line per name.
+_CHECKSUMS = r"""
+cd "$1" || exit 3; shift
+for f in "$@"; do
+  if [ -f "$f" ]; then
+    printf '%s %s\n' "$(stat -c %s -- "$f")" "$(sha256sum -- "$f" | cut -d' ' -f1)"
+  else echo -; fi
+done
+"""
+_LOG_TAIL = r'for f in "$1"/*; do [ -f "$f" ] && { echo "== ${f##*/}"; tail -n 20 -- "$f"; }; done'
+
+
+def run_jobs(run: StageRun) -> None:
+    stop_cancelled(run)
+    by_cluster: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    watched = {"status": {"$in": WATCHED}, "slurm.job_id": {"$ne": None}}
+    for job in run.db.queue.find(watched):
+        by_cluster[job["compute_cluster"]].append(job)
+    for name, jobs in by_cluster.items():
+        cluster = run.pool.get(name)
+        asked = {job["slurm"]["job_id"]: run.layout(job) for job in jobs}
+        try:
+            statuses = cluster.scheduler.poll(asked)
+        except (TransportError, SchedulerError) as exc:
+            run.did["unreachable"] += 1
+            run.notes.append(f"{name}: {exc}")
+            continue
+        for job in jobs:
+            follow(run, cluster, job, statuses)
+    for job in run.claimed({"status": "retrieving", "next_try_at": {"$lte": utcnow()}}):
+        retrieve(run, job)
+    for job in run.claimed({"status": "completed", "scratch_cleaned": False}):
+        clean_scratch(run, job)
+
+
+def summarize(tasks: Sequence[SlurmStatus]) -> tuple[JobState, SlurmStatus]:
+    """One state for a job from its tasks: running while any runs, else how they ended."""
+    for state in (JobState.RUNNING, JobState.PENDING, JobState.FAILED, JobState.CANCELLED):
+        for task in tasks:
+            if task.state is state:
+                return state, task
+    return JobState.RETRIEVING, tasks[0]
+
+
+def follow(
+    run: StageRun, cluster: Cluster, job: dict[str, Any], statuses: Mapping[str, SlurmStatus]
+) -> None:
+    slurm = job["slurm"]
+    tasks = sorted(
+        (s for s in statuses.values() if s.job_id == slurm["job_id"]),
+        key=lambda s: -1 if s.array_task is None else s.array_task,
+    )
+    if not tasks:
+        missing = int(slurm.get("missing") or 0) + 1
+        if missing >= MISSING_POLLS_BEFORE_FAILING:
+            run.move(
+                job,
+                JobState.FAILED,
+                f"SLURM has no record of job {slurm['job_id']}",
+                reason=FailureReason.SLURM,
+            )
+        else:
+            run.db.queue.update({"job_id": job["job_id"]}, {"$set": {"slurm.missing": missing}})
+        return
+    state, task = summarize(tasks)
+    fields = {
+        "slurm.state": task.raw_state,
+        "slurm.exit_code": task.exit_code,
+        "slurm.missing": 0,
+        "slurm.task_states": {
+            str(t.array_task): t.raw_state for t in tasks if t.array_task is not None
+        },
+    }
+    current = JobState(job["status"])
+    if state is current or (state is JobState.PENDING and current is JobState.RUNNING):
+        run.db.queue.update({"job_id": job["job_id"]}, {"$set": fields})
+    elif state is JobState.FAILED:
+        tail = log_tail(cluster, run.layout(job))
+        code = f" (exit {task.exit_code})" if task.exit_code else ""
+        run.move(
+            job,
+            state,
+            f"SLURM {task.raw_state}{code}",
+            reason=task.reason,
+            fields={**fields, "log_tail": tail},
+        )
+    else:
+        run.move(job, state, f"SLURM {task.raw_state}", fields=fields, reason=task.reason)
+
+
+def log_tail(cluster: Cluster, layout: JobLayout) -> str:
+    try:
+        result = cluster.runner.run(["sh", "-c", _LOG_TAIL, "tail", str(layout.logs)], check=False)
+    except TransportError as exc:
+        return f"(log not readable: {exc})"
+    return result.stdout[-4000:]
+
+
+def remote_checksums(
+    cluster: Cluster, folder: str, names: Sequence[str]
+) -> dict[str, tuple[int, str] | None]:
+    """Size and SHA-256 of each named file in a remote folder; None for a missing file."""
+    out = cluster.runner.run(["sh", "-c", _CHECKSUMS, "sums", folder, *names]).stdout.splitlines()
+    found: dict[str, tuple[int, str] | None] = {}
+    for name, line in zip(names, out, strict=True):
+        size, _, digest = line.partition(" ")
+        found[name] = None if line == "-" else (int(size), digest)
+    return found
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def retrieve(run: StageRun, job: dict[str, Any]) -> None:
+    """retrieving -> completed: check outputs, rsync them home, verify, record; else fail."""
+    cluster = run.pool.get(job["compute_cluster"])
+    layout = run.layout(job)
+    names = expected_outputs(job, run.config.job_types[job["job_type"]])
+    entry = run.db.data.find_one({"dataset": job["dataset"]})
+    if entry is None:
+        run.move(
+            job,
+            JobState.FAILED,
+            f"dataset {job['dataset']} is no longer in the database",
+            reason=FailureReason.RETRIEVE,
+        )
+        return
+    dest = dataset_dirs(entry, run.config)[0] / "results" / job["job_id"]
+    try:
+        remote = remote_checksums(cluster, str(layout.outputs), names)
+        missing = [name for name, found in remote.items() if found is None]
+        if missing:
+            tail = log_tail(cluster, layout)
+            run.move(
+                job,
+                JobState.FAILED,
+                f"the job did not write {', '.join(missing)}",
+                fields={"log_tail": tail},
+                reason=FailureReason.RETRIEVE,
+            )
+            return
+        pull(run, cluster, layout, names, dest)
+    except TransportError as exc:
+        run.setback(job, exc, FailureReason.RETRIEVE)
+        return
+    results = []
+    for name in names:
+        size, digest = remote[name] or (0, "")
+        local = dest / name
+        if local.stat().st_size != size or sha256_file(local) != digest:
+            run.retry_later(
+                job,
+                f"{name} arrived damaged (size or checksum differs)",
+                transient=True,
+                attempt=int(job.get("retries") or 0) + 1,
+                reason=FailureReason.RETRIEVE,
+                fields={"retries": int(job.get("retries") or 0) + 1},
+            )
+            return
+        results.append({"name": name, "path": str(local), "size": size, "sha256": digest})
+    record = {
+        "job_id": job["job_id"],
+        "job_type": job["job_type"],
+        "dir": str(dest),
+        "files": results,
+        "at": utcnow(),
+    }
+    run.db.data.update({"dataset": job["dataset"]}, {"$set": {f"results.{job['job_id']}": record}})
+    run.move(
+        job,
+        JobState.COMPLETED,
+        f"{len(results)} result file(s) verified in {dest}",
+        fields={"results": results, "result_dir": str(dest), "scratch_cleaned": False},
+    )
+    clean_scratch(run, {**job, "status": "completed"})
+
+
+def pull(
+    run: StageRun, cluster: Cluster, layout: JobLayout, names: Sequence[str], dest: Path
+) -> None:
+    """rsync the named outputs home (in the foreground: results are smaller than inputs)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    listing = run.state_dir(layout.root.name) / "outputs.list"
+    listing.write_text("".join(f"{name}\n" for name in names))
+    argv = rsync_argv(
+        [f"{layout.outputs}/"],
+        f"{dest}/",
+        target=cluster.target,
+        direction="pull",
+        files_from=str(listing),
+    )
+    try:
+        LocalRunner().run(argv, timeout=24 * 3600)
+    except CommandError as exc:
+        raise TransportError(f"bringing results home failed: {exc}") from None
+
+
+def clean_scratch(run: StageRun, job: Mapping[str, Any]) -> None:
+    """Remove the job folder on the cluster once its results are verified at home."""
+    cluster = run.pool.get(job["compute_cluster"])
+    layout = run.layout(job)
+    scratch = PurePosixPath(cluster.config.scratch)
+    if layout.root.parent != scratch or layout.root.name != job["job_id"]:
+        raise ValueError(f"refusing to delete {layout.root}: not a job folder under {scratch}")
+    try:
+        cluster.runner.run(["rm", "-rf", "--", str(layout.root)])
+    except TransportError:
+        return  # the next run tries again
+    run.db.queue.update({"job_id": job["job_id"]}, {"$set": {"scratch_cleaned": True}})
+    run.did["cleaned"] += 1
+
+
+def stop_cancelled(run: StageRun) -> None:
+    """Stop on the cluster what users cancelled: the SLURM job, or a transfer on this host."""
+    for job in run.claimed({"status": "cancelled", "cleanup_pending": True}):
+        slurm, transfer = job.get("slurm") or {}, job.get("transfer") or {}
+        try:
+            if slurm.get("job_id"):
+                cluster = run.pool.get(job["compute_cluster"])
+                cluster.scheduler.cancel(slurm["job_id"], run.layout(job))
+        except (TransportError, SchedulerError) as exc:
+            run.notes.append(f"cancel {job['job_id']}: {exc}")
+            continue
+        if transfer.get("pid") and transfer.get("host") == socket.gethostname():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(transfer["pid"]), signal.SIGTERM)
+        run.db.queue.update({"job_id": job["job_id"]}, {"$set": {"cleanup_pending": False}})
+        run.did["stopped"] += 1

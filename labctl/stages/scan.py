@@ -1,0 +1,156 @@
+"""Stage 1: take new jobs, stage their inputs, start the rsync; submit jobs whose data arrived."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from labctl.batch import array_size, render
+from labctl.errors import ValidationError
+from labctl.jobs import check_inputs, dataset_dirs
+from labctl.models import get_dotted, utcnow
+from labctl.slurm import SchedulerError
+from labctl.stages import StageRun
+from labctl.states import FailureReason, JobState
+from labctl.transport import TransferError, TransferHandle, TransportError, rsync_argv
+from labctl.transport import start_background as start_rsync
+
+
+def run_scan(run: StageRun) -> None:
+    now = utcnow()
+    waiting = {"status": {"$in": ["queued", "awaiting_data"]}, "next_try_at": {"$lte": now}}
+    for job in run.claimed(waiting):
+        start_transfer(run, job)
+    arrived = {"status": "transferring", "transfer.done": True, "next_try_at": {"$lte": now}}
+    for job in run.claimed(arrived):
+        submit(run, job)
+
+
+def stage_inputs(run: StageRun, job: Mapping[str, Any], processed: Path, raw: Path) -> Path:
+    """A local tree of symlinks shaped like the job folder: rsync -L copies what they point at."""
+    staging = run.state_dir(job["job_id"]) / "staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    for base, sub, names in (
+        (processed, "data", job["datafiles"]),
+        (raw, "raw", job["datarawfiles"]),
+    ):
+        for name in names:
+            link = staging / "inputs" / sub / name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(base / name)
+    (staging / "code").mkdir(parents=True)
+    (staging / "code" / "pipelines").symlink_to(run.config.watchdog.pipelines_dir)
+    return staging
+
+
+def start_transfer(run: StageRun, job: dict[str, Any]) -> None:
+    """queued/awaiting_data -> transferring (or awaiting_data while the data are incomplete)."""
+    entry = run.db.data.find_one({"dataset": job["dataset"]})
+    if entry is None:
+        run.move(
+            job,
+            JobState.FAILED,
+            f"dataset {job['dataset']} is no longer in the database",
+            reason=FailureReason.TRANSFER,
+        )
+        return
+    if job["data_transfer_await"] and not get_dotted(entry, run.config.data.complete_field):
+        if job["status"] == JobState.QUEUED:
+            run.move(
+                job,
+                JobState.AWAITING_DATA,
+                f"waiting until {run.config.data.complete_field} is true",
+            )
+        return
+    try:
+        processed, raw = dataset_dirs(entry, run.config)
+        check_inputs(processed, job["datafiles"], must_exist=True)
+        check_inputs(raw, job["datarawfiles"], must_exist=True)
+    except ValidationError as exc:
+        run.move(job, JobState.FAILED, str(exc), reason=FailureReason.TRANSFER)
+        return
+    cluster = run.pool.get(job["compute_cluster"])
+    layout = run.layout(job)
+    try:
+        cluster.runner.run(["mkdir", "-p", "--", str(layout.logs), str(layout.outputs)])
+    except TransportError as exc:
+        run.setback(job, exc, FailureReason.TRANSFER)
+        return
+    staging = stage_inputs(run, job, processed, raw)
+    argv = rsync_argv(
+        [f"{staging}/"],
+        f"{layout.root}/",
+        target=cluster.target,
+        copy_links=True,
+        exclude=["__pycache__"],
+    )
+    handle = launch(run.state_dir(job["job_id"]), argv)
+    total = sum(p.stat().st_size for p in (staging / "inputs").rglob("*") if p.is_file())
+    transfer = {
+        "host": socket.gethostname(),
+        "argv": argv,
+        "pid": handle.pid,
+        "log": handle.log_path,
+        "status_path": handle.status_path,
+        "total": total,
+        "bytes": 0,
+        "percent": 0,
+        "rate": None,
+        "eta_seconds": None,
+        "done": False,
+        "attempts": 1,
+        "started_at": utcnow(),
+    }
+    run.move(
+        job,
+        JobState.TRANSFERRING,
+        f"rsync of {total} bytes to {cluster.name} started",
+        fields={"transfer": transfer, "remote_dir": str(layout.root)},
+    )
+
+
+def launch(state_dir: Path, argv: list[str]) -> TransferHandle:
+    """Start (or, if a killed run left it going, adopt) the job's background rsync."""
+    record = state_dir / "transfer.json"
+    try:
+        handle = start_rsync(argv, state_dir / "rsync.log")
+    except TransferError:  # still running from a run that died before recording it
+        return TransferHandle(**json.loads(record.read_text()))
+    record.write_text(json.dumps(handle.__dict__))
+    return handle
+
+
+def submit(run: StageRun, job: dict[str, Any]) -> None:
+    """transferring (data arrived) -> submitted: upload the batch script and submit it once."""
+    cluster = run.pool.get(job["compute_cluster"])
+    layout = run.layout(job)
+    script = render(job, run.config.job_types[job["job_type"]], cluster.config, layout)
+    name = f"labctl-{job['job_id']}"
+    tasks = array_size(job)
+    try:
+        scheduler_id = None
+        if (job.get("slurm") or {}).get("submitting"):  # a run died around sbatch: adopt its job
+            scheduler_id = cluster.scheduler.find(name, layout)
+        if scheduler_id is None:
+            cluster.runner.write_file(str(layout.script), script, 0o755)
+            run.db.queue.update(
+                {"job_id": job["job_id"]}, {"$set": {"slurm": {"submitting": True}}}
+            )
+            scheduler_id = cluster.scheduler.submit(layout, tasks)
+    except SchedulerError as exc:
+        run.move(job, JobState.FAILED, str(exc), reason=FailureReason.SUBMIT)
+        return
+    except TransportError as exc:
+        run.setback(job, exc, FailureReason.SUBMIT)
+        return
+    slurm = {"job_id": scheduler_id, "tasks": tasks, "state": "PENDING", "submitted_at": utcnow()}
+    run.move(
+        job,
+        JobState.SUBMITTED,
+        f"job {scheduler_id} submitted on {cluster.name}",
+        fields={"slurm": slurm, "batch_script": script},
+    )

@@ -1,0 +1,115 @@
+"""Stage 2: record the progress of each running rsync, end finished ones, resume broken ones."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from labctl.models import utcnow
+from labctl.stages import StageRun
+from labctl.stages.scan import launch
+from labctl.states import FailureReason
+from labctl.transport import (
+    Progress,
+    TransferError,
+    TransferHandle,
+    TransferState,
+    TransferStatus,
+    poll,
+)
+
+
+def run_transfers(run: StageRun) -> None:
+    mine = {
+        "status": "transferring",
+        "transfer.done": False,
+        "transfer.host": socket.gethostname(),
+        "next_try_at": {"$lte": utcnow()},
+    }
+    for job in run.claimed(mine):
+        follow(run, job)
+
+
+def progress_fields(progress: Progress | None, total: int) -> dict[str, Any]:
+    """What the queue shows of a transfer: bytes, total, percent, rate and ETA."""
+    if progress is None:
+        return {}
+    return {
+        "transfer.bytes": progress.bytes_done,
+        "transfer.total": progress.total_bytes or total,
+        "transfer.percent": progress.percent,
+        "transfer.rate": progress.rate,
+        "transfer.rate_bytes_per_s": progress.rate_bytes_per_s,
+        "transfer.eta_seconds": progress.eta_seconds,
+        "transfer.updated_at": utcnow(),
+    }
+
+
+def _status(transfer: Mapping[str, Any]) -> TransferStatus:
+    handle = TransferHandle(transfer["pid"], transfer["log"], transfer["status_path"])
+    try:
+        return poll(handle)
+    except TransferError as exc:  # the log is gone: treat like a killed transfer
+        return TransferStatus(TransferState.VANISHED, None, None, str(exc), transient=True)
+
+
+def follow(run: StageRun, job: dict[str, Any]) -> None:
+    transfer = job["transfer"]
+    if transfer.get("resume"):
+        resume(run, job)
+        return
+    status = _status(transfer)
+    fields = progress_fields(status.progress, transfer["total"])
+    if status.state is TransferState.RUNNING:
+        run.db.queue.update({"job_id": job["job_id"]}, {"$set": fields})
+        run.did["progress"] += 1
+    elif status.state is TransferState.SUCCEEDED:
+        done = {
+            **fields,
+            "transfer.done": True,
+            "transfer.percent": 100,
+            "transfer.bytes": transfer["total"],
+            "transfer.eta_seconds": 0,
+            "transfer.finished_at": utcnow(),
+        }
+        run.db.queue.update({"job_id": job["job_id"]}, {"$set": done})
+        run.did["transferred"] += 1
+    else:
+        broken(run, job, status, fields)
+
+
+def broken(
+    run: StageRun, job: dict[str, Any], status: TransferStatus, fields: dict[str, Any]
+) -> None:
+    """An rsync that failed or was killed: resume it after a backoff, or fail the job."""
+    what = "was killed" if status.state is TransferState.VANISHED else f"exited {status.exit_code}"
+    message = f"rsync {what}" + (f": {status.message}" if status.message else "")
+    run.retry_later(
+        job,
+        message,
+        transient=status.transient,
+        attempt=int(job["transfer"].get("attempts") or 1),
+        reason=FailureReason.TRANSFER,
+        fields={**fields, "transfer.resume": True},
+    )
+    run.did["interrupted"] += 1
+
+
+def resume(run: StageRun, job: dict[str, Any]) -> None:
+    """Start the same rsync again: --partial lets it continue where it stopped."""
+    transfer = job["transfer"]
+    handle = launch(run.state_dir(job["job_id"]), transfer["argv"])
+    run.db.queue.update(
+        {"job_id": job["job_id"]},
+        {
+            "$set": {
+                "transfer.pid": handle.pid,
+                "transfer.log": handle.log_path,
+                "transfer.status_path": handle.status_path,
+                "transfer.resume": False,
+                "transfer.attempts": int(transfer.get("attempts") or 1) + 1,
+            }
+        },
+    )
+    run.did["resumed"] += 1

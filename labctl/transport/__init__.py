@@ -1,0 +1,51 @@
+"""Running commands and moving data, locally or on a remote cluster over SSH."""
+
+from labctl.transport.rsync import (
+    Progress,
+    TransferError,
+    TransferHandle,
+    TransferState,
+    TransferStatus,
+    is_transient,
+    parse_progress,
+    poll,
+    rsync_argv,
+    start_background,
+)
+from labctl.transport.runner import (
+    AuthError,
+    CommandError,
+    CommandTimeoutError,
+    ConnectError,
+    HostKeyError,
+    LocalRunner,
+    Result,
+    Runner,
+    SSHRunner,
+    SSHTarget,
+    TransportError,
+)
+
+__all__ = [
+    "AuthError",
+    "CommandError",
+    "CommandTimeoutError",
+    "ConnectError",
+    "HostKeyError",
+    "LocalRunner",
+    "Progress",
+    "Result",
+    "Runner",
+    "SSHRunner",
+    "SSHTarget",
+    "TransferError",
+    "TransferHandle",
+    "TransferState",
+    "TransferStatus",
+    "TransportError",
+    "is_transient",
+    "parse_progress",
+    "poll",
+    "rsync_argv",
+    "start_background",
+]
