@@ -246,7 +246,7 @@ class WatchdogConfig(_Model):
 
 class Config(_Model):
     user: str = Field(default_factory=getpass.getuser, description="your lab username")
-    email: str = Field(default="", description="your e-mail address")
+    email: str = Field(default="", pattern=r"^([^@\s]+@[^@\s]+)?$", description="your e-mail")
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     data: DataSchema = Field(default_factory=DataSchema)
     clusters: dict[str, ClusterConfig] = Field(default_factory=dict)

@@ -81,7 +81,7 @@ for arg in "$@"; do
   i=0
   while [ "$i" -lt "$tasks" ]; do
     if [ -f "$dir/logs/task-$i.exit" ]; then echo "$id|$i|exit=$(cat "$dir/logs/task-$i.exit")"
-    elif kill -0 "$id" 2>/dev/null; then echo "$id|$i|running"
+    elif ps -o stat= -p "$id" 2>/dev/null | grep -qv '^Z'; then echo "$id|$i|running"
     else echo "$id|$i|vanished"; fi
     i=$((i + 1))
   done
@@ -139,7 +139,7 @@ class ProcessScheduler:
 
     def cancel(self, job_id: str, layout: JobLayout) -> None:
         self.calls += 1
-        self.runner.run(["kill", "-TERM", f"-{job_id}"], check=False)
+        self.runner.run(["kill", "-s", "TERM", "--", f"-{job_id}"], check=False)
 
 
 def _process_status(job_id: str, task: int | None, what: str) -> SlurmStatus:

@@ -21,7 +21,7 @@ from labctl.cli import App, cli
 from labctl.cli.data import log_cmd, query_cmd, show_cmd
 from labctl.cli.jobs import queue_cmd, status_cmd, submit_cmd
 from labctl.cli.output import console
-from labctl.cli.watchdog import run_stages
+from labctl.cli.watchdog import reap_children, run_stages
 from labctl.config import ClusterConfig, Config, DatabaseConfig, JobTypeConfig, WatchdogConfig
 from labctl.jobs import get_job
 from labctl.states import TERMINAL
@@ -170,4 +170,5 @@ def watch(app: App, job_id: str, timeout: float) -> str:
             last = state
         if state in TERMINAL or time.monotonic() > deadline:
             return state
+        reap_children()
         time.sleep(0.5)

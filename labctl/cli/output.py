@@ -17,7 +17,9 @@ from labctl.models import flatten, get_dotted
 
 
 def console() -> Console:
-    return Console(soft_wrap=False)
+    """Rich output; when piped or captured, wide enough that no value is cut short."""
+    terminal = Console(soft_wrap=False)
+    return terminal if terminal.is_terminal else Console(soft_wrap=False, width=250)
 
 
 def plain(value: Any) -> Any:

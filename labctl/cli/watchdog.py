@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable
 
@@ -20,6 +22,13 @@ STAGES: dict[str, Callable[[StageRun], None]] = {
     "transfers": run_transfers,
     "jobs": run_jobs,
 }
+
+
+def reap_children() -> None:
+    """Collect background rsyncs that ended, so that a long loop leaves no zombies."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
 
 
 def run_stages(db: Database, config: Config, names: list[str]) -> list[str]:
@@ -48,4 +57,5 @@ def watchdog_cmd(app: App, stage: str, loop: float | None, runs: int | None) -> 
         done += 1
         if loop is None or (runs is not None and done >= runs):
             return
+        reap_children()
         time.sleep(loop)

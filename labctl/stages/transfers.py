@@ -65,11 +65,13 @@ def follow(run: StageRun, job: dict[str, Any]) -> None:
         run.db.queue.update({"job_id": job["job_id"]}, {"$set": fields})
         run.did["progress"] += 1
     elif status.state is TransferState.SUCCEEDED:
+        total = fields.get("transfer.total", transfer["total"])
         done = {
             **fields,
             "transfer.done": True,
             "transfer.percent": 100,
-            "transfer.bytes": transfer["total"],
+            "transfer.total": total,
+            "transfer.bytes": total,
             "transfer.eta_seconds": 0,
             "transfer.finished_at": utcnow(),
         }

@@ -1,0 +1,146 @@
+"""submit / queue / status / cancel / retry / job-types / clusters / watchdog through the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from labctl.cli import cli
+from labctl.cli.jobs import progress_bar
+from labctl.config import Config, WatchdogConfig
+from labctl.db import Database
+from tests.jobfixtures import DATASET, dataset_with_files, job_config
+
+
+@pytest.fixture
+def run(config: Config, db: Database, tmp_path: Path):  # type: ignore[no-untyped-def]
+    cfg = job_config(config, tmp_path / "scratch").model_copy(
+        update={"watchdog": WatchdogConfig(state_dir=tmp_path / "state", backoff_seconds=0)}
+    )
+    dataset_with_files(db, cfg, tmp_path / "data")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(cli, ["--config", str(path), *args])
+
+    return invoke
+
+
+SUBMIT = [
+    "submit",
+    DATASET,
+    "--cluster",
+    "local",
+    "--job-type",
+    "file_stats",
+    "--rawfile",
+    "fl_a.roli",
+    "--datafile",
+    "phase.h5",
+]
+
+
+def test_submit_queue_status_and_watchdog_to_completion(run) -> None:  # type: ignore[no-untyped-def]
+    queued = run(*SUBMIT, "--option", "sleep_seconds=0.1")
+    assert queued.exit_code == 0, queued.output
+    job_id = queued.output.split()[1].rstrip(":")
+    assert queued.output == f"queued {job_id}: file_stats on {DATASET} at local\n"
+    twin = run(*SUBMIT, "--option", "sleep_seconds=0.1")
+    assert twin.exit_code == 1 and f"identical job {job_id} is already queued" in twin.output
+    listing = run("queue")
+    assert job_id in listing.output and "queued" in listing.output
+    assert "watchdog: no run recorded yet" in listing.output
+    deadline = time.monotonic() + 30
+    while json.loads(run("status", job_id, "--json").output)["status"] != "completed":
+        tick = run("watchdog", "tick")
+        assert tick.exit_code == 0, tick.output
+        assert time.monotonic() < deadline
+    status = run("status", job_id)
+    for state in ("queued", "transferring", "submitted", "retrieving", "completed"):
+        assert state in status.output
+    assert "file_stats.json" in status.output
+    assert "exec python3 -m pipelines run file_stats" in run("status", job_id, "--script").output
+    listing = run("queue", "--status", "completed", "--json")
+    [job] = json.loads(listing.output)["jobs"]
+    assert job["job_id"] == job_id
+    assert {b["stage"] for b in json.loads(listing.output)["heartbeats"]} == {
+        "scan",
+        "transfers",
+        "jobs",
+    }
+    assert "watchdog jobs on" in run("queue").output
+
+
+def test_dry_run_prints_the_script_and_queues_nothing(run) -> None:  # type: ignore[no-untyped-def]
+    result = run(*SUBMIT, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("#!/bin/bash\n#SBATCH --job-name=labctl-j")
+    assert "#SBATCH --time=00:10:00" in result.output
+    assert json.loads(run("queue", "--json").output)["jobs"] == []
+
+
+def test_cancel_retry_and_permissions(run, db: Database) -> None:  # type: ignore[no-untyped-def]
+    mine = run(*SUBMIT).output.split()[1].rstrip(":")
+    db.queue.update({"job_id": mine}, {"$set": {"user": "charlie"}})
+    refused = run("cancel", mine)
+    assert refused.exit_code == 1
+    assert refused.output == (
+        f"error: job {mine} belongs to charlie; only they or an admin may change it\n"
+    )
+    db.queue.update({"job_id": mine}, {"$set": {"user": "tester"}})
+    assert run("cancel", mine).exit_code == 0
+    assert json.loads(run("status", mine, "--json").output)["status"] == "cancelled"
+    again = run("cancel", mine)
+    assert again.exit_code == 2 and "already cancelled" in again.output
+    assert run("retry", mine).output == f"requeued {mine}\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--option", "sleep_seconds=soon"], "must be float"),
+        (["--option", "nope=1"], "has no option nope"),
+        (["--option", "novalue"], "must look like name=value"),
+        (["--rawfile", "../../etc/passwd"], "must be a path inside"),
+        (["--rawfile", "missing.roli"], "does not exist"),
+    ],
+)
+def test_bad_submissions_are_one_line(run, extra: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
+    result = run(*SUBMIT, *extra)
+    assert result.exit_code == 2
+    assert message in result.output and result.output.count("\n") == 1
+    assert result.output.startswith("error: ")
+
+
+def test_unknown_names_and_listings(run) -> None:  # type: ignore[no-untyped-def]
+    assert (
+        "unknown cluster 'raven' (known: local)"
+        in run("submit", DATASET, "--cluster", "raven", "--job-type", "file_stats").output
+    )
+    assert run("status", "jnothing").output == "error: no job jnothing\n"
+    types = json.loads(run("job-types", "--json").output)
+    assert types["file_stats"]["options"]["sleep_seconds"] == {
+        "type": "float",
+        "default": 0.0,
+        "help": "",
+    }
+    assert types["file_stats_split"]["splittable"] is True
+    assert "split_idx / num_splits" in run("job-types").output
+    clusters = json.loads(run("clusters", "--json").output)
+    assert clusters["local"]["type"] == "local" and clusters["local"]["scheduler"] == "process"
+    assert "this machine" in run("clusters").output
+
+
+def test_progress_bar() -> None:
+    assert progress_bar(None) == ""
+    bar = progress_bar({"percent": 50, "rate": "114.84MB/s", "eta_seconds": 65})
+    assert bar == "██████░░░░░░ 50% 114.84MB/s ETA 0:01:05"
+    assert progress_bar({"percent": 100, "rate": "1MB/s", "eta_seconds": 0}) == (
+        "████████████ 100% 1MB/s"
+    )

@@ -1,0 +1,195 @@
+"""The watchdog stages on the `local` cluster (plain processes, real rsync), both backends."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from labctl.cli.watchdog import run_stages
+from labctl.config import ClusterConfig, Config, JobTypeConfig, WatchdogConfig
+from labctl.db import Database
+from labctl.experiments import log_entries
+from labctl.heartbeat import latest
+from labctl.jobs import JobRequest, cancel_job, get_job, retry_job, submit_job
+from labctl.states import TERMINAL
+from tests.jobfixtures import DATASET, dataset_with_files, job_config
+
+ALL = ["scan", "transfers", "jobs"]
+
+
+@pytest.fixture
+def cfg(config: Config, db: Database, tmp_path: Path) -> Config:
+    base = job_config(config, tmp_path / "scratch")
+    watchdog = WatchdogConfig(state_dir=tmp_path / "state", backoff_seconds=0, max_retries=2)
+    cfg = base.model_copy(update={"watchdog": watchdog})
+    dataset_with_files(db, cfg, tmp_path / "data")
+    return cfg
+
+
+def run_until_final(
+    db: Database, cfg: Config, job_id: str, timeout: float = 30
+) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        run_stages(db, cfg, ALL)
+        job = get_job(db, job_id)
+        if job["status"] in TERMINAL and not job.get("cleanup_pending"):
+            return job
+        assert time.monotonic() < deadline, f"job still {job['status']}: {job['history']}"
+        time.sleep(0.2)
+
+
+def submit(db: Database, cfg: Config, **fields: object) -> str:
+    request: dict[str, object] = {
+        "dataset": DATASET,
+        "compute_cluster": "local",
+        "job_type": "file_stats",
+        "datafiles": ["phase.h5"],
+        "datarawfiles": ["fl_a.roli", "fl b $(x).roli"],
+    }
+    request.update(fields)
+    return str(submit_job(db, cfg, JobRequest(**request))["job_id"])  # type: ignore[arg-type]
+
+
+def test_job_runs_to_completed_with_verified_results(
+    db: Database, cfg: Config, tmp_path: Path
+) -> None:
+    job_id = submit(db, cfg)
+    job = run_until_final(db, cfg, job_id)
+    assert job["status"] == "completed", job["history"]
+    states = [h["state"] for h in job["history"]]
+    assert states == [
+        "queued",
+        "transferring",
+        "submitted",
+        "running",
+        "retrieving",
+        "completed",
+    ] or (states == ["queued", "transferring", "submitted", "retrieving", "completed"])
+    result_file = tmp_path / "data/processed/results" / job_id / "file_stats.json"
+    [result] = job["results"]  # type: ignore[misc]
+    assert result["path"] == str(result_file)
+    assert result["sha256"] == hashlib.sha256(result_file.read_bytes()).hexdigest()
+    stats = json.loads(result_file.read_text())["files"]
+    assert stats["raw/fl b $(x).roli"]["size"] == 2000
+    assert stats["data/phase.h5"]["sha256"] == hashlib.sha256(b"p" * 3000).hexdigest()
+    entry = db.data.find_one({"dataset": DATASET})
+    assert entry is not None and entry["results"][job_id]["files"][0]["sha256"] == result["sha256"]
+    transfer = job["transfer"]
+    assert transfer["percent"] == 100  # type: ignore[index]
+    assert transfer["bytes"] == transfer["total"] > 6000  # type: ignore[index]  # inputs + code
+    assert not (tmp_path / "scratch" / job_id).exists()
+    assert job["scratch_cleaned"] is True
+    assert {b["stage"] for b in latest(db)} == set(ALL)
+
+
+def test_array_job_runs_every_split(db: Database, cfg: Config, tmp_path: Path) -> None:
+    job_id = submit(db, cfg, job_type="file_stats_split", job_options={"num_splits": 3})
+    job = run_until_final(db, cfg, job_id)
+    assert job["status"] == "completed", job["history"]
+    assert sorted(r["name"] for r in job["results"]) == [  # type: ignore[attr-defined]
+        "file_stats_0.json",
+        "file_stats_1.json",
+        "file_stats_2.json",
+    ]
+    assert "#SBATCH --array=0-2" in str(job["batch_script"])
+    covered = []
+    for index in range(3):
+        path = tmp_path / "data/processed/results" / job_id / f"file_stats_{index}.json"
+        covered += list(json.loads(path.read_text())["files"])
+    assert sorted(covered) == ["data/phase.h5", "raw/fl b $(x).roli", "raw/fl_a.roli"]
+
+
+def test_failing_job_reports_exit_code_and_log(db: Database, cfg: Config) -> None:
+    job_id = submit(db, cfg, job_type="selftest", job_options={"exit_code": 3})
+    job = run_until_final(db, cfg, job_id)
+    assert job["status"] == "failed"
+    assert job["failure"] == {"reason": "exit_code", "message": "SLURM FAILED (exit 3)"}
+    assert "exit 3" in str(job["log_tail"]) and "selftest on" in str(job["log_tail"])
+
+
+def test_missing_outputs_fail_the_retrieval(db: Database, cfg: Config) -> None:
+    lying = JobTypeConfig(entry="selftest", outputs=["selftest.json", "never_written.h5"])
+    cfg = cfg.model_copy(update={"job_types": {**cfg.job_types, "liar": lying}})
+    job = run_until_final(db, cfg, submit(db, cfg, job_type="liar"))
+    assert job["status"] == "failed"
+    assert job["failure"] == {
+        "reason": "retrieve",
+        "message": "the job did not write never_written.h5",
+    }
+
+
+def test_input_removed_after_submit_fails_the_transfer(
+    db: Database, cfg: Config, tmp_path: Path
+) -> None:
+    job_id = submit(db, cfg)
+    (tmp_path / "data/raw/fl_a.roli").unlink()
+    job = run_until_final(db, cfg, job_id)
+    assert job["failure"]["reason"] == "transfer"  # type: ignore[index]
+    assert "fl_a.roli' does not exist" in job["failure"]["message"]  # type: ignore[index]
+
+
+def test_await_transfer_waits_for_the_complete_flag(
+    db: Database, cfg: Config, tmp_path: Path
+) -> None:
+    job_id = submit(db, cfg, datarawfiles=["late.roli"], data_transfer_await=True)
+    for _ in range(2):
+        run_stages(db, cfg, ALL)
+    assert get_job(db, job_id)["status"] == "awaiting_data"
+    (tmp_path / "data/raw/late.roli").write_bytes(b"late")
+    log_entries(db, cfg, [(DATASET, {"data_complete": "true"})], update=True)
+    job = run_until_final(db, cfg, job_id)
+    assert job["status"] == "completed", job["history"]
+    assert [h["state"] for h in job["history"]][:3] == ["queued", "awaiting_data", "transferring"]
+
+
+def test_unreachable_cluster_is_retried_then_failed(
+    db: Database, cfg: Config, tmp_path: Path
+) -> None:
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (tmp_path / "known_hosts").write_text("")
+    dead = ClusterConfig(
+        host="127.0.0.1",
+        port=1,
+        user="nobody",
+        scratch="/tmp/nowhere",
+        key_file=key,
+        known_hosts=tmp_path / "known_hosts",
+    )
+    cfg = cfg.model_copy(update={"clusters": {**cfg.clusters, "dead": dead}})
+    job_id = submit(db, cfg, compute_cluster="dead")
+    job = run_until_final(db, cfg, job_id)
+    assert job["status"] == "failed"
+    assert job["failure"]["reason"] == "transfer"  # type: ignore[index]
+    assert "gave up after 2 retries" in job["failure"]["message"]  # type: ignore[index]
+    notes = [h["note"] for h in job["history"]]  # type: ignore[attr-defined]
+    assert sum("retry" in n for n in notes) == 2
+
+
+def test_cancel_stops_the_running_job_and_retry_runs_it_again(db: Database, cfg: Config) -> None:
+    job_id = submit(db, cfg, job_type="selftest", job_options={"sleep_seconds": 60})
+    deadline = time.monotonic() + 30
+    while get_job(db, job_id)["status"] != "running":
+        run_stages(db, cfg, ALL)
+        assert time.monotonic() < deadline
+    pid = int(get_job(db, job_id)["slurm"]["job_id"])
+    cancel_job(db, job_id, "tester")
+    job = run_until_final(db, cfg, job_id)
+    assert job["status"] == "cancelled" and job["cleanup_pending"] is False
+    deadline = time.monotonic() + 10
+    while (
+        Path(f"/proc/{pid}").exists()
+        and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    ):
+        assert time.monotonic() < deadline, "the cancelled job's processes are still running"
+        time.sleep(0.1)
+    retry_job(db, job_id, "tester")
+    db.queue.update({"job_id": job_id}, {"$set": {"job_options.sleep_seconds": 0}})
+    again = run_until_final(db, cfg, job_id)
+    assert again["status"] == "completed" and again["attempt"] == 2
