@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 from labctl.cli import cli
 from labctl.config import Config
 from labctl.db import connect
+from labctl.errors import DatabaseError
 
 
 @pytest.fixture
@@ -296,3 +297,19 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "2 experiment(s)" in result.output
     assert "demo finished: 3 experiments logged and queried" in result.output
     assert (tmp_path / "demo/db").is_dir()
+
+
+def test_db_init_enforces_required_fields_on_mongodb(run, config: Config) -> None:  # type: ignore[no-untyped-def]
+    result = run("db", "init")
+    assert result.exit_code == 0, result.output
+    must_have = result.output.split("data entries must have ")[1].strip().split(", ")
+    assert sorted(must_have) == ["acquired_at", "data_raw_path", "dataset", "user"]
+    with connect(config.database) as db:
+        incomplete = {"dataset": "20211215_093527", "acquired_at": None, "user": "x"}
+        if config.database.embedded:  # labctl validates; the embedded store has no validator
+            db.data.insert(incomplete)
+            assert db.data.count() == 1
+        else:
+            with pytest.raises(DatabaseError):
+                db.data.insert(incomplete)
+            assert db.data.count() == 0

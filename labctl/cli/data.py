@@ -13,7 +13,7 @@ from labctl.cli import App, cli
 from labctl.cli.output import columns_of, echo_csv, echo_document, echo_json, echo_table
 from labctl.config import DataSchema
 from labctl.errors import ValidationError
-from labctl.experiments import Entry, get_entry, log_entries, query
+from labctl.experiments import Entry, get_entry, log_entries, prepare_schema, query
 from labctl.models import check_field_name, flatten, parse_assignments
 from labctl.query import build_filter, parse_sort
 
@@ -163,3 +163,22 @@ def show_cmd(app: App, dataset: str, as_json: bool) -> None:
         echo_json(doc)
     else:
         echo_document(doc, title=dataset)
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Database administration."""
+
+
+@db_group.command("init")
+@click.pass_obj
+def db_init(app: App) -> None:
+    """Create the indexes and, on MongoDB, the validator that enforces the required fields.
+
+    Run once by a database admin (the validator needs the dbAdmin role), and again after
+    changing the required fields in the config.
+    """
+    app.db.ensure_indexes()
+    prepare_schema(app.db, app.config)
+    required = ", ".join(["dataset", "acquired_at", *app.config.data.required])
+    click.echo(f"{app.db.where}: indexes ready; data entries must have {required}")
