@@ -80,6 +80,7 @@ def dbqueue_job(
     datarawfiles: Sequence[str] = (),
     job_options: Mapping[str, Any] | None = None,
     force: bool = False,
+    allow_dirty: bool = False,
     config: Config | Path | str | None = None,
 ) -> str:
     """Queue an analysis job, as `labctl submit` does; return its job id."""
@@ -92,6 +93,7 @@ def dbqueue_job(
         job_options=dict(job_options or {}),
         data_transfer_await=data_transfer_await,
         user=user,
+        allow_dirty=allow_dirty,
     )
     with _session(config) as (cfg, db):
         return str(submit_job(db, cfg, request, force=force)["job_id"])

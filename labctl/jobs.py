@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from labctl.codeversion import code_version
 from labctl.config import Config, JobTypeConfig
 from labctl.db import Database
 from labctl.errors import DuplicateError, LabctlError, NotFoundError, ValidationError
@@ -41,6 +42,7 @@ class JobRequest:
     job_options: Mapping[str, Any] = field(default_factory=dict)
     data_transfer_await: bool = False
     user: str | None = None
+    allow_dirty: bool = False
 
 
 def safe_relative(name: str) -> str:
@@ -143,6 +145,7 @@ def prepare_job(db: Database, config: Config, request: JobRequest) -> dict[str, 
         "datarawfiles": check_inputs(raw, request.datarawfiles, must_exist=not wait),
         "job_options": options,
         "options_key": options_key(options),
+        "pipelines": code_version(config.watchdog.pipelines_dir, allow_dirty=request.allow_dirty),
         "status": str(JobState.QUEUED),
         "history": [history_item(JobState.QUEUED, f"submitted by {config.user}", now)],
         "created_at": now,
@@ -185,11 +188,18 @@ def get_job(db: Database, job_id: str) -> dict[str, Any]:
 
 
 def list_jobs(
-    db: Database, *, user: str | None = None, status: str | None = None, limit: int = 0
+    db: Database,
+    *,
+    user: str | None = None,
+    status: str | None = None,
+    dataset: str | None = None,
+    limit: int = 0,
 ) -> list[dict[str, Any]]:
     filter: dict[str, Any] = {}
     if user:
         filter["user"] = user
+    if dataset:
+        filter["dataset"] = dataset
     if status:
         filter["status"] = str(JobState(status))
     jobs = db.queue.find(filter, sort=[("created_at", -1)], limit=limit)

@@ -74,15 +74,17 @@ class SlurmScheduler:
         self._run(["scancel", job_id])
 
 
-# One shell round trip for all process jobs: for each (id, folder) print id|STATE|exit per task.
+# One shell round trip for all process jobs: for each (id, folder) print id|task|state. Whether
+# the launcher lives is read BEFORE its exit files: it writes them all before it ends, so a dead
+# launcher with a missing exit file was killed, never merely finishing.
 _POLL = r"""
 for arg in "$@"; do
   id=${arg%%=*}; dir=${arg#*=}; tasks=$(cat "$dir/logs/tasks" 2>/dev/null || echo 1)
+  if ps -o stat= -p "$id" 2>/dev/null | grep -qv '^Z'; then alive=running; else alive=vanished; fi
   i=0
   while [ "$i" -lt "$tasks" ]; do
     if [ -f "$dir/logs/task-$i.exit" ]; then echo "$id|$i|exit=$(cat "$dir/logs/task-$i.exit")"
-    elif ps -o stat= -p "$id" 2>/dev/null | grep -qv '^Z'; then echo "$id|$i|running"
-    else echo "$id|$i|vanished"; fi
+    else echo "$id|$i|$alive"; fi
     i=$((i + 1))
   done
 done

@@ -2,19 +2,60 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
+from typing import Any
 
-from labctl.config import ClusterConfig, Config, JobTypeConfig, OptionSpec, Resources
+from labctl.config import (
+    ClusterConfig,
+    Config,
+    JobTypeConfig,
+    OptionSpec,
+    Resources,
+    WatchdogConfig,
+)
 from labctl.db import Database
 from labctl.experiments import log_entries
 
 DATASET = "20211215_093527"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def committed_pipelines() -> Path:
+    """A committed copy of this checkout's pipelines/, so job tests never depend on whether the
+    developer's own tree has uncommitted changes (a dirty tree is refused at submit)."""
+    repo = Path(tempfile.mkdtemp(prefix="labctl-pipelines-"))
+    shutil.copytree(
+        REPO / "pipelines",
+        repo / "pipelines",
+        ignore=shutil.ignore_patterns("__pycache__", "tests"),
+    )
+    git = ["git", "-C", str(repo), "-c", "user.name=labctl tests", "-c", "user.email=t@lab"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "pipelines for tests"]):
+        subprocess.run(git + args, check=True)
+    return repo / "pipelines"
+
+
+def watchdog(tmp_path: Path, **settings: Any) -> WatchdogConfig:
+    """Watchdog settings for a test: state under tmp_path, no backoff, committed pipelines."""
+    defaults: dict[str, Any] = {
+        "state_dir": tmp_path / "state",
+        "backoff_seconds": 0,
+        "pipelines_dir": committed_pipelines(),
+    }
+    return WatchdogConfig(**{**defaults, **settings})
 
 
 def job_config(base: Config, scratch: Path, **clusters: ClusterConfig) -> Config:
-    """`base` plus a `local` cluster (process scheduler) and the pipelines' job types."""
+    """`base` plus a `local` cluster (process scheduler), the pipelines' job types and watchdog
+    settings for tests (state next to `scratch`)."""
     return base.model_copy(
         update={
+            "watchdog": watchdog(scratch.parent),
             "clusters": {
                 "local": ClusterConfig(type="local", scratch=str(scratch), scheduler="process"),
                 **clusters,

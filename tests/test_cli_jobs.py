@@ -12,16 +12,14 @@ from click.testing import CliRunner, Result
 
 from labctl.cli import cli
 from labctl.cli.jobs import progress_bar
-from labctl.config import Config, WatchdogConfig
+from labctl.config import Config
 from labctl.db import Database
 from tests.jobfixtures import DATASET, dataset_with_files, job_config
 
 
 @pytest.fixture
 def run(config: Config, db: Database, tmp_path: Path):  # type: ignore[no-untyped-def]
-    cfg = job_config(config, tmp_path / "scratch").model_copy(
-        update={"watchdog": WatchdogConfig(state_dir=tmp_path / "state", backoff_seconds=0)}
-    )
+    cfg = job_config(config, tmp_path / "scratch")
     dataset_with_files(db, cfg, tmp_path / "data")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from labctl.cli.watchdog import run_stages
-from labctl.config import ClusterConfig, Config, JobTypeConfig, WatchdogConfig
+from labctl.config import ClusterConfig, Config, JobTypeConfig
 from labctl.db import Database
 from labctl.experiments import log_entries
 from labctl.heartbeat import latest
 from labctl.jobs import JobRequest, cancel_job, get_job, retry_job, submit_job
 from labctl.states import TERMINAL
-from tests.jobfixtures import DATASET, dataset_with_files, job_config
+from tests.jobfixtures import DATASET, dataset_with_files, job_config, watchdog
 
 ALL = ["scan", "transfers", "jobs"]
 
@@ -25,8 +25,7 @@ ALL = ["scan", "transfers", "jobs"]
 @pytest.fixture
 def cfg(config: Config, db: Database, tmp_path: Path) -> Config:
     base = job_config(config, tmp_path / "scratch")
-    watchdog = WatchdogConfig(state_dir=tmp_path / "state", backoff_seconds=0, max_retries=2)
-    cfg = base.model_copy(update={"watchdog": watchdog})
+    cfg = base.model_copy(update={"watchdog": watchdog(tmp_path, max_retries=2)})
     dataset_with_files(db, cfg, tmp_path / "data")
     return cfg
 

@@ -22,7 +22,7 @@ from labctl.jobs import (
     retry_job,
     submit_job,
 )
-from labctl.models import parse_assignments, utcnow
+from labctl.models import age, parse_assignments, utcnow
 from labctl.states import JobState
 
 
@@ -40,6 +40,7 @@ from labctl.states import JobState
 @click.option("--await-transfer", is_flag=True, help="Wait until the dataset is marked complete.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the batch script; queue nothing.")
 @click.option("--force", is_flag=True, help="Queue even if an identical job is active.")
+@click.option("--allow-dirty", is_flag=True, help="Run uncommitted pipelines/ code (recorded).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def submit_cmd(
@@ -53,6 +54,7 @@ def submit_cmd(
     await_transfer: bool,
     dry_run: bool,
     force: bool,
+    allow_dirty: bool,
     as_json: bool,
 ) -> None:
     """Queue an analysis job on DATASET; the watchdog runs it on the cluster."""
@@ -64,6 +66,7 @@ def submit_cmd(
         datarawfiles=rawfiles,
         job_options=parse_assignments(options, "--option"),
         data_transfer_await=await_transfer,
+        allow_dirty=allow_dirty,
     )
     if dry_run:
         job = prepare_job(app.db, app.config, request)
@@ -93,16 +96,6 @@ def progress_bar(transfer: Mapping[str, Any] | None, width: int = 12) -> str:
     if eta is not None and percent < 100:
         parts.append(f"ETA {dt.timedelta(seconds=int(eta))}")
     return " ".join(p for p in parts if p)
-
-
-def age(since: dt.datetime | None, now: dt.datetime) -> str:
-    if since is None:
-        return ""
-    seconds = int((now - since).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 @cli.command("queue")

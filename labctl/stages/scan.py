@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl.batch import array_size, render
+from labctl.codeversion import export_commit
 from labctl.errors import ValidationError
 from labctl.jobs import check_inputs, dataset_dirs
 from labctl.models import get_dotted, utcnow
@@ -43,8 +44,17 @@ def stage_inputs(run: StageRun, job: Mapping[str, Any], processed: Path, raw: Pa
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(base / name)
     (staging / "code").mkdir(parents=True)
-    (staging / "code" / "pipelines").symlink_to(run.config.watchdog.pipelines_dir)
+    (staging / "code" / "pipelines").symlink_to(code_folder(run, job))
     return staging
+
+
+def code_folder(run: StageRun, job: Mapping[str, Any]) -> Path:
+    """The pipelines code to ship: the recorded commit, or the working tree a dirty job allowed."""
+    version = job["pipelines"]
+    pipelines = run.config.watchdog.pipelines_dir
+    if version["dirty"]:
+        return pipelines
+    return export_commit(pipelines, version, run.config.watchdog.state_dir / "code")
 
 
 def start_transfer(run: StageRun, job: dict[str, Any]) -> None:

@@ -1,0 +1,77 @@
+"""Which version of `pipelines/` a job runs: the git commit, and whether the tree was dirty.
+
+At submit time labctl records the commit of the repository holding `pipelines/`; a tree with
+uncommitted changes is refused unless allowed, and then the hash of its changes is recorded. The
+watchdog ships exactly that commit (`git archive`), or the working tree for an allowed dirty one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from labctl.errors import ValidationError
+
+
+def _git(repo: Path, *args: str) -> bytes:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False)
+    if done.returncode != 0:
+        first = (done.stderr.decode(errors="replace").strip().splitlines() or ["git failed"])[0]
+        raise ValidationError(f"git {args[0]} in {repo}: {first}")
+    return done.stdout
+
+
+def code_version(pipelines: Path, *, allow_dirty: bool = False) -> dict[str, Any]:
+    """`{"commit", "path", "dirty", "diff_sha256"}` for the pipelines folder, or an error."""
+    if not pipelines.is_dir():
+        raise ValidationError(f"the pipelines folder {pipelines} does not exist")
+    top = Path(_git(pipelines, "rev-parse", "--show-toplevel").decode().strip())
+    path = pipelines.resolve().relative_to(top.resolve()).as_posix()
+    commit = _git(top, "rev-parse", "HEAD").decode().strip()
+    changed = _git(top, "status", "--porcelain", "--untracked-files=all", "--", path).decode()
+    dirty = bool(changed.strip())
+    if dirty and not allow_dirty:
+        count = len(changed.strip().splitlines())
+        raise ValidationError(
+            f"{path}/ has {count} uncommitted change(s): commit them so the results can be traced "
+            "to a version, or submit with --allow-dirty"
+        )
+    return {
+        "commit": commit,
+        "path": path,
+        "dirty": dirty,
+        "diff_sha256": _changes_hash(top, path) if dirty else None,
+    }
+
+
+def _changes_hash(top: Path, path: str) -> str:
+    """A hash of what differs from the commit: the diff plus every untracked file's content."""
+    digest = hashlib.sha256(_git(top, "diff", "HEAD", "--binary", "--", path))
+    untracked = _git(top, "ls-files", "--others", "--exclude-standard", "-z", "--", path)
+    for name in sorted(filter(None, untracked.decode().split("\0"))):
+        digest.update(name.encode() + b"\0" + (top / name).read_bytes())
+    return digest.hexdigest()
+
+
+def export_commit(pipelines: Path, version: dict[str, Any], cache: Path) -> Path:
+    """The pipelines folder as it is in the recorded commit, extracted once into `cache`."""
+    target = cache / version["commit"]
+    if not target.is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        top = Path(_git(pipelines, "rev-parse", "--show-toplevel").decode().strip())
+        archive = _git(top, "archive", "--format=tar", version["commit"], "--", version["path"])
+        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=cache))
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(partial, filter="data")
+        try:
+            partial.rename(target)
+        except OSError:  # another run extracted the same commit meanwhile
+            shutil.rmtree(partial)
+    folder: Path = target / str(version["path"])
+    return folder
