@@ -23,6 +23,7 @@ from labctl.jobs import (
     submit_job,
 )
 from labctl.models import age, parse_assignments, utcnow
+from labctl.provenance import provenance
 from labctl.states import JobState
 
 
@@ -234,3 +235,36 @@ def clusters_cmd(app: App, as_json: bool) -> None:
         host = f"{c.host}:{c.port}" if c.host else "this machine"
         table.add_row(name, c.type, host, c.user or "", c.scratch, c.scheduler)
     console().print(table)
+
+
+@cli.command("provenance")
+@click.argument("dataset")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def provenance_cmd(app: App, dataset: str, as_json: bool) -> None:
+    """Every result of DATASET: its job, code commit, options, input and output checksums."""
+    records = provenance(app.db, dataset)
+    if as_json:
+        echo_json(records)
+        return
+    if not records:
+        click.echo(f"no completed job for {dataset} yet")
+    for record in records:
+        code = record["pipelines"] or {}
+        dirty = f" + uncommitted changes {code['diff_sha256'][:12]}" if code.get("dirty") else ""
+        table = Table(
+            title=f"{record['job_id']}: {record['job_type']} by {record['user']} on "
+            f"{record['cluster']}, completed {cell(record['completed_at'])}",
+            title_justify="left",
+            header_style="bold",
+        )
+        for name in ("", "file", "size", "sha256"):
+            table.add_column(name)
+        table.add_row("code", f"pipelines @ {code.get('commit', 'unknown')}{dirty}", "", "")
+        table.add_row("options", cell(record["options"]), "", "")
+        for kind in ("inputs", "outputs"):
+            for item in record[kind]:
+                table.add_row(
+                    kind[:-1], item.get("path") or item["name"], str(item["size"]), item["sha256"]
+                )
+        console().print(table)
