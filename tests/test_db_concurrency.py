@@ -163,7 +163,10 @@ def _kill_writer_midstream(config: DatabaseConfig, first: int) -> list[int]:
             assert line, f"writer stopped early: {proc.communicate(timeout=CHILD_TIMEOUT)[1]}"
             acknowledged.append(int(line))
         os.kill(proc.pid, signal.SIGKILL)
-        rest, _ = proc.communicate(timeout=CHILD_TIMEOUT)
+        # Read on through the same buffered stream: communicate() reads the raw pipe and would
+        # miss lines readline() has already buffered, which would look like unacknowledged inserts.
+        rest = proc.stdout.read()
+        proc.wait(timeout=CHILD_TIMEOUT)
     finally:
         if proc.poll() is None:
             proc.kill()
