@@ -205,6 +205,12 @@ class JobTypeConfig(_Model):
     options: dict[str, OptionSpec] = Field(default_factory=dict)
     splittable: bool = Field(default=False, description="accepts split_idx / num_splits")
     resources: Resources = Field(default_factory=Resources)
+    max_resources: Resources | None = Field(
+        default=None, description="limits up to which job_options time/mem/cpus may ask for more"
+    )
+    merge_with: str | None = Field(
+        default=None, description="job type queued on a job array's outputs once all tasks ended"
+    )
 
     @field_validator("outputs")
     @classmethod
@@ -244,6 +250,18 @@ class WatchdogConfig(_Model):
         return path.expanduser()
 
 
+class WebConfig(_Model):
+    """The web dashboard and REST API (`labctl web`)."""
+
+    secure_cookies: bool = Field(
+        default=False, description="send cookies over HTTPS only (set when served behind HTTPS)"
+    )
+    session_hours: float = Field(default=12, gt=0, le=24 * 30, description="login lifetime")
+    login_attempts_per_minute: int = Field(
+        default=5, ge=1, description="failed logins per username and address before a pause"
+    )
+
+
 class Config(_Model):
     user: str = Field(default_factory=getpass.getuser, description="your lab username")
     email: str = Field(default="", pattern=r"^([^@\s]+@[^@\s]+)?$", description="your e-mail")
@@ -252,6 +270,14 @@ class Config(_Model):
     clusters: dict[str, ClusterConfig] = Field(default_factory=dict)
     job_types: dict[str, JobTypeConfig] = Field(default_factory=dict)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+
+    @model_validator(mode="after")
+    def _merge_types_exist(self) -> Config:
+        for name, spec in self.job_types.items():
+            if spec.merge_with is not None and spec.merge_with not in self.job_types:
+                raise ValueError(f"job type {name}: merge_with {spec.merge_with!r} is unknown")
+        return self
 
 
 def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> Config:

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import ParseResult
 
+import bson.errors
 import pymongo
 import pymongo.errors
 from pymongo import ReturnDocument
 
 from labctl.config import DatabaseConfig
-from labctl.errors import DatabaseError, DatabaseUnreachable, DuplicateError
+from labctl.errors import DatabaseError, DatabaseUnreachable, DuplicateError, ValidationError
 
 Doc = dict[str, Any]
 Filter = Mapping[str, Any]
@@ -41,6 +42,12 @@ INDEXES: dict[str, list[tuple[str, bool]]] = {
         ("dataset", False),
         ("owner", False),
         ("user", False),
+        # The jobs stage looks for the few completed jobs whose scratch is not yet cleaned or
+        # whose merge is not yet queued, and cancelled jobs still to stop; without these, it
+        # reads every finished job each run.
+        ("scratch_cleaned", False),
+        ("cleanup_pending", False),
+        ("follow_up_pending", False),
     ],
     "users": [("username", True)],
     "meta": [("key", True)],
@@ -93,6 +100,8 @@ def _translate(where: str) -> Iterator[None]:
         raise DatabaseError(f"{where}: {str(exc).splitlines()[0]}") from None
     except sqlite3.Error as exc:  # the embedded store's files (disk full, corrupt file, ...)
         raise DatabaseError(f"{where}: {exc}") from None
+    except (OverflowError, bson.errors.InvalidDocument) as exc:  # e.g. an int beyond 64 bits
+        raise ValidationError(f"{where}: a value cannot be stored: {exc}") from None
 
 
 class Collection:
@@ -181,6 +190,16 @@ class Collection:
         with self._op():
             self._raw.create_index([(field, pymongo.ASCENDING)], unique=unique)
 
+    def index_fields(self) -> dict[str, bool]:
+        """The single-field ascending indexes: field -> unique."""
+        with self._op():
+            info = self._raw.index_information()
+        return {
+            spec["key"][0][0]: bool(spec.get("unique"))
+            for spec in info.values()
+            if len(spec["key"]) == 1 and spec["key"][0][1] == pymongo.ASCENDING
+        }
+
 
 def _projection(fields: Sequence[str] | None) -> dict[str, int] | None:
     if fields is None:
@@ -217,9 +236,22 @@ class Database:
         return self["meta"]
 
     def ensure_indexes(self) -> None:
+        """Create the missing indexes. Existing ones are left alone: on the embedded store,
+        creating a unique index again reads every document to check it."""
         for name, indexes in INDEXES.items():
+            existing = self[name].index_fields()
             for field, unique in indexes:
-                self[name].create_index(field, unique=unique)
+                if existing.get(field) != unique:
+                    self[name].create_index(field, unique=unique)
+
+    def hello(self) -> Doc | None:
+        """The MongoDB server's read-only `hello` reply (replica set, primary, members), or None
+        for the embedded store."""
+        if self._lock is not None:
+            return None
+        with _translate("hello"):
+            reply: Doc = self._client.admin.command("hello")
+        return reply
 
     def set_validator(self, collection: str, json_schema: Doc) -> None:
         """Enforce a `$jsonSchema` on MongoDB; the embedded store validates in labctl only."""

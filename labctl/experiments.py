@@ -81,8 +81,33 @@ def query(
     filter: Mapping[str, Any],
     sort: Sequence[tuple[str, int]] = (),
     limit: int = 0,
+    skip: int = 0,
 ) -> list[dict[str, Any]]:
     """Entries matching `filter`, each with `dataset` and the requested dotted fields."""
-    projection = ["dataset", *fields] if fields else None
-    docs = db.data.find(filter, projection, sort=list(sort) or [("dataset", 1)], limit=limit)
+    projection = _outermost(["dataset", *fields]) if fields else None
+    docs = db.data.find(
+        filter, projection, sort=list(sort) or [("dataset", 1)], limit=limit, skip=skip
+    )
     return _without_id(docs)
+
+
+def _outermost(fields: Sequence[str]) -> list[str]:
+    """The fields without those inside another one (`user.name` with `user`): a projection
+    must not name both."""
+    kept: list[str] = []
+    for name in fields:
+        if not any(name == k or name.startswith(k + ".") for k in kept):
+            kept = [k for k in kept if not k.startswith(name + ".")] + [name]
+    return kept
+
+
+def query_page(
+    db: Database,
+    fields: Sequence[str],
+    filter: Mapping[str, Any],
+    sort: Sequence[tuple[str, int]],
+    limit: int,
+    skip: int = 0,
+) -> tuple[int, list[dict[str, Any]]]:
+    """How many entries match `filter`, and one page of them (as `query` gives them)."""
+    return db.data.count(filter), query(db, fields, filter, sort, limit=limit, skip=skip)

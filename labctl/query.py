@@ -97,7 +97,34 @@ def check_filter(filter: Any) -> dict[str, Any]:
             unknown = set(value) - allowed
             if unknown:
                 raise ValidationError(f"operator(s) {sorted(unknown)} are not allowed in {field}")
+            for op, operand in value.items():
+                _check_operand(field, op, operand)
+        else:
+            _plain(field, value)
     return filter
+
+
+def _check_operand(field: str, op: str, operand: Any) -> None:
+    if op == "$in" and not isinstance(operand, list):
+        raise ValidationError(f"$in of {field} takes a list of values")
+    if op == "$regex":
+        try:
+            re.compile(operand)
+        except (re.error, TypeError) as exc:
+            raise ValidationError(f"bad regular expression {operand!r} in {field}: {exc}") from None
+    _plain(field, operand)
+
+
+def _plain(field: str, value: Any) -> None:
+    """A value compared with is data: no `$` operator hides at any depth inside it."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if str(key).startswith("$"):
+                raise ValidationError(f"operator {key!r} is not allowed inside a value of {field}")
+            _plain(field, item)
+    elif isinstance(value, list):
+        for item in value:
+            _plain(field, item)
 
 
 def parse_sort(specs: Iterable[str]) -> list[tuple[str, int]]:

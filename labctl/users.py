@@ -1,7 +1,10 @@
-"""Operations on the `users` collection. Passwords are only ever stored as argon2 hashes."""
+"""Operations on the `users` collection. Passwords are only ever stored as argon2 hashes, API
+tokens only as SHA-256 digests (a token is 256 random bits: a fast hash cannot be guessed back)."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +13,7 @@ from labctl.errors import NotFoundError
 from labctl.models import check_role, hash_password, new_user, utcnow, verify_password
 
 PUBLIC_FIELDS = ["username", "full_name", "email", "role", "hpc_accounts", "created_at"]
+TOKEN_PREFIX = "lct_"
 
 
 def add_user(
@@ -59,3 +63,19 @@ def authenticate(db: Database, username: str, password: str) -> dict[str, Any] |
     if doc is None or not verify_password(doc.get("password_hash"), password):
         return None
     return {k: doc.get(k) for k in PUBLIC_FIELDS}
+
+
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(db: Database, username: str) -> str:
+    """A new API token for `username`, replacing (and so revoking) any earlier one."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    _change(db, username, {"api_token_sha256": _token_digest(token)})
+    return token
+
+
+def token_user(db: Database, token: str) -> dict[str, Any] | None:
+    """The public fields of the user whose API token this is, or None."""
+    return db.users.find_one({"api_token_sha256": _token_digest(token)}, PUBLIC_FIELDS)

@@ -7,7 +7,7 @@ import click
 from labctl.cli import App, cli
 from labctl.cli.output import echo_json, echo_table
 from labctl.models import ROLES, parse_assignments
-from labctl.users import add_user, get_user, list_users, set_password, set_role
+from labctl.users import add_user, create_token, get_user, list_users, set_password, set_role
 
 
 def ask_password() -> str:
@@ -93,3 +93,14 @@ def user_set_role(app: App, username: str, role: str) -> None:
     """Make a member an admin or a member."""
     set_role(app.db, username, role)
     click.echo(f"{username} is now {role}")
+
+
+@user_group.command("token")
+@click.argument("username")
+@click.pass_obj
+def user_token(app: App, username: str) -> None:
+    """Create an API token for USERNAME, replacing any earlier one; it is shown only once."""
+    click.echo(create_token(app.db, username))
+    click.echo(
+        "keep it now: only its hash is stored; use it as 'Authorization: Bearer TOKEN'", err=True
+    )

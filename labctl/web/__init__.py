@@ -1,0 +1,75 @@
+"""The web dashboard (add, browse, monitor) and the REST API, behind a login.
+
+`create_app(config)` builds the ASGI app with one database for its whole life; `serve` runs it
+with uvicorn. Pages are server-rendered Jinja templates; the monitor updates itself with htmx,
+shipped in `static/` (no CDN, no front-end build).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
+
+from labctl.config import Config
+from labctl.web import api, errors, login, monitor, pages
+from labctl.web.auth import LoginLimiter
+from labctl.web.deps import WebState
+from labctl.web.render import make_templates
+from labctl.web.store import Store
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+    "form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+async def _security_headers(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    response = await call_next(request)
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def create_app(config: Config) -> FastAPI:
+    """The dashboard and API over the configured database (opened now, closed at shutdown)."""
+    store = Store(config.database)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    app = FastAPI(
+        title="labctl",
+        version=version("labctl"),
+        description="The lab's experiment database and analysis jobs. Authenticate with "
+        "`Authorization: Bearer TOKEN` (a token from `labctl user token USERNAME`).",
+        lifespan=lifespan,
+        openapi_url=None,  # served by the API itself, behind the login
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.web = WebState(
+        config, store, LoginLimiter(config.web.login_attempts_per_minute), make_templates()
+    )
+    app.mount("/static", StaticFiles(packages=[("labctl.web", "static")]), name="static")
+    for module in (login, pages, monitor, api):
+        app.include_router(module.router)
+    errors.install(app)
+    app.middleware("http")(_security_headers)
+    return app
+
+
+def serve(config: Config, host: str, port: int) -> None:
+    """Serve until interrupted; X-Forwarded-* are trusted from FORWARDED_ALLOW_IPS (127.0.0.1)."""
+    uvicorn.run(create_app(config), host=host, port=port, proxy_headers=True)

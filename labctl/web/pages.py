@@ -1,0 +1,183 @@
+"""The data pages: add an experiment, browse them, and one entry with its jobs (and its edit)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from labctl.config import DataSchema
+from labctl.db import Database
+from labctl.errors import DuplicateError, ValidationError
+from labctl.experiments import get_entry, log_entries, query_page
+from labctl.jobs import list_jobs
+from labctl.models import MANAGED_FIELDS, flatten
+from labctl.query import build_filter, parse_sort
+from labctl.web.auth import Principal
+from labctl.web.deps import PageUser, state
+from labctl.web.forms import FieldsForm, check_dataset, collect, read_form
+from labctl.web.render import render, text
+
+router = APIRouter(include_in_schema=False)
+RESULTS = "results"  # where the watchdog records an entry's results: shown with the jobs
+
+
+@router.get("/")
+async def home(user: PageUser) -> RedirectResponse:
+    return RedirectResponse("/browse", status_code=303)
+
+
+@router.get("/add")
+async def add_form(request: Request, user: PageUser) -> HTMLResponse:
+    return render(request, "add.html", user, form=FieldsForm(), dataset="")
+
+
+@router.get("/add/row")
+async def add_row(request: Request, user: PageUser) -> HTMLResponse:
+    """One more empty key/value row (htmx appends it to the form)."""
+    return render(request, "_extra_row.html", user, key="", value="", error="")
+
+
+@router.post("/add")
+async def add(request: Request, user: PageUser) -> Response:
+    """Store the entry if every field is valid; else show the form again with the errors."""
+    web = state(request)
+    schema = web.config.data
+    posted = await request.form()
+    dataset = str(posted.get("dataset") or "").strip()
+    form = read_form(posted, schema.fields)
+    check_dataset(form, dataset)
+    given = {
+        name: value
+        for name in schema.fields
+        if (value := form.values.get(name, "")) or name in schema.required
+    }
+    fields = collect(form, given, schema, schema.required)
+    if not form.errors:
+        try:
+            await web.store.run(log_entries, web.config_of(user), [(dataset, fields)])
+            return RedirectResponse(f"/entry/{dataset}?created=1", status_code=303)
+        except DuplicateError as exc:
+            form.errors["dataset"] = str(exc)
+        except ValidationError as exc:
+            form.errors["_form"] = str(exc)
+    return render(request, "add.html", user, status=422, form=form, dataset=dataset)
+
+
+def default_columns(schema: DataSchema) -> list[str]:
+    return ["dataset", "acquired_at", *schema.fields]
+
+
+def column_choices(schema: DataSchema, docs: list[dict[str, Any]]) -> list[str]:
+    """Schema fields, labctl's own, and every other field on this page (results aside)."""
+    seen = dict.fromkeys([*default_columns(schema), *MANAGED_FIELDS])
+    for doc in docs:
+        seen.update(dict.fromkeys(k for k in flatten(doc) if k.split(".")[0] != RESULTS))
+    return list(seen)
+
+
+@router.get("/browse")
+async def browse(
+    request: Request,
+    user: PageUser,
+    where: str = "",
+    member: Annotated[str, Query(alias="user")] = "",
+    since: str = "",
+    until: str = "",
+    sort: str = "-acquired_at",
+    col: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
+    page: Annotated[int, Query(ge=1)] = 1,
+    per: Annotated[int, Query(ge=1, le=500)] = 25,
+) -> HTMLResponse:
+    """The entries matching the filters (the `--where` language), one page of them."""
+    web = state(request)
+    schema = web.config.data
+    conditions = [line for line in where.splitlines() if line.strip()]
+    if member:
+        conditions.append(f"user={member}")
+    total, error = 0, ""
+    docs: list[dict[str, Any]] = []
+    try:
+        filter = build_filter(conditions, schema, since or None, until or None)
+        order = parse_sort([sort]) if sort else []
+        total, docs = await web.store.run(query_page, [], filter, order, per, (page - 1) * per)
+    except ValidationError as exc:
+        error = str(exc)
+    return render(
+        request,
+        "browse.html",
+        user,
+        status=400 if error else 200,
+        error=error,
+        docs=docs,
+        total=total,
+        columns=col or default_columns(schema),
+        choices=column_choices(schema, docs),
+        where=where,
+        member=member,
+        since=since,
+        until=until,
+        sort=sort,
+        page=page,
+        per=per,
+        pages=max(1, -(-total // per)),
+    )
+
+
+def editable(entry: dict[str, Any]) -> dict[str, str]:
+    """The fields a member may edit (not labctl's own, not results), as text."""
+    return {
+        name: text(value)
+        for name, value in flatten(entry).items()
+        if name not in MANAGED_FIELDS and name.split(".")[0] != RESULTS
+    }
+
+
+def _entry_and_jobs(db: Database, dataset: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    return get_entry(db, dataset), list_jobs(db, dataset=dataset)
+
+
+async def _entry_page(
+    request: Request, user: Principal, dataset: str, form: FieldsForm, status: int = 200
+) -> HTMLResponse:
+    entry, jobs = await state(request).store.run(_entry_and_jobs, dataset)
+    fields = {k: v for k, v in flatten(entry).items() if k.split(".")[0] != RESULTS}
+    return render(
+        request,
+        "entry.html",
+        user,
+        status=status,
+        entry=entry,
+        fields=fields,
+        editable=editable(entry),
+        jobs=jobs,
+        form=form,
+        created="created" in request.query_params,
+        saved="saved" in request.query_params,
+    )
+
+
+@router.get("/entry/{dataset}")
+async def entry_page(request: Request, user: PageUser, dataset: str) -> HTMLResponse:
+    return await _entry_page(request, user, dataset, FieldsForm())
+
+
+@router.post("/entry/{dataset}")
+async def edit_entry(request: Request, user: PageUser, dataset: str) -> Response:
+    """Store the fields whose text changed, and new free fields; labctl sets updated_by/at."""
+    web = state(request)
+    schema = web.config.data
+    entry = await web.store.run(get_entry, dataset)
+    before = editable(entry)
+    form = read_form(await request.form(), before)
+    changed = {name: value for name, value in form.values.items() if value != before[name].strip()}
+    fields = collect(form, changed, schema, schema.required)
+    if not form.errors and fields:
+        try:
+            await web.store.run(log_entries, web.config_of(user), [(dataset, fields)], update=True)
+        except ValidationError as exc:
+            form.errors["_form"] = str(exc)
+    if form.errors:
+        return await _entry_page(request, user, dataset, form, status=422)
+    return RedirectResponse(f"/entry/{dataset}?saved={len(fields)}", status_code=303)

@@ -1,0 +1,548 @@
+"""The dashboard's pages and its login, through the ASGI app, on both database backends."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx2
+import pytest
+import yaml
+from fastapi import FastAPI
+from starlette.testclient import TestClient
+
+from labctl.config import Config, DatabaseConfig, WebConfig
+from labctl.db import Database
+from labctl.errors import (
+    DatabaseError,
+    DatabaseUnreachable,
+    DuplicateError,
+    LabctlError,
+    NotFoundError,
+    ValidationError,
+)
+from labctl.experiments import get_entry, log_entries
+from labctl.heartbeat import beat
+from labctl.jobs import JobRequest, PermissionDenied, get_job, submit_job, transition
+from labctl.states import FailureReason, InvalidTransition, JobState
+from labctl.web import create_app
+from labctl.web.auth import LoginLimiter, open_session, session_principal
+from labctl.web.errors import status_of
+from tests.jobfixtures import DATASET
+from tests.webfixtures import csrf_token, free_port, login, password, seed, web_config
+
+Browser = Callable[[str], TestClient]
+
+
+@pytest.fixture
+def cfg(config: Config, db: Database, tmp_path: Path) -> Config:
+    cfg = web_config(config, tmp_path)
+    seed(db, cfg, tmp_path)
+    return cfg
+
+
+@pytest.fixture
+def app(cfg: Config) -> Iterator[FastAPI]:
+    app = create_app(cfg)
+    with TestClient(app):  # runs the lifespan: the database closes at the end
+        yield app
+
+
+@pytest.fixture
+def client(app: FastAPI) -> TestClient:
+    return TestClient(app)
+
+
+@pytest.fixture
+def browser(app: FastAPI) -> Browser:
+    """A new client logged in as the given member (each has its own cookies)."""
+
+    def open_as(username: str) -> TestClient:
+        client = TestClient(app)
+        assert login(client, username) == 303
+        return client
+
+    return open_as
+
+
+def submit(db: Database, cfg: Config, user: str = "alice") -> dict[str, Any]:
+    request = JobRequest(
+        dataset=DATASET,
+        compute_cluster="local",
+        job_type="file_stats",
+        datarawfiles=["fl_a.roli"],
+        user=user,
+    )
+    return submit_job(db, cfg.model_copy(update={"user": user}), request, force=True)
+
+
+def move_to_transferring(db: Database, job: dict[str, Any], percent: int) -> None:
+    transfer = {"bytes": 10 * percent, "total": 1000, "percent": percent, "rate": "1.00MB/s"}
+    transfer["eta_seconds"] = 65
+    transition(db, job, JobState.TRANSFERRING, "rsync started", fields={"transfer": transfer})
+
+
+# --- login, sessions, CSRF ---------------------------------------------------------------------
+
+
+def test_login_page_and_static_files_need_no_login(client: TestClient) -> None:
+    page = client.get("/login")
+    assert page.status_code == 200 and 'name="password"' in page.text
+    assert "labctl_login=" in page.headers["set-cookie"]
+    htmx = client.get("/static/htmx.min.js")
+    assert htmx.status_code == 200 and "htmx 2.0.11" in htmx.text and "0BSD" in htmx.text
+    assert client.get("/static/style.css").status_code == 200
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+PAGES = ["/", "/add", "/add/row", "/browse", f"/entry/{DATASET}", "/monitor", "/monitor/live"]
+PAGES += ["/jobs/j123/live", "/jobs/j123"]
+POSTS = ["/add", f"/entry/{DATASET}", "/jobs/j123/cancel", "/jobs/j123/retry", "/logout"]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_redirects_to_the_login_without_a_session(client: TestClient, path: str) -> None:
+    answer = client.get(path + "?x=1", follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=" + quote(path + "?x=1")
+    htmx = client.get(path, headers={"HX-Request": "true"}, follow_redirects=False)
+    assert htmx.status_code == 401 and htmx.headers["HX-Redirect"].startswith("/login?next=")
+
+
+@pytest.mark.parametrize("path", POSTS)
+def test_every_form_target_needs_a_session(client: TestClient, path: str) -> None:
+    answer = client.post(path, data={"csrf_token": "x"}, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
+
+
+def test_login_opens_a_session_in_an_httponly_samesite_cookie(client: TestClient) -> None:
+    form = {"username": "alice", "password": password("alice"), "next": f"/entry/{DATASET}"}
+    answer = client.post("/login", data={**form, "csrf_token": csrf_token(client)})
+    assert answer.status_code == 200 and answer.url.path == f"/entry/{DATASET}"
+    cookie = answer.history[0].headers["set-cookie"]
+    assert "labctl_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    assert "Secure" not in cookie
+    assert client.get("/browse").status_code == 200
+
+
+def test_cookies_are_secure_when_configured_or_over_https(cfg: Config) -> None:
+    secure = cfg.model_copy(update={"web": WebConfig(secure_cookies=True)})
+    with TestClient(create_app(secure)) as client:
+        assert "Secure" in client.get("/login").headers["set-cookie"]
+    with TestClient(create_app(cfg), base_url="https://lab.example") as client:
+        assert login(client, "alice") == 303
+        assert client.get("/browse").status_code == 200
+
+
+def test_wrong_passwords_are_throttled_per_user_and_address(client: TestClient) -> None:
+    assert login(client, "alice", "wrong") == 401
+    for _ in range(4):
+        assert login(client, "alice", "wrong") == 401
+    throttled = client.post(
+        "/login",
+        data={"username": "alice", "password": password("alice"), "csrf_token": csrf_token(client)},
+    )
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) > 0
+    assert "too many failed logins" in throttled.text
+    assert login(client, "bob") == 303  # another user from the same address is not blocked
+
+
+def test_login_limiter_forgets_after_a_minute() -> None:
+    now = [0.0]
+    limiter = LoginLimiter(2, clock=lambda: now[0])
+    key = ("alice", "10.0.0.1")
+    limiter.failed(key)
+    limiter.failed(key)
+    assert limiter.wait_seconds(key) == 61
+    now[0] = 30
+    assert 0 < limiter.wait_seconds(key) <= 31
+    now[0] = 60.5
+    assert limiter.wait_seconds(key) == 0
+    limiter.failed(key)
+    limiter.succeeded(key)
+    assert limiter.wait_seconds(key) == 0
+
+
+def test_login_without_its_csrf_token_is_refused(client: TestClient) -> None:
+    form = {"username": "alice", "password": password("alice")}
+    assert client.post("/login", data={**form, "csrf_token": "forged"}).status_code == 403
+    fresh = TestClient(client.app)
+    assert fresh.post("/login", data={**form, "csrf_token": ""}).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "target", ["//evil.example/x", "https://evil.example", "/\\evil", "/\t/evil.example"]
+)
+def test_login_never_redirects_off_the_site(client: TestClient, target: str) -> None:
+    form = {"username": "alice", "password": password("alice"), "next": target}
+    answer = client.post(
+        "/login", data={**form, "csrf_token": csrf_token(client)}, follow_redirects=False
+    )
+    assert answer.headers["location"] == "/"
+
+
+def test_logout_needs_csrf_and_ends_the_session_on_the_server(browser: Browser) -> None:
+    alice = browser("alice")
+    cookie = alice.cookies["labctl_session"]
+    assert alice.post("/logout", follow_redirects=False).status_code == 403
+    token = csrf_token(alice, "/browse")
+    assert alice.post("/logout", data={"csrf_token": token}, follow_redirects=False).status_code
+    replay = TestClient(alice.app, cookies={"labctl_session": cookie})
+    assert replay.get("/browse", follow_redirects=False).status_code == 303
+
+
+def test_expired_or_orphaned_sessions_are_refused(db: Database, cfg: Config) -> None:
+    old = open_session(db, "alice", dt.timedelta(seconds=-1))
+    assert session_principal(db, old) is None
+    live = open_session(db, "bob", dt.timedelta(hours=1))
+    assert session_principal(db, live) is not None
+    db.users.delete({"username": "bob"})
+    assert session_principal(db, live) is None
+    open_session(db, "alice", dt.timedelta(hours=1))  # and it sweeps the expired one
+    assert db.meta.count({"kind": "session", "expires_at": {"$lt": dt.datetime.now(dt.UTC)}}) == 0
+
+
+def test_labctl_errors_map_to_http_statuses() -> None:
+    assert status_of(NotFoundError("x")) == 404
+    assert status_of(PermissionDenied("x")) == 403
+    assert status_of(DuplicateError("x")) == 409
+    assert status_of(InvalidTransition("x")) == 409
+    assert status_of(ValidationError("x")) == 422
+    assert status_of(DatabaseUnreachable("x")) == 503
+    assert status_of(DatabaseError("x")) == 500
+    assert status_of(LabctlError("x")) == 400
+
+
+# --- add -----------------------------------------------------------------------------------------
+
+
+def _field(html: str, name: str) -> str:
+    """The markup of one field of a form: its label, input and error."""
+    found = re.search(
+        rf'<div class="field[^"]*">\s*<label for="{re.escape(name)}".*?</div>', html, re.S
+    )
+    assert found, f"no field {name}"
+    return found[0]
+
+
+def test_add_form_is_generated_from_the_schema(browser: Browser) -> None:
+    html = browser("alice").get("/add").text
+    assert 'class="req"' in _field(html, "f-user") and " required" in _field(html, "f-user")
+    assert 'class="req"' in _field(html, "f-data_raw_path")
+    assert 'class="req"' not in _field(html, "f-n_planes")
+    assert 'type="number"' in _field(html, "f-n_planes")
+    assert 'type="date"' in _field(html, "f-session_date")
+    assert "<select" in _field(html, "f-data_complete")
+    assert "imaging planes" in _field(html, "f-n_planes")
+    assert html.count('name="extra_key"') == 3
+    assert 'name="extra_key"' in browser("bob").get("/add/row").text
+
+
+def test_add_shows_each_error_beside_its_field_and_stores_nothing(
+    browser: Browser, db: Database
+) -> None:
+    alice = browser("alice")
+    form = {
+        "csrf_token": csrf_token(alice, "/add"),
+        "dataset": "20211315_093527",
+        "f.user": "alice",
+        "f.n_planes": "many",
+        "extra_key": ["stim.contrast", "bad key", "n_planes"],
+        "extra_value": ["0.5", "1", "3"],
+    }
+    answer = alice.post("/add", data=form)
+    assert answer.status_code == 422
+    html = answer.text
+    assert "Nothing was stored" in html
+    assert "not a real date" in _field(html, "dataset")
+    assert "required" in _field(html, "f-data_raw_path")
+    assert "must be int" in _field(html, "f-n_planes")
+    assert 'value="many"' in _field(html, "f-n_planes")  # what was typed is kept
+    rows = re.findall(r'<div class="extra( invalid)?">(.*?)</div>', html, re.S)
+    assert [bool(invalid) for invalid, _ in rows[:3]] == [False, True, True]
+    assert "dotted identifiers" in rows[1][1] and "given twice" in rows[2][1]
+    assert db.data.count() == 1
+
+
+def test_add_stores_a_typed_entry_with_free_nested_fields(browser: Browser, db: Database) -> None:
+    bob = browser("bob")
+    form = {
+        "csrf_token": csrf_token(bob, "/add"),
+        "dataset": "20220101_120000",
+        "f.user": "bob",
+        "f.data_raw_path": "/nfs/bob/20220101_120000",
+        "f.n_planes": "12",
+        "f.session_date": "2022-01-01",
+        "f.data_complete": "true",
+        "f.runclass.id": "",
+        "extra_key": ["stim.contrast", "", "tags"],
+        "extra_value": ["0.5", "", "[a, b]"],
+    }
+    answer = bob.post("/add", data=form, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/entry/2022")
+    entry = get_entry(db, "20220101_120000")
+    assert entry["n_planes"] == 12 and entry["data_complete"] is True
+    assert entry["session_date"] == dt.datetime(2022, 1, 1, tzinfo=dt.UTC)
+    assert entry["stim"] == {"contrast": 0.5} and entry["tags"] == ["a", "b"]
+    assert "runclass" not in entry
+    assert entry["created_by"] == entry["updated_by"] == "bob"
+    assert "Stored." in bob.get(answer.headers["location"]).text
+
+
+def test_add_refuses_an_existing_dataset_beside_its_field(browser: Browser) -> None:
+    alice = browser("alice")
+    form = {"csrf_token": csrf_token(alice, "/add"), "dataset": DATASET, "f.user": "a"}
+    answer = alice.post("/add", data={**form, "f.data_raw_path": "/x"})
+    assert answer.status_code == 422 and "already logged" in _field(answer.text, "dataset")
+
+
+def test_add_without_the_csrf_token_is_forbidden(browser: Browser, db: Database) -> None:
+    form = {"dataset": "20220101_120000", "f.user": "a", "f.data_raw_path": "/x"}
+    assert browser("alice").post("/add", data=form).status_code == 403
+    assert browser("alice").post("/add", data={**form, "csrf_token": "forged"}).status_code == 403
+    assert db.data.count() == 1
+
+
+# --- browse --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def many(db: Database, cfg: Config) -> None:
+    """Twelve more entries over three members and two months."""
+    entries = [
+        (
+            f"2022{month:02d}{day:02d}_100000",
+            {
+                "user": ("alice", "bob", "dana")[day % 3],
+                "data_raw_path": f"/nfs/{day}",
+                "n_planes": day,
+                "runclass": {"id": "ARB-diff" if day % 2 else "GCaMP"},
+            },
+        )
+        for month in (1, 2)
+        for day in range(1, 7)
+    ]
+    log_entries(db, cfg, entries)
+
+
+def _datasets(html: str) -> list[str]:
+    return re.findall(r'<td><a href="/entry/(\d{8}_\d{6})">', html)
+
+
+def test_browse_filters_by_user_dates_and_any_field(browser: Browser, many: None) -> None:
+    alice = browser("alice")
+    assert len(_datasets(alice.get("/browse?per=100").text)) == 13
+    by_user = alice.get("/browse", params={"user": "dana", "per": 100}).text
+    assert sorted(_datasets(by_user)) == [
+        "20220102_100000",
+        "20220105_100000",
+        "20220202_100000",
+        "20220205_100000",
+    ]
+    february = alice.get("/browse", params={"since": "2022-02-01", "until": "2022-02-03"}).text
+    assert sorted(_datasets(february)) == [f"202202{d:02d}_100000" for d in (1, 2, 3)]
+    where = alice.get("/browse", params={"where": "n_planes>=5\nrunclass.id~^ARB"}).text
+    assert sorted(_datasets(where)) == ["20220105_100000", "20220205_100000"]
+    assert "2 entries" in where
+
+
+def test_browse_sorts_paginates_and_chooses_columns(browser: Browser, many: None) -> None:
+    alice = browser("alice")
+    first = alice.get("/browse", params={"sort": "-n_planes", "per": 5, "where": "n_planes>0"})
+    assert set(_datasets(first.text)[:2]) == {"20220206_100000", "20220106_100000"}
+    assert "page 1 of 3" in first.text and "next →" in first.text
+    last = alice.get("/browse", params={"sort": "-n_planes", "per": 5, "page": 3})
+    assert len(_datasets(last.text)) == 3 and "← previous" in last.text
+    header = re.search(r'href="(\?[^"]*)">n_planes ▼', first.text)
+    assert header and "sort=n_planes" in header[1]  # clicking the column sorts the other way
+    chosen = alice.get(
+        "/browse", params={"col": ["dataset", "runclass.id"], "where": "user=charlie"}
+    ).text
+    heads = re.findall(r"<th><a [^>]*>([\w.]+)", chosen)
+    assert heads == ["dataset", "runclass.id"]
+    assert 'value="data_path"' in chosen  # free fields found on the page can be chosen
+
+
+def test_browse_reports_a_bad_condition(browser: Browser) -> None:
+    answer = browser("alice").get("/browse", params={"where": "n_planes>>3"})
+    assert answer.status_code == 400 and "must be int" in answer.text
+    answer = browser("alice").get("/browse", params={"since": "yesterday"})
+    assert answer.status_code == 400 and "takes a date" in answer.text
+
+
+# --- entry ---------------------------------------------------------------------------------------
+
+
+def test_entry_page_shows_all_fields_and_jobs_with_results(
+    browser: Browser, db: Database, cfg: Config
+) -> None:
+    job = submit(db, cfg)
+    result = {"name": "file_stats.json", "path": "/r/file_stats.json", "size": 2048}
+    db.queue.update(
+        {"job_id": job["job_id"]}, {"$set": {"results": [{**result, "sha256": "ab" * 32}]}}
+    )
+    html = browser("bob").get(f"/entry/{DATASET}").text
+    for text in (
+        "data_raw_path",
+        "charlie",
+        "created_by",
+        "alice",
+        job["job_id"],
+        "file_stats.json",
+    ):
+        assert text in html
+    assert "2.0 kB" in html
+
+
+def test_unknown_or_malformed_entry_is_an_error_page(browser: Browser) -> None:
+    assert browser("alice").get("/entry/20990101_000000").status_code == 404
+    assert browser("alice").get("/entry/nope").status_code == 422
+
+
+def test_edit_stores_changed_and_new_fields_as_the_editor(browser: Browser, db: Database) -> None:
+    bob = browser("bob")
+    html = bob.get(f"/entry/{DATASET}").text
+    form = dict(re.findall(r'name="(f\.[\w.]+)" value="([^"]*)"', html))
+    assert set(form) >= {"f.user", "f.data_raw_path", "f.data_path"}
+    assert "f.created_by" not in form
+    form.update({"f.user": "dana", "csrf_token": csrf_token(bob, f"/entry/{DATASET}")})
+    answer = bob.post(
+        f"/entry/{DATASET}",
+        data={**form, "extra_key": ["quality"], "extra_value": ["4"]},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303 and answer.headers["location"].endswith("saved=2")
+    entry = get_entry(db, DATASET)
+    assert entry["user"] == "dana" and entry["quality"] == 4
+    assert entry["updated_by"] == "bob" and entry["created_by"] == "alice"
+
+
+def test_edit_refuses_bad_values_beside_the_field(browser: Browser, db: Database) -> None:
+    alice = browser("alice")
+    token = csrf_token(alice, f"/entry/{DATASET}")
+    answer = alice.post(
+        f"/entry/{DATASET}",
+        data={"csrf_token": token, "f.user": "", "extra_key": ["n_planes"], "extra_value": ["x"]},
+    )
+    assert answer.status_code == 422 and "Nothing was saved" in answer.text
+    assert "required" in _field(answer.text, "f-user")
+    assert "must be int" in answer.text
+    assert get_entry(db, DATASET)["user"] == "charlie"
+
+
+# --- monitor -------------------------------------------------------------------------------------
+
+
+def test_monitor_shows_state_progress_slurm_age_and_heartbeats(
+    browser: Browser, db: Database, cfg: Config
+) -> None:
+    queued = submit(db, cfg)
+    moving = submit(db, cfg, "bob")
+    move_to_transferring(db, moving, 40)
+    db.queue.update(
+        {"job_id": moving["job_id"]}, {"$set": {"slurm": {"job_id": "4242", "state": "PENDING"}}}
+    )
+    beat(db, "scan", {"started": 1})
+    alice = browser("alice")
+    page = alice.get("/monitor")
+    assert page.status_code == 200 and 'hx-trigger="every 2s"' in page.text
+    live = alice.get("/monitor/live").text
+    assert "<html" not in live
+    row = re.search(rf'<tr id="job-{moving["job_id"]}">.*?</tr>', live, re.S)
+    assert row
+    for text in ('<progress max="100" value="40">', "40%", "400 B of 1.0 kB", "1.00MB/s"):
+        assert text in row[0]
+    assert "ETA 0:01:05" in row[0] and "4242" in row[0] and "PENDING" in row[0]
+    assert "transferring" in row[0] and "Cancel" not in row[0]  # bob's job: not alice's to cancel
+    mine = re.search(rf'<tr id="job-{queued["job_id"]}">.*?</tr>', live, re.S)
+    assert mine and "Cancel" in mine[0]
+    assert re.search(r"<td>scan</td><td>[^<]+</td><td>\d+s ago</td>\s*<td>started 1</td>", live)
+    only = alice.get("/monitor/live", params={"status": "transferring", "user": "bob"}).text
+    assert moving["job_id"] in only and queued["job_id"] not in only
+    assert "has not run yet" not in live
+
+
+def test_job_page_shows_history_log_tail_and_updates_live(
+    browser: Browser, db: Database, cfg: Config
+) -> None:
+    job = submit(db, cfg)
+    move_to_transferring(db, job, 10)
+    moved = get_job(db, job["job_id"])
+    transition(
+        db,
+        moved,
+        JobState.FAILED,
+        "rsync refused",
+        fields={"log_tail": "line 1\nTraceback: boom"},
+        reason=FailureReason.TRANSFER,
+    )
+    alice = browser("alice")
+    html = alice.get(f"/jobs/{job['job_id']}").text
+    assert "submitted by alice" in html and "rsync started" in html and "rsync refused" in html
+    assert "Traceback: boom" in html and "transfer: rsync refused" in html
+    assert f'hx-get="/jobs/{job["job_id"]}/live"' in html and "Retry" in html
+    live = alice.get(f"/jobs/{job['job_id']}/live").text
+    assert "<html" not in live and "failed" in live
+    assert alice.get("/jobs/j000000000000").status_code == 404
+
+
+def test_cancel_and_retry_are_for_the_owner_or_an_admin(
+    browser: Browser, db: Database, cfg: Config
+) -> None:
+    job_id = submit(db, cfg)["job_id"]
+    bob, alice, root = browser("bob"), browser("alice"), browser("root")
+    assert "Cancel" not in bob.get(f"/jobs/{job_id}").text
+    token = csrf_token(bob, f"/entry/{DATASET}")
+    refused = bob.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token})
+    assert refused.status_code == 403 and "only they or an admin" in refused.text
+    assert get_job(db, job_id)["status"] == "queued"
+    assert alice.post(f"/jobs/{job_id}/cancel").status_code == 403  # no CSRF token
+    token = csrf_token(alice, f"/entry/{DATASET}")
+    done = alice.post(
+        f"/jobs/{job_id}/cancel",
+        data={"csrf_token": token, "back": "/monitor"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/monitor"
+    assert get_job(db, job_id)["status"] == "cancelled"
+    again = alice.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token})
+    assert again.status_code == 422 and "already cancelled" in again.text
+    token = csrf_token(root, f"/entry/{DATASET}")
+    retried = root.post(f"/jobs/{job_id}/retry", data={"csrf_token": token}, follow_redirects=False)
+    assert retried.headers["location"] == f"/jobs/{job_id}"
+    assert get_job(db, job_id)["history"][-1]["note"] == "retried by root"
+
+
+# --- the server ----------------------------------------------------------------------------------
+
+
+def test_labctl_web_serves_the_dashboard(tmp_path: Path) -> None:
+    """`labctl web` starts uvicorn on the given port; it answers the login page."""
+    cfg = Config(database=DatabaseConfig(uri="embedded", path=tmp_path / "db"))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    port = free_port()
+    argv = [sys.executable, "-m", "labctl", "--config", str(path), "web", "--port", str(port)]
+    server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                answer = httpx2.get(f"http://127.0.0.1:{port}/login")
+                break
+            except httpx2.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        assert answer.status_code == 200 and "Log in" in answer.text
+        assert httpx2.get(f"http://127.0.0.1:{port}/api/v1/me").status_code == 401
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=10)[0]
+    assert "Uvicorn running on http://127.0.0.1:" in output

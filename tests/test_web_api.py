@@ -1,0 +1,302 @@
+"""The REST API: tokens, sessions with CSRF, experiments and jobs, JSON errors; both backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from starlette.testclient import TestClient
+
+from labctl.cli import cli
+from labctl.config import Config
+from labctl.db import Database
+from labctl.experiments import get_entry
+from labctl.heartbeat import beat
+from labctl.jobs import get_job
+from labctl.users import create_token
+from labctl.web import create_app
+from tests.jobfixtures import DATASET
+from tests.webfixtures import csrf_token, login, seed, web_config
+
+V1 = "/api/v1"
+JOB = {
+    "dataset": DATASET,
+    "compute_cluster": "local",
+    "job_type": "file_stats",
+    "datarawfiles": ["fl_a.roli"],
+    "datafiles": ["phase.h5"],
+    "job_options": {"sleep_seconds": "0.5"},
+}
+
+
+@pytest.fixture
+def cfg(config: Config, db: Database, tmp_path: Path) -> Config:
+    cfg = web_config(config, tmp_path)
+    seed(db, cfg, tmp_path)
+    return cfg
+
+
+@pytest.fixture
+def client(cfg: Config) -> Iterator[TestClient]:
+    with TestClient(create_app(cfg)) as client:
+        yield client
+
+
+@pytest.fixture
+def tokens(db: Database) -> dict[str, dict[str, str]]:
+    """Authorization headers per member."""
+    return {u: {"Authorization": f"Bearer {create_token(db, u)}"} for u in ("alice", "bob", "root")}
+
+
+ROUTES = [
+    ("GET", "/me"),
+    ("GET", "/experiments"),
+    ("POST", "/experiments/query"),
+    ("GET", f"/experiments/{DATASET}"),
+    ("POST", "/experiments"),
+    ("PATCH", f"/experiments/{DATASET}"),
+    ("GET", "/jobs"),
+    ("POST", "/jobs"),
+    ("GET", "/jobs/j123"),
+    ("POST", "/jobs/j123/cancel"),
+    ("POST", "/jobs/j123/retry"),
+    ("GET", "/watchdog"),
+    ("GET", "/openapi.json"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_every_route_needs_a_token_or_a_session(client: TestClient, method: str, path: str) -> None:
+    for headers in ({}, {"Authorization": "Bearer lct_forged"}, {"Authorization": "Basic eDp5"}):
+        answer = client.request(method, V1 + path, headers=headers, json={})
+        assert answer.status_code == 401, (headers, answer.text)
+        assert answer.headers["WWW-Authenticate"] == "Bearer"
+        assert "detail" in answer.json()
+
+
+def test_a_new_token_replaces_the_old_one(client: TestClient, db: Database) -> None:
+    old = create_token(db, "alice")
+    assert old.startswith("lct_") and len(old) > 40
+    new = create_token(db, "alice")
+    assert client.get(f"{V1}/me", headers={"Authorization": f"Bearer {old}"}).status_code == 401
+    me = client.get(f"{V1}/me", headers={"Authorization": f"Bearer {new}"})
+    assert me.json() == {"username": "alice", "role": "member"}
+    stored = db.users.find_one({"username": "alice"})
+    assert stored and new not in str(stored) and len(stored["api_token_sha256"]) == 64
+
+
+def test_labctl_user_token_prints_a_token_once(cfg: Config, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.model_dump_json())
+    done = CliRunner().invoke(cli, ["--config", str(path), "user", "token", "bob"])
+    assert done.exit_code == 0, done.output
+    token, note = done.stdout.strip(), done.stderr
+    assert token.startswith("lct_") and "only its hash is stored" in note
+    with TestClient(create_app(cfg)) as client:
+        me = client.get(f"{V1}/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.json()["username"] == "bob"
+    missing = CliRunner().invoke(cli, ["--config", str(path), "user", "token", "nobody"])
+    assert missing.exit_code == 1 and "no user 'nobody'" in missing.stderr
+
+
+def test_session_writes_need_the_csrf_header(client: TestClient) -> None:
+    assert login(client, "alice") == 303
+    assert client.get(f"{V1}/me").json()["username"] == "alice"
+    new = {"dataset": "20220101_120000", "fields": {"user": "a", "data_raw_path": "/x"}}
+    refused = client.post(f"{V1}/experiments", json=new)
+    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
+    token = csrf_token(client, "/browse")
+    made = client.post(f"{V1}/experiments", json=new, headers={"X-CSRF-Token": token})
+    assert made.status_code == 201 and made.json()["created_by"] == "alice"
+
+
+def test_the_openapi_document_lists_every_route(client: TestClient, tokens: Any) -> None:
+    document = client.get(f"{V1}/openapi.json", headers=tokens["bob"]).json()
+    paths = {(m.upper(), p) for p, item in document["paths"].items() for m in item}
+    assert len(paths) == len(ROUTES) - 1
+    assert ("PATCH", f"{V1}/experiments/{{dataset}}") in paths
+    assert all(p.startswith(V1) for _, p in paths)  # no page is in the API's document
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+# --- experiments ---------------------------------------------------------------------------------
+
+
+def _create(client: TestClient, headers: Any, dataset: str, **fields: Any) -> Any:
+    body = {"dataset": dataset, "fields": {"user": "bob", "data_raw_path": "/nfs/x", **fields}}
+    return client.post(f"{V1}/experiments", json=body, headers=headers)
+
+
+def test_create_get_and_update_an_experiment(client: TestClient, tokens: Any, db: Database) -> None:
+    made = _create(client, tokens["bob"], "20220101_120000", n_planes="12", **{"stim.c": 0.5})
+    assert made.status_code == 201
+    entry = made.json()
+    assert entry["n_planes"] == 12 and entry["stim"] == {"c": 0.5}
+    assert entry["created_by"] == "bob" and entry["acquired_at"].startswith("2022-01-01T12:00:00")
+    got = client.get(f"{V1}/experiments/20220101_120000", headers=tokens["alice"])
+    assert got.json() == entry
+    changed = client.patch(
+        f"{V1}/experiments/20220101_120000",
+        json={"fields": {"runclass.id": "ARB", "n_planes": 14}},
+        headers=tokens["alice"],
+    )
+    assert changed.status_code == 200
+    assert changed.json()["runclass"] == {"id": "ARB"} and changed.json()["n_planes"] == 14
+    assert changed.json()["updated_by"] == "alice" and changed.json()["created_by"] == "bob"
+    assert get_entry(db, "20220101_120000")["updated_by"] == "alice"
+
+
+def test_experiment_errors_are_json_with_their_status(client: TestClient, tokens: Any) -> None:
+    def detail(answer: Any, status: int) -> str:
+        assert answer.status_code == status, answer.text
+        return str(answer.json()["detail"])
+
+    bob = tokens["bob"]
+    assert "already logged" in detail(_create(client, bob, DATASET), 409)
+    assert "missing required" in detail(_create(client, bob, "20220101_120000", user=""), 422)
+    assert "set by labctl" in detail(_create(client, bob, "20220101_120000", created_by="x"), 422)
+    assert "must be int" in detail(_create(client, bob, "20220101_120000", n_planes="x"), 422)
+    assert "YYYYMMDD_HHMMSS" in detail(client.get(f"{V1}/experiments/nope", headers=bob), 422)
+    assert "no dataset" in detail(client.get(f"{V1}/experiments/20990101_000000", headers=bob), 404)
+    update = {"fields": {"n_planes": 3}}
+    missing = client.patch(f"{V1}/experiments/20990101_000000", json=update, headers=bob)
+    assert "no dataset" in detail(missing, 404)
+    extra = client.post(f"{V1}/experiments", json={"dataset": DATASET, "x": 1}, headers=bob)
+    detail(extra, 422)  # unknown body keys are refused
+
+
+def test_list_experiments_with_the_where_language(client: TestClient, tokens: Any) -> None:
+    bob = tokens["bob"]
+    for day, planes in ((1, 4), (2, 12), (3, 20)):
+        assert _create(client, bob, f"202203{day:02d}_100000", n_planes=planes).status_code == 201
+    found = client.get(
+        f"{V1}/experiments",
+        params={"where": ["n_planes>=10", "user=bob"], "sort": "-n_planes", "fields": "n_planes"},
+        headers=bob,
+    ).json()
+    assert found["total"] == 2
+    assert found["items"] == [
+        {"dataset": "20220303_100000", "n_planes": 20},
+        {"dataset": "20220302_100000", "n_planes": 12},
+    ]
+    window = {"since": "2022-03-02", "until": "2022-03-02", "fields": "dataset"}
+    dated = client.get(f"{V1}/experiments", params=window, headers=bob).json()
+    assert [e["dataset"] for e in dated["items"]] == ["20220302_100000"]
+    paged = client.get(f"{V1}/experiments", params={"limit": 2, "skip": 3}, headers=bob).json()
+    assert paged["total"] == 4 and len(paged["items"]) == 1
+    bad = client.get(f"{V1}/experiments", params={"where": "n_planes>>1"}, headers=bob)
+    assert bad.status_code == 422 and "must be int" in bad.json()["detail"]
+
+
+def test_query_experiments_with_a_filter_mapping(client: TestClient, tokens: Any) -> None:
+    bob = tokens["bob"]
+    _create(client, bob, "20220301_100000", n_planes=4)
+    body = {"filter": {"n_planes": {"$gte": 2}}, "fields": ["n_planes"], "sort": ["dataset"]}
+    found = client.post(f"{V1}/experiments/query", json=body, headers=bob).json()
+    assert found == {"total": 1, "items": [{"dataset": "20220301_100000", "n_planes": 4}]}
+    sneaky = {"filter": {"user": {"$where": "sleep(1000)"}}}
+    refused = client.post(f"{V1}/experiments/query", json=sneaky, headers=bob)
+    assert refused.status_code == 422 and "not allowed" in refused.json()["detail"]
+    named = client.post(f"{V1}/experiments/query", json={"fields": ["$x"]}, headers=bob)
+    assert named.status_code == 422
+
+
+# --- jobs ----------------------------------------------------------------------------------------
+
+
+def test_submit_list_and_get_jobs(client: TestClient, tokens: Any) -> None:
+    made = client.post(f"{V1}/jobs", json=JOB, headers=tokens["alice"])
+    assert made.status_code == 201, made.text
+    job = made.json()
+    assert job["user"] == "alice" and job["status"] == "queued"
+    assert job["job_options"] == {"sleep_seconds": 0.5}
+    assert job["history"][0]["note"] == "submitted by alice"
+    twin = client.post(f"{V1}/jobs", json=JOB, headers=tokens["bob"])
+    assert twin.status_code == 409 and "identical job" in twin.json()["detail"]
+    forced = client.post(f"{V1}/jobs", json={**JOB, "force": True}, headers=tokens["bob"])
+    assert forced.status_code == 201
+    listed = client.get(f"{V1}/jobs", params={"user": "alice"}, headers=tokens["bob"]).json()
+    assert [j["job_id"] for j in listed["items"]] == [job["job_id"]]
+    everyone = client.get(
+        f"{V1}/jobs", params={"dataset": DATASET, "status": "queued"}, headers=tokens["bob"]
+    )
+    assert len(everyone.json()["items"]) == 2
+    got = client.get(f"{V1}/jobs/{job['job_id']}", headers=tokens["bob"]).json()
+    assert got["job_id"] == job["job_id"] and got["dataset"] == DATASET
+    assert (
+        client.get(f"{V1}/jobs", params={"status": "sleeping"}, headers=tokens["bob"]).status_code
+        == 422
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "words"),
+    [
+        ({"job_type": "nope"}, 422, "unknown job type"),
+        ({"compute_cluster": "mars"}, 422, "unknown cluster"),
+        ({"dataset": "20990101_000000"}, 404, "no dataset"),
+        ({"datarawfiles": ["../etc/passwd"]}, 422, "inside the dataset directory"),
+        ({"job_options": {"colour": "red"}}, 422, "has no option colour"),
+    ],
+)
+def test_a_bad_job_is_refused_with_its_reason(
+    client: TestClient, tokens: Any, change: dict[str, Any], status: int, words: str
+) -> None:
+    answer = client.post(f"{V1}/jobs", json={**JOB, **change}, headers=tokens["alice"])
+    assert answer.status_code == status and words in answer.json()["detail"]
+
+
+def test_cancel_and_retry_through_the_api(client: TestClient, tokens: Any, db: Database) -> None:
+    job_id = client.post(f"{V1}/jobs", json=JOB, headers=tokens["alice"]).json()["job_id"]
+    refused = client.post(f"{V1}/jobs/{job_id}/cancel", headers=tokens["bob"])
+    assert refused.status_code == 403 and "only they or an admin" in refused.json()["detail"]
+    cancelled = client.post(f"{V1}/jobs/{job_id}/cancel", headers=tokens["alice"])
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    again = client.post(f"{V1}/jobs/{job_id}/cancel", headers=tokens["alice"])
+    assert again.status_code == 422 and "already cancelled" in again.json()["detail"]
+    retried = client.post(f"{V1}/jobs/{job_id}/retry", headers=tokens["root"])
+    assert retried.status_code == 200 and retried.json()["status"] == "queued"
+    assert get_job(db, job_id)["history"][-1]["note"] == "retried by root"
+    assert client.post(f"{V1}/jobs/j000000000000/cancel", headers=tokens["root"]).status_code == 404
+    assert client.get(f"{V1}/jobs/j000000000000", headers=tokens["root"]).status_code == 404
+
+
+def test_watchdog_heartbeats(client: TestClient, tokens: Any, db: Database) -> None:
+    assert client.get(f"{V1}/watchdog", headers=tokens["bob"]).json() == {"heartbeats": []}
+    beat(db, "jobs", {"completed": 2})
+    [heartbeat] = client.get(f"{V1}/watchdog", headers=tokens["bob"]).json()["heartbeats"]
+    assert heartbeat["stage"] == "jobs" and heartbeat["did"] == {"completed": 2}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"filter": {"n_planes": {"$regex": "("}}},
+        {"filter": {"n_planes": {"$in": 3}}},
+        {"filter": {"n_planes": {"$gt": {"$where": "1"}}}},
+        {"filter": {"runclass": {"id": {"$where": "1"}}}},
+    ],
+)
+def test_a_filter_the_store_cannot_run_is_a_422_not_a_crash(
+    client: TestClient, tokens: Any, body: dict[str, Any]
+) -> None:
+    answer = client.post(f"{V1}/experiments/query", json=body, headers=tokens["bob"])
+    assert answer.status_code == 422, answer.text
+
+
+def test_values_beyond_the_store_and_overlapping_fields(client: TestClient, tokens: Any) -> None:
+    bob = tokens["bob"]
+    huge = _create(client, bob, "20220101_120000", n_planes=2**70)
+    assert huge.status_code == 422 and "cannot be stored" in huge.json()["detail"]
+    # MongoDB cannot even compare with such a number (422); the embedded store finds nothing.
+    huge = client.get(f"{V1}/experiments", params={"where": f"n_planes={2**70}"}, headers=bob)
+    assert huge.status_code in (200, 422)
+    huge = client.post(f"{V1}/experiments/query", json={"filter": {"n_planes": 2**70}}, headers=bob)
+    assert huge.status_code in (200, 422)
+    both = client.get(
+        f"{V1}/experiments", params={"fields": ["runclass", "runclass.id"]}, headers=bob
+    )
+    assert both.status_code == 200 and both.json()["total"] == 1

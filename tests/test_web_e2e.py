@@ -1,0 +1,211 @@
+"""End to end in a real headless Chromium (Debian's, driven by Playwright; no browser download).
+
+A member logs in, adds an experiment through the form, finds it in Browse, submits a job through
+the API and watches the monitor follow its progress without a reload. Screenshots of every page
+go to $LABCTL_SCREENSHOTS (docs/screenshots to refresh the ones in the repository), else tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from labctl.config import Config, DatabaseConfig
+from labctl.db import Database, connect
+from labctl.heartbeat import beat
+from labctl.jobs import get_job, transition
+from labctl.states import JobState
+from labctl.users import create_token
+from tests.webfixtures import password, seed, served, web_config
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+DATASET = "20240105_101500"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's chromium (scripts/test.sh installs it as root)",
+    ),
+]
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[tuple[str, Database]]:
+    """The dashboard served on a free port over an embedded store, and that store."""
+    base = Config(user="tester", database=DatabaseConfig(uri="embedded", path=tmp_path / "store"))
+    cfg = web_config(base, tmp_path)
+    with connect(cfg.database) as db, served(cfg) as url:
+        seed(db, cfg, tmp_path)
+        yield url, db
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[sync_api.Page]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=ARGS
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        problems: list[str] = []
+        # HTTP errors the test provokes (401, 422) are logged as failed loads: not problems.
+        page.on(
+            "console",
+            lambda m: (
+                problems.append(m.text)
+                if m.type == "error" and not m.text.startswith("Failed to load resource")
+                else None
+            ),
+        )
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        yield page
+        browser.close()
+        assert not problems, f"the browser reported errors: {problems}"
+
+
+def test_log_in_add_browse_submit_and_watch_the_job(
+    site: tuple[str, Database], page: sync_api.Page, tmp_path: Path
+) -> None:
+    url, db = site
+    expect = sync_api.expect
+    shots = Path(os.environ.get("LABCTL_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    raw = f"/nfs/rig2/alice/{DATASET}"  # not there yet: the job waits for data_complete
+
+    # 1. Every page asks for a login first; a wrong password is said so.
+    page.goto(url + "/monitor")
+    expect(page).to_have_url(url + "/login?next=/monitor")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", "not her password")
+    page.click("button:has-text('Log in')")
+    expect(page.locator("p.error")).to_have_text("wrong username or password")
+    page.fill("input[name=username]", "alice")
+    page.screenshot(path=shots / "login.png")
+    page.fill("input[name=password]", password("alice"))
+    page.click("button:has-text('Log in')")
+    expect(page).to_have_url(url + "/monitor")
+
+    # 2. Add: a bad free field name is shown beside its row and nothing is stored; then fixed.
+    page.click("nav >> text=Add")
+    page.fill("#dataset", DATASET)
+    page.fill("[name='f.user']", "alice")
+    page.fill("[name='f.data_raw_path']", raw)
+    page.fill("[name='f.n_planes']", "12")
+    page.fill("[name='f.runclass.id']", "ARB-diff")
+    page.select_option("[name='f.data_complete']", "true")
+    page.locator("[name=extra_key]").nth(0).fill("stim contrast")
+    page.locator("[name=extra_value]").nth(0).fill("0.5")
+    page.click("button:has-text('+ another field')")
+    expect(page.locator("[name=extra_key]")).to_have_count(4)
+    page.locator("[name=extra_key]").nth(1).fill("comment")
+    page.locator("[name=extra_value]").nth(1).fill("first session")
+    page.click("button:has-text('Store')")
+    expect(page.locator(".extra.invalid .error")).to_contain_text("dotted identifiers")
+    expect(page.locator("[name='f.n_planes']")).to_have_value("12")
+    page.screenshot(path=shots / "add.png", full_page=True)
+    assert db.data.count({"dataset": DATASET}) == 0
+    page.locator("[name=extra_key]").nth(0).fill("stim.contrast")
+    page.click("button:has-text('Store')")
+    expect(page).to_have_url(f"{url}/entry/{DATASET}?created=1")
+    expect(page.locator("p.ok")).to_have_text("Stored.")
+
+    # 3. Browse: found by a --where condition and the user filter.
+    page.click("nav >> text=Browse")
+    page.fill("textarea[name=where]", "n_planes>=10\nstim.contrast<1")
+    page.fill("input[name=user]", "alice")
+    page.click("button:has-text('Search')")
+    expect(page.locator("table.grid tbody tr")).to_have_count(1)
+    expect(page.locator("table.grid tbody")).to_contain_text(DATASET)
+    page.click("summary:has-text('Columns')")
+    page.check("input[name=col][value='stim.contrast']")
+    page.uncheck("input[name=col][value='session_date']")
+    page.click("button:has-text('Search')")
+    expect(page.locator("table.grid thead")).to_contain_text("stim.contrast")
+    expect(page.locator("table.grid thead")).not_to_contain_text("session_date")
+    page.screenshot(path=shots / "browse.png", full_page=True)
+
+    # 4. A job submitted through the REST API with alice's token.
+    beat(db, "scan", {"started": 1})
+    beat(db, "transfers", {"progress": 1})
+    headers = {"Authorization": f"Bearer {create_token(db, 'alice')}"}
+    body = {"dataset": DATASET, "compute_cluster": "local", "job_type": "file_stats"}
+    body |= {"datarawfiles": ["fl_a.roli"], "data_transfer_await": True}
+    answer = httpx2.post(f"{url}/api/v1/jobs", json=body, headers=headers)
+    assert answer.status_code == 201, answer.text
+    job_id = answer.json()["job_id"]
+
+    # 5. Monitor: the row follows the job's transfer without reloading the page.
+    page.click("nav >> text=Monitor")
+    row = page.locator(f"#job-{job_id}")
+    expect(row).to_contain_text("queued")
+    page.evaluate("window.stillTheSamePage = true")
+    _transfer(db, job_id, 25, first=True)
+    expect(row.locator(".pct")).to_have_text("25%", timeout=10_000)
+    expect(row).to_contain_text("transferring")
+    _transfer(db, job_id, 75)
+    expect(row.locator(".pct")).to_have_text("75%", timeout=10_000)
+    expect(row).to_contain_text("ETA 0:01:40")
+    assert page.evaluate("window.stillTheSamePage") is True
+    page.screenshot(path=shots / "monitor.png", full_page=True)
+
+    # 6. The job page: its history, live state, SLURM id; the owner cancels it.
+    row.locator(f"a:has-text('{job_id}')").click()
+    expect(page).to_have_url(f"{url}/jobs/{job_id}")
+    _transfer(db, job_id, 100)
+    job = get_job(db, job_id)
+    slurm = {"slurm": {"job_id": "4711", "state": "RUNNING"}}
+    transition(db, job, JobState.SUBMITTED, "sbatch accepted 4711", fields=slurm)
+    expect(page.locator("#live")).to_contain_text("4711 RUNNING", timeout=10_000)
+    expect(page.locator("#live")).to_contain_text("sbatch accepted 4711")
+    page.screenshot(path=shots / "job.png", full_page=True)
+    page.click("button:has-text('Cancel')")
+    expect(page.locator("#live .state")).to_have_text("cancelled")
+    assert get_job(db, job_id)["status"] == "cancelled"
+
+    # 7. The entry page lists the job; editing a field records who changed it.
+    page.click(f"a:has-text('{DATASET}')")
+    expect(page.locator("section", has_text="Jobs")).to_contain_text(job_id)
+    page.fill("[name='f.comment']", "first session, re-checked")
+    page.click("button:has-text('Save')")
+    expect(page.locator("p.ok")).to_have_text("Saved 1 field(s).")
+    page.screenshot(path=shots / "entry.png", full_page=True)
+    entry = db.data.find_one({"dataset": DATASET})
+    assert entry and entry["comment"] == "first session, re-checked"
+    assert entry["updated_by"] == "alice"
+
+
+def _transfer(db: Database, job_id: str, percent: int, first: bool = False) -> None:
+    """What the watchdog's transfer stages record, at `percent` of 5 kB."""
+    progress = {
+        "bytes": 50 * percent,
+        "total": 5000,
+        "percent": percent,
+        "rate": "1.00kB/s",
+        "eta_seconds": (100 - percent) * 4,
+    }
+    if first:
+        transition(
+            db,
+            get_job(db, job_id),
+            JobState.TRANSFERRING,
+            "rsync started",
+            fields={"transfer": progress},
+        )
+    else:
+        db.queue.update(
+            {"job_id": job_id}, {"$set": {f"transfer.{k}": v for k, v in progress.items()}}
+        )
