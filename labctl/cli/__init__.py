@@ -98,6 +98,6 @@ def main() -> None:
     cli()
 
 
-from labctl.cli import data, demo, jobs, users, watchdog  # noqa: E402  (commands register themselves on `cli`)
+from labctl.cli import admin, data, demo, jobs, users, watchdog, web  # noqa: E402  (commands register themselves on `cli`)
 
-__all__ = ["App", "cli", "data", "demo", "jobs", "main", "users", "watchdog"]
+__all__ = ["App", "admin", "cli", "data", "demo", "jobs", "main", "users", "watchdog", "web"]

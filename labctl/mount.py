@@ -1,0 +1,149 @@
+"""`sshfs` mounts of a cluster's `data_dir` at a local `mount_point`, and unmounting them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from labctl.cluster import open_cluster, ssh_target
+from labctl.config import ClusterConfig
+from labctl.errors import LabctlError
+from labctl.transport import CommandError, LocalRunner
+
+FUSE_DEVICE = Path("/dev/fuse")
+
+
+class MountError(LabctlError):
+    """A mount or unmount could not be done."""
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """Which remote directory goes where, for one configured cluster."""
+
+    cluster: str
+    source: str  # user@host:/dir
+    mount_point: Path
+
+
+def mount_spec(name: str, config: ClusterConfig) -> MountSpec:
+    """The cluster's mount, or MountError if it is local or has no data_dir/mount_point."""
+    target = ssh_target(config)
+    if target is None:
+        raise MountError(f"cluster {name} is this machine: there is nothing to mount")
+    if config.data_dir is None or config.mount_point is None:
+        raise MountError(f"cluster {name} has no data_dir and mount_point in the config")
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return MountSpec(name, f"{target.user}@{host}:{config.data_dir}", config.mount_point)
+
+
+def _fuse_opt(value: str) -> str:
+    """A value inside one `-o` option: FUSE splits options at commas unless escaped."""
+    return value.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def sshfs_argv(spec: MountSpec, config: ClusterConfig) -> list[str]:
+    """The sshfs command: key-only, strict host keys, never a prompt, reconnecting."""
+    target = ssh_target(config)
+    assert target is not None  # mount_spec refused local clusters
+    options = [
+        "reconnect",
+        "ServerAliveInterval=15",
+        "ServerAliveCountMax=4",
+        f"IdentityFile={_fuse_opt(target.key_file)}",
+        "IdentitiesOnly=yes",
+        f"UserKnownHostsFile={_fuse_opt(target.known_hosts)}",
+        "StrictHostKeyChecking=yes",
+        "BatchMode=yes",
+    ]
+    argv = ["sshfs", spec.source, str(spec.mount_point), "-p", str(target.port)]
+    for option in options:
+        argv += ["-o", option]
+    return argv
+
+
+def _unescape(field: str) -> str:
+    """A /proc/mounts field: spaces, tabs, newlines and backslashes are octal escapes."""
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
+def mount_type(path: Path, mounts: str) -> str | None:
+    """The file system type mounted at `path` per a /proc/mounts text (the last mount wins)."""
+    found = None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and _unescape(fields[1]) == str(path):
+            found = fields[2]
+    return found
+
+
+def mounted_type(path: Path) -> str | None:
+    """The file system type mounted at `path` now, or None (never touches `path` itself, which
+    may be a dead mount)."""
+    real = Path(os.path.realpath(path.parent)) / path.name
+    return mount_type(real, Path("/proc/self/mounts").read_text(encoding="utf-8"))
+
+
+def _require_tools(fuse_device: Path) -> None:
+    if shutil.which("sshfs") is None:
+        raise MountError("sshfs is not installed (Debian: apt install sshfs)")
+    if not fuse_device.exists():
+        raise MountError(
+            f"FUSE is unavailable: {fuse_device} is missing "
+            "(load the fuse module; in a container, pass --device /dev/fuse)"
+        )
+    if not os.access(fuse_device, os.R_OK | os.W_OK):
+        raise MountError(f"FUSE is unavailable: no permission to open {fuse_device}")
+
+
+def _prepare(mount_point: Path) -> None:
+    """Create the mount point if missing; refuse one that is not an empty directory."""
+    if mount_point.exists() and not mount_point.is_dir():
+        raise MountError(f"mount point {mount_point} exists and is not a directory")
+    try:
+        mount_point.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MountError(f"cannot create mount point {mount_point}: {exc.strerror}") from None
+    if any(mount_point.iterdir()):
+        raise MountError(f"mount point {mount_point} is not empty")
+
+
+def mount(name: str, config: ClusterConfig, *, fuse_device: Path = FUSE_DEVICE) -> bool:
+    """Mount the cluster's data_dir; False if it is mounted already. Raises MountError."""
+    spec = mount_spec(name, config)
+    if mounted_type(spec.mount_point):
+        return False
+    _require_tools(fuse_device)
+    _prepare(spec.mount_point)
+    # paramiko first: it names a bad host key, a rejected key or a missing directory clearly.
+    cluster = open_cluster(name, config)
+    try:
+        found = cluster.runner.run(["test", "-d", str(config.data_dir)], check=False, timeout=30)
+    finally:
+        cluster.close()
+    if found.returncode != 0:
+        raise MountError(f"cluster {name} has no directory {config.data_dir}")
+    try:
+        LocalRunner().run(sshfs_argv(spec, config), timeout=60)
+    except CommandError as exc:
+        raise MountError(f"cannot mount {spec.source}: {exc}") from None
+    return True
+
+
+def umount(name: str, config: ClusterConfig) -> bool:
+    """Unmount the cluster's mount point; False if nothing was mounted there."""
+    spec = mount_spec(name, config)
+    if not mounted_type(spec.mount_point):
+        return False
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    if tool is None:
+        raise MountError("fusermount is not installed (Debian: apt install fuse3)")
+    try:
+        LocalRunner().run([tool, "-u", str(spec.mount_point)], timeout=60)
+    except CommandError as exc:
+        raise MountError(f"cannot unmount {spec.mount_point}: {exc}") from None
+    return True
