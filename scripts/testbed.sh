@@ -37,7 +37,8 @@ start() { # start NAME PIDFILE READY-CONDITION COMMAND...: start unless running,
 }
 
 # 1. Packages: install only what is missing. policy-rc.d stops the postinst scripts starting daemons.
-PKGS=(slurmctld slurmd slurm-client munge openssh-server openssh-client rsync cron sshfs fuse3)
+PKGS=(slurmctld slurmd slurm-client munge openssh-server openssh-client rsync cron sshfs fuse3
+      python3-numpy python3-scipy python3-h5py)  # the last three: what pipelines/ needs on a cluster
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
