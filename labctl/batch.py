@@ -55,16 +55,22 @@ def array_size(job: Mapping[str, Any]) -> int:
     return 1
 
 
+ENVIRONMENT = "environment.json"
+"""Every pipeline run reports its environment here (`environment_{split_idx}.json` for a split)."""
+
+
 def expected_outputs(job: Mapping[str, Any], job_type: JobTypeConfig) -> list[str]:
-    """Output files the job must produce; `{split_idx}` expands to every task's index."""
+    """Files the job must produce: the job type's outputs, `{split_idx}` expanded to every
+    task's index, and the environment report of each run."""
     options = job["job_options"]
     splits = (
         [options["split_idx"]]
         if options.get("split_idx") is not None
         else list(range(array_size(job)))
     )
+    environment = "environment_{split_idx}.json" if job_type.splittable else ENVIRONMENT
     names: list[str] = []
-    for name in job_type.outputs:
+    for name in [*job_type.outputs, environment]:
         if "{split_idx}" in name:
             names += [name.replace("{split_idx}", str(i)) for i in splits]
         else:
@@ -76,7 +82,8 @@ def render(
     job: Mapping[str, Any], job_type: JobTypeConfig, cluster: ClusterConfig, layout: JobLayout
 ) -> str:
     """The complete batch script for `job`."""
-    res = job_type.resources.over(cluster.resources)
+    asked = Resources.model_validate(job.get("resources") or {})
+    res = asked.over(job_type.resources.over(cluster.resources))
     tasks = array_size(job)
     log_name = "slurm-%A_%a.out" if tasks > 1 else "slurm-%j.out"
     directives = [
@@ -112,8 +119,8 @@ def render(
         f"cd {shlex.quote(str(layout.root))}",
         f"export PYTHONPATH={shlex.quote(str(layout.code))}",
     ]
-    if tasks > 1 or split is not None:
-        task = "${SLURM_ARRAY_TASK_ID}" if tasks > 1 else shlex.quote(str(split))
+    if job_type.splittable:  # a splittable job always runs as split k of n (n may be 1)
+        task = "${SLURM_ARRAY_TASK_ID}" if tasks > 1 else shlex.quote(str(split or 0))
         lines.append(f"split_idx={task}")
         tail = ' --split-idx "$split_idx" --num-splits ' + shlex.quote(str(options["num_splits"]))
     else:

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pydantic import ValidationError as PydanticValidationError
+
 from labctl.codeversion import code_version
-from labctl.config import Config, JobTypeConfig
+from labctl.config import Config, JobTypeConfig, Resources
 from labctl.db import Database
 from labctl.errors import DuplicateError, LabctlError, NotFoundError, ValidationError
 from labctl.experiments import get_entry
@@ -105,6 +107,56 @@ def typed_options(job_type: str, spec: JobTypeConfig, given: Mapping[str, Any]) 
     return options
 
 
+RESOURCE_OPTIONS = ("time", "mem", "cpus")
+_MEM_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def slurm_minutes(time: str) -> float:
+    """SLURM's time formats (`MM`, `MM:SS`, `HH:MM:SS`, `D-HH[:MM[:SS]]`) in minutes."""
+    days, _, clock = time.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
+        hours, minutes, seconds = [*parts, 0, 0][:3]
+    elif len(parts) == 3:  # HH:MM:SS
+        hours, minutes, seconds = parts
+    else:  # MM or MM:SS
+        hours, minutes, seconds = 0, parts[0], (parts[1:] or [0])[0]
+    return int(days or 0) * 1440 + hours * 60 + minutes + seconds / 60
+
+
+def slurm_megabytes(mem: str) -> float:
+    unit = mem[-1] if mem[-1] in _MEM_UNITS else "M"
+    return float(mem.rstrip("KMGT")) * _MEM_UNITS[unit]
+
+
+def resource_request(
+    job_type: str, spec: JobTypeConfig, given: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`time`/`mem`/`cpus` asked for in the job options, checked against the type's limits."""
+    asked = {key: given[key] for key in RESOURCE_OPTIONS if key in given}
+    if not asked:
+        return {}
+    limits = spec.max_resources
+    if limits is None:
+        raise ValidationError(f"job type {job_type} does not let a job change time, mem or cpus")
+    try:
+        wanted = Resources.model_validate(
+            {k: int(v) if k == "cpus" else str(v) for k, v in asked.items()}
+        )
+    except (ValueError, PydanticValidationError):
+        raise ValidationError(
+            f"resources {asked} are not SLURM values (e.g. 02:00:00, 8G, 4)"
+        ) from None
+    measures = {"time": slurm_minutes, "mem": slurm_megabytes, "cpus": float}
+    for key in asked:
+        limit = getattr(limits, key)
+        if limit is None or measures[key](getattr(wanted, key)) > measures[key](limit):
+            raise ValidationError(
+                f"{key}={asked[key]} is over the limit of job type {job_type} ({limit})"
+            )
+    return wanted.model_dump(exclude_none=True)
+
+
 def options_key(options: Mapping[str, Any]) -> str:
     """A canonical text of the options, so that identical jobs can be found by equality."""
     return json.dumps(options, sort_keys=True, default=str)
@@ -118,8 +170,14 @@ def history_item(state: JobState, note: str, now: dt.datetime) -> dict[str, Any]
     return {"state": str(state), "at": now, "note": note}
 
 
-def prepare_job(db: Database, config: Config, request: JobRequest) -> dict[str, Any]:
-    """Validate a request into a complete queue entry, without storing it."""
+def prepare_job(
+    db: Database, config: Config, request: JobRequest, *, pipelines: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Validate a request into a complete queue entry, without storing it.
+
+    `pipelines` gives the code version (a follow-up job runs its parent's); by default it is the
+    version of the pipelines folder now.
+    """
     spec = config.job_types.get(request.job_type)
     if spec is None:
         known = ", ".join(config.job_types) or "none"
@@ -132,7 +190,9 @@ def prepare_job(db: Database, config: Config, request: JobRequest) -> dict[str, 
     entry = get_entry(db, request.dataset)
     processed, raw = dataset_dirs(entry, config)
     wait = request.data_transfer_await
-    options = typed_options(request.job_type, spec, request.job_options)
+    resources = resource_request(request.job_type, spec, request.job_options)
+    given = {k: v for k, v in request.job_options.items() if k not in RESOURCE_OPTIONS}
+    options = typed_options(request.job_type, spec, given)
     now = utcnow()
     return {
         "job_id": new_job_id(),
@@ -144,8 +204,10 @@ def prepare_job(db: Database, config: Config, request: JobRequest) -> dict[str, 
         "datafiles": check_inputs(processed, request.datafiles, must_exist=not wait),
         "datarawfiles": check_inputs(raw, request.datarawfiles, must_exist=not wait),
         "job_options": options,
-        "options_key": options_key(options),
-        "pipelines": code_version(config.watchdog.pipelines_dir, allow_dirty=request.allow_dirty),
+        "options_key": options_key({**options, **resources}),
+        "resources": resources,
+        "pipelines": pipelines
+        or code_version(config.watchdog.pipelines_dir, allow_dirty=request.allow_dirty),
         "status": str(JobState.QUEUED),
         "history": [history_item(JobState.QUEUED, f"submitted by {config.user}", now)],
         "created_at": now,
@@ -231,10 +293,13 @@ def transition(
         if reason is None:
             raise ValueError("a failed job needs a FailureReason")
         changes["failure"] = {"reason": str(reason), "message": note}
-    return db.queue.claim(
+    done = db.queue.claim(
         {"job_id": job["job_id"], "status": str(old)},
         {"$set": changes, "$push": {"history": history_item(new, note, now)}},
     )
+    if done is not None:
+        done.pop("_id", None)  # like get_job: the store's own key is not part of a job
+    return done
 
 
 def claim(

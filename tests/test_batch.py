@@ -36,7 +36,7 @@ def job(**options: object) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("name", "options"),
     [
-        ("single", {"num_splits": 1, "label": "it's $(rm -rf ~); `x` \"q\""}),
+        ("single", {"num_splits": 1, "label": 'it\'s $(rm -rf ~); `x` "q"'}),
         ("array", {"num_splits": 4}),
         ("one_split", {"num_splits": 4, "split_idx": 2}),
     ],
@@ -49,8 +49,9 @@ def test_golden(name: str, options: dict[str, object]) -> None:
 
 def test_script_is_valid_bash_and_user_values_stay_data(tmp_path: Path) -> None:
     hostile = "'; touch " + str(tmp_path / "pwned") + "; echo '"
-    script = render(job(num_splits=1, label=hostile), JOB_TYPE, CLUSTER,
-                    JobLayout.of(CLUSTER, "j0123456789a"))
+    script = render(
+        job(num_splits=1, label=hostile), JOB_TYPE, CLUSTER, JobLayout.of(CLUSTER, "j0123456789a")
+    )
     assert subprocess.run(["bash", "-n"], input=script, text=True, check=False).returncode == 0
     exec_line = script.splitlines()[-1]
     argv = shlex.split(exec_line)
@@ -70,15 +71,33 @@ def test_resources_and_outputs() -> None:
     assert array_size(job(num_splits=4)) == 4
     assert array_size(job(num_splits=4, split_idx=1)) == 1
     assert expected_outputs(job(num_splits=3), JOB_TYPE) == [
-        "file_stats_0.json", "file_stats_1.json", "file_stats_2.json", "summary.json"]
+        "file_stats_0.json",
+        "file_stats_1.json",
+        "file_stats_2.json",
+        "summary.json",
+        "environment_0.json",
+        "environment_1.json",
+        "environment_2.json",
+    ]
     assert expected_outputs(job(num_splits=3, split_idx=1), JOB_TYPE) == [
-        "file_stats_1.json", "summary.json"]
+        "file_stats_1.json",
+        "summary.json",
+        "environment_1.json",
+    ]
+    plain = JobTypeConfig(entry="selftest", outputs=["selftest.json"])
+    assert expected_outputs(job(), plain) == ["selftest.json", "environment.json"]
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("scratch", "/ptmp/a b"), ("scratch", "relative"), ("scratch", "/ptmp/../etc"),
-     ("account", "x;y"), ("resources", {"time": "1h; rm"}), ("resources", {"mem": "4G\n#"})],
+    [
+        ("scratch", "/ptmp/a b"),
+        ("scratch", "relative"),
+        ("scratch", "/ptmp/../etc"),
+        ("account", "x;y"),
+        ("resources", {"time": "1h; rm"}),
+        ("resources", {"mem": "4G\n#"}),
+    ],
 )
 def test_values_reaching_sbatch_directives_are_validated(field: str, value: object) -> None:
     with pytest.raises(ValueError):

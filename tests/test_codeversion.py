@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -95,10 +96,11 @@ def test_job_ships_its_recorded_commit(
                 }
             ),
         )
-    for _ in range(40):
+    deadline = time.monotonic() + 30
+    while get_job(db, job["job_id"])["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline
         run_stages(db, cfg, ["scan", "transfers", "jobs"])
-        if get_job(db, job["job_id"])["status"] in ("completed", "failed"):
-            break
+        time.sleep(0.1)
     done = get_job(db, job["job_id"])
     assert done["status"] == "completed", done["history"]
     staged = tmp_path / "state" / job["job_id"] / "staging" / "code" / "pipelines"

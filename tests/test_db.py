@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from labctl.config import DatabaseConfig
-from labctl.db import Database, connect
+from labctl.db import INDEXES, Database, connect
 from labctl.errors import DatabaseError, DatabaseUnreachable, DuplicateError
 
 T0 = datetime(2021, 12, 15, 9, 35, 27, 123000, tzinfo=UTC)  # BSON keeps milliseconds
@@ -227,6 +227,16 @@ def test_ensure_indexes_is_idempotent(db: Database) -> None:
     db.data.insert({"dataset": "d1"})
     with pytest.raises(DuplicateError):
         db.data.insert({"dataset": "d1"})
+
+
+def test_ensure_indexes_creates_every_index_once(db: Database) -> None:
+    for name, indexes in INDEXES.items():
+        assert db[name].index_fields().items() >= set(indexes), name
+    db.queue.insert({"job_id": "j1", "status": "completed", "scratch_cleaned": False})
+    db.ensure_indexes()  # all exist already: left alone
+    assert db.queue.find({"status": "completed", "scratch_cleaned": False}, ["job_id"]) == [
+        {"job_id": "j1"}
+    ]
 
 
 def test_validator_enforced_on_mongodb_only(db: Database, db_config: DatabaseConfig) -> None:

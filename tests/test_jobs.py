@@ -169,3 +169,58 @@ def test_cancel_and_retry_permissions(db: Database, jcfg: Config) -> None:
         retry_job(db, job["job_id"], "charlie")
     with pytest.raises(NotFoundError):
         cancel_job(db, "jnope", "charlie")
+
+
+def test_job_options_may_ask_for_more_resources_within_limits(db: Database, jcfg: Config) -> None:
+    from labctl.batch import JobLayout, render
+    from labctl.config import Resources
+
+    capped = jcfg.job_types["selftest"].model_copy(
+        update={"max_resources": Resources(time="1-00:00:00", mem="16G", cpus=4)}
+    )
+    cfg = jcfg.model_copy(update={"job_types": {**jcfg.job_types, "selftest": capped}})
+    job = submit_job(
+        db,
+        cfg,
+        request(job_type="selftest", job_options={"time": "12:00:00", "mem": "8G", "cpus": "2"}),
+    )
+    assert job["resources"] == {"time": "12:00:00", "mem": "8G", "cpus": 2}
+    assert job["job_options"] == {"sleep_seconds": 0.0, "exit_code": 0}  # not passed to the code
+    script = render(job, capped, cfg.clusters["local"], JobLayout.of(cfg.clusters["local"], "j1"))
+    assert "#SBATCH --time=12:00:00" in script and "#SBATCH --mem=8G" in script
+    assert "#SBATCH --cpus-per-task=2" in script and '"time"' not in script
+    for too_much, message in [
+        ({"time": "2-00:00:00"}, "time=2-00:00:00 is over the limit"),
+        ({"mem": "1T"}, "mem=1T is over the limit"),
+        ({"cpus": 5}, "cpus=5 is over the limit"),
+        ({"mem": "lots"}, "are not SLURM values"),
+    ]:
+        with pytest.raises(ValidationError, match=message):
+            submit_job(db, cfg, request(job_type="selftest", job_options=too_much), force=True)
+    with pytest.raises(ValidationError, match="does not let a job change time"):
+        submit_job(db, jcfg, request(job_options={"time": "01:00:00"}))
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [
+        ("30", 30),
+        ("30:30", 30.5),
+        ("02:00:00", 120),
+        ("1-00", 1440),
+        ("1-02:30", 1590),
+        ("2-00:00:30", 2880.5),
+    ],
+)
+def test_slurm_time_formats(text: str, minutes: float) -> None:
+    from labctl.jobs import slurm_minutes
+
+    assert slurm_minutes(text) == minutes
+
+
+def test_merge_with_must_name_a_job_type(jcfg: Config) -> None:
+    from pydantic import ValidationError as ConfigInvalid
+
+    broken = jcfg.job_types["file_stats_split"].model_copy(update={"merge_with": "nowhere"})
+    with pytest.raises(ConfigInvalid, match="merge_with 'nowhere' is unknown"):
+        Config.model_validate({**jcfg.model_dump(), "job_types": {"x": broken.model_dump()}})

@@ -71,7 +71,9 @@ def test_job_runs_to_completed_with_verified_results(
         "completed",
     ] or (states == ["queued", "transferring", "submitted", "retrieving", "completed"])
     result_file = tmp_path / "data/processed/results" / job_id / "file_stats.json"
-    [result] = job["results"]  # type: ignore[misc]
+    results = {r["name"]: r for r in job["results"]}  # type: ignore[attr-defined]
+    assert sorted(results) == ["environment.json", "file_stats.json"]
+    result = results["file_stats.json"]
     assert result["path"] == str(result_file)
     assert result["sha256"] == hashlib.sha256(result_file.read_bytes()).hexdigest()
     stats = json.loads(result_file.read_text())["files"]
@@ -92,10 +94,14 @@ def test_array_job_runs_every_split(db: Database, cfg: Config, tmp_path: Path) -
     job = run_until_final(db, cfg, job_id)
     assert job["status"] == "completed", job["history"]
     assert sorted(r["name"] for r in job["results"]) == [  # type: ignore[attr-defined]
+        "environment_0.json",
+        "environment_1.json",
+        "environment_2.json",
         "file_stats_0.json",
         "file_stats_1.json",
         "file_stats_2.json",
     ]
+    assert [e["split_idx"] for e in job["environment"]] == [0, 1, 2]  # type: ignore[attr-defined]
     assert "#SBATCH --array=0-2" in str(job["batch_script"])
     covered = []
     for index in range(3):

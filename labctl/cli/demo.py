@@ -22,6 +22,7 @@ from labctl.cli.data import log_cmd, query_cmd, show_cmd
 from labctl.cli.jobs import queue_cmd, status_cmd, submit_cmd
 from labctl.cli.output import console
 from labctl.cli.watchdog import reap_children, run_stages
+from labctl.codeversion import code_version
 from labctl.config import ClusterConfig, Config, DatabaseConfig, JobTypeConfig, WatchdogConfig
 from labctl.jobs import get_job
 from labctl.states import TERMINAL
@@ -133,16 +134,21 @@ def demo_cmd(ctx: click.Context, directory: Path | None, timeout: float) -> None
             sort_specs=("-n_planes",),
         )
         dataset = EXPERIMENTS[0][0]
+        dirty = code_version(config.watchdog.pipelines_dir, allow_dirty=True)["dirty"]
+        if dirty:
+            click.echo("note: pipelines/ has uncommitted changes; the demo job records them")
         rawfiles = tuple(RAW_FILES)
         _step(
             ctx,
             submit_cmd,
             f"submit {dataset} --cluster local --job-type file_stats "
-            + " ".join(f"--rawfile {f}" for f in rawfiles),
+            + " ".join(f"--rawfile {f}" for f in rawfiles)
+            + (" --allow-dirty" if dirty else ""),
             dataset=dataset,
             compute_cluster="local",
             job_type="file_stats",
             rawfiles=rawfiles,
+            allow_dirty=dirty,
         )
         job_id = app.db.queue.find({}, ["job_id"])[0]["job_id"]
         console().rule("[bold]$ labctl watchdog tick   (cron runs this every minute)", align="left")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -12,9 +13,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from labctl.batch import JobLayout, expected_outputs
+from labctl.batch import JobLayout, array_size, expected_outputs
 from labctl.cluster import Cluster
-from labctl.jobs import dataset_dirs
+from labctl.errors import DuplicateError, NotFoundError, ValidationError
+from labctl.jobs import JobRequest, dataset_dirs, prepare_job
 from labctl.models import utcnow
 from labctl.slurm import SchedulerError, SlurmStatus
 from labctl.stages import StageRun
@@ -57,6 +59,8 @@ def run_jobs(run: StageRun) -> None:
         retrieve(run, job)
     for job in run.claimed({"status": "completed", "scratch_cleaned": False}):
         clean_scratch(run, job)
+    for job in run.claimed({"status": "completed", "follow_up_pending": True}):
+        queue_follow_up(run, job)
 
 
 def summarize(tasks: Sequence[SlurmStatus]) -> tuple[JobState, SlurmStatus]:
@@ -66,6 +70,12 @@ def summarize(tasks: Sequence[SlurmStatus]) -> tuple[JobState, SlurmStatus]:
             if task.state is state:
                 return state, task
     return JobState.RETRIEVING, tasks[0]
+
+
+def unchanged(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The job while still in the state it was read in: another run may have moved it since,
+    and what this run heard from SLURM is then older than what that run wrote."""
+    return {"job_id": job["job_id"], "status": job["status"]}
 
 
 def follow(
@@ -86,7 +96,7 @@ def follow(
                 reason=FailureReason.SLURM,
             )
         else:
-            run.db.queue.update({"job_id": job["job_id"]}, {"$set": {"slurm.missing": missing}})
+            run.db.queue.update(unchanged(job), {"$set": {"slurm.missing": missing}})
         return
     state, task = summarize(tasks)
     fields = {
@@ -99,7 +109,7 @@ def follow(
     }
     current = JobState(job["status"])
     if state is current or (state is JobState.PENDING and current is JobState.RUNNING):
-        run.db.queue.update({"job_id": job["job_id"]}, {"$set": fields})
+        run.db.queue.update(unchanged(job), {"$set": fields})
     elif state is JobState.FAILED:
         tail = log_tail(cluster, run.layout(job))
         code = f" (exit {task.exit_code})" if task.exit_code else ""
@@ -146,7 +156,8 @@ def retrieve(run: StageRun, job: dict[str, Any]) -> None:
     """retrieving -> completed: check outputs, rsync them home, verify, record; else fail."""
     cluster = run.pool.get(job["compute_cluster"])
     layout = run.layout(job)
-    names = expected_outputs(job, run.config.job_types[job["job_type"]])
+    spec = run.config.job_types[job["job_type"]]
+    names = expected_outputs(job, spec)
     entry = run.db.data.find_one({"dataset": job["dataset"]})
     if entry is None:
         run.move(
@@ -174,7 +185,7 @@ def retrieve(run: StageRun, job: dict[str, Any]) -> None:
     except TransportError as exc:
         run.setback(job, exc, FailureReason.RETRIEVE)
         return
-    results = []
+    results: list[dict[str, Any]] = []
     for name in names:
         size, digest = remote[name] or (0, "")
         local = dest / name
@@ -189,6 +200,11 @@ def retrieve(run: StageRun, job: dict[str, Any]) -> None:
             )
             return
         results.append({"name": name, "path": str(local), "size": size, "sha256": digest})
+    try:
+        inputs = input_checksums(cluster, layout, job)
+    except TransportError as exc:
+        run.setback(job, exc, FailureReason.RETRIEVE)
+        return
     record = {
         "job_id": job["job_id"],
         "job_type": job["job_type"],
@@ -197,13 +213,38 @@ def retrieve(run: StageRun, job: dict[str, Any]) -> None:
         "at": utcnow(),
     }
     run.db.data.update({"dataset": job["dataset"]}, {"$set": {f"results.{job['job_id']}": record}})
+    environments = [
+        json.loads((dest / r["name"]).read_text())
+        for r in results
+        if r["name"].startswith("environment")
+    ]
     run.move(
         job,
         JobState.COMPLETED,
         f"{len(results)} result file(s) verified in {dest}",
-        fields={"results": results, "result_dir": str(dest), "scratch_cleaned": False},
+        fields={
+            "results": results,
+            "result_dir": str(dest),
+            "scratch_cleaned": False,
+            "input_checksums": inputs,
+            "environment": environments,
+            "follow_up_pending": bool(spec.merge_with) and array_size(job) > 1,
+        },
     )
     clean_scratch(run, {**job, "status": "completed"})
+
+
+def input_checksums(
+    cluster: Cluster, layout: JobLayout, job: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Size and SHA-256 of every input as the job saw it, computed on the cluster."""
+    names = [f"data/{f}" for f in job["datafiles"]] + [f"raw/{f}" for f in job["datarawfiles"]]
+    found = remote_checksums(cluster, str(layout.inputs), names) if names else {}
+    return [
+        {"name": name, "size": sums[0], "sha256": sums[1]}
+        for name, sums in found.items()
+        if sums is not None
+    ]
 
 
 def pull(
@@ -224,6 +265,43 @@ def pull(
         LocalRunner().run(argv, timeout=24 * 3600)
     except CommandError as exc:
         raise TransportError(f"bringing results home failed: {exc}") from None
+
+
+def queue_follow_up(run: StageRun, job: Mapping[str, Any]) -> None:
+    """Queue the job type that merges a finished array's outputs, with the same code version.
+
+    Its id derives from the array's, so a run that dies half-way cannot queue it twice.
+    """
+    merge_type = run.config.job_types[job["job_type"]].merge_with
+    assert merge_type is not None  # only such jobs are marked follow_up_pending
+    shards = [
+        f"results/{job['job_id']}/{r['name']}"
+        for r in job["results"]
+        if not r["name"].startswith("environment")
+    ]
+    request = JobRequest(
+        dataset=job["dataset"],
+        compute_cluster=job["compute_cluster"],
+        job_type=merge_type,
+        datafiles=shards,
+        user=job["user"],
+    )
+    follow_id: str | None = f"{job['job_id']}m"
+    try:
+        follow = prepare_job(run.db, run.config, request, pipelines=job["pipelines"])
+        follow.update(job_id=follow_id, parent_job=job["job_id"])
+        follow["history"][0]["note"] = f"queued by the watchdog to merge job {job['job_id']}"
+        run.db.queue.insert(follow)
+        run.did["merges queued"] += 1
+    except DuplicateError:
+        pass  # queued by a run that died before noting it
+    except (ValidationError, NotFoundError) as exc:
+        run.notes.append(f"cannot queue {merge_type} after {job['job_id']}: {exc}")
+        follow_id = None
+    run.db.queue.update(
+        {"job_id": job["job_id"]},
+        {"$set": {"follow_up_pending": False, "follow_up_job": follow_id}},
+    )
 
 
 def clean_scratch(run: StageRun, job: Mapping[str, Any]) -> None:

@@ -99,6 +99,8 @@ def start_transfer(run: StageRun, job: dict[str, Any]) -> None:
         exclude=["__pycache__"],
     )
     handle = launch(run.state_dir(job["job_id"]), argv)
+    if handle is None:
+        return  # an rsync a dead run started is still going; start afresh once it ends
     total = sum(p.stat().st_size for p in (staging / "inputs").rglob("*") if p.is_file())
     transfer = {
         "host": socket.gethostname(),
@@ -115,20 +117,30 @@ def start_transfer(run: StageRun, job: dict[str, Any]) -> None:
         "attempts": 1,
         "started_at": utcnow(),
     }
-    run.move(
-        job,
-        JobState.TRANSFERRING,
-        f"rsync of {total} bytes to {cluster.name} started",
-        fields={"transfer": transfer, "remote_dir": str(layout.root)},
+    fields = {"transfer": transfer, "remote_dir": str(layout.root)}
+    note = f"rsync of {total} bytes to {cluster.name} started"
+    if run.move(job, JobState.TRANSFERRING, note, fields=fields) is None:
+        stop_if_cancelled(run, job, fields)
+
+
+def stop_if_cancelled(run: StageRun, job: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
+    """The job was cancelled while this run started its rsync or sbatch: record what was
+    started so that the jobs stage stops it."""
+    run.db.queue.update(
+        {"job_id": job["job_id"], "status": "cancelled"},
+        {"$set": {**fields, "cleanup_pending": True}},
     )
 
 
-def launch(state_dir: Path, argv: list[str]) -> TransferHandle:
-    """Start (or, if a killed run left it going, adopt) the job's background rsync."""
+def launch(state_dir: Path, argv: list[str]) -> TransferHandle | None:
+    """Start (or, if a killed run left it going, adopt) the job's background rsync; None if a
+    run died after starting it but before recording how to follow it."""
     record = state_dir / "transfer.json"
     try:
         handle = start_rsync(argv, state_dir / "rsync.log")
     except TransferError:  # still running from a run that died before recording it
+        if not record.exists():
+            return None
         return TransferHandle(**json.loads(record.read_text()))
     record.write_text(json.dumps(handle.__dict__))
     return handle
@@ -158,9 +170,7 @@ def submit(run: StageRun, job: dict[str, Any]) -> None:
         run.setback(job, exc, FailureReason.SUBMIT)
         return
     slurm = {"job_id": scheduler_id, "tasks": tasks, "state": "PENDING", "submitted_at": utcnow()}
-    run.move(
-        job,
-        JobState.SUBMITTED,
-        f"job {scheduler_id} submitted on {cluster.name}",
-        fields={"slurm": slurm, "batch_script": script},
-    )
+    fields = {"slurm": slurm, "batch_script": script}
+    note = f"job {scheduler_id} submitted on {cluster.name}"
+    if run.move(job, JobState.SUBMITTED, note, fields=fields) is None:
+        stop_if_cancelled(run, job, fields)

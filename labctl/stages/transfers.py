@@ -6,10 +6,11 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from labctl.jobs import history_item
 from labctl.models import utcnow
 from labctl.stages import StageRun
 from labctl.stages.scan import launch
-from labctl.states import FailureReason
+from labctl.states import FailureReason, JobState
 from labctl.transport import (
     Progress,
     TransferError,
@@ -102,16 +103,21 @@ def resume(run: StageRun, job: dict[str, Any]) -> None:
     """Start the same rsync again: --partial lets it continue where it stopped."""
     transfer = job["transfer"]
     handle = launch(run.state_dir(job["job_id"]), transfer["argv"])
+    if handle is None:
+        return  # the previous rsync is somehow still going: look again next run
+    attempt = int(transfer.get("attempts") or 1) + 1
+    note = history_item(JobState.TRANSFERRING, f"rsync resumed (attempt {attempt})", utcnow())
     run.db.queue.update(
-        {"job_id": job["job_id"]},
+        {"job_id": job["job_id"], "status": "transferring"},
         {
             "$set": {
                 "transfer.pid": handle.pid,
                 "transfer.log": handle.log_path,
                 "transfer.status_path": handle.status_path,
                 "transfer.resume": False,
-                "transfer.attempts": int(transfer.get("attempts") or 1) + 1,
-            }
+                "transfer.attempts": attempt,
+            },
+            "$push": {"history": note},
         },
     )
     run.did["resumed"] += 1

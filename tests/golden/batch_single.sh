@@ -12,4 +12,5 @@ module purge
 module load anaconda/3/2023.03
 cd /ptmp/abc123/labctl/j0123456789a
 export PYTHONPATH=/ptmp/abc123/labctl/j0123456789a/code
-exec python3 -m pipelines run file_stats --dataset 20211215_093527 --inputs /ptmp/abc123/labctl/j0123456789a/inputs --outputs /ptmp/abc123/labctl/j0123456789a/outputs --options '{"label": "it'"'"'s $(rm -rf ~); `x` \"q\"", "num_splits": 1}'
+split_idx=0
+exec python3 -m pipelines run file_stats --dataset 20211215_093527 --inputs /ptmp/abc123/labctl/j0123456789a/inputs --outputs /ptmp/abc123/labctl/j0123456789a/outputs --options '{"label": "it'"'"'s $(rm -rf ~); `x` \"q\"", "num_splits": 1}' --split-idx "$split_idx" --num-splits 1

@@ -1,0 +1,66 @@
+"""`SlurmScheduler.poll` over a runner that replays output captured on the testbed."""
+
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from labctl.batch import JobLayout
+from labctl.scheduler import SlurmScheduler
+from labctl.slurm import SchedulerError
+from labctl.states import JobState
+from labctl.transport import Result
+
+CAPTURED = Path(__file__).parent / "captured"
+LAYOUT = JobLayout(PurePosixPath("/scratch/j1"))
+
+
+class Replay:
+    """A runner answering each program with one canned result, recording what it was asked."""
+
+    def __init__(self, answers: dict[str, tuple[int, str, str]]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        input: str | None = None,
+    ) -> Result:
+        self.asked.append(argv[0])
+        code, out, err = self.answers[argv[0]]
+        return Result(tuple(argv), code, out, err)
+
+    def write_file(self, path: str, content: str, mode: int = 0o644) -> None:
+        raise NotImplementedError
+
+    def read_file(self, path: str) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def test_poll_asks_accounting_when_squeue_lists_none_of_the_jobs() -> None:
+    unknown = (CAPTURED / "squeue-unknown-id.stderr").read_text()
+    runner = Replay(
+        {
+            "squeue": (1, "", unknown),
+            "sacct": (0, (CAPTURED / "sacct-jobcomp.txt").read_text(), ""),
+        }
+    )
+    scheduler = SlurmScheduler(runner, jobcomp=True)
+    statuses = scheduler.poll({"16": LAYOUT, "21": LAYOUT})
+    assert runner.asked == ["squeue", "sacct"] and scheduler.calls == 2
+    assert statuses["16"].state is JobState.RETRIEVING
+    assert (statuses["21"].state, statuses["21"].exit_code) == (JobState.FAILED, 3)
+
+
+def test_poll_still_fails_on_other_squeue_errors() -> None:
+    down = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+    runner = Replay({"squeue": (1, "", down)})
+    with pytest.raises(SchedulerError, match="Unable to contact"):
+        SlurmScheduler(runner).poll({"16": LAYOUT})

@@ -1,0 +1,148 @@
+"""Helpers for tests on the real sshd + SLURM testbed (scripts/testbed.sh, then source env.sh).
+
+`hpc_config` adds a cluster `hpc` (type ssh, SLURM with jobcomp accounting, partition debug)
+whose scratch root is a fresh folder on the testbed (`remote_scratch`, removed at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from labctl.cli.watchdog import run_stages
+from labctl.config import ClusterConfig, Config, Resources
+from labctl.db import Database
+from labctl.jobs import get_job
+from tests.jobfixtures import job_config
+
+HOST = os.environ.get("HPC_SSH_HOST")
+needs_testbed = pytest.mark.skipif(
+    HOST is None, reason="HPC_SSH_HOST unset: run scripts/testbed.sh and source its env.sh"
+)
+TICK = ["scan", "transfers", "jobs"]
+SQUEUE_NAMES = ["squeue", "--noheader", "--states=all", "--format=%F|%K|%j|%T"]
+"""Every job SLURM still remembers: array job id (the plain id if none), task(s), name, state."""
+
+
+def ssh(argv: list[str], *, check: bool = True, timeout: float = 60) -> str:
+    """Run argv (each argument quoted) as the cluster user on the testbed; return its stdout."""
+    done = subprocess.run(
+        ["ssh", "-F", os.environ["HPC_SSH_CONFIG"], "hpc", shlex.join(argv)],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    if check and done.returncode != 0:
+        raise AssertionError(f"{argv} exited {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def remote_exists(path: str) -> bool:
+    return ssh(["sh", "-c", 'test -e "$1" && echo yes || echo no', "exists", path]) == "yes\n"
+
+
+@contextmanager
+def remote_scratch() -> Iterator[str]:
+    """A fresh scratch root on the testbed (/home/hpcuser/labctl-it-<random>), removed after."""
+    path = f"/home/{os.environ['HPC_SSH_USER']}/labctl-it-{uuid.uuid4().hex[:10]}"
+    ssh(["mkdir", "-p", path])
+    try:
+        yield path
+    finally:
+        ssh(["rm", "-rf", "--", path], check=False)
+
+
+def hpc_cluster(scratch: str) -> ClusterConfig:
+    assert HOST is not None
+    return ClusterConfig(
+        type="ssh",
+        host=HOST,
+        port=int(os.environ["HPC_SSH_PORT"]),
+        user=os.environ["HPC_SSH_USER"],
+        key_file=Path(os.environ["HPC_SSH_KEY"]),
+        known_hosts=Path(os.environ["HPC_KNOWN_HOSTS"]),
+        scratch=scratch,
+        accounting="jobcomp",
+        python="/usr/bin/python3",
+        resources=Resources(time="00:10:00", cpus=1, partition="debug"),
+    )
+
+
+def hpc_config(base: Config, scratch: str, state: Path, **watchdog: Any) -> Config:
+    """`base` with the job types of tests.jobfixtures, the cluster `hpc` and a local watchdog."""
+    config = job_config(base, state / "local-scratch", hpc=hpc_cluster(scratch))
+    settings = {"state_dir": state / "watchdog", "backoff_seconds": 0, **watchdog}
+    return config.model_copy(update={"watchdog": config.watchdog.model_copy(update=settings)})
+
+
+def write_config(config: Config, path: Path) -> Path:
+    """Save `config` as the YAML file a `labctl --config` process reads."""
+    path.write_text(yaml.safe_dump(json.loads(config.model_dump_json())))
+    path.chmod(0o600)
+    return path
+
+
+def tick_until(
+    db: Database,
+    config: Config,
+    done: Callable[[], bool],
+    *,
+    timeout: float = 60,
+    pause: float = 0.2,
+    stages: list[str] | None = None,
+) -> int:
+    """Run the watchdog stages until `done()`; fail after `timeout` s; return the runs made."""
+    deadline = time.monotonic() + timeout
+    runs = 0
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not done after {timeout} s and {runs} runs")
+        run_stages(db, config, stages or TICK)
+        runs += 1
+        if not done():
+            time.sleep(pause)
+    return runs
+
+
+def status_in(db: Database, job_id: str, *states: str) -> Callable[[], bool]:
+    return lambda: get_job(db, job_id)["status"] in states
+
+
+@dataclass(frozen=True)
+class SlurmEntry:
+    """One line of `SQUEUE_NAMES`: a job, an array task, or a pending array's task range."""
+
+    job_id: str  # the array's job id for array tasks
+    tasks: str | None  # None for a plain job; "2" for one task; "0-3" for pending tasks
+    state: str
+
+
+def parse_named(text: str) -> dict[str, list[SlurmEntry]]:
+    """The output of `SQUEUE_NAMES`, grouped by job name."""
+    named: dict[str, list[SlurmEntry]] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != 4:
+            raise ValueError(f"expected 'id|tasks|name|state', got {line!r}")
+        job_id, tasks, name, state = fields
+        entry = SlurmEntry(job_id, None if tasks == "N/A" else tasks, state)
+        named.setdefault(name, []).append(entry)
+    return named
+
+
+def slurm_jobs_named(names: Collection[str]) -> dict[str, list[SlurmEntry]]:
+    """What SLURM knows of the jobs with these names (one squeue call)."""
+    named = parse_named(ssh(SQUEUE_NAMES))
+    return {name: named.get(name, []) for name in names}
