@@ -1,0 +1,128 @@
+"""What the benchmarks share: a throwaway config and store, the testbed cluster, medians.
+
+Run the benchmarks from the repository root as modules (`python -m benchmarks.bench_tick`), or
+all of them with `bash benchmarks/run.sh`.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from uuid import uuid4
+
+from labctl.cluster import ssh_target
+from labctl.config import (
+    ClusterConfig,
+    Config,
+    DatabaseConfig,
+    JobTypeConfig,
+    OptionSpec,
+    Resources,
+    WatchdogConfig,
+)
+from labctl.transport import SSHRunner
+
+DATASET = "20211215_093527"
+TICK = ["scan", "transfers", "jobs"]
+TESTBED_HINT = "HPC_SSH_HOST unset: run scripts/testbed.sh and source its env.sh"
+
+
+def bench_config(tmp: Path, **clusters: ClusterConfig) -> Config:
+    """An embedded store and watchdog folders under `tmp`, a `local` cluster (plain processes)
+    plus `clusters`, and the `file_stats` job type of the shipped pipelines."""
+    local = ClusterConfig(type="local", scratch=str(tmp / "scratch"), scheduler="process")
+    file_stats = JobTypeConfig(
+        entry="file_stats",
+        outputs=["file_stats.json"],
+        options={"sleep_seconds": OptionSpec(type="float", default=0)},
+        resources=Resources(time="00:10:00", mem="1G"),
+    )
+    return Config(
+        user="bench",
+        database=DatabaseConfig(path=tmp / "store"),
+        clusters={"local": local, **clusters},
+        job_types={"file_stats": file_stats},
+        watchdog=WatchdogConfig(
+            state_dir=tmp / "state", log_dir=tmp / "logs", backoff_seconds=0, max_retries=0
+        ),
+    )
+
+
+def testbed_cluster(scratch: str) -> ClusterConfig | None:
+    """The testbed of scripts/testbed.sh as an ssh cluster (SLURM, jobcomp accounting), or None
+    when its env.sh is not sourced."""
+    if not os.environ.get("HPC_SSH_HOST"):
+        return None
+    return ClusterConfig(
+        type="ssh",
+        host=os.environ["HPC_SSH_HOST"],
+        port=int(os.environ["HPC_SSH_PORT"]),
+        user=os.environ["HPC_SSH_USER"],
+        key_file=Path(os.environ["HPC_SSH_KEY"]),
+        known_hosts=Path(os.environ["HPC_KNOWN_HOSTS"]),
+        scratch=scratch,
+        accounting="jobcomp",
+        python="/usr/bin/python3",
+        resources=Resources(time="00:10:00", cpus=1, partition="debug"),
+    )
+
+
+def testbed_home() -> str:
+    return f"/home/{os.environ['HPC_SSH_USER']}"
+
+
+@contextmanager
+def testbed_shell() -> Iterator[SSHRunner]:
+    """A labctl SSH runner on the testbed, for the benchmarks' own setup and cleanup."""
+    cluster = testbed_cluster(testbed_home())
+    assert cluster is not None, TESTBED_HINT
+    target = ssh_target(cluster)
+    assert target is not None
+    runner = SSHRunner(target)
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+@contextmanager
+def remote_scratch(shell: SSHRunner) -> Iterator[str]:
+    """A fresh folder on the testbed (~/labctl-bench-<random>), removed at the end."""
+    path = f"{testbed_home()}/labctl-bench-{uuid4().hex[:10]}"
+    shell.run(["mkdir", "-p", "--", path])
+    try:
+        yield path
+    finally:
+        shell.run(["rm", "-rf", "--", path], check=False, timeout=300)
+
+
+@contextmanager
+def held_jobs(shell: SSHRunner, count: int) -> Iterator[list[str]]:
+    """`count` real SLURM jobs on the testbed, submitted on hold: pending and never started, so
+    they take no CPU from anyone else's tests. Cancelled at the end."""
+    submit = (
+        'for i in $(seq "$1"); do sbatch --hold --parsable --job-name="$2" --partition=debug '
+        '--time=00:10:00 --output=/dev/null --wrap="sleep 600" || exit; done'
+    )
+    name = f"labctl-bench-{uuid4().hex[:8]}"
+    done = shell.run(["sh", "-c", submit, "submit", str(count), name], check=False, timeout=600)
+    ids = [line.split(";")[0] for line in done.stdout.split()]
+    try:
+        if done.returncode != 0:
+            raise RuntimeError(f"sbatch failed after {len(ids)} jobs: {done.stderr.strip()}")
+        yield ids
+    finally:
+        if ids:
+            shell.run(["scancel", *ids], check=False, timeout=300)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: Sequence[float]) -> str:
+    """`min-max` of a series, to show the noise next to its median."""
+    return f"{min(values):.2f}-{max(values):.2f}"
