@@ -198,3 +198,13 @@ def test_cancel_stops_the_running_job_and_retry_runs_it_again(db: Database, cfg:
     db.queue.update({"job_id": job_id}, {"$set": {"job_options.sleep_seconds": 0}})
     again = run_until_final(db, cfg, job_id)
     assert again["status"] == "completed" and again["attempt"] == 2
+
+
+def test_dataset_deleted_after_submit_fails_the_job(db: Database, cfg: Config) -> None:
+    job_id = submit(db, cfg)
+    db.data.delete({"dataset": DATASET})
+    job = run_until_final(db, cfg, job_id)
+    assert job["failure"] == {
+        "reason": "transfer",
+        "message": f"dataset {DATASET} is no longer in the database",
+    }

@@ -84,6 +84,14 @@ class StageRun:
             self.did[str(new)] += 1
         return moved
 
+    def entry_or_fail(self, job: Mapping[str, Any], reason: FailureReason) -> dict[str, Any] | None:
+        """The job's dataset entry; if it was deleted meanwhile, fail the job and return None."""
+        entry = self.db.data.find_one({"dataset": job["dataset"]})
+        if entry is None:
+            note = f"dataset {job['dataset']} is no longer in the database"
+            self.move(job, JobState.FAILED, note, reason=reason)
+        return entry
+
     def retry_later(
         self,
         job: Mapping[str, Any],

@@ -158,14 +158,8 @@ def retrieve(run: StageRun, job: dict[str, Any]) -> None:
     layout = run.layout(job)
     spec = run.config.job_types[job["job_type"]]
     names = expected_outputs(job, spec)
-    entry = run.db.data.find_one({"dataset": job["dataset"]})
+    entry = run.entry_or_fail(job, FailureReason.RETRIEVE)
     if entry is None:
-        run.move(
-            job,
-            JobState.FAILED,
-            f"dataset {job['dataset']} is no longer in the database",
-            reason=FailureReason.RETRIEVE,
-        )
         return
     dest = dataset_dirs(entry, run.config)[0] / "results" / job["job_id"]
     try:

@@ -59,14 +59,8 @@ def code_folder(run: StageRun, job: Mapping[str, Any]) -> Path:
 
 def start_transfer(run: StageRun, job: dict[str, Any]) -> None:
     """queued/awaiting_data -> transferring (or awaiting_data while the data are incomplete)."""
-    entry = run.db.data.find_one({"dataset": job["dataset"]})
+    entry = run.entry_or_fail(job, FailureReason.TRANSFER)
     if entry is None:
-        run.move(
-            job,
-            JobState.FAILED,
-            f"dataset {job['dataset']} is no longer in the database",
-            reason=FailureReason.TRANSFER,
-        )
         return
     if job["data_transfer_await"] and not get_dotted(entry, run.config.data.complete_field):
         if job["status"] == JobState.QUEUED:
