@@ -142,3 +142,20 @@ def test_progress_bar() -> None:
     assert progress_bar({"percent": 100, "rate": "1MB/s", "eta_seconds": 0}) == (
         "████████████ 100% 1MB/s"
     )
+
+
+def test_cancel_stops_a_running_job_at_once(run, db: Database) -> None:  # type: ignore[no-untyped-def]
+    job_id = run(*SUBMIT, "--option", "sleep_seconds=60").output.split()[1].rstrip(":")
+    deadline = time.monotonic() + 30
+    while json.loads(run("status", job_id, "--json").output)["status"] != "running":
+        assert run("watchdog", "tick").exit_code == 0
+        assert time.monotonic() < deadline
+    pid = int(json.loads(run("status", job_id, "--json").output)["slurm"]["job_id"])
+    result = run("cancel", job_id)
+    assert result.output == f"cancelled {job_id} and stopped it on local\n"
+    job = json.loads(run("status", job_id, "--json").output)
+    assert job["status"] == "cancelled" and job["cleanup_pending"] is False
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text():
+        assert time.monotonic() < deadline, "the job's processes outlived the cancel"
+        time.sleep(0.1)

@@ -313,9 +313,11 @@ def clean_scratch(run: StageRun, job: Mapping[str, Any]) -> None:
     run.did["cleaned"] += 1
 
 
-def stop_cancelled(run: StageRun) -> None:
-    """Stop on the cluster what users cancelled: the SLURM job, or a transfer on this host."""
-    for job in run.claimed({"status": "cancelled", "cleanup_pending": True}):
+def stop_cancelled(run: StageRun, job_id: str | None = None) -> None:
+    """Stop on the cluster what users cancelled (or just job `job_id`): the SLURM job, or a
+    transfer on this host."""
+    pending = {"status": "cancelled", "cleanup_pending": True}
+    for job in run.claimed({**pending, **({"job_id": job_id} if job_id else {})}):
         slurm, transfer = job.get("slurm") or {}, job.get("transfer") or {}
         try:
             if slurm.get("job_id"):
