@@ -64,3 +64,28 @@ def test_poll_still_fails_on_other_squeue_errors() -> None:
     runner = Replay({"squeue": (1, "", down)})
     with pytest.raises(SchedulerError, match="Unable to contact"):
         SlurmScheduler(runner).poll({"16": LAYOUT})
+
+
+@pytest.mark.testbed
+def test_poll_on_the_real_testbed_falls_back_to_accounting() -> None:
+    """The same fall-back against the real squeue and sacct over SSH: one job squeue knows (a
+    finished one, kept for MinJobAge) and one id SLURM never had."""
+    from tests.testbed import HOST, hpc_cluster, ssh
+
+    if HOST is None:
+        pytest.skip("HPC_SSH_HOST unset: run scripts/testbed.sh and source its env.sh")
+    from labctl.cluster import open_cluster
+
+    known = (
+        ssh(["sbatch", "--parsable", "--partition=debug", "--output=/dev/null", "--wrap=true"])
+        .strip()
+        .split(";")[0]
+    )
+    cluster = open_cluster("hpc", hpc_cluster("/tmp"))
+    try:
+        assert cluster.scheduler.poll({"999999": LAYOUT}) == {}  # squeue exits 1: sacct answers
+        mixed = cluster.scheduler.poll({known: LAYOUT, "999999": LAYOUT})
+    finally:
+        cluster.close()
+    assert set(mixed) == {known}
+    assert mixed[known].raw_state in ("PENDING", "RUNNING", "COMPLETING", "COMPLETED")
