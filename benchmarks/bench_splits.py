@@ -28,21 +28,11 @@ from benchmarks.common import (
     testbed_shell,
 )
 from labctl.cli.watchdog import run_stages
-from labctl.config import Config, JobTypeConfig, Resources
+from labctl.config import Config
 from labctl.db import connect
 from labctl.experiments import log_entries
 from labctl.jobs import JobRequest, get_job, submit_job
-
-REGISTRATION = {
-    "diff_registration": JobTypeConfig(
-        entry="diff_registration",
-        splittable=True,
-        merge_with="merge_splits",
-        outputs=["registration_{split_idx}.h5"],
-        resources=Resources(cpus=1),
-    ),
-    "merge_splits": JobTypeConfig(entry="merge_splits", outputs=["registration.h5"]),
-}
+from tests.jobfixtures import REGISTRATION_TYPES
 
 
 def run_job(config: Config, splits: int) -> tuple[float, float]:
@@ -115,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cluster = testbed_cluster(scratch)
         assert cluster is not None
         config = bench_config(root, hpc=cluster)
-        config = config.model_copy(update={"job_types": {**config.job_types, **REGISTRATION}})
+        config = config.model_copy(update={"job_types": {**config.job_types, **REGISTRATION_TYPES}})
         with connect(config.database) as db:
             log_entries(db, config, [(DATASET, {"user": "bench", "data_raw_path": str(raw)})])
         unsplit: list[float] = []

@@ -24,6 +24,7 @@ from labctl.config import (
     WatchdogConfig,
 )
 from labctl.transport import SSHRunner
+from tests.testbed import hpc_cluster
 
 DATASET = "20211215_093527"
 TICK = ["scan", "transfers", "jobs"]
@@ -52,22 +53,9 @@ def bench_config(tmp: Path, **clusters: ClusterConfig) -> Config:
 
 
 def testbed_cluster(scratch: str) -> ClusterConfig | None:
-    """The testbed of scripts/testbed.sh as an ssh cluster (SLURM, jobcomp accounting), or None
-    when its env.sh is not sourced."""
-    if not os.environ.get("HPC_SSH_HOST"):
-        return None
-    return ClusterConfig(
-        type="ssh",
-        host=os.environ["HPC_SSH_HOST"],
-        port=int(os.environ["HPC_SSH_PORT"]),
-        user=os.environ["HPC_SSH_USER"],
-        key_file=Path(os.environ["HPC_SSH_KEY"]),
-        known_hosts=Path(os.environ["HPC_KNOWN_HOSTS"]),
-        scratch=scratch,
-        accounting="jobcomp",
-        python="/usr/bin/python3",
-        resources=Resources(time="00:10:00", cpus=1, partition="debug"),
-    )
+    """The testbed of scripts/testbed.sh as an ssh cluster (SLURM, jobcomp accounting), the same
+    one the integration tests use, or None when its env.sh is not sourced."""
+    return hpc_cluster(scratch) if os.environ.get("HPC_SSH_HOST") else None
 
 
 def testbed_home() -> str:

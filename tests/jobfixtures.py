@@ -40,6 +40,19 @@ def committed_pipelines() -> Path:
     return repo / "pipelines"
 
 
+REGISTRATION_TYPES = {
+    "diff_registration": JobTypeConfig(
+        entry="diff_registration",
+        splittable=True,
+        merge_with="merge_splits",
+        outputs=["registration_{split_idx}.h5"],
+        resources=Resources(cpus=1),
+    ),
+    "merge_splits": JobTypeConfig(entry="merge_splits", outputs=["registration.h5"]),
+}
+"""The pipelines' split registration and the merge labctl queues after its array."""
+
+
 def watchdog(tmp_path: Path, **settings: Any) -> WatchdogConfig:
     """Watchdog settings for a test: state under tmp_path, no backoff, committed pipelines."""
     defaults: dict[str, Any] = {

@@ -11,26 +11,17 @@ import h5py
 import numpy as np
 import pytest
 
-from labctl.config import Config, DatabaseConfig, JobTypeConfig
+from labctl.config import Config, DatabaseConfig
 from labctl.db import connect
 from labctl.errors import ValidationError
 from labctl.experiments import log_entries
 from labctl.jobs import JobRequest, get_job, submit_job
 from labctl.provenance import provenance
+from tests.jobfixtures import REGISTRATION_TYPES
 from tests.testbed import hpc_config, needs_testbed, remote_scratch, status_in, tick_until
 
 DATASET = "20220301_101500"
 pytestmark = pytest.mark.testbed
-
-REGISTRATION = {
-    "diff_registration": JobTypeConfig(
-        entry="diff_registration",
-        splittable=True,
-        merge_with="merge_splits",
-        outputs=["registration_{split_idx}.h5"],
-    ),
-    "merge_splits": JobTypeConfig(entry="merge_splits", outputs=["registration.h5"]),
-}
 
 
 @needs_testbed
@@ -58,7 +49,7 @@ def test_split_registration_merges_and_recovers_known_shifts(tmp_path: Path) -> 
     base = Config(user="tester", database=DatabaseConfig(path=tmp_path / "store"))
     with remote_scratch() as scratch, connect(base.database) as db:
         cfg = hpc_config(base, scratch, tmp_path)
-        cfg = cfg.model_copy(update={"job_types": {**cfg.job_types, **REGISTRATION}})
+        cfg = cfg.model_copy(update={"job_types": {**cfg.job_types, **REGISTRATION_TYPES}})
         log_entries(
             db,
             cfg,
