@@ -67,7 +67,7 @@ def testbed_shell() -> Iterator[SSHRunner]:
     """A labctl SSH runner on the testbed, for the benchmarks' own setup and cleanup."""
     cluster = testbed_cluster(testbed_home())
     assert cluster is not None, TESTBED_HINT
-    target = ssh_target(cluster)
+    target = ssh_target("hpc", cluster)
     assert target is not None
     runner = SSHRunner(target)
     try:

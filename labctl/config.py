@@ -126,13 +126,34 @@ class Resources(_Model):
         return Resources(**{**defaults.model_dump(), **self.model_dump(exclude_none=True)})
 
 
+CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,23}$")
+HOST = r"^[A-Za-z0-9_.-]+$|^\[?[0-9A-Fa-f:.]+\]?$"
+HOP = r"^([A-Za-z0-9_.-]+@)?([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$"
+
+
 class ClusterConfig(_Model):
     """A compute cluster: reached over SSH (`ssh`) or this machine itself (`local`)."""
 
     type: Literal["ssh", "local"] = "ssh"
-    host: str | None = None
+    host: str | None = Field(default=None, pattern=HOST)
     port: int = Field(default=22, ge=1, le=65535)
-    user: str | None = None
+    user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    ssh_alias: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="a Host of your ~/.ssh/config, instead of host/port/user/proxy_jump",
+    )
+    auth: Literal["key", "interactive"] = Field(
+        default="key",
+        description="key: the watchdog opens the session itself; interactive: password + "
+        "one-time password, typed at `labctl connect`",
+    )
+    proxy_jump: list[str] = Field(
+        default_factory=list, description="gateways on the way, each [user@]host[:port]"
+    )
+    session_hours: float = Field(
+        default=168, gt=0, le=24 * 31, description="a session is closed after this long"
+    )
     key_file: Path | None = None
     known_hosts: Path = Field(default_factory=lambda: Path.home() / ".ssh" / "known_hosts")
     scratch: str = Field(description="absolute directory on the cluster for job folders")
@@ -179,10 +200,20 @@ class ClusterConfig(_Model):
             raise ValueError("must be an absolute path of letters, digits and _ . - / only")
         return scratch.rstrip("/") or "/"
 
+    @field_validator("proxy_jump")
+    @classmethod
+    def _hops(cls, hops: list[str]) -> list[str]:
+        for hop in hops:
+            if not re.match(HOP, hop):
+                raise ValueError(f"gateway {hop!r} must be [user@]host[:port]")
+        return hops
+
     @model_validator(mode="after")
     def _consistent(self) -> ClusterConfig:
-        if self.type == "ssh" and not (self.host and self.user):
-            raise ValueError("an ssh cluster needs 'host' and 'user'")
+        if self.ssh_alias and (self.host or self.user or self.proxy_jump):
+            raise ValueError("'ssh_alias' takes host, user and proxy_jump from ~/.ssh/config")
+        if self.type == "ssh" and not (self.ssh_alias or (self.host and self.user)):
+            raise ValueError("an ssh cluster needs 'host' and 'user', or 'ssh_alias'")
         if self.type == "ssh" and self.scheduler == "process":
             raise ValueError("the process scheduler runs on a local cluster only")
         return self
@@ -271,6 +302,17 @@ class Config(_Model):
     job_types: dict[str, JobTypeConfig] = Field(default_factory=dict)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+
+    @field_validator("clusters")
+    @classmethod
+    def _cluster_names(cls, clusters: dict[str, ClusterConfig]) -> dict[str, ClusterConfig]:
+        for name in clusters:
+            if not CLUSTER_NAME.match(name):
+                raise ValueError(
+                    f"cluster name {name!r}: up to 24 letters, digits, _ . - "
+                    "(starting with a letter or digit)"
+                )
+        return clusters
 
     @model_validator(mode="after")
     def _merge_types_exist(self) -> Config:

@@ -22,6 +22,8 @@ from labctl.transport import (
     HostKeyError,
     LocalRunner,
     Runner,
+    SessionDownError,
+    Sessions,
     SSHTarget,
     TransportError,
 )
@@ -119,7 +121,7 @@ def check_local_rsync() -> Check:
 
 def check_host_key(name: str, config: ClusterConfig) -> Check:
     """known_hosts has an entry for the cluster (a changed key shows up at login)."""
-    assert config.host is not None  # an ssh cluster
+    assert config.host is not None  # an ssh cluster without ssh_alias
     entry = config.host if config.port == 22 else f"[{config.host}]:{config.port}"
     found = LocalRunner().run(
         ["ssh-keygen", "-F", entry, "-f", str(config.known_hosts)], check=False, timeout=30
@@ -134,14 +136,32 @@ def check_host_key(name: str, config: ClusterConfig) -> Check:
 
 
 def _login_hint(exc: TransportError, target: SSHTarget) -> str:
+    if isinstance(exc, SessionDownError):
+        return f"labctl connect {target.name}"
     if isinstance(exc, HostKeyError):
-        return f"verify the host key and update {target.known_hosts}"
-    if isinstance(exc, AuthError):
+        return f"verify the host key and update {target.known_hosts or '~/.ssh/known_hosts'}"
+    if isinstance(exc, AuthError) and target.auth == "key":
         return (
             f"add the line in {target.key_file}.pub to ~/.ssh/authorized_keys of "
             f"{target.user} on {target.host} ('labctl setup' prints it)"
         )
-    return "check host and port in the config, and the network/VPN"
+    return "check host, port and gateways in the config, and the network/VPN"
+
+
+def check_session(target: SSHTarget) -> Check:
+    """The cluster's session: up until when, or the command that opens it."""
+    what = f"{target.name}: session"
+    try:
+        session = Sessions().status(target)
+    except TransportError as exc:
+        return Check(what, False, str(exc), "check the session directory")
+    via = f" via {target.via}" if target.via else ""
+    if session.up:
+        until = f"{session.until:%Y-%m-%d %H:%M} UTC" if session.until else "?"
+        return Check(what, True, f"up{via} until {until}")
+    if target.auth == "key":
+        return Check(what, True, f"down ({session.detail}); the watchdog opens it with the key")
+    return Check(what, False, f"down{via} ({session.detail})", f"labctl connect {target.name}")
 
 
 def _script_check(runner: Runner, name: str, script: str, hint: str, *args: str) -> Check:
@@ -163,19 +183,24 @@ def _tools_check(runner: Runner, name: str, tools: Sequence[str], hint: str) -> 
 
 def check_cluster(name: str, config: ClusterConfig) -> Iterator[Check]:
     """Login, tools and scratch of one cluster, over one connection."""
-    if config.type == "ssh":
+    if config.type == "ssh" and config.host is not None:
         yield check_host_key(name, config)
     cluster = open_cluster(name, config)
     try:
         if cluster.target is not None:
-            where = f"{config.user}@{config.host}:{config.port}"
+            target = cluster.target
+            session = check_session(target)
+            yield session
+            if not session.ok:
+                return
+            where = target.host if target.alias else f"{config.user}@{config.host}:{config.port}"
             try:
                 cluster.runner.run(["true"], timeout=30)
             except TransportError as exc:
-                hint = _login_hint(exc, cluster.target)
-                yield Check(f"{name}: ssh login", False, str(exc), hint)
+                yield Check(f"{name}: ssh login", False, str(exc), _login_hint(exc, target))
                 return
-            yield Check(f"{name}: ssh login", True, f"{where} with {cluster.target.key_file}")
+            how = target.key_file if target.auth == "key" else "the session"
+            yield Check(f"{name}: ssh login", True, f"{where} with {how}")
         if config.scheduler == "slurm":
             yield _tools_check(
                 cluster.runner, f"{name}: sbatch/squeue", ["sbatch", "squeue"],

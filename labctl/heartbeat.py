@@ -8,6 +8,7 @@ from typing import Any
 
 from labctl.db import Database
 from labctl.models import utcnow
+from labctl.transport import Session
 
 
 def beat(db: Database, stage: str, did: Mapping[str, int]) -> None:
@@ -28,3 +29,20 @@ def beat(db: Database, stage: str, did: Mapping[str, int]) -> None:
 def latest(db: Database) -> list[dict[str, Any]]:
     """The last run of each stage on each host, newest first."""
     return db.meta.find({"kind": "heartbeat"}, ["stage", "host", "at", "did"], sort=[("at", -1)])
+
+
+def record_sessions(db: Database, sessions: list[Session]) -> None:
+    """Record what this host's watchdog found of each cluster's session (for the dashboard)."""
+    host = socket.gethostname()
+    for session in sessions:
+        key = f"cluster_session:{session.cluster}:{host}"
+        doc = {"key": key, "kind": "cluster_session", "host": host, "at": utcnow()}
+        doc.update(session.as_dict())
+        db.meta.update({"key": key}, {"$set": doc}, upsert=True)
+
+
+def sessions_seen(db: Database) -> list[dict[str, Any]]:
+    """The last word of each host's watchdog on each cluster's session."""
+    fields = ["cluster", "host", "up", "since", "until", "via", "auth", "detail", "at"]
+    found = {"kind": "cluster_session"}
+    return db.meta.find(found, fields, sort=[("cluster", 1), ("host", 1)])

@@ -286,7 +286,12 @@ def transition(
     old = JobState(job["status"])
     check_transition(old, new)
     now = utcnow()
-    changes: dict[str, Any] = {"status": str(new), "updated_at": now, **(fields or {})}
+    changes: dict[str, Any] = {
+        "status": str(new),
+        "updated_at": now,
+        "waiting": None,  # a job that moves waits for nothing any more
+        **(fields or {}),
+    }
     if new is JobState.CANCELLED:
         reason = reason or FailureReason.CANCELLED
     if new is JobState.FAILED or new is JobState.CANCELLED:

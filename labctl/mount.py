@@ -7,10 +7,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl.cluster import open_cluster, ssh_target
+from labctl.cluster import open_cluster
 from labctl.config import ClusterConfig
 from labctl.errors import LabctlError
-from labctl.transport import CommandError, LocalRunner
+from labctl.transport import CommandError, LocalRunner, SSHTarget, ssh_command
 
 FUSE_DEVICE = Path("/dev/fuse")
 
@@ -24,19 +24,21 @@ class MountSpec:
     """Which remote directory goes where, for one configured cluster."""
 
     cluster: str
-    source: str  # user@host:/dir
+    data_dir: str
     mount_point: Path
+
+    @property
+    def source(self) -> str:
+        return f"{self.cluster}:{self.data_dir}"
 
 
 def mount_spec(name: str, config: ClusterConfig) -> MountSpec:
     """The cluster's mount, or MountError if it is local or has no data_dir/mount_point."""
-    target = ssh_target(config)
-    if target is None:
+    if config.type == "local":
         raise MountError(f"cluster {name} is this machine: there is nothing to mount")
     if config.data_dir is None or config.mount_point is None:
         raise MountError(f"cluster {name} has no data_dir and mount_point in the config")
-    host = f"[{target.host}]" if ":" in target.host else target.host
-    return MountSpec(name, f"{target.user}@{host}:{config.data_dir}", config.mount_point)
+    return MountSpec(name, config.data_dir, config.mount_point)
 
 
 def _fuse_opt(value: str) -> str:
@@ -44,23 +46,14 @@ def _fuse_opt(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,")
 
 
-def sshfs_argv(spec: MountSpec, config: ClusterConfig) -> list[str]:
-    """The sshfs command: key-only, strict host keys, never a prompt, reconnecting."""
-    target = ssh_target(config)
-    assert target is not None  # mount_spec refused local clusters
-    options = [
-        "reconnect",
-        "ServerAliveInterval=15",
-        "ServerAliveCountMax=4",
-        f"IdentityFile={_fuse_opt(target.key_file)}",
-        "IdentitiesOnly=yes",
-        f"UserKnownHostsFile={_fuse_opt(target.known_hosts)}",
-        "StrictHostKeyChecking=yes",
-        "BatchMode=yes",
-    ]
-    argv = ["sshfs", spec.source, str(spec.mount_point), "-p", str(target.port)]
-    for option in options:
-        argv += ["-o", option]
+def sshfs_argv(spec: MountSpec, target: SSHTarget) -> list[str]:
+    """The sshfs command: the same ssh config and options as every other use (riding the
+    cluster's session, never a prompt), plus reconnecting."""
+    ssh = ssh_command(target)  # ["ssh", ("-F", FILE,) "-o", OPTION, ...]: sshfs takes both
+    source = f"{target.destination}:{spec.data_dir}"
+    argv = ["sshfs", source, str(spec.mount_point), "-o", "reconnect"]
+    for flag, value in zip(ssh[1::2], ssh[2::2], strict=True):
+        argv += [flag, _fuse_opt(value) if flag == "-o" else value]
     return argv
 
 
@@ -119,7 +112,7 @@ def mount(name: str, config: ClusterConfig, *, fuse_device: Path = FUSE_DEVICE) 
         return False
     _require_tools(fuse_device)
     _prepare(spec.mount_point)
-    # paramiko first: it names a bad host key, a rejected key or a missing directory clearly.
+    # A command first: it names a down session, a bad host key or a missing directory clearly.
     cluster = open_cluster(name, config)
     try:
         found = cluster.runner.run(["test", "-d", str(config.data_dir)], check=False, timeout=30)
@@ -127,8 +120,9 @@ def mount(name: str, config: ClusterConfig, *, fuse_device: Path = FUSE_DEVICE) 
         cluster.close()
     if found.returncode != 0:
         raise MountError(f"cluster {name} has no directory {config.data_dir}")
+    assert cluster.target is not None  # mount_spec refused local clusters
     try:
-        LocalRunner().run(sshfs_argv(spec, config), timeout=60)
+        LocalRunner().run(sshfs_argv(spec, cluster.target), timeout=60)
     except CommandError as exc:
         raise MountError(f"cannot mount {spec.source}: {exc}") from None
     return True

@@ -116,6 +116,7 @@ def test_cluster_checks_on_the_testbed(testbed_cluster: ClusterConfig) -> None:
     checks = list(check_cluster("hpc", testbed_cluster))
     assert [c.name for c in checks] == [
         "hpc: host key",
+        "hpc: session",
         "hpc: ssh login",
         "hpc: sbatch/squeue",
         "hpc: scratch writable",
@@ -136,6 +137,7 @@ def test_cluster_checks_name_what_is_wrong(testbed_cluster: ClusterConfig, tmp_p
     wrong_key = checks_of(testbed_cluster, key_file=key)
     assert [(name, c.ok) for name, c in wrong_key.items()] == [
         ("hpc: host key", True),
+        ("hpc: session", True),  # a key cluster's session opens by itself
         ("hpc: ssh login", False),  # and nothing more to check without a login
     ]
     assert "rejected key" in wrong_key["hpc: ssh login"].detail
@@ -143,15 +145,15 @@ def test_cluster_checks_name_what_is_wrong(testbed_cluster: ClusterConfig, tmp_p
 
     (tmp_path / "known_hosts").write_text("")
     unknown = checks_of(testbed_cluster, known_hosts=tmp_path / "known_hosts")
-    assert [c.ok for c in unknown.values()] == [False, False]
+    assert [c.ok for c in unknown.values()] == [False, True, False]
     assert "ssh-keyscan -p 2222 127.0.0.1" in unknown["hpc: host key"].hint
     assert "is not in" in unknown["hpc: ssh login"].detail
 
     unreachable = checks_of(testbed_cluster, port=1)["hpc: ssh login"]
-    assert not unreachable.ok and "cannot connect" in unreachable.detail
+    assert not unreachable.ok and "Connection refused" in unreachable.detail
 
     read_only = checks_of(testbed_cluster, scratch="/proc/x")
-    assert [c.ok for c in read_only.values()] == [True, True, True, False, True]
+    assert [c.ok for c in read_only.values()] == [True, True, True, True, False, True]
     assert "create /proc/x on the cluster" in read_only["hpc: scratch writable"].hint
 
 

@@ -152,7 +152,8 @@ def test_setup_bad_input_is_one_line_and_writes_nothing(
         (answers(lab, "--key", f"testbed={other_key}"), 1,
          f"error: cluster testbed: hpcuser@127.0.0.1:2222 rejected key {other_key}"),
         (answers(lab_config(tmp_path / "down.yaml", port=port)), 1,
-         f"error: cluster testbed: cannot connect to hpcuser@127.0.0.1:{port}"),
+         f"error: cluster testbed: cannot reach hpcuser@127.0.0.1:{port}: ssh: connect to host "
+         f"127.0.0.1 port {port}: Connection refused"),
     ]  # fmt: skip
     for args, code, message in cases:
         result = setup(*[a for a in args if a != "--no-cron"])  # the crontab must stay too

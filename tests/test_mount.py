@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,12 @@ import yaml
 from click.testing import CliRunner
 
 from labctl.cli import cli
+from labctl.cluster import ssh_target
 from labctl.config import ClusterConfig
 from labctl.doctor import check_mount
 from labctl.mount import MountError, mount, mount_spec, mount_type, mounted_type, sshfs_argv, umount
-from labctl.transport import AuthError
+from labctl.transport import AuthError, ssh_command
+from labctl.transport.ssh import config_text
 from tests.testbed import hpc_cluster, needs_testbed, remote_scratch
 
 
@@ -33,22 +37,25 @@ def cluster(**changes: object) -> ClusterConfig:
     return ClusterConfig.model_validate({**settings, **changes})
 
 
-def test_sshfs_argv_has_every_value_as_one_element() -> None:
+def test_sshfs_argv_rides_the_session_like_every_other_ssh_use() -> None:
     config = cluster()
-    argv = sshfs_argv(mount_spec("hpc", config), config)
-    assert argv == [
-        "sshfs", "abc@hpc.lab.org:/data/abc", "/mnt/hpc data", "-p", "2022",
-        "-o", "reconnect",
-        "-o", "ServerAliveInterval=15",
-        "-o", "ServerAliveCountMax=4",
-        "-o", "IdentityFile=/keys/id\\, with comma",  # FUSE would split at a bare comma
-        "-o", "IdentitiesOnly=yes",
-        "-o", "UserKnownHostsFile=/keys/known_hosts",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "BatchMode=yes",
-    ]  # fmt: skip
-    ipv6 = cluster(host="fe80::1")
-    assert mount_spec("hpc", ipv6).source == "abc@[fe80::1]:/data/abc"
+    target = ssh_target("hpc", config)
+    assert target is not None
+    argv = sshfs_argv(mount_spec("hpc", config), target)
+    assert argv[:5] == ["sshfs", "hpc:/data/abc", "/mnt/hpc data", "-o", "reconnect"]
+    assert argv[5:] == ssh_command(target)[1:]  # the same -F file and -o options as ssh's
+    assert 'IdentityFile "/keys/id, with comma"' in Path(argv[6]).read_text()
+    ipv6 = ssh_target("hpc", cluster(host="fe80::1"))
+    assert ipv6 is not None and "HostName fe80::1" in config_text(ipv6)
+
+
+def test_sshfs_escapes_commas_in_options() -> None:
+    """FUSE splits -o values at a bare comma: a session path with one stays one option."""
+    target = ssh_target("hpc", cluster())
+    assert target is not None
+    odd = replace(target, directory=tempfile.mkdtemp(prefix="a,b", dir="/tmp"))
+    argv = sshfs_argv(mount_spec("hpc", cluster()), odd)
+    assert f"ControlPath={odd.control_path}".replace(",", "\\,") in argv
 
 
 def test_mount_type_reads_escaped_proc_mounts() -> None:

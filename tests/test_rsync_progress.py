@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from labctl.transport import Progress, SSHTarget, is_transient, parse_progress, rsync_argv
+from labctl.transport import (
+    Progress,
+    SSHTarget,
+    is_transient,
+    parse_progress,
+    private_dir,
+    rsync_argv,
+)
 
 CAPTURED = Path(__file__).parent / "captured" / "rsync-progress2.raw"
 
@@ -158,17 +165,21 @@ def test_real_local_run(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["a", "b c", "d:e"]
 
 
-TARGET = SSHTarget(
-    host="hpc.example.org",
-    user="lab",
-    key_file="/keys/id ed25519",
-    known_hosts="/k/known'hosts",
-    port=2222,
-)
+@pytest.fixture
+def target(tmp_path: Path) -> SSHTarget:
+    return SSHTarget(
+        name="hpc",
+        host="hpc.example.org",
+        directory=str(private_dir(tmp_path / "s")),
+        user="lab",
+        key_file="/keys/id ed25519",
+        known_hosts="/k/known'hosts",
+        port=2222,
+    )
 
 
-def test_push_argv() -> None:
-    argv = rsync_argv(["data/run 1", "/abs/x"], "in/$(boom)", target=TARGET)
+def test_push_argv(target: SSHTarget) -> None:
+    argv = rsync_argv(["data/run 1", "/abs/x"], "in/$(boom)", target=target)
     assert argv[:6] == [
         "rsync",
         "-a",
@@ -178,24 +189,27 @@ def test_push_argv() -> None:
         "--no-inc-recursive",
     ]
     ssh = shlex.split(argv[argv.index("-e") + 1])
-    assert ssh[:5] == ["ssh", "-p", "2222", "-i", "/keys/id ed25519"]
-    assert "UserKnownHostsFile=/k/known'hosts" in ssh
-    assert {"StrictHostKeyChecking=yes", "BatchMode=yes", "IdentitiesOnly=yes"} <= set(ssh)
-    assert argv[-3:] == ["./data/run 1", "/abs/x", "lab@hpc.example.org:in/$(boom)"]
+    assert ssh[:2] == ["ssh", "-F"]
+    config = Path(ssh[2]).read_text()  # where the cluster is: the generated ssh config
+    assert 'IdentityFile "/keys/id ed25519"' in config and "Port 2222" in config
+    assert 'UserKnownHostsFile "/k/known\'hosts"' in config
+    assert {"ControlMaster=no", "BatchMode=yes"} <= set(ssh)
+    assert f"ControlPath={target.control_path}" in ssh  # rides the cluster's session
+    assert argv[-3:] == ["./data/run 1", "/abs/x", "hpc:in/$(boom)"]
 
 
-def test_pull_argv_with_files_from_and_bwlimit() -> None:
+def test_pull_argv_with_files_from_and_bwlimit(target: SSHTarget) -> None:
     argv = rsync_argv(
         ["/scratch/out/"],
         "results",
-        target=TARGET,
+        target=target,
         direction="pull",
         files_from="list.txt",
         bwlimit_kib=5000,
     )
     assert "--files-from=./list.txt" in argv
     assert "--bwlimit=5000" in argv
-    assert argv[-2:] == ["lab@hpc.example.org:/scratch/out/", "./results"]
+    assert argv[-2:] == ["hpc:/scratch/out/", "./results"]
 
 
 def test_argv_needs_a_source() -> None:

@@ -28,6 +28,7 @@ from labctl.transport import (
     HostKeyError,
     LocalRunner,
     Runner,
+    Sessions,
     SSHRunner,
     SSHTarget,
     TransferError,
@@ -35,9 +36,11 @@ from labctl.transport import (
     TransferState,
     TransferStatus,
     poll,
+    private_dir,
     rsync_argv,
     start_background,
 )
+from tests.testbed import sshd_logins
 
 ENV_VARS = ("HPC_SSH_HOST", "HPC_SSH_PORT", "HPC_SSH_USER", "HPC_SSH_KEY", "HPC_KNOWN_HOSTS")
 NASTY_ARGS = [
@@ -83,19 +86,29 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="session")
-def target() -> SSHTarget:
-    """The testbed's account, from its env.sh variables."""
+@pytest.fixture
+def target(tmp_path: Path) -> Iterator[SSHTarget]:
+    """The testbed's account, from its env.sh variables, with a session directory of its own
+    (so each test starts without a session); the session is closed afterwards."""
     missing = [var for var in ENV_VARS if var not in os.environ]
     if missing:
         pytest.skip(f"no SSH testbed: {', '.join(missing)} unset (source /tmp/hpc-testbed/env.sh)")
-    return SSHTarget(
+    found = SSHTarget(
+        name="hpc",
         host=os.environ["HPC_SSH_HOST"],
+        directory=str(private_dir(tmp_path / "sessions")),
         port=int(os.environ["HPC_SSH_PORT"]),
         user=os.environ["HPC_SSH_USER"],
         key_file=os.environ["HPC_SSH_KEY"],
         known_hosts=os.environ["HPC_KNOWN_HOSTS"],
     )
+    yield found
+    Sessions().close(found)
+
+
+def logins() -> int:
+    """Successful SSH authentications the testbed's key sshd has logged so far."""
+    return sshd_logins(Path(os.environ["HPC_SSHD_LOG"]))
 
 
 @pytest.fixture(scope="session")
@@ -202,53 +215,64 @@ def test_write_and_read_file(place: Place) -> None:
         place.runner.read_file(f"{place.workdir}/absent")
 
 
-# --- SSH connection handling ---------------------------------------------------------------
+# --- SSH sessions (OpenSSH ControlMaster) -------------------------------------------------
 
 
 @pytest.mark.testbed
-def test_one_connection_for_many_commands(ssh: SSHRunner, remote_dir: str) -> None:
-    for i in range(20):
-        assert ssh.run(["echo", str(i)]).stdout == f"{i}\n"
-    ssh.write_file(f"{remote_dir}/f", "x")
-    assert ssh.read_file(f"{remote_dir}/f") == "x"
-    assert ssh.connections_opened == 1
+def test_one_login_for_many_commands_and_runs(target: SSHTarget) -> None:
+    before = logins()
+    path = f"/tmp/labctl-test-{uuid.uuid4().hex[:12]}"
+    for run in range(3):  # three watchdog runs, each with a runner of its own
+        runner = SSHRunner(target)
+        for i in range(10):
+            assert runner.run(["echo", str(run), str(i)]).stdout == f"{run} {i}\n"
+        runner.write_file(path, str(run))
+        assert runner.read_file(path) == str(run)
+        runner.close()
+    SSHRunner(target).run(["rm", "--", path])
+    assert logins() - before == 1  # the first command opened the session; the rest rode it
+    session = Sessions().status(target)
+    assert session.up and session.pid is not None and session.until is not None
 
 
 @pytest.mark.testbed
-def test_no_connection_until_needed_and_reconnect_after_close(target: SSHTarget) -> None:
+def test_no_login_until_needed_and_a_dropped_session_reopens(target: SSHTarget) -> None:
+    before = logins()
     runner = SSHRunner(target)
-    assert runner.connections_opened == 0
+    assert logins() == before and not Sessions().status(target).up
     runner.run(["true"])
-    runner.close()
-    runner.run(["true"])
-    runner.close()
-    assert runner.connections_opened == 2
+    assert Sessions().close(target)
+    assert SSHRunner(target).run(["echo", "back"]).stdout == "back\n"
+    assert logins() - before == 2
 
 
 @pytest.mark.testbed
-def test_connection_lost_mid_command_then_reconnect(ssh: SSHRunner) -> None:
-    closer = threading.Timer(0.3, ssh.close)  # drops the connection under the running command
+def test_session_killed_mid_command(target: SSHTarget) -> None:
+    runner = SSHRunner(target)
+    runner.run(["true"])
+    closer = threading.Timer(0.3, Sessions().close, [target])  # the master goes under the command
     closer.start()
     start = time.monotonic()
-    with pytest.raises(ConnectError, match="lost while running sleep 5"):
-        ssh.run(["sleep", "5"])
+    with pytest.raises(ConnectError, match="cannot reach hpc: the session dropped"):
+        runner.run(["sleep", "5"])
     closer.join()
-    assert time.monotonic() - start < 2
-    assert ssh.run(["echo", "back"]).stdout == "back\n"
-    assert ssh.connections_opened == 2
+    assert time.monotonic() - start < 3
+    assert SSHRunner(target).run(["echo", "back"]).stdout == "back\n"
 
 
 @pytest.mark.testbed
 def test_unknown_host_key(target: SSHTarget, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.touch()
-    runner = SSHRunner(replace(target, known_hosts=str(empty)))
+    before = logins()
     with pytest.raises(HostKeyError) as excinfo:
-        runner.run(["true"])
-    assert f"[{target.host}]:{target.port}" in str(excinfo.value)
-    assert str(empty) in str(excinfo.value)
+        SSHRunner(replace(target, known_hosts=str(empty))).run(["true"])
+    message = str(excinfo.value)
+    assert f"[{target.host}]:{target.port}" in message and str(empty) in message
+    assert "SHA256:" in message  # the fingerprint to compare, from ssh-keyscan
+    assert "--accept-host-key" in message
     assert not excinfo.value.transient
-    assert runner.connections_opened == 0
+    assert logins() == before
 
 
 @pytest.mark.testbed
@@ -263,7 +287,7 @@ def test_changed_host_key(target: SSHTarget, other_key: Path, tmp_path: Path) ->
 
 @pytest.mark.testbed
 def test_missing_known_hosts_file(target: SSHTarget, tmp_path: Path) -> None:
-    with pytest.raises(HostKeyError, match="cannot read known_hosts"):
+    with pytest.raises(HostKeyError, match="is not in"):
         SSHRunner(replace(target, known_hosts=str(tmp_path / "absent"))).run(["true"])
 
 
@@ -276,14 +300,14 @@ def test_wrong_key(target: SSHTarget, other_key: Path) -> None:
 
 @pytest.mark.testbed
 def test_missing_key_file(target: SSHTarget, tmp_path: Path) -> None:
-    with pytest.raises(AuthError, match="cannot load key"):
+    with pytest.raises(AuthError, match="rejected key"):
         SSHRunner(replace(target, key_file=str(tmp_path / "absent"))).run(["true"])
 
 
 @pytest.mark.testbed
 def test_closed_port_fails_fast(target: SSHTarget) -> None:
     start = time.monotonic()
-    with pytest.raises(ConnectError, match="cannot connect") as excinfo:
+    with pytest.raises(ConnectError, match="Connection refused") as excinfo:
         SSHRunner(replace(target, port=_free_port())).run(["true"])
     assert time.monotonic() - start < 2
     assert excinfo.value.transient
@@ -296,16 +320,19 @@ def test_silent_server_times_out(other_key: Path, tmp_path: Path) -> None:
         server.bind(("127.0.0.1", 0))
         server.listen()
         silent = SSHTarget(
+            name="silent",
             host="127.0.0.1",
+            directory=str(private_dir(tmp_path / "sessions")),
             port=server.getsockname()[1],
             user="nobody",
             key_file=str(other_key),
             known_hosts=str(tmp_path / "known_hosts"),
+            connect_timeout=1,
         )
         start = time.monotonic()
         with pytest.raises(ConnectError):
-            SSHRunner(silent, connect_timeout=0.5).run(["true"])
-        assert time.monotonic() - start < 3
+            SSHRunner(silent).run(["true"])
+        assert time.monotonic() - start < 4
 
 
 # --- rsync through the real sshd -----------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -45,6 +46,14 @@ def ssh(argv: list[str], *, check: bool = True, timeout: float = 60) -> str:
     if check and done.returncode != 0:
         raise AssertionError(f"{argv} exited {done.returncode}: {done.stderr.strip()}")
     return done.stdout
+
+
+ACCEPTED = re.compile(r"^Accepted \S+ for \S+ from ", re.MULTILINE)
+
+
+def sshd_logins(log: Path) -> int:
+    """How many logins (any authentication method) an sshd's `-E` log records so far."""
+    return len(ACCEPTED.findall(log.read_text(errors="replace")))
 
 
 def remote_exists(path: str) -> bool:

@@ -98,6 +98,18 @@ def main() -> None:
     cli()
 
 
-from labctl.cli import admin, data, demo, jobs, users, watchdog, web  # noqa: E402  (commands register themselves on `cli`)
+from labctl.cli import admin, data, demo, jobs, sessions, users, watchdog, web  # noqa: E402  (commands register themselves on `cli`)
 
-__all__ = ["App", "admin", "cli", "data", "demo", "jobs", "main", "users", "watchdog", "web"]
+__all__ = [
+    "App",
+    "admin",
+    "cli",
+    "data",
+    "demo",
+    "jobs",
+    "main",
+    "sessions",
+    "users",
+    "watchdog",
+    "web",
+]

@@ -122,6 +122,8 @@ def queue_cmd(app: App, user: str | None, status: str | None, limit: int, as_jso
     for job in jobs:
         failure = job.get("failure") or {}
         state = job["status"] + (f" ({failure['reason']})" if failure.get("reason") else "")
+        if job.get("waiting"):
+            state += f"\n{job['waiting']}"
         table.add_row(
             job["job_id"],
             job["dataset"],

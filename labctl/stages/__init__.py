@@ -16,7 +16,7 @@ import datetime as dt
 import os
 import socket
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ from labctl.db import Database
 from labctl.jobs import claim, history_item, release, transition
 from labctl.models import utcnow
 from labctl.states import FailureReason, JobState
-from labctl.transport import TransportError
+from labctl.transport import SessionDownError, TransportError, waiting_message
 
 
 @dataclass
@@ -121,8 +121,23 @@ class StageRun:
         )
         self.did["retries"] += 1
 
+    def wait_for_session(self, jobs: Sequence[Mapping[str, Any]], cluster: str) -> None:
+        """Jobs stay where they are until `labctl connect CLUSTER`: not failed, no retry spent.
+        Only jobs not yet marked are written."""
+        message = waiting_message(cluster)
+        ids = [job["job_id"] for job in jobs if job.get("waiting") != message]
+        if ids:
+            self.db.queue.update(
+                {"job_id": {"$in": ids}}, {"$set": {"waiting": message}}, many=True
+            )
+        self.did[f"waiting for {cluster}"] += len(jobs)
+
     def setback(self, job: Mapping[str, Any], error: TransportError, reason: FailureReason) -> None:
-        """A cluster could not be reached or refused: retry with backoff, or fail."""
+        """A cluster could not be reached or refused: wait for its session, retry with backoff,
+        or fail."""
+        if isinstance(error, SessionDownError):
+            self.wait_for_session([job], job["compute_cluster"])
+            return
         attempt = int(job.get("retries") or 0) + 1
         self.retry_later(
             job,
@@ -137,11 +152,15 @@ class StageRun:
 @contextmanager
 def stage_run(db: Database, config: Config, stage: str) -> Iterator[StageRun]:
     """A stage run that closes its cluster connections and writes its heartbeat at the end."""
-    from labctl.heartbeat import beat
+    from labctl.heartbeat import beat, record_sessions
 
     run = StageRun(db, config, stage, ClusterPool(config))
     try:
         yield run
     finally:
+        try:
+            record_sessions(db, run.pool.sessions(every=stage == "jobs"))
+        except TransportError as exc:
+            run.notes.append(f"sessions: {exc}")
         run.pool.close()
         beat(db, stage, run.did)

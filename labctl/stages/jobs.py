@@ -21,7 +21,13 @@ from labctl.models import utcnow
 from labctl.slurm import SchedulerError, SlurmStatus
 from labctl.stages import StageRun
 from labctl.states import FailureReason, JobState
-from labctl.transport import CommandError, LocalRunner, TransportError, rsync_argv
+from labctl.transport import (
+    CommandError,
+    LocalRunner,
+    SessionDownError,
+    TransportError,
+    rsync_argv,
+)
 
 WATCHED = [str(JobState.SUBMITTED), str(JobState.PENDING), str(JobState.RUNNING)]
 MISSING_POLLS_BEFORE_FAILING = 3
@@ -48,7 +54,11 @@ def run_jobs(run: StageRun) -> None:
         cluster = run.pool.get(name)
         asked = {job["slurm"]["job_id"]: run.layout(job) for job in jobs}
         try:
+            cluster.require_session()
             statuses = cluster.scheduler.poll(asked)
+        except SessionDownError:
+            run.wait_for_session(jobs, name)
+            continue
         except (TransportError, SchedulerError) as exc:
             run.did["unreachable"] += 1
             run.notes.append(f"{name}: {exc}")
@@ -103,6 +113,7 @@ def follow(
         "slurm.state": task.raw_state,
         "slurm.exit_code": task.exit_code,
         "slurm.missing": 0,
+        "waiting": None,
         "slurm.task_states": {
             str(t.array_task): t.raw_state for t in tasks if t.array_task is not None
         },
@@ -258,6 +269,7 @@ def pull(
     try:
         LocalRunner().run(argv, timeout=24 * 3600)
     except CommandError as exc:
+        cluster.require_session(fresh=True)  # dropped meanwhile: wait for it, spend no retry
         raise TransportError(f"bringing results home failed: {exc}") from None
 
 

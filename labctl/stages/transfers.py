@@ -13,10 +13,12 @@ from labctl.stages.scan import launch
 from labctl.states import FailureReason, JobState
 from labctl.transport import (
     Progress,
+    SessionDownError,
     TransferError,
     TransferHandle,
     TransferState,
     TransferStatus,
+    TransportError,
     poll,
 )
 
@@ -63,7 +65,7 @@ def follow(run: StageRun, job: dict[str, Any]) -> None:
     status = _status(transfer)
     fields = progress_fields(status.progress, transfer["total"])
     if status.state is TransferState.RUNNING:
-        run.db.queue.update({"job_id": job["job_id"]}, {"$set": fields})
+        run.db.queue.update({"job_id": job["job_id"]}, {"$set": {**fields, "waiting": None}})
         run.did["progress"] += 1
     elif status.state is TransferState.SUCCEEDED:
         total = fields.get("transfer.total", transfer["total"])
@@ -85,7 +87,13 @@ def follow(run: StageRun, job: dict[str, Any]) -> None:
 def broken(
     run: StageRun, job: dict[str, Any], status: TransferStatus, fields: dict[str, Any]
 ) -> None:
-    """An rsync that failed or was killed: resume it after a backoff, or fail the job."""
+    """An rsync that failed or was killed: resume it once the session is back, or after a
+    backoff, or fail the job."""
+    if session_down(run, job):  # cut by the session's end: resume once it is back, for free
+        resume_later = {**fields, "transfer.resume": True, "transfer.free_resume": True}
+        run.db.queue.update({"job_id": job["job_id"]}, {"$set": resume_later})
+        run.did["interrupted"] += 1
+        return
     what = "was killed" if status.state is TransferState.VANISHED else f"exited {status.exit_code}"
     message = f"rsync {what}" + (f": {status.message}" if status.message else "")
     run.retry_later(
@@ -99,13 +107,27 @@ def broken(
     run.did["interrupted"] += 1
 
 
+def session_down(run: StageRun, job: Mapping[str, Any]) -> bool:
+    """Whether the job's cluster has no session now (the job is then marked as waiting)."""
+    try:
+        run.pool.get(job["compute_cluster"]).require_session(fresh=True)
+    except SessionDownError:
+        run.wait_for_session([job], job["compute_cluster"])
+        return True
+    except TransportError:
+        return False  # unreachable: the usual backoff applies
+    return False
+
+
 def resume(run: StageRun, job: dict[str, Any]) -> None:
     """Start the same rsync again: --partial lets it continue where it stopped."""
+    if session_down(run, job):
+        return
     transfer = job["transfer"]
     handle = launch(run.state_dir(job["job_id"]), transfer["argv"])
     if handle is None:
         return  # the previous rsync is somehow still going: look again next run
-    attempt = int(transfer.get("attempts") or 1) + 1
+    attempt = int(transfer.get("attempts") or 1) + (0 if transfer.get("free_resume") else 1)
     note = history_item(JobState.TRANSFERRING, f"rsync resumed (attempt {attempt})", utcnow())
     run.db.queue.update(
         {"job_id": job["job_id"], "status": "transferring"},
@@ -115,6 +137,7 @@ def resume(run: StageRun, job: dict[str, Any]) -> None:
                 "transfer.log": handle.log_path,
                 "transfer.status_path": handle.status_path,
                 "transfer.resume": False,
+                "transfer.free_resume": False,
                 "transfer.attempts": attempt,
             },
             "$push": {"history": note},

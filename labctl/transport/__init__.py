@@ -21,9 +21,18 @@ from labctl.transport.runner import (
     LocalRunner,
     Result,
     Runner,
+    TransportError,
+)
+from labctl.transport.ssh import (
+    Session,
+    SessionDownError,
+    Sessions,
     SSHRunner,
     SSHTarget,
-    TransportError,
+    private_dir,
+    ssh_command,
+    ssh_options,
+    waiting_message,
 )
 
 __all__ = [
@@ -38,6 +47,9 @@ __all__ = [
     "Runner",
     "SSHRunner",
     "SSHTarget",
+    "Session",
+    "SessionDownError",
+    "Sessions",
     "TransferError",
     "TransferHandle",
     "TransferState",
@@ -46,6 +58,10 @@ __all__ = [
     "is_transient",
     "parse_progress",
     "poll",
+    "private_dir",
     "rsync_argv",
+    "ssh_command",
+    "ssh_options",
     "start_background",
+    "waiting_message",
 ]

@@ -17,7 +17,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final, Literal
 
-from labctl.transport.runner import SSHTarget, TransportError
+from labctl.transport.runner import TransportError
+from labctl.transport.ssh import SSHTarget, ssh_command
 
 Direction = Literal["push", "pull"]
 
@@ -131,34 +132,7 @@ def _local(path: str) -> str:
 
 
 def _remote(target: SSHTarget, path: str) -> str:
-    return f"{target.user}@{target.host}:{path}"
-
-
-def _ssh_command(target: SSHTarget) -> str:
-    """The -e value: key-only, strict host keys, no prompts, dead connections noticed in 60 s."""
-    return shlex.join(
-        [
-            "ssh",
-            "-p",
-            str(target.port),
-            "-i",
-            target.key_file,
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            f"UserKnownHostsFile={target.known_hosts}",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "ServerAliveInterval=15",
-            "-o",
-            "ServerAliveCountMax=4",
-        ]
-    )
+    return f"{target.destination}:{path}"
 
 
 def rsync_argv(
@@ -188,7 +162,7 @@ def rsync_argv(
     argv += [f"--exclude={pattern}" for pattern in exclude]
     if target is None:
         return [*argv, *map(_local, sources), _local(dest)]
-    argv += ["-e", _ssh_command(target)]
+    argv += ["-e", shlex.join(ssh_command(target))]
     if direction == "push":
         return [*argv, *map(_local, sources), _remote(target, dest)]
     return [*argv, *(_remote(target, source) for source in sources), _local(dest)]

@@ -1,23 +1,18 @@
-"""The command seam: run argv lists and move small files, locally or over one SSH connection."""
+"""The command seam: run argv lists and move small files, here or (see ssh.py) on a cluster."""
 
 from __future__ import annotations
 
 import os
-import select
 import shlex
-import socket
 import subprocess
-import time
+import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-import paramiko
-
 from labctl.errors import LabctlError
-
-_CHUNK = 65536
 
 
 class TransportError(LabctlError):
@@ -37,7 +32,7 @@ class HostKeyError(TransportError):
 
 
 class AuthError(TransportError):
-    """The key was rejected or could not be loaded: a human must fix the credentials."""
+    """The key, password or one-time password was rejected: a human must fix the credentials."""
 
 
 class CommandTimeoutError(TransportError):
@@ -64,17 +59,6 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
-
-
-@dataclass(frozen=True)
-class SSHTarget:
-    """A remote account reached with one key, verified against one known_hosts file."""
-
-    host: str
-    user: str
-    key_file: str
-    known_hosts: str
-    port: int = 22
 
 
 class Runner(Protocol):
@@ -104,7 +88,8 @@ class Runner(Protocol):
         ...
 
 
-def _checked(result: Result, check: bool) -> Result:
+def checked(result: Result, check: bool) -> Result:
+    """`result`, or CommandError if `check` and it exited non-zero."""
     if check and result.returncode != 0:
         raise CommandError(result)
     return result
@@ -135,10 +120,34 @@ class LocalRunner:
                 timeout=timeout,
             )
         except FileNotFoundError as exc:
-            return _checked(Result(args, 127, "", f"{args[0]}: {exc.strerror}"), check)
+            return checked(Result(args, 127, "", f"{args[0]}: {exc.strerror}"), check)
         except subprocess.TimeoutExpired as exc:
             raise CommandTimeoutError(f"{shlex.join(args)} timed out after {timeout} s") from exc
-        return _checked(Result(args, done.returncode, done.stdout, done.stderr), check)
+        return checked(Result(args, done.returncode, done.stdout, done.stderr), check)
+
+    def interactive(self, argv: Sequence[str]) -> Result:
+        """Run argv on this terminal (the person answers its prompts on /dev/tty), passing its
+        stderr through as it comes while keeping a copy to explain a failure."""
+        args = tuple(argv)
+        try:
+            proc = subprocess.Popen(args, stderr=subprocess.PIPE)
+        except FileNotFoundError as exc:
+            return Result(args, 127, "", f"{args[0]}: {exc.strerror}")
+        assert proc.stderr is not None
+        seen: list[bytes] = []
+
+        def relay() -> None:
+            assert proc.stderr is not None
+            for line in iter(proc.stderr.readline, b""):
+                seen.append(line)
+                sys.stderr.buffer.write(line)
+                sys.stderr.flush()
+
+        reader = threading.Thread(target=relay, daemon=True)
+        reader.start()
+        code = proc.wait()
+        reader.join(timeout=5)
+        return Result(args, code, "", b"".join(seen).decode("utf-8", "replace"))
 
     def write_file(self, path: str, content: str, mode: int = 0o644) -> None:
         """Write a text file and chmod it."""
@@ -153,182 +162,12 @@ class LocalRunner:
         """Nothing to release."""
 
 
-class _RejectUnknownHost(paramiko.MissingHostKeyPolicy):
-    """RejectPolicy that raises a HostKeyError naming the host entry and the file to fix."""
-
-    def __init__(self, known_hosts: str) -> None:
-        self._known_hosts = known_hosts
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        raise HostKeyError(
-            f"host key of {hostname} ({key.get_name()} {key.fingerprint}) "
-            f"is not in {self._known_hosts}"
-        )
+_WRITE: str = (
+    'umask 077 && cat > "$1.labctl-part" && chmod "$2" "$1.labctl-part" '
+    '&& mv -f "$1.labctl-part" "$1"'
+)
 
 
-class SSHRunner:
-    """Runs commands over one lazily opened, reused paramiko connection."""
-
-    def __init__(self, target: SSHTarget, *, connect_timeout: float = 10.0) -> None:
-        self.target = target
-        self.connect_timeout = connect_timeout
-        self.connections_opened = 0
-        self._client: paramiko.SSHClient | None = None
-        self._sftp: paramiko.SFTPClient | None = None
-
-    def _transport(self) -> paramiko.Transport:
-        """The live connection, (re)opened if there is none or the last one dropped."""
-        transport = self._client.get_transport() if self._client else None
-        if transport is not None and transport.is_active():
-            return transport
-        self.close()
-        self._client = self._connect()
-        self.connections_opened += 1
-        transport = self._client.get_transport()
-        if transport is None:
-            raise ConnectError(f"no transport to {self._where()} after connecting")
-        return transport
-
-    def _where(self) -> str:
-        t = self.target
-        return f"{t.user}@{t.host}:{t.port}"
-
-    def _connect(self) -> paramiko.SSHClient:
-        client = paramiko.SSHClient()
-        try:
-            self._open(client)
-        except BaseException:
-            client.close()
-            raise
-        return client
-
-    def _open(self, client: paramiko.SSHClient) -> None:
-        """Verify the host against known_hosts only and log in with the key only."""
-        t = self.target
-        try:
-            client.load_host_keys(t.known_hosts)
-        except OSError as exc:
-            raise HostKeyError(f"cannot read known_hosts {t.known_hosts}: {exc}") from exc
-        client.set_missing_host_key_policy(_RejectUnknownHost(t.known_hosts))
-        try:
-            # Loaded here: given key_filename, paramiko may report a rejected
-            # RSA key as a failure to parse it as the other key types.
-            key = paramiko.PKey.from_path(t.key_file)
-        except (OSError, paramiko.SSHException) as exc:
-            raise AuthError(f"cannot load key {t.key_file}: {exc}") from exc
-        try:
-            sock = socket.create_connection((t.host, t.port), timeout=self.connect_timeout)
-            # paramiko leaves Nagle on: each command then waits ~40 ms for a delayed ACK.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client.connect(
-                t.host,
-                port=t.port,
-                username=t.user,
-                pkey=key,
-                sock=sock,
-                allow_agent=False,
-                look_for_keys=False,
-                banner_timeout=self.connect_timeout,
-                auth_timeout=self.connect_timeout,
-            )
-        except paramiko.BadHostKeyException as exc:
-            raise HostKeyError(
-                f"host key of {exc.hostname} changed: got {exc.key.fingerprint}, "
-                f"{t.known_hosts} has {exc.expected_key.fingerprint}"
-            ) from exc
-        except paramiko.AuthenticationException as exc:
-            raise AuthError(f"{self._where()} rejected key {t.key_file}: {exc}") from exc
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectError(f"cannot connect to {self._where()}: {exc}") from exc
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        check: bool = True,
-        timeout: float | None = None,
-        input: str | None = None,
-    ) -> Result:
-        """Run argv remotely as shlex.join(argv), so the remote shell sees every argument quoted."""
-        args = tuple(argv)
-        command = shlex.join(args)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        transport = self._transport()
-        try:
-            chan = transport.open_session(timeout=self.connect_timeout)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectError(f"cannot open a session on {self._where()}: {exc}") from exc
-        with chan:
-            try:
-                chan.exec_command(command)
-                if input is not None:
-                    chan.sendall(input.encode())
-                chan.shutdown_write()
-                stdout, stderr, code = _collect(chan, deadline)
-            except TimeoutError as exc:
-                raise CommandTimeoutError(f"{command} timed out after {timeout} s") from exc
-            except (OSError, EOFError, paramiko.SSHException) as exc:
-                raise ConnectError(f"connection to {self._where()} lost: {exc}") from exc
-        if code == -1 and not transport.is_active():
-            raise ConnectError(f"connection to {self._where()} lost while running {command}")
-        return _checked(Result(args, code, stdout, stderr), check)
-
-    def _sftp_client(self) -> paramiko.SFTPClient:
-        transport = self._transport()
-        if self._sftp is None:
-            self._sftp = paramiko.SFTPClient.from_transport(transport)
-            if self._sftp is None:
-                raise ConnectError(f"cannot open SFTP on {self._where()}")
-        return self._sftp
-
-    def write_file(self, path: str, content: str, mode: int = 0o644) -> None:
-        """Write a text file over SFTP on the shared connection, then chmod it."""
-        sftp = self._sftp_client()
-        with sftp.open(path, "w") as f:
-            f.write(content.encode())
-        sftp.chmod(path, mode)
-
-    def read_file(self, path: str) -> str:
-        """Read a text file over SFTP on the shared connection."""
-        with self._sftp_client().open(path, "r") as f:
-            return f.read().decode("utf-8")
-
-    def close(self) -> None:
-        """Close the SFTP session and the connection; a later call reconnects."""
-        if self._sftp is not None:
-            self._sftp.close()
-            self._sftp = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-
-def _remaining(deadline: float | None) -> float | None:
-    """Seconds left before deadline (None: no limit); TimeoutError once it has passed."""
-    if deadline is None:
-        return None
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
-    return left
-
-
-def _collect(chan: paramiko.Channel, deadline: float | None) -> tuple[str, str, int]:
-    """Read stdout and stderr together (so neither can block the other) and the exit code."""
-    out, err = bytearray(), bytearray()
-    while True:
-        done = chan.eof_received or chan.closed  # read before draining: all data precedes EOF
-        while chan.recv_ready():
-            out += chan.recv(_CHUNK)
-        while chan.recv_stderr_ready():
-            err += chan.recv_stderr(_CHUNK)
-        if done:
-            break
-        select.select([chan], [], [], _remaining(deadline))
-    if not chan.status_event.wait(_remaining(deadline)):
-        raise TimeoutError
-    # -1 means no exit status: the command was killed by a signal or the connection dropped.
-    code = chan.recv_exit_status()
-    return out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), code
+def write_remote_file(runner: Runner, path: str, content: str, mode: int) -> None:
+    """Write a text file through `runner` atomically: readers see the old file or the new one."""
+    runner.run(["sh", "-c", _WRITE, "write", path, f"{mode:o}"], input=content)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from labctl.experiments import get_entry, log_entries, query_page
-from labctl.heartbeat import latest
+from labctl.heartbeat import latest, sessions_seen
 from labctl.jobs import JobRequest, cancel_job, get_job, list_jobs, retry_job, submit_job
 from labctl.models import check_field_name
 from labctl.query import build_filter, check_filter, parse_sort
@@ -87,6 +87,10 @@ class JobList(BaseModel):
 
 class Heartbeats(BaseModel):
     heartbeats: list[Doc] = Field(description="the last run of each watchdog stage on each host")
+    sessions: list[Doc] = Field(
+        default_factory=list,
+        description="each host's watchdog's last word on each cluster's session",
+    )
 
 
 class Me(BaseModel):
@@ -202,7 +206,8 @@ async def retry(request: Request, user: ApiUser, job_id: str) -> Doc:
 
 @router.get("/watchdog")
 async def watchdog(request: Request, user: ApiUser) -> Heartbeats:
-    return Heartbeats(heartbeats=await state(request).store.run(latest))
+    store = state(request).store
+    return Heartbeats(heartbeats=await store.run(latest), sessions=await store.run(sessions_seen))
 
 
 @router.get("/openapi.json", include_in_schema=False)

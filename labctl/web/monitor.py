@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from labctl.db import Database
-from labctl.heartbeat import latest
+from labctl.heartbeat import latest, sessions_seen
 from labctl.jobs import cancel_job, get_job, list_jobs, retry_job
 from labctl.states import JobState
 from labctl.web.auth import Principal, safe_next
@@ -23,21 +23,22 @@ QUEUE_LIMIT = 200
 
 def _queue(
     db: Database, member: str | None, status: JobState | None
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     jobs = list_jobs(db, user=member, status=status, limit=QUEUE_LIMIT)
-    return jobs, latest(db)
+    return jobs, latest(db), sessions_seen(db)
 
 
 async def _render_queue(
     request: Request, user: Principal, name: str, member: str, status: JobState | None
 ) -> HTMLResponse:
-    jobs, beats = await state(request).store.run(_queue, member or None, status)
+    jobs, beats, sessions = await state(request).store.run(_queue, member or None, status)
     return render(
         request,
         name,
         user,
         jobs=jobs,
         beats=beats,
+        sessions=sessions,
         member=member,
         wanted=status or "",
         states=list(JobState),
@@ -60,7 +61,8 @@ async def monitor(
 async def monitor_live(
     request: Request, user: PageUser, member: Member = "", status: JobState | None = None
 ) -> HTMLResponse:
-    """The queue table and the watchdog heartbeats alone: htmx swaps them in every few seconds."""
+    """The queue table, the watchdog heartbeats and the clusters' sessions alone: htmx swaps
+    them in every few seconds."""
     return await _render_queue(request, user, "_queue.html", member, status)
 
 
