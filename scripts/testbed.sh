@@ -189,6 +189,11 @@ EOF
 ln -sfn /usr/sbin/sshd /usr/local/sbin/sshd-otp
 otp_sshd=(-o UsePAM=yes -o PubkeyAuthentication=no -o PasswordAuthentication=no
           -o KbdInteractiveAuthentication=yes -o AuthenticationMethods=keyboard-interactive)
+# A login host left running by a run with the other MFA_GATEWAY_ONLY listens elsewhere: restart it.
+if alive /run/sshd-mfa.pid && ! ps -o args= -p "$(cat /run/sshd-mfa.pid)" | grep -q "ListenAddress=$MFA_ADDR "; then
+  kill "$(cat /run/sshd-mfa.pid)"
+  wait_for "! alive /run/sshd-mfa.pid"
+fi
 start sshd-mfa /run/sshd-mfa.pid true /usr/local/sbin/sshd-otp -p "$MFA_PORT" -o ListenAddress="$MFA_ADDR" \
   -o HostKey="$KEYS/host_mfa_ed25519" "${otp_sshd[@]}" -o AllowUsers="$MFA_USER $TOTP_USER" \
   -o PidFile=/run/sshd-mfa.pid -E "$HPC_DIR/sshd-mfa.log"
@@ -197,12 +202,13 @@ start sshd-gw /run/sshd-gw.pid true /usr/local/sbin/sshd-otp -p "$GW_PORT" -o Li
   -o AllowTcpForwarding=yes -o PidFile=/run/sshd-gw.pid -E "$HPC_DIR/sshd-gw.log"
 # MFA_GATEWAY_ONLY=1: new connections to the login host are refused unless they come from a process
 # of $GW_USER, i.e. the gateway's sshd forwarding a ProxyJump (its session process runs as the user).
+rule=(OUTPUT -o lo -d 127.0.0.2 -p tcp --dport "$MFA_PORT" --syn -m owner ! --uid-owner "$GW_USER"
+      -j REJECT --reject-with tcp-reset)
 if [ "$MFA_GATEWAY_ONLY" = 1 ]; then
-  rule=(OUTPUT -o lo -d "$MFA_ADDR" -p tcp --dport "$MFA_PORT" --syn -m owner ! --uid-owner "$GW_USER"
-        -j REJECT --reject-with tcp-reset)
   iptables -C "${rule[@]}" 2>/dev/null || iptables -A "${rule[@]}"
   keyscan=(runuser -u "$GW_USER" -- ssh-keyscan)
 else
+  ! command -v iptables >/dev/null || while iptables -D "${rule[@]}" 2>/dev/null; do :; done
   keyscan=(ssh-keyscan)
 fi
 wait_for "${keyscan[*]} -t ed25519 -p $MFA_PORT $MFA_ADDR | grep -qF '$(cut -d' ' -f2 "$KEYS/host_mfa_ed25519.pub")'"
