@@ -21,6 +21,8 @@ import pytest
 
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
+from labctl.transport import Sessions
+from labctl.transport.ssh import short_dir
 
 SECANTUS_REPLICA_SET = "secantus"
 
@@ -32,8 +34,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No test reads or writes the real ~/.config or ~/.local/share."""
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No test reads or writes the real ~/.config or ~/.local/share, and none leaves an SSH
+    session (a ControlMaster) of its home running."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -45,7 +48,10 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "LABCTL_DB_PASSWORD",
     ):
         monkeypatch.delenv(var, raising=False)
-    return home
+    yield home
+    sessions = short_dir(home / ".local" / "share" / "labctl" / "ssh")
+    if sessions.is_dir():
+        Sessions().close_all(sessions)
 
 
 @pytest.fixture(scope="session")

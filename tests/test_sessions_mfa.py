@@ -204,6 +204,19 @@ def test_a_cron_run_on_a_down_session_waits_at_once_without_a_prompt(
     assert job["status"] == "completed" and job["waiting"] is None
 
 
+def reboot_gateway() -> None:
+    """What a gateway's weekly reboot does to sessions through it: its sshd and every connection
+    it serves end; then it comes back (scripts/testbed.sh starts what is not running)."""
+    listener = int(Path("/run/sshd-gw.pid").read_text())
+    served = Path(f"/proc/{listener}/task/{listener}/children").read_text().split()
+    os.kill(listener, signal.SIGKILL)
+    for pid in map(int, served):  # each connection: its monitor and the child it forked
+        os.killpg(pid, signal.SIGKILL)
+    repo = Path(__file__).resolve().parent.parent
+    subprocess.run(["bash", str(repo / "scripts" / "testbed.sh")], check=True, timeout=120,
+                   capture_output=True)  # fmt: skip
+
+
 def _hold_transfer_midway(db: Database, job_id: str, inputs: Path, size: int) -> int:
     """Let the job's rsync run in slices until a sixth has arrived; leave it stopped."""
     pid = int(get_job(db, job_id)["transfer"]["pid"])
@@ -231,16 +244,18 @@ def test_a_session_lost_mid_transfer_waits_then_resumes(
     tick_until(db, config, status_in(db, job_id, "transferring"), stages=["scan"])
     inputs = Path(scratch) / job_id / "inputs" / "raw"
     pid = _hold_transfer_midway(db, job_id, inputs, size)
-    session = Sessions().status(target_of(config))
-    if how == "master killed":
-        assert session.pid is not None
-        os.kill(session.pid, signal.SIGKILL)
-    else:
-        subprocess.run([env("GW_RESTART")], check=True, timeout=60)
-    os.killpg(pid, signal.SIGCONT)
+    try:
+        session = Sessions().status(target_of(config))
+        if how == "master killed":
+            assert session.pid is not None
+            os.kill(session.pid, signal.SIGKILL)
+        else:
+            reboot_gateway()
+    finally:
+        os.killpg(pid, signal.SIGCONT)
     deadline = time.monotonic() + 30
     while get_job(db, job_id)["transfer"].get("resume") is not True:
-        assert time.monotonic() < deadline, get_job(db, job_id)
+        assert time.monotonic() < deadline, get_job(db, job_id)["transfer"]
         assert labctl(path, "watchdog", "transfers").returncode == 0
         time.sleep(0.3)
     for _ in range(2):  # the next runs leave it waiting: no resume, no retry

@@ -54,6 +54,7 @@ def test_generated_config_says_where_and_how_to_check(tmp_path: Path) -> None:
         "  PreferredAuthentications keyboard-interactive,password",
         "Host *",  # the gateway too: ssh starts the hop with the same -F file
         "  StrictHostKeyChecking yes",
+        "  NumberOfPasswordPrompts 1",
         '  UserKnownHostsFile "/home/abc/.ssh/known_hosts"',
         "  ServerAliveInterval 15",
         "  ServerAliveCountMax 4",
@@ -62,6 +63,7 @@ def test_generated_config_says_where_and_how_to_check(tmp_path: Path) -> None:
     key = config_text(target(tmp_path, auth="key", proxy_jump=()))
     assert '  IdentityFile "/home/abc/.ssh/id 100%%"' in key  # % starts a token in ssh_config
     assert "ProxyJump" not in key
+    assert "  BatchMode yes" in key  # a hop never prompts for a key cluster
 
 
 def test_a_value_that_would_break_the_config_is_refused(tmp_path: Path) -> None:

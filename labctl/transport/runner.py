@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -129,10 +130,15 @@ class LocalRunner:
         """Run argv on this terminal (the person answers its prompts on /dev/tty), passing its
         stderr through as it comes while keeping a copy to explain a failure."""
         args = tuple(argv)
+        # What it leaves running (an ssh master's ProxyJump relay) must outlive this terminal:
+        # the kernel sends SIGHUP to the foreground group when the terminal goes.
+        hangup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
             proc = subprocess.Popen(args, stderr=subprocess.PIPE)
         except FileNotFoundError as exc:
             return Result(args, 127, "", f"{args[0]}: {exc.strerror}")
+        finally:
+            signal.signal(signal.SIGHUP, hangup)
         assert proc.stderr is not None
         seen: list[bytes] = []
 

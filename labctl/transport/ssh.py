@@ -120,13 +120,18 @@ class SSHTarget:
         return ",".join(self.proxy_jump)
 
 
+def short_dir(preferred: Path) -> Path:
+    """`preferred`, or where socket paths in it would be too long, a short stand-in under /tmp
+    that is a function of it (so that cron and a login shell agree)."""
+    if len(str(preferred)) <= _SHORT_DIR_MAX:
+        return preferred
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:8]
+    return Path("/tmp") / f"labctl-{os.getuid()}-{digest}"
+
+
 def private_dir(preferred: Path) -> Path:
-    """`preferred` made private (0700, ours, no symlink), or where socket paths in it would be too
-    long, a short stand-in under /tmp that is a function of it (so cron and a login shell agree).
-    """
-    if len(str(preferred)) > _SHORT_DIR_MAX:
-        digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:8]
-        preferred = Path("/tmp") / f"labctl-{os.getuid()}-{digest}"
+    """`short_dir(preferred)`, made private: 0700, ours, no symlink."""
+    preferred = short_dir(preferred)
     try:
         preferred.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = preferred.lstat()
@@ -170,6 +175,9 @@ def config_text(target: SSHTarget, *, strict: str = "yes") -> str:
         lines += ["  PubkeyAuthentication no"]
         lines += ["  PreferredAuthentications keyboard-interactive,password"]
     lines += ["Host *", f"  StrictHostKeyChecking {strict}"]
+    # The hops get -F but none of the command line: say here that they must not prompt either
+    # (key clusters), or ask once and fail clearly on a wrong answer (interactive ones).
+    lines.append("  BatchMode yes" if t.auth == "key" else "  NumberOfPasswordPrompts 1")
     if t.known_hosts:
         lines.append(f"  UserKnownHostsFile {_config_value(t.known_hosts)}")
     lines += ["  ServerAliveInterval 15", "  ServerAliveCountMax 4"]
@@ -348,6 +356,20 @@ class Sessions:
         done = self._control(target, "exit")
         _record_path(target).unlink(missing_ok=True)
         return done.returncode == 0
+
+    def close_all(self, directory: Path) -> int:
+        """End every session whose socket is in `directory`; return how many were open."""
+        ended = 0
+        for path in directory.iterdir():
+            try:
+                is_socket = stat.S_ISSOCK(path.lstat().st_mode)
+            except FileNotFoundError:  # a temporary file of ssh's or labctl's, gone meanwhile
+                continue
+            if is_socket:
+                argv = ["ssh", "-o", f"ControlPath={_escape(str(path))}", "-O", "exit", path.name]
+                ended += self.local.run(argv, check=False, timeout=15).returncode == 0
+                path.with_name(path.name + ".json").unlink(missing_ok=True)
+        return ended
 
 
 def _hop_of(spec: str, target: SSHTarget) -> tuple[str, int]:
