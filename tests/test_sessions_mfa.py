@@ -322,4 +322,3 @@ def test_a_totp_account_connects_once(tmp_path: Path, mfa: tuple[Database, Confi
         assert checks["mfa: session"]["ok"] and checks["mfa: ssh login"]["ok"], checks
     finally:
         labctl(path, "disconnect", "mfa")
-
