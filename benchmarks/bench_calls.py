@@ -1,21 +1,25 @@
-"""SSH connections and SLURM calls per watchdog tick as the active jobs grow, on the testbed.
+"""SSH logins, ssh processes and SLURM calls per watchdog run as the active jobs grow, on two
+connected clusters of the testbed: `hpc` (key) and `mfa` (password + OTP through the gateway).
 
-    python -m benchmarks.bench_calls [--sizes 1,10,100,500] [--repeat 3]
+    python -m benchmarks.bench_calls [--sizes 1,10,100] [--repeat 3]
 
-Submits max(--sizes) real SLURM jobs on hold on the testbed (pending and never started, so they
-take no CPU from anyone), then for each size N fills a fresh embedded store with N `pending`
-queue entries following N distinct jobs among them, and runs `--repeat` ticks (scan, transfers,
-jobs, each as `labctl.cli.watchdog.run_stages` runs it, in one process), counting, for every
-cluster a stage opened, its `SSHRunner.connections_opened` and its scheduler's `calls`. Rows
-marked "+1 gone" add an entry whose job SLURM no longer lists (an id it never had: squeue leaves
-it out, so labctl must ask accounting, `sacct`); "gone only" is that entry alone. The rsync
-processes of transfers open their own ssh connections; no transfer runs here.
-Goal: constant: 1 connection per tick, 1 SLURM call (2 when some job left squeue) per cluster.
+Submits max(--sizes) real SLURM jobs on hold (pending and never started, so they take no CPU
+from anyone). `labctl connect mfa` is answered on a pseudo-terminal as a person would (one login
+at the gateway, one at the login host); the key cluster's session opens by itself in a warm-up
+tick. Then for each size N a fresh embedded store gets N `pending` queue entries per cluster,
+following N distinct held jobs, and `--repeat` ticks run (scan, transfers, jobs, in one process as
+`run_stages` runs them). Per tick it counts the logins the three sshds logged (key host, login
+host, gateway: the raw floor is 0, riding the sessions), the ssh processes labctl started (its
+runners' count: session checks and commands) and the SLURM calls. Rows marked "+1 gone" add an
+entry whose job SLURM no longer lists, so that `sacct` must answer too.
+Goal: 0 logins on every row; ssh processes and SLURM calls constant in N.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -33,6 +37,7 @@ from benchmarks.common import (
     testbed_shell,
 )
 from labctl.cli.watchdog import STAGES
+from labctl.cluster import ssh_target
 from labctl.config import Config
 from labctl.db import Database, connect
 from labctl.experiments import log_entries
@@ -40,54 +45,53 @@ from labctl.jobs import JobRequest, new_job_id, prepare_job
 from labctl.models import utcnow
 from labctl.scheduler import SlurmScheduler
 from labctl.stages import stage_run
-from labctl.transport import SSHRunner
+from labctl.transport import Sessions, SSHRunner
+from tests.mfa import connect_answers, run_on_pty
+from tests.testbed import mfa_cluster, sshd_logins, write_config
+
+CLUSTERS = ("hpc", "mfa")
+LOGS = ("HPC_SSHD_LOG", "HPC_MFA_LOG", "HPC_GW_LOG")
 
 
-def add_pending(db: Database, config: Config, scheduler_ids: Sequence[str]) -> None:
-    """One validated queue entry per SLURM job, as the scan stage leaves it once SLURM has it."""
-    base = prepare_job(db, config, JobRequest(DATASET, "hpc", "file_stats", allow_dirty=True))
+def add_pending(db: Database, config: Config, ids: Sequence[str]) -> None:
+    """Per cluster, one validated queue entry per SLURM job, as the scan stage leaves it."""
     now = utcnow()
-    db.queue.insert_many(
-        [
-            {
-                **base,
-                "job_id": new_job_id(),
-                "status": "pending",
-                "slurm": {"job_id": i, "tasks": 1, "state": "PENDING", "submitted_at": now},
-            }
-            for i in scheduler_ids
-        ]
-    )
+    for cluster in CLUSTERS:
+        base = prepare_job(db, config, JobRequest(DATASET, cluster, "file_stats", allow_dirty=True))
+        slurm = {"tasks": 1, "state": "PENDING", "submitted_at": now}
+        entry = {**base, "status": "pending"}
+        db.queue.insert_many(
+            [{**entry, "job_id": new_job_id(), "slurm": {**slurm, "job_id": i}} for i in ids]
+        )
 
 
-def counted_tick(db: Database, config: Config) -> tuple[list[int], int, float, list[str]]:
-    """One tick: SSH connections per stage, SLURM calls, seconds of `jobs`, the stages' notes."""
-    connections, calls, seconds, notes = [], 0, 0.0, []
+def logins() -> list[int]:
+    return [sshd_logins(Path(os.environ[log])) for log in LOGS]
+
+
+def counted_tick(db: Database, config: Config) -> tuple[list[int], int, int, float, list[str]]:
+    """One tick: new logins per sshd, ssh processes, SLURM calls, seconds, the stages' notes."""
+    before, processes, calls, notes = logins(), 0, 0, []
+    start = time.perf_counter()
     for name in TICK:
-        start = time.perf_counter()
         with stage_run(db, config, name) as run:  # what run_stages does, counting before close
             STAGES[name](run)
-            opened = run.pool.opened.values()
-            connections.append(
-                sum(c.runner.connections_opened for c in opened if isinstance(c.runner, SSHRunner))
-            )
-            calls += sum(
-                c.scheduler.calls for c in opened if isinstance(c.scheduler, SlurmScheduler)
-            )
-        if name == "jobs":
-            seconds = time.perf_counter() - start
+            opened = list(run.pool.opened.values())
+        processes += sum(c.runner.ssh_processes for c in opened if isinstance(c.runner, SSHRunner))
+        calls += sum(c.scheduler.calls for c in opened if isinstance(c.scheduler, SlurmScheduler))
         notes += run.notes
-    return connections, calls, seconds, notes
+    seconds = time.perf_counter() - start
+    return [a - b for a, b in zip(logins(), before, strict=True)], processes, calls, seconds, notes
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1,10,100,500", help="numbers of active jobs")
+    parser.add_argument("--sizes", default="1,10,100", help="active jobs per cluster")
     parser.add_argument("--repeat", type=int, default=3, help="ticks per size")
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.sizes.split(",")]
-    if testbed_cluster("/") is None:
-        print(f"bench_calls skipped: {TESTBED_HINT}")
+    if testbed_cluster("/") is None or "HPC_MFA_PORT" not in os.environ:
+        print(f"bench_calls skipped: {TESTBED_HINT} (with the MFA host)")
         return
 
     rows = []
@@ -95,37 +99,55 @@ def main(argv: Sequence[str] | None = None) -> None:
         tempfile.TemporaryDirectory(prefix="labctl-bench-") as tmp,
         testbed_shell() as shell,
         remote_scratch(shell) as scratch,
+        held_jobs(shell, max(sizes)) as ids,
     ):
-        start = time.perf_counter()
-        with held_jobs(shell, max(sizes)) as ids:
-            print(f"submitted {len(ids)} held jobs in {time.perf_counter() - start:.1f} s")
+        hpc, mfa = testbed_cluster(scratch), mfa_cluster("/tmp")
+        assert hpc is not None
+        base = bench_config(Path(tmp) / "base", hpc=hpc, mfa=mfa)
+        path = write_config(base, Path(tmp) / "config.yaml")
+        labctl = str(Path(sys.executable).parent / "labctl")
+        opened = run_on_pty([labctl, "--config", str(path), "connect", "mfa"], connect_answers())
+        if opened.returncode != 0:
+            raise RuntimeError(f"labctl connect mfa failed: {opened}")
+        try:
             gone = str(int(ids[-1]) + 10**6)  # never submitted: neither squeue nor sacct has it
             middle = sizes[len(sizes) // 2]
             cases = [(f"{n}", ids[:n]) for n in sizes]
-            cases += [(f"{middle} +1 gone", [*ids[:middle], gone]), ("gone only", [gone])]
+            cases += [(f"{middle} +1 gone", [*ids[:middle], gone])]
             for case, (label, chosen) in enumerate(cases):
-                hpc = testbed_cluster(scratch)
-                assert hpc is not None
-                config = bench_config(Path(tmp) / f"case{case}", hpc=hpc)
+                config = bench_config(Path(tmp) / f"case{case}", hpc=hpc, mfa=mfa)
                 with connect(config.database) as db:
                     fields = {"user": "bench", "data_raw_path": tmp}
                     log_entries(db, config, [(DATASET, fields)])
                     add_pending(db, config, chosen)
+                    counted_tick(db, config)  # warm-up: opens the key cluster's session once
                     ticks = []
                     for _ in range(args.repeat):  # `missing` stays below the count that fails
                         db.queue.update({}, {"$set": {"slurm.missing": 0}}, many=True)
                         ticks.append(counted_tick(db, config))
                 rows.append((label, ticks))
+        finally:
+            for name, cluster in (("hpc", hpc), ("mfa", mfa)):
+                target = ssh_target(name, cluster)
+                assert target is not None
+                Sessions().close(target)
 
-    print(f"\n{args.repeat} ticks per row; connections are per stage: scan/transfers/jobs")
-    print(f"{'active jobs':<16} {'ssh conn.':>10} {'slurm calls':>12} {'jobs s':>8}  notes")
+    print(f"\n{args.repeat} ticks per row, {len(CLUSTERS)} clusters (hpc: key, mfa: password + OTP "
+          "through a gateway); logins per tick at the key host/login host/gateway")  # fmt: skip
+    print(f"{'active jobs':<14} {'logins':>8} {'ssh procs':>10} {'slurm calls':>12} {'tick s':>7}"
+          "  notes")  # fmt: skip
     for label, ticks in rows:
-        conns = {"/".join(map(str, t[0])) for t in ticks}
-        calls = {str(t[1]) for t in ticks}
-        notes = sorted({note for t in ticks for note in t[3]})
-        print(f"{label:<16} {','.join(sorted(conns)):>10} {','.join(sorted(calls)):>12} "
-              f"{median([t[2] for t in ticks]):>8.3f}  {'; '.join(notes)}")  # fmt: skip
-    print("goal: 0/0/1 connections and 1-2 SLURM calls on every row")
+        seen = {"/".join(map(str, t[0])) for t in ticks}
+        procs = {str(t[1]) for t in ticks}
+        calls = {str(t[2]) for t in ticks}
+        notes = sorted({note for t in ticks for note in t[4]})
+        print(f"{label + ' x2':<14} {','.join(sorted(seen)):>8} {','.join(sorted(procs)):>10} "
+              f"{','.join(sorted(calls)):>12} {median([t[3] for t in ticks]):>7.3f}  "
+              f"{'; '.join(notes)}")  # fmt: skip
+    print(
+        "goal: 0/0/0 logins on every row (the raw floor, riding the sessions); ssh processes "
+        "and SLURM calls constant as the jobs grow"
+    )
 
 
 if __name__ == "__main__":

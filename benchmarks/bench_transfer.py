@@ -1,15 +1,17 @@
-"""Transfer throughput through labctl vs plain `rsync -a` over the same ssh, on the testbed.
+"""Transfer throughput through labctl vs plain `rsync -a` over a fresh SSH connection, on the
+testbed.
 
-    python -m benchmarks.bench_transfer [--mb 500] [--files 5] [--repeat 5] [--poll 0.1]
+    python -m benchmarks.bench_transfer [--mb 100,1000] [--files 5] [--repeat 5] [--poll 0.1]
 
-Writes `--files` files of random bytes (`--mb` MB in all) under a temporary folder, logs them as
-a dataset, then per round, in alternating order:
+For each size, writes `--files` files of random bytes (`--mb` MB in all) under a temporary
+folder, logs them as a dataset, then per round, in alternating order:
 - labctl: submit a job with the files as inputs; the clock starts before the `scan` stage (which
-  opens the SSH connection, makes the job folder, stages the inputs and starts the background
-  rsync with --info=progress2) and stops when a `transfers` stage run (repeated every `--poll`
-  seconds, each recording the progress it reads) has recorded the transfer done;
-- plain: the argv labctl recorded for that job minus `--info=progress2,stats1`: the same `-e ssh`
-  command, key and options, the same source tree, a fresh destination folder.
+  checks the cluster's session, makes the job folder over it, stages the inputs and starts the
+  background rsync with --info=progress2 through the session) and stops when a `transfers` stage
+  run (repeated every `--poll` seconds, each recording the progress it reads) has recorded the
+  transfer done;
+- plain: `rsync -a` of the same source tree with a plain `ssh -i KEY -p PORT` (a connection and
+  key login of its own, as a person would type it), to a fresh destination folder.
 Every run sends everything to a new folder, removed afterwards. MB/s is 10^6 bytes of the tree
 sent (the inputs plus labctl's small code folder) per second; "x plain" is labctl's over plain's
 in the same round, and the median of those ratios is the figure. It splits into "start s" (the
@@ -41,7 +43,7 @@ from benchmarks.common import (
     testbed_shell,
 )
 from labctl.cli.watchdog import reap_children, run_stages
-from labctl.config import Config
+from labctl.config import ClusterConfig, Config
 from labctl.db import Database, connect
 from labctl.experiments import log_entries
 from labctl.jobs import JobRequest, get_job, submit_job
@@ -109,11 +111,13 @@ def labctl_run(
     }
 
 
-def plain_argv(recorded: Sequence[str], dest: str) -> list[str]:
-    """labctl's rsync argv without progress output, to another remote folder."""
-    argv = [arg for arg in recorded if arg != PROGRESS]
-    host = argv[-1].split(":", 1)[0]
-    return [*argv[:-1], f"{host}:{dest}/"]
+def plain_argv(recorded: Sequence[str], cluster: ClusterConfig, dest: str) -> list[str]:
+    """`rsync -a` of the tree labctl sent, over a fresh ssh connection of its own."""
+    ssh = ["ssh", "-p", str(cluster.port), "-i", str(cluster.key_file), "-o", "ControlPath=none",
+           "-o", f"UserKnownHostsFile={cluster.known_hosts}", "-o", "BatchMode=yes"]  # fmt: skip
+    source = recorded[-2]  # labctl's staging tree: symlinks to the inputs, hence -L
+    return ["rsync", "-a", "-L", "-e", shlex.join(ssh), source,
+            f"{cluster.user}@{cluster.host}:{dest}/"]  # fmt: skip
 
 
 def plain_run(argv: list[str], shell: SSHRunner, dest: str) -> float:
@@ -124,43 +128,31 @@ def plain_run(argv: list[str], shell: SSHRunner, dest: str) -> float:
     return seconds
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mb", type=int, default=500, help="MB of input data in all")
-    parser.add_argument("--files", type=int, default=5, help="number of input files")
-    parser.add_argument("--repeat", type=int, default=5, help="rounds (one run of each)")
-    parser.add_argument("--poll", type=float, default=0.1, help="seconds between transfers runs")
-    args = parser.parse_args(argv)
-    if testbed_cluster("/") is None:
-        print(f"bench_transfer skipped: {TESTBED_HINT}")
-        return
-
-    with (
-        tempfile.TemporaryDirectory(prefix="labctl-bench-") as tmp,
-        testbed_shell() as shell,
-        remote_scratch(shell) as scratch,
-    ):
-        hpc = testbed_cluster(scratch)
-        assert hpc is not None
-        config = bench_config(Path(tmp), hpc=hpc)
-        started = time.perf_counter()
-        inputs = write_data(Path(tmp) / "raw", args.mb, args.files)
-        print(f"wrote {args.mb} MB in {args.files} files in {time.perf_counter() - started:.1f} s")
-        with connect(config.database) as db:
-            log_entries(db, config, [(DATASET, {"user": "bench", "data_raw_path": f"{tmp}/raw"})])
-            # Untimed: fills the page cache; plain rsync then sends this job's staging tree.
-            warm = labctl_run(db, config, shell, inputs, args.poll)
-            plain = plain_argv(warm["argv"], f"{scratch}/plain")
-            size = tree_bytes(Path(plain[-2]))
-            rows: list[tuple[float, dict[str, Any]]] = []
-            for i in range(args.repeat):
-                if i % 2 == 0:
-                    ours = labctl_run(db, config, shell, inputs, args.poll)
-                    theirs = plain_run(plain, shell, f"{scratch}/plain")
-                else:
-                    theirs = plain_run(plain, shell, f"{scratch}/plain")
-                    ours = labctl_run(db, config, shell, inputs, args.poll)
-                rows.append((theirs, ours))
+def measure(
+    mb_in: int, args: argparse.Namespace, shell: SSHRunner, scratch: str, tmp: Path
+) -> None:
+    """The rounds of one size, and their table."""
+    hpc = testbed_cluster(scratch)
+    assert hpc is not None
+    config = bench_config(tmp, hpc=hpc)
+    started = time.perf_counter()
+    inputs = write_data(tmp / "raw", mb_in, args.files)
+    print(f"wrote {mb_in} MB in {args.files} files in {time.perf_counter() - started:.1f} s")
+    with connect(config.database) as db:
+        log_entries(db, config, [(DATASET, {"user": "bench", "data_raw_path": f"{tmp}/raw"})])
+        # Untimed: fills the page cache and opens the session; plain then sends its staging tree.
+        warm = labctl_run(db, config, shell, inputs, args.poll)
+        plain = plain_argv(warm["argv"], hpc, f"{scratch}/plain")
+        size = tree_bytes(Path(plain[-2]))
+        rows: list[tuple[float, dict[str, Any]]] = []
+        for i in range(args.repeat):
+            if i % 2 == 0:
+                ours = labctl_run(db, config, shell, inputs, args.poll)
+                theirs = plain_run(plain, shell, f"{scratch}/plain")
+            else:
+                theirs = plain_run(plain, shell, f"{scratch}/plain")
+                ours = labctl_run(db, config, shell, inputs, args.poll)
+            rows.append((theirs, ours))
 
     mb = size / 1e6
     print(f"\n{mb:.1f} MB per run, {args.repeat} rounds, polled every {args.poll} s")
@@ -179,7 +171,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{'median':<6} {median(plain_rates):>10.1f} {median(ours_rates):>11.1f} "
           f"{median(ratios):>8.3f} {median([o['start'] for _, o in rows]):>8.3f} "
           f"{median(rsync_ratios):>13.3f} {median([o['lag'] for _, o in rows]):>6.3f}")  # fmt: skip
-    print(f"x plain over the rounds: {spread(ratios)}; goal >= 0.97")
+    print(f"x plain over the rounds at {mb_in} MB: {spread(ratios)}; goal >= 0.97\n")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", default="100,1000", help="MB of input data in all, per size")
+    parser.add_argument("--files", type=int, default=5, help="number of input files")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds (one run of each)")
+    parser.add_argument("--poll", type=float, default=0.1, help="seconds between transfers runs")
+    args = parser.parse_args(argv)
+    if testbed_cluster("/") is None:
+        print(f"bench_transfer skipped: {TESTBED_HINT}")
+        return
+    with testbed_shell() as shell, remote_scratch(shell) as scratch:
+        for mb in (int(size) for size in args.mb.split(",")):
+            with tempfile.TemporaryDirectory(prefix="labctl-bench-") as tmp:
+                measure(mb, args, shell, scratch, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ if $quick; then
   bench bench_query --n 10000 --repeat 3
   bench bench_transfer --mb 100 --repeat 3
   bench bench_tick --finished 10000 --repeat 3 --cron-repeat 2
-  bench bench_calls --sizes 1,10,100 --repeat 2
+  bench bench_calls --sizes 1,10 --repeat 2
   bench bench_pipelines --frames 20 --size 256 --repeat 3
   bench bench_splits --frames 400 --repeat 1
 else

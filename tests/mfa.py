@@ -274,3 +274,13 @@ def login_answers(user: str, password: str, code: str | None = None) -> list[tup
         (rf"\({re.escape(user)}@[^)]*\) {PASSWORD_PROMPT}", password),
         (rf"\({re.escape(user)}@[^)]*\) {OTP_PROMPT}", next_hotp(user) if code is None else code),
     ]
+
+
+def connect_answers(*, via_gateway: bool = True) -> list[tuple[str, str]]:
+    """What a person types at `labctl connect` of the testbed's MFA cluster: password and OTP
+    for the gateway (unless direct), then for the login host."""
+    env = os.environ
+    host = login_answers(env["HPC_MFA_USER"], env["HPC_MFA_PASSWORD"])
+    if not via_gateway:
+        return host
+    return login_answers(env["HPC_GW_USER"], env["HPC_GW_PASSWORD"]) + host

@@ -23,13 +23,21 @@ from typing import Any
 import pytest
 
 from labctl.cluster import ssh_target
-from labctl.config import ClusterConfig, Config, DatabaseConfig, Resources
+from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
 from labctl.jobs import JobRequest, get_job, submit_job
 from labctl.transport import Sessions, SSHTarget
 from tests.jobfixtures import DATASET, dataset_with_files, job_config
-from tests.mfa import fresh_totp, login_answers, run_on_pty
-from tests.testbed import slurm_jobs_named, sshd_logins, status_in, tick_until, write_config
+from tests.mfa import connect_answers, fresh_totp, login_answers, run_on_pty
+from tests.testbed import (
+    mfa_cluster,
+    mfa_gateway,
+    slurm_jobs_named,
+    sshd_logins,
+    status_in,
+    tick_until,
+    write_config,
+)
 
 pytestmark = [
     pytest.mark.testbed,
@@ -41,27 +49,6 @@ FINAL = ("completed", "failed", "cancelled")
 
 def env(name: str) -> str:
     return os.environ[f"HPC_{name}"]
-
-
-def gateway() -> str:
-    return f"{env('GW_USER')}@{env('GW_HOST')}:{env('GW_PORT')}"
-
-
-def mfa_cluster(scratch: str, *, via_gateway: bool = True, **changes: Any) -> ClusterConfig:
-    settings: dict[str, Any] = {
-        "type": "ssh",
-        "host": env("MFA_HOST"),
-        "port": int(env("MFA_PORT")),
-        "user": env("MFA_USER"),
-        "auth": "interactive",
-        "proxy_jump": [gateway()] if via_gateway else [],
-        "known_hosts": env("KNOWN_HOSTS"),
-        "scratch": scratch,
-        "accounting": "jobcomp",
-        "python": "/usr/bin/python3",
-        "resources": Resources(time="00:10:00", cpus=1, partition="debug"),
-    }
-    return ClusterConfig.model_validate({**settings, **changes})
 
 
 @pytest.fixture
@@ -106,14 +93,6 @@ def labctl(path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedP
     )  # fmt: skip
 
 
-def gateway_answers() -> list[tuple[str, str]]:
-    return login_answers(env("GW_USER"), env("GW_PASSWORD"))
-
-
-def host_answers() -> list[tuple[str, str]]:
-    return login_answers(env("MFA_USER"), env("MFA_PASSWORD"))
-
-
 def connect_on_terminal(path: Path, answers: list[tuple[str, str]], *extra: str) -> Any:
     """`labctl connect mfa` on a pseudo-terminal, answering the prompts as a person would."""
     return run_on_pty([LABCTL, "--config", str(path), "connect", "mfa", *extra], answers)
@@ -134,14 +113,16 @@ def test_connect_through_the_gateway_then_jobs_run_without_a_prompt(
 ) -> None:
     db, config, path = mfa
     before = logins()
-    done = connect_on_terminal(path, gateway_answers() + host_answers())
+    done = connect_on_terminal(path, connect_answers())
     assert done.returncode == 0, done
-    assert f"connected to mfa through {gateway()}: the session stays open until" in done.transcript
+    assert (
+        f"connected to mfa through {mfa_gateway()}: the session stays open until" in done.transcript
+    )
     assert logins() == (before[0] + 1, before[1] + 1)  # one login on each: gateway, then host
 
     listed = json.loads(labctl(path, "connections", "--json").stdout)
     assert [(s["cluster"], s["up"], s["via"], s["auth"]) for s in listed] == [
-        ("mfa", True, gateway(), "interactive")
+        ("mfa", True, mfa_gateway(), "interactive")
     ]
     jobs = [submit(db, config), submit(db, config, datarawfiles=["fl_a.roli"])]
     tick_until(db, config, lambda: all(get_job(db, j)["status"] in FINAL for j in jobs), timeout=90)
@@ -152,7 +133,7 @@ def test_connect_through_the_gateway_then_jobs_run_without_a_prompt(
             assert Path(result["path"]).stat().st_size == result["size"]
     assert logins() == (before[0] + 1, before[1] + 1)  # the whole jobs rode the one session
     seen = db.meta.find({"kind": "cluster_session"}, ["cluster", "up", "via"])
-    assert seen == [{"cluster": "mfa", "up": True, "via": gateway()}]
+    assert seen == [{"cluster": "mfa", "up": True, "via": mfa_gateway()}]
 
     closed = labctl(path, "disconnect", "mfa")
     assert closed.returncode == 0 and "closed the session to mfa" in closed.stdout
@@ -163,7 +144,8 @@ def test_wrong_otp_is_one_clear_line_and_changes_nothing(
     mfa: tuple[Database, Config, Path],
 ) -> None:
     _, config, path = mfa
-    answers = [*gateway_answers(), host_answers()[0], (host_answers()[1][0], "000000")]
+    *gateway, password, otp = connect_answers()
+    answers = [*gateway, password, (otp[0], "000000")]
     done = run_on_pty([LABCTL, "--config", str(path), "connect", "mfa"], answers,
                       require_all=False)  # fmt: skip
     assert done.returncode == 1, done
@@ -198,13 +180,13 @@ def test_a_cron_run_on_a_down_session_waits_at_once_without_a_prompt(
     session = next(c for c in doctor["checks"] if c["name"] == "mfa: session")
     assert session["ok"] is False and session["hint"] == "labctl connect mfa"
 
-    assert connect_on_terminal(path, gateway_answers() + host_answers()).returncode == 0
+    assert connect_on_terminal(path, connect_answers()).returncode == 0
     tick_until(db, config, status_in(db, job_id, *FINAL), timeout=90)
     job = get_job(db, job_id)
     assert job["status"] == "completed" and job["waiting"] is None
 
 
-def reboot_gateway() -> None:
+def reboot_mfa_gateway() -> None:
     """What a gateway's weekly reboot does to sessions through it: its sshd and every connection
     it serves end; then it comes back (scripts/testbed.sh starts what is not running)."""
     listener = int(Path("/run/sshd-gw.pid").read_text())
@@ -239,7 +221,7 @@ def test_a_session_lost_mid_transfer_waits_then_resumes(
     big = tmp_path / "data" / "raw" / "big.bin"
     subprocess.run(["sh", "-c", 'head -c 200M /dev/urandom > "$1"', "gen", big], check=True)
     size = big.stat().st_size
-    assert connect_on_terminal(path, gateway_answers() + host_answers()).returncode == 0
+    assert connect_on_terminal(path, connect_answers()).returncode == 0
     job_id = submit(db, config, datarawfiles=["big.bin"])
     tick_until(db, config, status_in(db, job_id, "transferring"), stages=["scan"])
     inputs = Path(scratch) / job_id / "inputs" / "raw"
@@ -250,7 +232,7 @@ def test_a_session_lost_mid_transfer_waits_then_resumes(
             assert session.pid is not None
             os.kill(session.pid, signal.SIGKILL)
         else:
-            reboot_gateway()
+            reboot_mfa_gateway()
     finally:
         os.killpg(pid, signal.SIGCONT)
     deadline = time.monotonic() + 30
@@ -267,7 +249,7 @@ def test_a_session_lost_mid_transfer_waits_then_resumes(
     assert "waiting for a session to mfa" in labctl(path, "queue").stdout
     assert "labctl connect mfa" in labctl(path, "doctor").stdout
 
-    assert connect_on_terminal(path, gateway_answers() + host_answers()).returncode == 0
+    assert connect_on_terminal(path, connect_answers()).returncode == 0
     tick_until(db, config, status_in(db, job_id, *FINAL), timeout=120)
     job = get_job(db, job_id)
     assert job["status"] == "completed", job.get("failure")
@@ -301,7 +283,10 @@ def test_an_unknown_host_key_is_refused_with_its_fingerprint(
     ).stdout  # fmt: skip
     accepted = run_on_pty(
         [LABCTL, "--config", str(path), "connect", "mfa", "--accept-host-key"],
-        [(r"Are you sure you want to continue connecting", "yes"), *host_answers()],
+        [
+            (r"Are you sure you want to continue connecting", "yes"),
+            *connect_answers(via_gateway=False),
+        ],
     )
     assert accepted.returncode == 0, accepted
     assert fingerprint.split()[1] in accepted.prompts[0]  # ssh showed the key it asked about

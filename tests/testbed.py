@@ -87,6 +87,32 @@ def hpc_cluster(scratch: str) -> ClusterConfig:
     )
 
 
+def mfa_gateway() -> str:
+    """The testbed's gateway as a ProxyJump hop."""
+    env = os.environ
+    return f"{env['HPC_GW_USER']}@{env['HPC_GW_HOST']}:{env['HPC_GW_PORT']}"
+
+
+def mfa_cluster(scratch: str, *, via_gateway: bool = True, **changes: Any) -> ClusterConfig:
+    """The testbed's MPCDF-like login host as an `interactive` cluster (password + OTP, no
+    keys), through the gateway unless told otherwise; SLURM as for `hpc_cluster`."""
+    env = os.environ
+    settings: dict[str, Any] = {
+        "type": "ssh",
+        "host": env["HPC_MFA_HOST"],
+        "port": int(env["HPC_MFA_PORT"]),
+        "user": env["HPC_MFA_USER"],
+        "auth": "interactive",
+        "proxy_jump": [mfa_gateway()] if via_gateway else [],
+        "known_hosts": env["HPC_KNOWN_HOSTS"],
+        "scratch": scratch,
+        "accounting": "jobcomp",
+        "python": "/usr/bin/python3",
+        "resources": Resources(time="00:10:00", cpus=1, partition="debug"),
+    }
+    return ClusterConfig.model_validate({**settings, **changes})
+
+
 def hpc_config(base: Config, scratch: str, state: Path, **watchdog: Any) -> Config:
     """`base` with the job types of tests.jobfixtures, the cluster `hpc` and a local watchdog."""
     config = job_config(base, state / "local-scratch", hpc=hpc_cluster(scratch))
