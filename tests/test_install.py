@@ -120,6 +120,26 @@ def test_setup_asks_and_creates_a_key(isolated_home: Path, tmp_path: Path) -> No
     assert config.clusters["testbed"].key_file == key
 
 
+def test_setup_of_a_two_factor_cluster_asks_no_key_and_logs_in_nowhere(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    lab = lab_config(tmp_path / "lab.yaml", auth="interactive", proxy_jump=["gw@127.0.0.1:9"])
+    mfa_log = Path(os.environ.get("HPC_MFA_LOG", os.devnull))
+    before = mfa_log.read_text() if mfa_log.is_file() else ""
+    typed = "dana\ndana@lab.org\n\nabc123\n"  # user, e-mail, URI, HPC user: no key question
+    result = setup("--no-cron", "--lab-config", str(lab), input=typed)
+    assert result.exit_code == 0, result.output
+    assert "SSH private key" not in result.output
+    assert not (isolated_home / ".ssh").exists()  # no key made
+    assert (
+        "testbed asks for a password and a one-time password: run 'labctl connect testbed' to "
+        "open its session; the watchdog waits for it"
+    ) in result.output.splitlines()
+    cluster = load_config(config_path(isolated_home)).clusters["testbed"]
+    assert (cluster.user, cluster.auth, cluster.key_file) == ("abc123", "interactive", None)
+    assert (mfa_log.read_text() if mfa_log.is_file() else "") == before
+
+
 def nothing_written(home: Path, before: bytes | None) -> bool:
     """The config as `before` (None: no file, nor the directories for it), the crontab as set."""
     path = config_path(home)

@@ -29,9 +29,10 @@ from labctl.errors import (
     ValidationError,
 )
 from labctl.experiments import get_entry, log_entries
-from labctl.heartbeat import beat
+from labctl.heartbeat import beat, record_sessions
 from labctl.jobs import JobRequest, PermissionDenied, get_job, submit_job, transition
 from labctl.states import FailureReason, InvalidTransition, JobState
+from labctl.transport import Session
 from labctl.web import create_app
 from labctl.web.auth import LoginLimiter, open_session, session_principal
 from labctl.web.errors import status_of
@@ -467,6 +468,30 @@ def test_monitor_shows_state_progress_slurm_age_and_heartbeats(
     only = alice.get("/monitor/live", params={"status": "transferring", "user": "bob"}).text
     assert moving["job_id"] in only and queued["job_id"] not in only
     assert "has not run yet" not in live
+
+
+def test_monitor_shows_each_cluster_session_and_why_a_job_waits(
+    browser: Browser, db: Database, cfg: Config
+) -> None:
+    job = submit(db, cfg)
+    until = dt.datetime(2026, 12, 8, 9, 0, tzinfo=dt.UTC)
+    since = until - dt.timedelta(days=7)
+    up = Session("raven", True, "interactive", "abc@gate1.mpcdf.mpg.de", since, until, 4242)
+    down = Session("viper", False, "interactive", "abc@gate2.mpcdf.mpg.de", detail="no session")
+    record_sessions(db, [up, down])
+    message = "waiting for a session to viper: run `labctl connect viper`"
+    db.queue.update({"job_id": job["job_id"]}, {"$set": {"waiting": message}})
+    alice = browser("alice")
+    live = alice.get("/monitor/live").text
+    row = re.search(rf'<tr id="job-{job["job_id"]}">.*?</tr>', live, re.S)
+    assert row and "waiting for a session to viper: run `labctl connect viper`" in row[0]
+    raven = re.search(r'<tr id="session-raven-[^"]+">.*?</tr>', live, re.S)
+    viper = re.search(r'<tr id="session-viper-[^"]+">.*?</tr>', live, re.S)
+    assert raven and ">up<" in raven[0] and "2026-12-08" in raven[0] and "gate1" in raven[0]
+    assert viper and ">down<" in viper[0] and "labctl connect viper" in viper[0]
+    assert "2026" not in viper[0]  # no expiry for a session that is down
+    page = alice.get(f"/jobs/{job['job_id']}/live").text
+    assert "waiting for a session to viper" in page
 
 
 def test_job_page_shows_history_log_tail_and_updates_live(

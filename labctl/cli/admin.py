@@ -76,17 +76,27 @@ def _ask_password(interactive: bool, store: bool, uri: str) -> str | None:
     return str(answer) or None
 
 
+def _logs_in_with_key(cluster: dict[str, Any]) -> bool:
+    """An SSH cluster that the watchdog logs in to by itself (not password + one-time password)."""
+    return cluster.get("type") != "local" and cluster.get("auth", "key") == "key"
+
+
 def _ask_clusters(
     clusters: dict[str, Any], interactive: bool, users: dict[str, str], keys: dict[str, str]
 ) -> dict[str, ClusterAnswer]:
-    """Each SSH cluster's HPC username and private key."""
+    """Each SSH cluster's HPC username, and private key where it logs in with one."""
     require_clusters(clusters, [*users, *keys])
     answers = {}
     for name, settings in sorted(clusters.items()):
         current = settings or {}
         if current.get("type") == "local":
             continue
-        user = _ask(interactive, users.get(name), f"HPC username on {name}", current.get("user"))
+        user = users.get(name)
+        if not current.get("ssh_alias"):  # else ~/.ssh/config names the account
+            user = _ask(interactive, user, f"HPC username on {name}", current.get("user"))
+        if not _logs_in_with_key(current):
+            answers[name] = ClusterAnswer(user, None)
+            continue
         default_key = str(current.get("key_file") or DEFAULT_KEY)
         key = _ask(interactive, keys.get(name), f"SSH private key for {name}", default_key)
         path = Path(key).expanduser().absolute() if key else None
@@ -98,7 +108,7 @@ def _keys_to_create(settings: dict[str, Any], interactive: bool, create: bool) -
     """The missing keys of SSH clusters that may be created (--create-key, or yes on a terminal)."""
     wanted: dict[str, Path] = {}
     for name, cluster in (settings.get("clusters") or {}).items():
-        if cluster.get("type") == "local":
+        if not _logs_in_with_key(cluster):
             continue
         path = Path(cluster.get("key_file") or DEFAULT_KEY).expanduser()
         if path.exists():
@@ -172,11 +182,12 @@ def setup_cmd(
             create_key_pair(key_path, key_comment(user or getpass.getuser()))
             click.echo(f"created {key_path} (ed25519, no passphrase: cron uses it unattended)")
         lines[name] = authorized_keys_line(key_path)
-    ssh = [n for n, c in (new_settings.get("clusters") or {}).items() if c.get("type") != "local"]
+    clusters_set = new_settings.get("clusters") or {}
+    keyed = [n for n, c in clusters_set.items() if _logs_in_with_key(c)]
     config = write_config(
         path,
         new_settings,
-        verify_clusters=[n for n in ssh if n not in to_create] if verify else [],
+        verify_clusters=[n for n in keyed if n not in to_create] if verify else [],
         verify_database=verify,
         then=(lambda c: _install_cron(c, path)) if install_cron else None,
     )
@@ -185,6 +196,12 @@ def setup_cmd(
         c = config.clusters[name]
         click.echo(f"add this line to ~/.ssh/authorized_keys of {c.user} on {c.host} ({name}):")
         click.echo(f"  {line}")
+    for name, cluster in config.clusters.items():
+        if cluster.type == "ssh" and cluster.auth == "interactive":
+            click.echo(
+                f"{name} asks for a password and a one-time password: run 'labctl connect "
+                f"{name}' to open its session; the watchdog waits for it"
+            )
     _offer_mounts(config, interactive, do_mount)
     click.echo("next: run 'labctl doctor' to check everything")
 
