@@ -50,8 +50,14 @@ def ssh_target(name: str, config: ClusterConfig) -> SSHTarget | None:
     lifetime = int(config.session_hours * 3600)
     directory = str(sessions_dir())
     if config.ssh_alias:
-        return SSHTarget(name, config.ssh_alias, directory, auth=config.auth, alias=True,
-                         lifetime_seconds=lifetime)  # fmt: skip
+        return SSHTarget(
+            name,
+            config.ssh_alias,
+            directory,
+            auth=config.auth,
+            alias_config=str(config.ssh_config),
+            lifetime_seconds=lifetime,
+        )
     assert config.host and config.user  # checked by ClusterConfig
     return SSHTarget(
         name=name,

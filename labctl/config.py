@@ -141,7 +141,11 @@ class ClusterConfig(_Model):
     ssh_alias: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_.-]+$",
-        description="a Host of your ~/.ssh/config, instead of host/port/user/proxy_jump",
+        description="a Host of your ssh config, instead of host/port/user/proxy_jump",
+    )
+    ssh_config: Path = Field(
+        default_factory=lambda: Path.home() / ".ssh" / "config",
+        description="the ssh config file that ssh_alias is read from",
     )
     auth: Literal["key", "interactive"] = Field(
         default="key",
@@ -174,7 +178,7 @@ class ClusterConfig(_Model):
         default=None, description="local directory where `labctl mount` mounts data_dir"
     )
 
-    @field_validator("key_file", "known_hosts", "mount_point")
+    @field_validator("key_file", "known_hosts", "mount_point", "ssh_config")
     @classmethod
     def _expand_paths(cls, path: Path | None) -> Path | None:
         return path.expanduser() if path else None

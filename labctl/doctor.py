@@ -193,7 +193,7 @@ def check_cluster(name: str, config: ClusterConfig) -> Iterator[Check]:
             yield session
             if not session.ok:
                 return
-            where = target.host if target.alias else f"{config.user}@{config.host}:{config.port}"
+            where = target.where
             try:
                 cluster.runner.run(["true"], timeout=30)
             except TransportError as exc:

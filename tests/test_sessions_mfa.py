@@ -307,3 +307,39 @@ def test_a_totp_account_connects_once(tmp_path: Path, mfa: tuple[Database, Confi
         assert checks["mfa: session"]["ok"] and checks["mfa: ssh login"]["ok"], checks
     finally:
         labctl(path, "disconnect", "mfa")
+
+
+def test_an_existing_ssh_config_setup_works_unchanged_sshfs_included(
+    mfa: tuple[Database, Config, Path], tmp_path: Path, scratch: str
+) -> None:
+    """A member's own ~/.ssh/config for the cluster and its gateway, as MPCDF documents it:
+    `ssh_alias` uses it as it is, and commands, rsync and sshfs all ride the one session."""
+    db, config, _ = mfa
+    own = tmp_path / "ssh_config"
+    own.write_text(
+        f"Host gate\n  HostName {env('GW_HOST')}\n  Port {env('GW_PORT')}\n"
+        f"  User {env('GW_USER')}\n"
+        f"Host mine\n  HostName {env('MFA_HOST')}\n  Port {env('MFA_PORT')}\n"
+        f"  User {env('MFA_USER')}\n  ProxyJump gate\n"
+        f"Host *\n  UserKnownHostsFile {env('KNOWN_HOSTS')}\n"
+    )
+    own.chmod(0o600)
+    data = Path(scratch) / "data"
+    subprocess.run(["install", "-d", "-o", env("MFA_USER"), str(data)], check=True)
+    (data / "seen on the cluster.txt").write_text("hello")
+    where = {"ssh_alias": "mine", "ssh_config": own, "host": None, "user": None, "proxy_jump": []}
+    alias = mfa_cluster(scratch, data_dir=str(data), mount_point=tmp_path / "mnt", **where)
+    config = config.model_copy(update={"clusters": {**config.clusters, "mfa": alias}})
+    path = write_config(config, tmp_path / "alias.yaml")
+    before = logins()
+    assert connect_on_terminal(path, connect_answers()).returncode == 0
+    job_id = submit(db, config)
+    tick_until(db, config, status_in(db, job_id, *FINAL), timeout=90)
+    assert get_job(db, job_id)["status"] == "completed"
+    mounted = labctl(path, "mount", "mfa")
+    assert mounted.returncode == 0, mounted.stderr
+    try:
+        assert (tmp_path / "mnt" / "seen on the cluster.txt").read_text() == "hello"
+    finally:
+        assert labctl(path, "umount", "mfa").returncode == 0
+    assert logins() == (before[0] + 1, before[1] + 1)  # one login each, for all of it

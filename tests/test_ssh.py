@@ -90,10 +90,12 @@ def test_batch_options_never_prompt_and_never_log_in_anew(tmp_path: Path) -> Non
 
 
 def test_an_alias_uses_the_users_own_ssh_config(tmp_path: Path) -> None:
-    alias = target(tmp_path, host="raven", alias=True, user=None, proxy_jump=())
+    own = tmp_path / "my ssh config"
+    alias = target(tmp_path, host="raven", alias_config=str(own), user=None, proxy_jump=())
     argv = ssh_command(alias)
-    assert "-F" not in argv and alias.destination == "raven"
+    assert argv[:3] == ["ssh", "-F", str(own)] and alias.destination == "raven"
     assert f"ControlPath={alias.control_path}" in argv
+    assert not list(Path(alias.directory).glob("*.conf"))  # nothing generated
 
 
 def test_the_session_name_changes_with_where_it_leads(tmp_path: Path) -> None:

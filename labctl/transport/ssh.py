@@ -78,7 +78,7 @@ class SSHTarget:
     """How the system's ssh reaches one cluster account, and where its session lives."""
 
     name: str  # the cluster's name: the Host of the generated config, the socket's name
-    host: str  # the host name, or with `alias` a Host of the user's ~/.ssh/config
+    host: str  # the host name, or with `alias_config` a Host of that ssh config file
     directory: str  # the private directory of sockets and generated files
     user: str | None = None
     port: int = 22
@@ -86,9 +86,13 @@ class SSHTarget:
     known_hosts: str | None = None
     auth: Auth = "key"
     proxy_jump: tuple[str, ...] = ()
-    alias: bool = False
+    alias_config: str | None = None  # the user's ssh config, which says the rest of the way
     lifetime_seconds: int = 7 * 24 * 3600
     connect_timeout: int = 10  # seconds, for the TCP connection and ssh's banner
+
+    @property
+    def alias(self) -> bool:
+        return self.alias_config is not None
 
     @property
     def destination(self) -> str:
@@ -100,7 +104,7 @@ class SSHTarget:
         """The session's files: the socket itself, `.conf` and `.json` beside it. The name hashes
         where it leads and how it logs in, so a changed host, account, key or known_hosts never
         rides an old session."""
-        how = [self.key_file or "", self.known_hosts or "", self.auth, str(self.alias)]
+        how = [self.key_file or "", self.known_hosts or "", self.auth, self.alias_config or ""]
         where = "\0".join([self.host, self.user or "", str(self.port), *self.proxy_jump, *how])
         digest = hashlib.sha256(f"{socket.gethostname()}\0{where}".encode()).hexdigest()[:8]
         return Path(self.directory) / f"{self.name}-{digest}"
@@ -217,15 +221,17 @@ def ssh_options(target: SSHTarget, mode: Mode = "batch") -> list[str]:
     else:
         persist = f"ControlPersist={target.lifetime_seconds}"
         options += ["ControlMaster=auto", persist, f"BatchMode={'yes' if mode == 'open' else 'no'}"]
-    if target.alias:  # no generated file: the user's ~/.ssh/config says the rest
+    if target.alias:  # no generated file: the user's ssh config says the rest
         options += ["ServerAliveInterval=15", "ServerAliveCountMax=4"]
         options.append(f"ConnectTimeout={target.connect_timeout}")
     return options
 
 
 def ssh_command(target: SSHTarget, mode: Mode = "batch", *, strict: str = "yes") -> list[str]:
-    """`ssh` with every option but the destination: for commands, for rsync's `-e`, for sshfs."""
-    argv = ["ssh"] if target.alias else ["ssh", "-F", str(config_file(target, strict=strict))]
+    """`ssh` with every option but the destination: for commands, for rsync's `-e`, for sshfs.
+    The `-F` file is the generated one, or the user's own for an alias: ssh passes it to hops."""
+    config = target.alias_config or str(config_file(target, strict=strict))
+    argv = ["ssh", "-F", config]
     for option in ssh_options(target, mode):
         argv += ["-o", option]
     return argv
