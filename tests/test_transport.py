@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -438,6 +439,22 @@ def test_background_push_killed_then_resumed(
 
 
 # --- the background launcher, with plain commands -----------------------------------------
+
+
+def test_a_background_transfer_does_not_keep_the_stages_cron_lock(tmp_path: Path) -> None:
+    """cron runs each stage as `flock -n LOCK labctl watchdog STAGE`: a transfer that stage starts
+    must not hold LOCK, or every later run of the stage skips until the transfer ends."""
+    lock, log = tmp_path / "scan.lock", tmp_path / "t.log"
+    start = "from labctl.transport import start_background; import sys; "
+    start += "print(start_background(['sleep', '30'], sys.argv[1]).pid)"
+    spawned = subprocess.run(["flock", "-n", str(lock), sys.executable, "-c", start, str(log)],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(spawned.stdout)
+    try:
+        assert poll(TransferHandle(pid, str(log), f"{log}.status")).state is TransferState.RUNNING
+        assert subprocess.run(["flock", "-n", str(lock), "true"]).returncode == 0
+    finally:
+        os.killpg(pid, signal.SIGKILL)
 
 
 def test_background_exit_code_and_message(tmp_path: Path) -> None:

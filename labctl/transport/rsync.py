@@ -257,12 +257,26 @@ def start_background(argv: Sequence[str], log_path: str | os.PathLike[str]) -> T
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, fd, 1),
                 (os.POSIX_SPAWN_DUP2, fd, 2),
+                *((os.POSIX_SPAWN_CLOSE, other) for other in _inherited()),
             ],
             setsid=True,
         )
     finally:
         os.close(fd)
     return TransferHandle(pid=pid, log_path=str(log), status_path=str(status))
+
+
+def _inherited() -> list[int]:
+    """This process's inheritable descriptors above stderr, such as the lock that cron's
+    `flock -n` holds for the stage: a transfer that kept it would make every later run skip."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if int(name) > 2 and os.get_inheritable(int(name)):
+                found.append(int(name))
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+    return found
 
 
 def _running(log_path: str) -> bool:
