@@ -26,7 +26,7 @@ from labctl.cluster import ssh_target
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
 from labctl.jobs import JobRequest, get_job, submit_job
-from labctl.transport import Sessions, SSHTarget
+from labctl.transport import Sessions, SSHTarget, parse_progress
 from tests.jobfixtures import DATASET, dataset_with_files, job_config
 from tests.mfa import connect_answers, fresh_totp, login_answers, run_on_pty
 from tests.testbed import (
@@ -255,6 +255,9 @@ def test_a_session_lost_mid_transfer_waits_then_resumes(
     assert job["status"] == "completed", job.get("failure")
     assert job["transfer"]["attempts"] == 1  # the resume spent no retry
     assert any(h["note"].startswith("rsync resumed") for h in job["history"])
+    resumed = parse_progress(Path(job["transfer"]["log"]).read_bytes())  # the resumed run's log
+    assert resumed is not None and resumed.bytes_sent is not None
+    assert resumed.bytes_sent < size - size // 6 + size // 100  # what had arrived stayed
     assert len(slurm_jobs_named([f"labctl-{job_id}"])[f"labctl-{job_id}"]) == 1  # submitted once
     report = json.loads(Path(job["results"][0]["path"]).read_text())
     assert report["files"]["raw/big.bin"]["size"] == size

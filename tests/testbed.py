@@ -141,7 +141,8 @@ def tick_until(
     runs = 0
     while not done():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not done after {timeout} s and {runs} runs")
+            states = [(j["job_id"], j["status"], j.get("waiting")) for j in db.queue.find({})]
+            raise AssertionError(f"not done after {timeout} s and {runs} runs: {states}")
         run_stages(db, config, stages or TICK)
         runs += 1
         if not done():
