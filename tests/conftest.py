@@ -54,6 +54,18 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
         Sessions().close_all(sessions)
 
 
+@pytest.fixture(autouse=True)
+def no_mount_left(tmp_path: Path) -> Iterator[None]:
+    """No test leaves an sshfs mount under its tmp_path, whatever happened in it: pytest's later
+    clean-up of old tmp folders would delete the files of the cluster account through it."""
+    yield
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        point = line.split()[1].replace("\\040", " ")
+        if line.split()[2].startswith("fuse") and point.startswith(f"{tmp_path}/"):
+            tool = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount"
+            subprocess.run([tool, "-u", "-z", point], check=False, capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A SecantusDB server for the whole session, addressed as a replica set."""

@@ -22,7 +22,7 @@ from labctl.cli import cli
 from labctl.config import load_config
 from labctl.setup import write_config
 from tests.test_cron_live import FOREIGN, crontab, saved_crontab
-from tests.testbed import HOST, needs_testbed
+from tests.testbed import HOST, needs_testbed, remote_scratch
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [needs_testbed, pytest.mark.testbed]
@@ -268,9 +268,14 @@ def run(argv: list[str], home: Path, timeout: float = 300) -> subprocess.Complet
 def test_install_py_end_to_end(isolated_home: Path, tmp_path: Path) -> None:
     """Fresh install, doctor all green, install again, a bad re-run, then uninstall."""
     home, tree, venv = isolated_home, copy_tree(tmp_path / "labctl"), tmp_path / "venv"
-    lab = lab_config(
-        tmp_path / "lab.yaml", data_dir="/home/hpcuser", mount_point=str(tmp_path / "mnt")
-    )
+    with remote_scratch() as data:  # never the account's home: a left mount would expose it
+        lab = lab_config(tmp_path / "lab.yaml", data_dir=data, mount_point=str(tmp_path / "mnt"))
+        installed_mounted_and_removed(home, tree, venv, lab, tmp_path)
+
+
+def installed_mounted_and_removed(
+    home: Path, tree: Path, venv: Path, lab: Path, tmp_path: Path
+) -> None:
     install = [sys.executable, str(tree / "install.py"), "--venv", str(venv)]
     setup_args = answers(lab, "--mount")
     setup_args.remove("--no-cron")
