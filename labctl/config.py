@@ -270,9 +270,12 @@ class WatchdogConfig(_Model):
     pipelines_dir: Path = Field(
         default_factory=_default_pipelines, description="the pipelines/ package shipped to jobs"
     )
-    lease_seconds: int = Field(default=600, ge=10)
+    lease_seconds: int = Field(default=600, ge=1)
     max_retries: int = Field(default=5, ge=0)
     backoff_seconds: float = Field(default=30, ge=0, description="doubles with each retry")
+    bwlimit_kib: int | None = Field(
+        default=None, ge=1, description="rsync's bandwidth cap (KiB/s) for inputs and results"
+    )
     log_dir: Path = Field(
         default_factory=lambda: default_data_dir() / "logs",
         description="cron: one rotated log per stage, and the lock files of overlapping runs",

@@ -32,6 +32,7 @@ class FailureReason(StrEnum):
     CANCELLED = "cancelled"
     RETRIEVE = "retrieve"
     SLURM = "slurm"
+    CONFIG = "config"  # the job's cluster or job type is no longer configured
 
 
 _S = JobState

@@ -315,7 +315,7 @@ def test_a_late_poll_does_not_rewrite_a_finished_job(solo: tuple[Database, Confi
         cluster = late.pool.get("hpc")
         seen = cluster.scheduler.poll({stale["slurm"]["job_id"]: late.layout(stale)})
         tick_until(db, hpc, status_in(db, job_id, *FINAL))  # meanwhile, another run finishes it
-        follow(late, cluster, stale, seen)
+        follow(late, cluster, stale, statuses=seen)
 
     job = get_job(db, job_id)
     assert job["status"] == "completed"

@@ -16,20 +16,25 @@ import datetime as dt
 import os
 import socket
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from labctl.batch import JobLayout
-from labctl.cluster import ClusterPool
-from labctl.config import Config
+from labctl.cluster import Cluster, ClusterPool
+from labctl.config import Config, JobTypeConfig
 from labctl.db import Database
+from labctl.errors import LabctlError
 from labctl.jobs import claim, history_item, release, transition
 from labctl.models import utcnow
-from labctl.states import FailureReason, JobState
+from labctl.states import TERMINAL, FailureReason, JobState
 from labctl.transport import SessionDownError, TransportError, waiting_message
+
+
+class Unconfigured(LabctlError):
+    """A job names a cluster or job type that the config no longer has."""
 
 
 @dataclass
@@ -54,8 +59,52 @@ class StageRun:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def cluster(self, job: Mapping[str, Any]) -> Cluster:
+        """The job's cluster, opened once per run; Unconfigured if the config has it no more."""
+        name = job["compute_cluster"]
+        if name not in self.config.clusters:
+            raise Unconfigured(f"cluster {name!r} is no longer configured")
+        return self.pool.get(name)
+
+    def job_type(self, job: Mapping[str, Any]) -> JobTypeConfig:
+        """The job's type; Unconfigured if the config has it no more."""
+        spec = self.config.job_types.get(job["job_type"])
+        if spec is None:
+            raise Unconfigured(f"job type {job['job_type']!r} is no longer configured")
+        return spec
+
     def layout(self, job: Mapping[str, Any]) -> JobLayout:
-        return JobLayout.of(self.config.clusters[job["compute_cluster"]], job["job_id"])
+        """The job's folder on the cluster: where it was made, as recorded, else (before it is
+        made) where the cluster's current scratch puts it."""
+        if job.get("remote_dir"):
+            return JobLayout(PurePosixPath(job["remote_dir"]))
+        return JobLayout.of(self.cluster(job).config, job["job_id"])
+
+    def renew(self, job: Mapping[str, Any]) -> None:
+        """Extend this run's lease on a job it is still working on (e.g. a long result pull)."""
+        self.db.queue.update(
+            {"job_id": job["job_id"], "owner": self.owner},
+            {"$set": {"lease_until": utcnow() + self.lease}},
+        )
+
+    def each(self, filter: Mapping[str, Any], handle: Callable[[dict[str, Any]], object]) -> None:
+        """Claim the matching jobs one at a time and handle each on its own (see `alone`)."""
+        for job in self.claimed(filter):
+            self.alone(job, handle)
+
+    def alone(self, job: dict[str, Any], handle: Callable[[dict[str, Any]], object]) -> None:
+        """`handle(job)`, so that one job cannot stop the others: a job whose cluster or job
+        type left the config fails, naming it; an unexpected error is noted and the job left
+        as it is for the next run."""
+        try:
+            handle(job)
+        except Unconfigured as exc:
+            current = self.db.queue.find_one({"job_id": job["job_id"]}) or job
+            if JobState(current["status"]) not in TERMINAL:
+                self.move(current, JobState.FAILED, str(exc), reason=FailureReason.CONFIG)
+        except Exception as exc:  # a surprise in one job: the run goes on with the next
+            self.notes.append(f"{job['job_id']}: {type(exc).__name__}: {exc}")
+            self.did["errors"] += 1
 
     def claimed(self, filter: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """Claim matching jobs one at a time (each once per run), releasing each after use."""

@@ -9,8 +9,9 @@ import os
 import signal
 import socket
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from labctl.batch import JobLayout, array_size, expected_outputs
@@ -19,7 +20,7 @@ from labctl.errors import DuplicateError, NotFoundError, ValidationError
 from labctl.jobs import JobRequest, dataset_dirs, prepare_job
 from labctl.models import utcnow
 from labctl.slurm import SchedulerError, SlurmStatus
-from labctl.stages import StageRun
+from labctl.stages import StageRun, Unconfigured
 from labctl.states import FailureReason, JobState
 from labctl.transport import (
     CommandError,
@@ -51,26 +52,32 @@ def run_jobs(run: StageRun) -> None:
     for job in run.db.queue.find(watched):
         by_cluster[job["compute_cluster"]].append(job)
     for name, jobs in by_cluster.items():
-        cluster = run.pool.get(name)
-        asked = {job["slurm"]["job_id"]: run.layout(job) for job in jobs}
-        try:
-            cluster.require_session()
-            statuses = cluster.scheduler.poll(asked)
-        except SessionDownError:
-            run.wait_for_session(jobs, name)
-            continue
-        except (TransportError, SchedulerError) as exc:
-            run.did["unreachable"] += 1
-            run.notes.append(f"{name}: {exc}")
-            continue
+        poll_cluster(run, name, jobs)
+    run.each({"status": "retrieving", "next_try_at": {"$lte": utcnow()}}, partial(retrieve, run))
+    run.each({"status": "completed", "scratch_cleaned": False}, partial(clean_scratch, run))
+    run.each({"status": "completed", "follow_up_pending": True}, partial(queue_follow_up, run))
+
+
+def poll_cluster(run: StageRun, name: str, jobs: list[dict[str, Any]]) -> None:
+    """Ask the cluster once about all its watched jobs, then follow each on its own."""
+    if name not in run.config.clusters:
         for job in jobs:
-            follow(run, cluster, job, statuses)
-    for job in run.claimed({"status": "retrieving", "next_try_at": {"$lte": utcnow()}}):
-        retrieve(run, job)
-    for job in run.claimed({"status": "completed", "scratch_cleaned": False}):
-        clean_scratch(run, job)
-    for job in run.claimed({"status": "completed", "follow_up_pending": True}):
-        queue_follow_up(run, job)
+            run.alone(job, run.cluster)  # fails each, naming the cluster that is gone
+        return
+    cluster = run.pool.get(name)
+    asked = {job["slurm"]["job_id"]: run.layout(job) for job in jobs}
+    try:
+        cluster.require_session()
+        statuses = cluster.scheduler.poll(asked)
+    except SessionDownError:
+        run.wait_for_session(jobs, name)
+        return
+    except (TransportError, SchedulerError) as exc:
+        run.did["unreachable"] += 1
+        run.notes.append(f"{name}: {exc}")
+        return
+    for job in jobs:
+        run.alone(job, partial(follow, run, cluster, statuses=statuses))
 
 
 def summarize(tasks: Sequence[SlurmStatus]) -> tuple[JobState, SlurmStatus]:
@@ -89,7 +96,7 @@ def unchanged(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def follow(
-    run: StageRun, cluster: Cluster, job: dict[str, Any], statuses: Mapping[str, SlurmStatus]
+    run: StageRun, cluster: Cluster, job: dict[str, Any], *, statuses: Mapping[str, SlurmStatus]
 ) -> None:
     slurm = job["slurm"]
     tasks = sorted(
@@ -165,9 +172,9 @@ def sha256_file(path: Path) -> str:
 
 def retrieve(run: StageRun, job: dict[str, Any]) -> None:
     """retrieving -> completed: check outputs, rsync them home, verify, record; else fail."""
-    cluster = run.pool.get(job["compute_cluster"])
+    cluster = run.cluster(job)
     layout = run.layout(job)
-    spec = run.config.job_types[job["job_type"]]
+    spec = run.job_type(job)
     names = expected_outputs(job, spec)
     entry = run.entry_or_fail(job, FailureReason.RETRIEVE)
     if entry is None:
@@ -186,7 +193,7 @@ def retrieve(run: StageRun, job: dict[str, Any]) -> None:
                 reason=FailureReason.RETRIEVE,
             )
             return
-        pull(run, cluster, layout, names, dest)
+        pull(run, cluster, layout, names, dest, renew=partial(run.renew, job))
     except TransportError as exc:
         run.setback(job, exc, FailureReason.RETRIEVE)
         return
@@ -210,6 +217,16 @@ def retrieve(run: StageRun, job: dict[str, Any]) -> None:
     except TransportError as exc:
         run.setback(job, exc, FailureReason.RETRIEVE)
         return
+    try:
+        environments = [
+            json.loads((dest / r["name"]).read_text())
+            for r in results
+            if r["name"].startswith("environment")
+        ]
+    except ValueError as exc:  # before anything is recorded: the job fails, nothing half-done
+        note = f"an environment report brought home is not valid JSON ({exc})"
+        run.move(job, JobState.FAILED, note, reason=FailureReason.RETRIEVE)
+        return
     record = {
         "job_id": job["job_id"],
         "job_type": job["job_type"],
@@ -218,11 +235,6 @@ def retrieve(run: StageRun, job: dict[str, Any]) -> None:
         "at": utcnow(),
     }
     run.db.data.update({"dataset": job["dataset"]}, {"$set": {f"results.{job['job_id']}": record}})
-    environments = [
-        json.loads((dest / r["name"]).read_text())
-        for r in results
-        if r["name"].startswith("environment")
-    ]
     run.move(
         job,
         JobState.COMPLETED,
@@ -253,9 +265,16 @@ def input_checksums(
 
 
 def pull(
-    run: StageRun, cluster: Cluster, layout: JobLayout, names: Sequence[str], dest: Path
+    run: StageRun,
+    cluster: Cluster,
+    layout: JobLayout,
+    names: Sequence[str],
+    dest: Path,
+    *,
+    renew: Callable[[], None],
 ) -> None:
-    """rsync the named outputs home (in the foreground: results are smaller than inputs)."""
+    """rsync the named outputs home (in the foreground: results are smaller than inputs),
+    renewing the job's lease while it runs."""
     dest.mkdir(parents=True, exist_ok=True)
     listing = run.state_dir(layout.root.name) / "outputs.list"
     listing.write_text("".join(f"{name}\n" for name in names))
@@ -265,9 +284,11 @@ def pull(
         target=cluster.target,
         direction="pull",
         files_from=str(listing),
+        bwlimit_kib=run.config.watchdog.bwlimit_kib,
     )
     try:
-        LocalRunner().run(argv, timeout=24 * 3600)
+        every = max(1.0, run.lease.total_seconds() / 3)
+        LocalRunner().run(argv, timeout=24 * 3600, every=(every, renew))
     except CommandError as exc:
         cluster.require_session(fresh=True)  # dropped meanwhile: wait for it, spend no retry
         raise TransportError(f"bringing results home failed: {exc}") from None
@@ -278,7 +299,7 @@ def queue_follow_up(run: StageRun, job: Mapping[str, Any]) -> None:
 
     Its id derives from the array's, so a run that dies half-way cannot queue it twice.
     """
-    merge_type = run.config.job_types[job["job_type"]].merge_with
+    merge_type = run.job_type(job).merge_with
     assert merge_type is not None  # only such jobs are marked follow_up_pending
     shards = [
         f"results/{job['job_id']}/{r['name']}"
@@ -312,13 +333,12 @@ def queue_follow_up(run: StageRun, job: Mapping[str, Any]) -> None:
 
 def clean_scratch(run: StageRun, job: Mapping[str, Any]) -> None:
     """Remove the job folder on the cluster once its results are verified at home."""
-    cluster = run.pool.get(job["compute_cluster"])
-    layout = run.layout(job)
-    scratch = PurePosixPath(cluster.config.scratch)
-    if layout.root.parent != scratch or layout.root.name != job["job_id"]:
-        raise ValueError(f"refusing to delete {layout.root}: not a job folder under {scratch}")
+    cluster = run.cluster(job)
+    root = run.layout(job).root  # where the job's folder was made, whatever the config says now
+    if root.name != job["job_id"] or ".." in root.parts or len(root.parts) < 3:
+        raise ValueError(f"refusing to delete {root}: not the folder of job {job['job_id']}")
     try:
-        cluster.runner.run(["rm", "-rf", "--", str(layout.root)])
+        cluster.runner.run(["rm", "-rf", "--", str(root)])
     except TransportError:
         return  # the next run tries again
     run.db.queue.update({"job_id": job["job_id"]}, {"$set": {"scratch_cleaned": True}})
@@ -329,17 +349,22 @@ def stop_cancelled(run: StageRun, job_id: str | None = None) -> None:
     """Stop on the cluster what users cancelled (or just job `job_id`): the SLURM job, or a
     transfer on this host."""
     pending = {"status": "cancelled", "cleanup_pending": True}
-    for job in run.claimed({**pending, **({"job_id": job_id} if job_id else {})}):
-        slurm, transfer = job.get("slurm") or {}, job.get("transfer") or {}
-        try:
-            if slurm.get("job_id"):
-                cluster = run.pool.get(job["compute_cluster"])
-                cluster.scheduler.cancel(slurm["job_id"], run.layout(job))
-        except (TransportError, SchedulerError) as exc:
-            run.notes.append(f"cancel {job['job_id']}: {exc}")
-            continue
-        if transfer.get("pid") and transfer.get("host") == socket.gethostname():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(int(transfer["pid"]), signal.SIGTERM)
-        run.db.queue.update({"job_id": job["job_id"]}, {"$set": {"cleanup_pending": False}})
-        run.did["stopped"] += 1
+    run.each({**pending, **({"job_id": job_id} if job_id else {})}, partial(stop_one, run))
+
+
+def stop_one(run: StageRun, job: dict[str, Any]) -> None:
+    """Stop one cancelled job's SLURM job, or its transfer on this host."""
+    slurm, transfer = job.get("slurm") or {}, job.get("transfer") or {}
+    try:
+        if slurm.get("job_id"):
+            run.cluster(job).scheduler.cancel(slurm["job_id"], run.layout(job))
+    except Unconfigured as exc:
+        run.notes.append(f"cancel {job['job_id']}: {exc}: nothing to stop there")
+    except (TransportError, SchedulerError) as exc:
+        run.notes.append(f"cancel {job['job_id']}: {exc}")
+        return
+    if transfer.get("pid") and transfer.get("host") == socket.gethostname():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(transfer["pid"]), signal.SIGTERM)
+    run.db.queue.update({"job_id": job["job_id"]}, {"$set": {"cleanup_pending": False}})
+    run.did["stopped"] += 1

@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,9 @@ from labctl.transport import start_background as start_rsync
 def run_scan(run: StageRun) -> None:
     now = utcnow()
     waiting = {"status": {"$in": ["queued", "awaiting_data"]}, "next_try_at": {"$lte": now}}
-    for job in run.claimed(waiting):
-        start_transfer(run, job)
+    run.each(waiting, partial(start_transfer, run))
     arrived = {"status": "transferring", "transfer.done": True, "next_try_at": {"$lte": now}}
-    for job in run.claimed(arrived):
-        submit(run, job)
+    run.each(arrived, partial(submit, run))
 
 
 def stage_inputs(run: StageRun, job: Mapping[str, Any], processed: Path, raw: Path) -> Path:
@@ -77,7 +76,7 @@ def start_transfer(run: StageRun, job: dict[str, Any]) -> None:
     except ValidationError as exc:
         run.move(job, JobState.FAILED, str(exc), reason=FailureReason.TRANSFER)
         return
-    cluster = run.pool.get(job["compute_cluster"])
+    cluster = run.cluster(job)
     layout = run.layout(job)
     try:
         cluster.runner.run(["mkdir", "-p", "--", str(layout.logs), str(layout.outputs)])
@@ -91,6 +90,7 @@ def start_transfer(run: StageRun, job: dict[str, Any]) -> None:
         target=cluster.target,
         copy_links=True,
         exclude=["__pycache__"],
+        bwlimit_kib=run.config.watchdog.bwlimit_kib,
     )
     handle = launch(run.state_dir(job["job_id"]), argv)
     if handle is None:
@@ -142,9 +142,9 @@ def launch(state_dir: Path, argv: list[str]) -> TransferHandle | None:
 
 def submit(run: StageRun, job: dict[str, Any]) -> None:
     """transferring (data arrived) -> submitted: upload the batch script and submit it once."""
-    cluster = run.pool.get(job["compute_cluster"])
+    cluster = run.cluster(job)
     layout = run.layout(job)
-    script = render(job, run.config.job_types[job["job_type"]], cluster.config, layout)
+    script = render(job, run.job_type(job), cluster.config, layout)
     name = f"labctl-{job['job_id']}"
     tasks = array_size(job)
     try:

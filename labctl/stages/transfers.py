@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from labctl.jobs import history_item
@@ -30,8 +31,7 @@ def run_transfers(run: StageRun) -> None:
         "transfer.host": socket.gethostname(),
         "next_try_at": {"$lte": utcnow()},
     }
-    for job in run.claimed(mine):
-        follow(run, job)
+    run.each(mine, partial(follow, run))
 
 
 def progress_fields(progress: Progress | None, total: int) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def broken(
 def session_down(run: StageRun, job: Mapping[str, Any]) -> bool:
     """Whether the job's cluster has no session now (the job is then marked as waiting)."""
     try:
-        run.pool.get(job["compute_cluster"]).require_session(fresh=True)
+        run.cluster(job).require_session(fresh=True)
     except SessionDownError:
         run.wait_for_session([job], job["compute_cluster"])
         return True

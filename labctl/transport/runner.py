@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -106,25 +107,45 @@ class LocalRunner:
         check: bool = True,
         timeout: float | None = None,
         input: str | None = None,
+        every: tuple[float, Callable[[], None]] | None = None,
     ) -> Result:
-        """Run argv; a missing program gives returncode 127 as a shell would."""
+        """Run argv; a missing program gives returncode 127 as a shell would. With
+        `every=(SECONDS, call)`, `call()` runs every SECONDS while argv does (e.g. to renew a
+        lease during a long pull)."""
         args = tuple(argv)
         try:
-            done = subprocess.run(
+            proc = subprocess.Popen(
                 args,
-                input=input,
-                stdin=subprocess.DEVNULL if input is None else None,
-                capture_output=True,
+                stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
                 encoding="utf-8",
                 errors="replace",
-                timeout=timeout,
             )
         except FileNotFoundError as exc:
             return checked(Result(args, 127, "", f"{args[0]}: {exc.strerror}"), check)
-        except subprocess.TimeoutExpired as exc:
-            raise CommandTimeoutError(f"{shlex.join(args)} timed out after {timeout} s") from exc
-        return checked(Result(args, done.returncode, done.stdout, done.stderr), check)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval, call = every or (None, None)
+        with proc:
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                waits = [w for w in (left, interval) if w is not None]
+                wait = min(waits) if waits else None
+                try:
+                    stdout, stderr = proc.communicate(input, timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    input = None  # sent already; communicate keeps what it read so far
+                    if deadline is not None and time.monotonic() >= deadline:
+                        proc.kill()  # and no draining: an ssh master may hold the pipes on
+                        proc.wait()
+                        raise CommandTimeoutError(
+                            f"{shlex.join(args)} timed out after {timeout} s"
+                        ) from None
+                    if call is not None:
+                        call()
+        return checked(Result(args, proc.returncode, stdout, stderr), check)
 
     def interactive(self, argv: Sequence[str]) -> Result:
         """Run argv on this terminal (the person answers its prompts on /dev/tty), passing its
