@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from labctl.cli import cli
+from labctl.cli.watchdog import run_stages
 from labctl.config import Config
 from labctl.db import Database
 from labctl.experiments import get_entry
@@ -301,3 +304,43 @@ def test_values_beyond_the_store_and_overlapping_fields(client: TestClient, toke
         f"{V1}/experiments", params={"fields": ["runclass", "runclass.id"]}, headers=bob
     )
     assert both.status_code == 200 and both.json()["total"] == 1
+
+
+def _stopped(group: int, timeout: float = 10) -> bool:
+    """Whether every process of the group ended (zombies waiting for PID 1 count as ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == group and fields[0] != "Z":  # pgrp, state
+                    alive.append(stat)
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("via", ["api", "dashboard"])
+def test_cancel_stops_a_running_job_at_once(
+    client: TestClient, cfg: Config, db: Database, tokens: Any, via: str
+) -> None:
+    """As `labctl cancel` does: the job is stopped on its cluster now, not on a later run."""
+    slow = {**JOB, "job_options": {"sleep_seconds": "60"}}
+    job_id = client.post(f"{V1}/jobs", headers=tokens["alice"], json=slow).json()["job_id"]
+    deadline = time.monotonic() + 30
+    while get_job(db, job_id)["status"] != "running":
+        assert time.monotonic() < deadline, get_job(db, job_id)["history"]
+        run_stages(db, cfg, ["scan", "transfers", "jobs"])
+    group = int(get_job(db, job_id)["slurm"]["job_id"])  # a process job: its process group
+    if via == "api":
+        answer = client.post(f"{V1}/jobs/{job_id}/cancel", headers=tokens["alice"])
+        assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
+    else:
+        assert login(client, "alice") == 303
+        form = {"csrf_token": csrf_token(client, f"/jobs/{job_id}")}
+        done = client.post(f"/jobs/{job_id}/cancel", data=form, follow_redirects=False)
+        assert done.status_code == 303
+    assert get_job(db, job_id)["cleanup_pending"] is False  # stopped, nothing left for a run
+    assert _stopped(group)

@@ -12,11 +12,9 @@ from rich.table import Table
 from labctl.batch import JobLayout, render
 from labctl.cli import App, cli
 from labctl.cli.output import cell, console, echo_document, echo_json
-from labctl.cluster import ClusterPool
 from labctl.heartbeat import latest
 from labctl.jobs import (
     JobRequest,
-    cancel_job,
     get_job,
     list_jobs,
     prepare_job,
@@ -25,8 +23,7 @@ from labctl.jobs import (
 )
 from labctl.models import age, parse_assignments, utcnow
 from labctl.provenance import provenance
-from labctl.stages import StageRun
-from labctl.stages.jobs import stop_cancelled
+from labctl.stages.cancel import cancel_and_stop
 from labctl.states import JobState
 
 
@@ -184,19 +181,7 @@ def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
 @click.pass_obj
 def cancel_cmd(app: App, job_id: str) -> None:
     """Cancel a job (yours, or any as an admin) and stop it on the cluster (scancel)."""
-    cancel_job(app.db, job_id, app.config.user)
-    run = StageRun(app.db, app.config, "cancel", ClusterPool(app.config))
-    try:
-        stop_cancelled(run, job_id)
-    finally:
-        run.pool.close()
-    if run.did["stopped"]:
-        click.echo(
-            f"cancelled {job_id} and stopped it on {get_job(app.db, job_id)['compute_cluster']}"
-        )
-    else:
-        why = f" ({run.notes[0]})" if run.notes else ""
-        click.echo(f"cancelled {job_id}; the watchdog stops it on the cluster on its next run{why}")
+    click.echo(cancel_and_stop(app.db, app.config, job_id, app.config.user).message)
 
 
 @cli.command("retry")

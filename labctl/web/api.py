@@ -13,9 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labctl.experiments import get_entry, log_entries, query_page
 from labctl.heartbeat import latest, sessions_seen
-from labctl.jobs import JobRequest, cancel_job, get_job, list_jobs, retry_job, submit_job
+from labctl.jobs import JobRequest, get_job, list_jobs, retry_job, submit_job
 from labctl.models import check_field_name
 from labctl.query import build_filter, check_filter, parse_sort
+from labctl.stages.cancel import cancel_and_stop
 from labctl.states import JobState
 from labctl.web.deps import ApiUser, state
 
@@ -194,8 +195,11 @@ async def get_one_job(request: Request, user: ApiUser, job_id: str) -> Doc:
 
 @router.post("/jobs/{job_id}/cancel", responses=_errors(404))
 async def cancel(request: Request, user: ApiUser, job_id: str) -> Doc:
-    """Cancel a job (yours, or any as an admin); the watchdog stops it on the cluster."""
-    return await state(request).store.run(cancel_job, job_id, user.username)
+    """Cancel a job (yours, or any as an admin) and stop it on its cluster at once (or, if the
+    cluster cannot be reached, on the watchdog's next run)."""
+    web = state(request)
+    done = await web.store.run(cancel_and_stop, web.config, job_id, user.username)
+    return done.job
 
 
 @router.post("/jobs/{job_id}/retry", responses=_errors(404))

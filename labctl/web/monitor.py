@@ -10,7 +10,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from labctl.db import Database
 from labctl.heartbeat import latest, sessions_seen
-from labctl.jobs import cancel_job, get_job, list_jobs, retry_job
+from labctl.jobs import get_job, list_jobs, retry_job
+from labctl.stages.cancel import cancel_and_stop
 from labctl.states import JobState
 from labctl.web.auth import Principal, safe_next
 from labctl.web.deps import PageUser, state
@@ -92,7 +93,9 @@ async def _act(
 async def cancel(
     request: Request, user: PageUser, job_id: str, back: Annotated[str | None, Form()] = None
 ) -> RedirectResponse:
-    return await _act(request, user, cancel_job, job_id, back)
+    web = state(request)
+    await web.store.run(cancel_and_stop, web.config, job_id, user.username)
+    return RedirectResponse(safe_next(back, f"/jobs/{job_id}"), status_code=303)
 
 
 @router.post("/jobs/{job_id}/retry")

@@ -1,0 +1,43 @@
+"""Cancelling a job, the same from the CLI, the dashboard and the REST API: mark it cancelled,
+then stop it on the cluster at once (scancel, or kill a process job or a transfer); where the
+cluster cannot be reached now, the watchdog's next `jobs` run stops it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from labctl.cluster import ClusterPool
+from labctl.config import Config
+from labctl.db import Database
+from labctl.jobs import cancel_job, get_job
+from labctl.stages import StageRun
+from labctl.stages.jobs import stop_cancelled
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """The cancelled job as it is now, and whether it was already stopped on its cluster."""
+
+    job: dict[str, Any]
+    stopped: bool
+    why_not: str = ""  # why it could not be stopped yet (the watchdog will)
+
+    @property
+    def message(self) -> str:
+        job_id, cluster = self.job["job_id"], self.job["compute_cluster"]
+        if self.stopped:
+            return f"cancelled {job_id} and stopped it on {cluster}"
+        why = f" ({self.why_not})" if self.why_not else ""
+        return f"cancelled {job_id}; the watchdog stops it on the cluster on its next run{why}"
+
+
+def cancel_and_stop(db: Database, config: Config, job_id: str, username: str) -> Cancelled:
+    """Cancel `job_id` as `username` (its owner or an admin) and stop it on its cluster now."""
+    cancel_job(db, job_id, username)
+    run = StageRun(db, config, "cancel", ClusterPool(config))
+    try:
+        stop_cancelled(run, job_id)
+    finally:
+        run.pool.close()
+    return Cancelled(get_job(db, job_id), bool(run.did["stopped"]), "; ".join(run.notes))
