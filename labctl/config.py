@@ -256,8 +256,12 @@ class JobTypeConfig(_Model):
         return outputs
 
 
-def _default_pipelines() -> Path:
-    return Path(__file__).resolve().parent.parent / "pipelines"
+def source_pipelines() -> Path | None:
+    """The pipelines/ beside labctl's own source, when labctl runs from the lab's git checkout
+    (an editable install); None for an installed wheel."""
+    checkout = Path(__file__).resolve().parent.parent
+    found = checkout / "pipelines"
+    return found if (found / "__main__.py").is_file() and (checkout / ".git").exists() else None
 
 
 class WatchdogConfig(_Model):
@@ -267,8 +271,10 @@ class WatchdogConfig(_Model):
         default_factory=lambda: default_data_dir() / "watchdog",
         description="transfer logs and staging folders of running jobs",
     )
-    pipelines_dir: Path = Field(
-        default_factory=_default_pipelines, description="the pipelines/ package shipped to jobs"
+    pipelines_dir: Path | None = Field(
+        default=None,
+        description="the lab's pipelines/ checkout (git) shipped to jobs; default: the one "
+        "beside labctl's own source",
     )
     lease_seconds: int = Field(default=600, ge=1)
     max_retries: int = Field(default=5, ge=0)
@@ -284,8 +290,19 @@ class WatchdogConfig(_Model):
 
     @field_validator("state_dir", "pipelines_dir", "log_dir")
     @classmethod
-    def _expand_dirs(cls, path: Path) -> Path:
-        return path.expanduser()
+    def _expand_dirs(cls, path: Path | None) -> Path | None:
+        return path.expanduser() if path else None
+
+    @property
+    def pipelines(self) -> Path:
+        """The pipelines checkout: as configured, else the one labctl runs from."""
+        found = self.pipelines_dir or source_pipelines()
+        if found is None:
+            raise ConfigError(
+                "no pipelines checkout: this labctl is not run from the lab's repository; set "
+                "watchdog.pipelines_dir to the lab's pipelines/ (a git checkout)"
+            )
+        return found
 
 
 class WebConfig(_Model):

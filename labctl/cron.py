@@ -11,7 +11,8 @@ from labctl.config import Config
 from labctl.crontab import CronError, find_block, merge_block, remove_block, render
 from labctl.transport import CommandError, Runner
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "crontab.template"
+TEMPLATE = Path(__file__).resolve().parent / "crontab.template"  # package data (links to the
+# repository's top-level crontab.template in a checkout)
 
 
 def schedule(minutes: int) -> str:

@@ -207,7 +207,7 @@ def prepare_job(
         "options_key": options_key({**options, **resources}),
         "resources": resources,
         "pipelines": pipelines
-        or code_version(config.watchdog.pipelines_dir, allow_dirty=request.allow_dirty),
+        or code_version(config.watchdog.pipelines, allow_dirty=request.allow_dirty),
         "status": str(JobState.QUEUED),
         "history": [history_item(JobState.QUEUED, f"submitted by {config.user}", now)],
         "created_at": now,

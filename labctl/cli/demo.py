@@ -51,7 +51,7 @@ def local_slurm_answers() -> bool:
     return done.returncode == 0 and bool(done.stdout.strip())
 
 
-def demo_config(root: Path) -> Config:
+def demo_config(root: Path, pipelines: Path | None = None) -> Config:
     scheduler: Literal["slurm", "process"] = "slurm" if local_slurm_answers() else "process"
     return Config(
         user="charlie",
@@ -71,7 +71,9 @@ def demo_config(root: Path) -> Config:
                 help="size, SHA-256 and lines of each input",
             )
         },
-        watchdog=WatchdogConfig(state_dir=root / "watchdog", backoff_seconds=1),
+        watchdog=WatchdogConfig(
+            state_dir=root / "watchdog", backoff_seconds=1, pipelines_dir=pipelines
+        ),
     )
 
 
@@ -95,12 +97,20 @@ def make_raw_data(folder: Path) -> None:
     show_default=True,
     help="Give up waiting for the job after this many seconds.",
 )
+@click.option(
+    "--pipelines",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="The lab's pipelines/ checkout (default: the one beside labctl's own source).",
+)
 @click.pass_context
-def demo_cmd(ctx: click.Context, directory: Path | None, timeout: float) -> None:
+def demo_cmd(
+    ctx: click.Context, directory: Path | None, timeout: float, pipelines: Path | None
+) -> None:
     """Log and query experiments, then run an analysis job through the watchdog."""
     with tempfile.TemporaryDirectory(prefix="labctl-demo-") as tmp:
         root = (directory or Path(tmp)).resolve()
-        config = demo_config(root)
+        config = demo_config(root, pipelines and pipelines.resolve())
+        checkout = config.watchdog.pipelines  # a clear error now, not half-way
         app = App(None, _config=config)
         ctx.obj = app
         ctx.call_on_close(app.close)
@@ -134,7 +144,7 @@ def demo_cmd(ctx: click.Context, directory: Path | None, timeout: float) -> None
             sort_specs=("-n_planes",),
         )
         dataset = EXPERIMENTS[0][0]
-        dirty = code_version(config.watchdog.pipelines_dir, allow_dirty=True)["dirty"]
+        dirty = code_version(checkout, allow_dirty=True)["dirty"]
         if dirty:
             click.echo("note: pipelines/ has uncommitted changes; the demo job records them")
         rawfiles = tuple(RAW_FILES)

@@ -50,7 +50,7 @@ def stage_inputs(run: StageRun, job: Mapping[str, Any], processed: Path, raw: Pa
 def code_folder(run: StageRun, job: Mapping[str, Any]) -> Path:
     """The pipelines code to ship: the recorded commit, or the working tree a dirty job allowed."""
     version = job["pipelines"]
-    pipelines = run.config.watchdog.pipelines_dir
+    pipelines = run.config.watchdog.pipelines
     if version["dirty"]:
         return pipelines
     return export_commit(pipelines, version, run.config.watchdog.state_dir / "code")
