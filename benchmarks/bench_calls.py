@@ -36,7 +36,6 @@ from benchmarks.common import (
     testbed_cluster,
     testbed_shell,
 )
-from labctl.cli.watchdog import STAGES
 from labctl.cluster import ssh_target
 from labctl.config import Config
 from labctl.db import Database, connect
@@ -45,6 +44,7 @@ from labctl.jobs import JobRequest, new_job_id, prepare_job
 from labctl.models import utcnow
 from labctl.scheduler import SlurmScheduler
 from labctl.stages import stage_run
+from labctl.stages.loop import STAGES
 from labctl.transport import Sessions, SSHRunner
 from tests.mfa import connect_answers, run_on_pty
 from tests.testbed import mfa_cluster, sshd_logins, write_config

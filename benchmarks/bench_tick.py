@@ -45,12 +45,12 @@ from benchmarks.common import (
     testbed_cluster,
     testbed_shell,
 )
-from labctl.cli.watchdog import reap_children, run_stages
 from labctl.config import ClusterConfig, Config
 from labctl.db import Database, connect
 from labctl.experiments import log_entries
 from labctl.jobs import JobRequest, get_job, new_job_id, submit_job
 from labctl.models import utcnow
+from labctl.stages.loop import reap_children, run_stages
 from labctl.states import TERMINAL
 
 Timings = dict[str, float]

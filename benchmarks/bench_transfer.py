@@ -42,11 +42,11 @@ from benchmarks.common import (
     testbed_cluster,
     testbed_shell,
 )
-from labctl.cli.watchdog import reap_children, run_stages
 from labctl.config import ClusterConfig, Config
 from labctl.db import Database, connect
 from labctl.experiments import log_entries
 from labctl.jobs import JobRequest, get_job, submit_job
+from labctl.stages.loop import reap_children, run_stages
 from labctl.transport import SSHRunner
 
 PROGRESS = "--info=progress2,stats1"

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from labctl.cli.watchdog import run_stages
 from labctl.config import ClusterConfig, Config, JobTypeConfig
 from labctl.db import Database
 from labctl.jobs import JobRequest, get_job, submit_job
+from labctl.stages.loop import run_stages
 from tests.jobfixtures import DATASET, dataset_with_files, job_config, watchdog
 from tests.testbed import write_config
 

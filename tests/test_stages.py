@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from labctl.cli.watchdog import run_stages
 from labctl.config import ClusterConfig, Config, JobTypeConfig
 from labctl.db import Database
 from labctl.experiments import log_entries
 from labctl.heartbeat import latest
 from labctl.jobs import JobRequest, cancel_job, get_job, retry_job, submit_job
+from labctl.stages.loop import run_stages
 from labctl.states import TERMINAL
 from tests.jobfixtures import DATASET, dataset_with_files, job_config, watchdog
 

@@ -32,7 +32,6 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
-from labctl.cli.watchdog import run_stages
 from labctl.config import Config, DatabaseConfig, JobTypeConfig, OptionSpec
 from labctl.db import Database, connect
 from labctl.errors import ValidationError
@@ -42,6 +41,7 @@ from labctl.jobs import JobRequest, cancel_job, get_job, submit_job
 from labctl.models import utcnow
 from labctl.stages import stage_run
 from labctl.stages.jobs import follow
+from labctl.stages.loop import run_stages
 from labctl.states import TERMINAL, JobState
 from labctl.transport import parse_progress
 from tests.jobfixtures import DATASET, dataset_with_files

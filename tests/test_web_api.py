@@ -13,12 +13,12 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from labctl.cli import cli
-from labctl.cli.watchdog import run_stages
 from labctl.config import Config
 from labctl.db import Database
 from labctl.experiments import get_entry
 from labctl.heartbeat import beat
 from labctl.jobs import get_job
+from labctl.stages.loop import run_stages
 from labctl.users import create_token
 from labctl.web import create_app
 from tests.jobfixtures import DATASET

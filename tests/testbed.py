@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 import yaml
 
-from labctl.cli.watchdog import run_stages
 from labctl.config import ClusterConfig, Config, Resources
 from labctl.db import Database
 from labctl.jobs import get_job
+from labctl.stages.loop import run_stages
 from tests.jobfixtures import job_config
 
 HOST = os.environ.get("HPC_SSH_HOST")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +20,12 @@ from labctl.cli import App, cli
 from labctl.cli.data import log_cmd, query_cmd, show_cmd
 from labctl.cli.jobs import queue_cmd, status_cmd, submit_cmd
 from labctl.cli.output import console
-from labctl.cli.watchdog import reap_children, run_stages
 from labctl.codeversion import code_version
 from labctl.config import ClusterConfig, Config, DatabaseConfig, JobTypeConfig, WatchdogConfig
-from labctl.jobs import get_job
+from labctl.jobs import get_job, list_jobs
+from labctl.stages.loop import reap_children, run_stages
 from labctl.states import TERMINAL
+from labctl.transport import CommandTimeoutError, LocalRunner
 
 EXPERIMENTS = [
     ("20211215_093527", "charlie", {"runclass.id": "ARB-diff", "n_planes": "12"}),
@@ -42,11 +42,11 @@ def _step(ctx: click.Context, command: click.Command, shown: str, **params: Any)
 
 def local_slurm_answers() -> bool:
     """True when `sinfo` on this machine reaches a SLURM controller."""
-    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+    if shutil.which("sbatch") is None:
         return False
     try:
-        done = subprocess.run(["sinfo", "-h"], capture_output=True, timeout=5, check=False)
-    except subprocess.TimeoutExpired:
+        done = LocalRunner().run(["sinfo", "-h"], check=False, timeout=5)
+    except CommandTimeoutError:
         return False
     return done.returncode == 0 and bool(done.stdout.strip())
 
@@ -160,7 +160,7 @@ def demo_cmd(
             rawfiles=rawfiles,
             allow_dirty=dirty,
         )
-        job_id = app.db.queue.find({}, ["job_id"])[0]["job_id"]
+        job_id = list_jobs(app.db, limit=1)[0]["job_id"]
         console().rule("[bold]$ labctl watchdog tick   (cron runs this every minute)", align="left")
         state = watch(app, job_id, timeout)
         _step(ctx, queue_cmd, "queue", limit=10)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import signal
 import socket
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -364,7 +361,7 @@ def stop_one(run: StageRun, job: dict[str, Any]) -> None:
         run.notes.append(f"cancel {job['job_id']}: {exc}")
         return
     if transfer.get("pid") and transfer.get("host") == socket.gethostname():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(int(transfer["pid"]), signal.SIGTERM)
+        # The transfer's process group (it leads its own session); gone already is fine.
+        LocalRunner().run(["kill", "-s", "TERM", "--", f"-{int(transfer['pid'])}"], check=False)
     run.db.queue.update({"job_id": job["job_id"]}, {"$set": {"cleanup_pending": False}})
     run.did["stopped"] += 1
