@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from labctl import slurm
 from labctl.errors import ConfigError
 
 FieldType = Literal["str", "int", "float", "bool", "datetime", "date", "list", "path"]
@@ -116,8 +117,8 @@ class DataSchema(_Model):
 class Resources(_Model):
     """What a SLURM job asks for; a job type's resources override the cluster's defaults."""
 
-    time: str | None = Field(default=None, pattern=r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
-    mem: str | None = Field(default=None, pattern=r"^\d+[KMGT]?$")
+    time: str | None = Field(default=None, pattern=slurm.TIME)
+    mem: str | None = Field(default=None, pattern=slurm.MEMORY)
     cpus: int | None = Field(default=None, ge=1, le=1024)
     partition: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
 

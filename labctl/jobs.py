@@ -23,6 +23,7 @@ from labctl.db import Database
 from labctl.errors import DuplicateError, LabctlError, NotFoundError, ValidationError
 from labctl.experiments import get_entry
 from labctl.models import coerce, get_dotted, utcnow
+from labctl.slurm import slurm_megabytes, slurm_minutes
 from labctl.states import ACTIVE, FailureReason, JobState, check_transition
 
 SPLIT_OPTIONS = ("split_idx", "num_splits")
@@ -108,25 +109,6 @@ def typed_options(job_type: str, spec: JobTypeConfig, given: Mapping[str, Any]) 
 
 
 RESOURCE_OPTIONS = ("time", "mem", "cpus")
-_MEM_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
-
-
-def slurm_minutes(time: str) -> float:
-    """SLURM's time formats (`MM`, `MM:SS`, `HH:MM:SS`, `D-HH[:MM[:SS]]`) in minutes."""
-    days, _, clock = time.rpartition("-")
-    parts = [int(p) for p in clock.split(":")]
-    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
-        hours, minutes, seconds = [*parts, 0, 0][:3]
-    elif len(parts) == 3:  # HH:MM:SS
-        hours, minutes, seconds = parts
-    else:  # MM or MM:SS
-        hours, minutes, seconds = 0, parts[0], (parts[1:] or [0])[0]
-    return int(days or 0) * 1440 + hours * 60 + minutes + seconds / 60
-
-
-def slurm_megabytes(mem: str) -> float:
-    unit = mem[-1] if mem[-1] in _MEM_UNITS else "M"
-    return float(mem.rstrip("KMGT")) * _MEM_UNITS[unit]
 
 
 def resource_request(
