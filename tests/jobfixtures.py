@@ -109,3 +109,12 @@ def dataset_with_files(db: Database, config: Config, root: Path, dataset: str = 
     fields = {"user": "charlie", "data_raw_path": str(raw), "data_path": str(processed)}
     log_entries(db, config, [(dataset, fields)])
     return root
+
+
+def local_jobs(config: Config, db: Database, tmp_path: Path) -> Config:
+    """`config` set up for job tests on the `local` cluster (at most 2 retries), with the
+    dataset and its files logged."""
+    base = job_config(config, tmp_path / "scratch")
+    cfg = base.model_copy(update={"watchdog": watchdog(tmp_path, max_retries=2)})
+    dataset_with_files(db, cfg, tmp_path / "data")
+    return cfg

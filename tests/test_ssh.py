@@ -25,7 +25,7 @@ from labctl.transport import (
     ssh_options,
 )
 from labctl.transport.ssh import config_text, ssh_error
-from tests.testbed import needs_testbed
+from tests.testbed import key_target, needs_testbed
 
 
 def target(tmp_path: Path, **changes: object) -> SSHTarget:
@@ -173,16 +173,7 @@ def test_cluster_settings_are_checked() -> None:
 
 @needs_testbed
 def test_a_session_past_its_lifetime_is_closed(tmp_path: Path) -> None:
-    key = SSHTarget(
-        name="hpc",
-        host=os.environ["HPC_SSH_HOST"],
-        directory=str(private_dir(tmp_path / "s")),
-        port=int(os.environ["HPC_SSH_PORT"]),
-        user=os.environ["HPC_SSH_USER"],
-        key_file=os.environ["HPC_SSH_KEY"],
-        known_hosts=os.environ["HPC_KNOWN_HOSTS"],
-        lifetime_seconds=2,
-    )
+    key = key_target(tmp_path / "s", lifetime_seconds=2)
     sessions = Sessions()
     try:
         SSHRunner(key, sessions).run(["true"])

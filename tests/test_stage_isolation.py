@@ -17,7 +17,7 @@ from labctl.config import ClusterConfig, Config, JobTypeConfig
 from labctl.db import Database
 from labctl.jobs import JobRequest, get_job, submit_job
 from labctl.stages.loop import run_stages
-from tests.jobfixtures import DATASET, dataset_with_files, job_config, watchdog
+from tests.jobfixtures import DATASET, local_jobs
 from tests.testbed import write_config
 
 ALL = ["scan", "transfers", "jobs"]
@@ -26,10 +26,7 @@ LABCTL = str(Path(sys.executable).parent / "labctl")
 
 @pytest.fixture
 def cfg(config: Config, db: Database, tmp_path: Path) -> Config:
-    base = job_config(config, tmp_path / "scratch")
-    cfg = base.model_copy(update={"watchdog": watchdog(tmp_path, max_retries=2)})
-    dataset_with_files(db, cfg, tmp_path / "data")
-    return cfg
+    return local_jobs(config, db, tmp_path)
 
 
 def submit(db: Database, cfg: Config, **fields: Any) -> str:

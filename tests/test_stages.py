@@ -17,17 +17,14 @@ from labctl.heartbeat import latest
 from labctl.jobs import JobRequest, cancel_job, get_job, retry_job, submit_job
 from labctl.stages.loop import run_stages
 from labctl.states import TERMINAL
-from tests.jobfixtures import DATASET, dataset_with_files, job_config, watchdog
+from tests.jobfixtures import DATASET, local_jobs
 
 ALL = ["scan", "transfers", "jobs"]
 
 
 @pytest.fixture
 def cfg(config: Config, db: Database, tmp_path: Path) -> Config:
-    base = job_config(config, tmp_path / "scratch")
-    cfg = base.model_copy(update={"watchdog": watchdog(tmp_path, max_retries=2)})
-    dataset_with_files(db, cfg, tmp_path / "data")
-    return cfg
+    return local_jobs(config, db, tmp_path)
 
 
 def run_until_final(

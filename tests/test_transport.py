@@ -41,7 +41,7 @@ from labctl.transport import (
     rsync_argv,
     start_background,
 )
-from tests.testbed import sshd_logins
+from tests.testbed import key_target, sshd_logins
 
 ENV_VARS = ("HPC_SSH_HOST", "HPC_SSH_PORT", "HPC_SSH_USER", "HPC_SSH_KEY", "HPC_KNOWN_HOSTS")
 NASTY_ARGS = [
@@ -94,15 +94,7 @@ def target(tmp_path: Path) -> Iterator[SSHTarget]:
     missing = [var for var in ENV_VARS if var not in os.environ]
     if missing:
         pytest.skip(f"no SSH testbed: {', '.join(missing)} unset (source /tmp/hpc-testbed/env.sh)")
-    found = SSHTarget(
-        name="hpc",
-        host=os.environ["HPC_SSH_HOST"],
-        directory=str(private_dir(tmp_path / "sessions")),
-        port=int(os.environ["HPC_SSH_PORT"]),
-        user=os.environ["HPC_SSH_USER"],
-        key_file=os.environ["HPC_SSH_KEY"],
-        known_hosts=os.environ["HPC_KNOWN_HOSTS"],
-    )
+    found = key_target(tmp_path / "sessions")
     yield found
     Sessions().close(found)
 

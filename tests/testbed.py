@@ -26,6 +26,7 @@ from labctl.config import ClusterConfig, Config, Resources
 from labctl.db import Database
 from labctl.jobs import get_job
 from labctl.stages.loop import run_stages
+from labctl.transport import SSHTarget, private_dir
 from tests.jobfixtures import job_config
 
 HOST = os.environ.get("HPC_SSH_HOST")
@@ -111,6 +112,20 @@ def mfa_cluster(scratch: str, *, via_gateway: bool = True, **changes: Any) -> Cl
         "resources": Resources(time="00:10:00", cpus=1, partition="debug"),
     }
     return ClusterConfig.model_validate({**settings, **changes})
+
+
+def key_target(directory: Path, **changes: Any) -> SSHTarget:
+    """The testbed's key account as an SSH target with sessions in `directory`."""
+    settings: dict[str, Any] = {
+        "name": "hpc",
+        "host": os.environ["HPC_SSH_HOST"],
+        "directory": str(private_dir(directory)),
+        "port": int(os.environ["HPC_SSH_PORT"]),
+        "user": os.environ["HPC_SSH_USER"],
+        "key_file": os.environ["HPC_SSH_KEY"],
+        "known_hosts": os.environ["HPC_KNOWN_HOSTS"],
+    }
+    return SSHTarget(**{**settings, **changes})
 
 
 def hpc_config(base: Config, scratch: str, state: Path, **watchdog: Any) -> Config:
