@@ -13,10 +13,9 @@ removed again; `--uninstall` removes the crontab block, the sshfs mounts, the ve
 ~/.local/bin/labctl link (and, with --remove-config, the config file).
 """
 
-from __future__ import annotations
-
 import argparse
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -24,7 +23,25 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
-MIN_PYTHON = (3, 11)
+MIN_PYTHON = (3, 11)  # requires-python of pyproject.toml
+
+
+def fail(message: str) -> int:
+    """Report `message` as one line on stderr; the exit code to return for it."""
+    print(f"[install] error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+# Before anything else: the annotations below need 3.10, and without `from __future__ import
+# annotations` this file compiles on 3.6 too, so every old python3 gets this far.
+if sys.version_info < MIN_PYTHON:
+    sys.exit(
+        fail(
+            "labctl needs Python {}.{} or newer, and {} is {}: run install.py with a newer one "
+            "(Debian 12 and Ubuntu 24.04 have it as python3; elsewhere install python3.11 and "
+            "python3.11-venv)".format(*MIN_PYTHON, sys.executable, sys.version.split()[0])
+        )
+    )
 
 
 def data_home() -> Path:
@@ -78,6 +95,12 @@ def install(args: argparse.Namespace, setup_args: list[str]) -> int:
         say(f"{venv} exists and is not a virtual environment: choose another --venv")
         return 2
     created = not venv.exists()
+    if created and importlib.util.find_spec("ensurepip") is None:
+        package = "python{}.{}-venv".format(*sys.version_info[:2])
+        return fail(
+            f"{sys.executable} cannot create a virtual environment (it has no ensurepip): "
+            f"install {package} (Debian/Ubuntu: apt install {package}) and run install.py again"
+        )
     if created:
         say(f"creating a virtual environment in {venv}")
         if run([sys.executable, "-m", "venv", str(venv)]) != 0:
@@ -156,9 +179,6 @@ def main(argv: list[str] | None = None) -> int:
         "--remove-config", action="store_true", help="with --uninstall: delete the config too"
     )
     args, setup_args = parser.parse_known_args(argv)
-    if sys.version_info < MIN_PYTHON:
-        say(f"labctl needs Python {'.'.join(map(str, MIN_PYTHON))} or newer")
-        return 2
     if args.uninstall:
         return uninstall(args)
     return install(args, setup_args)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl.errors import ValidationError
+from labctl.safetar import extract_all
 
 
 def _git(repo: Path, *args: str) -> bytes:
@@ -67,8 +68,12 @@ def export_commit(pipelines: Path, version: dict[str, Any], cache: Path) -> Path
         top = Path(_git(pipelines, "rev-parse", "--show-toplevel").decode().strip())
         archive = _git(top, "archive", "--format=tar", version["commit"], "--", version["path"])
         partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=cache))
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(partial, filter="data")
+        try:
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                extract_all(tar, partial)
+        except BaseException:
+            shutil.rmtree(partial)
+            raise
         try:
             partial.rename(target)
         except OSError:  # another run extracted the same commit meanwhile

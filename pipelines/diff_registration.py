@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import h5py
 import numpy as np
@@ -47,7 +47,7 @@ class Options:
     stack_dataset: str = "data"
     reference: str = ""
     reference_dataset: str = "reference"
-    split_idx: int | None = None
+    split_idx: Optional[int] = None  # parse_options evaluates it: no `int | None` on 3.8
     num_splits: int = 1
 
 
@@ -74,7 +74,7 @@ def run(dataset: str, inputs: Path, outputs: Path, options: dict[str, Any]) -> i
             "n_frames_total": n_total,
         }
         if opts.split_idx is not None:
-            attrs |= {"split_idx": opts.split_idx, "num_splits": opts.num_splits}
+            attrs.update(split_idx=opts.split_idx, num_splits=opts.num_splits)
         with atomic_output(outputs / name) as partial, h5py.File(partial, "w") as out:
             create_registration(out, len(frames), image, attrs)
             out["frames"][:] = np.asarray(frames, dtype=np.int64)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the tests need (venv, the sshd + SLURM testbed) and run the whole suite:
-# lint, type check, then pytest. Extra arguments go to pytest.
+# lint, type check, pytest, then the compatibility matrix on the other Pythons
+# (scripts/matrix.sh). Extra arguments go to the full pytest run.
 source "$(dirname "$0")/bootstrap.sh"
 cd "$ROOT"
 if [ -f scripts/testbed.sh ]; then
@@ -21,4 +22,8 @@ fi
 echo "[test] ruff";  ruff check .
 echo "[test] mypy";  mypy
 echo "[test] pytest"
-exec pytest "$@"
+status=0
+pytest "$@" || status=$?
+echo "[test] compatibility matrix"
+bash scripts/matrix.sh || status=1
+exit "$status"

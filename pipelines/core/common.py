@@ -55,7 +55,7 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
     allowed = typing.get_args(hint) or (hint,)
     if value is None and type(None) in allowed:
         return None
-    if float in allowed and isinstance(value, int | float) and not isinstance(value, bool):
+    if float in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, bool) != (bool in allowed) or not isinstance(value, allowed):
         kinds = " or ".join(t.__name__ for t in allowed if t is not type(None))

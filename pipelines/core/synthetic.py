@@ -74,9 +74,7 @@ def write_dataset(
     out.mkdir(parents=True, exist_ok=True)
     attrs = {"seed": seed, "max_shift": max_shift, "noise": noise}
     paths = [out / "stack.h5", out / "reference.h5", out / "true_shifts.h5"]
-    for path, name, data in zip(
-        paths, ("data", "reference", "shifts"), (stack, reference, shifts), strict=True
-    ):
+    for path, name, data in zip(paths, ("data", "reference", "shifts"), (stack, reference, shifts)):
         with h5py.File(path, "w") as handle:
             handle.create_dataset(name, data=data)
             handle.attrs.update(attrs)
