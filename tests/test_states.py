@@ -40,7 +40,7 @@ def test_state_values_are_the_stored_strings() -> None:
 def test_failure_reason_values() -> None:
     assert {r.value for r in FailureReason} == {
         "transfer", "submit", "timeout", "out_of_memory", "node_fail", "exit_code", "cancelled",
-        "retrieve", "slurm",
+        "retrieve", "slurm", "config",
     }  # fmt: skip
 
 
