@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from labctl.config import ClusterConfig, Config, JobTypeConfig
-from labctl.db import Database
+from labctl.config import ClusterConfig, Config, DatabaseConfig, JobTypeConfig
+from labctl.db import Database, connect
 from labctl.jobs import JobRequest, get_job, submit_job
 from labctl.stages.loop import run_stages
 from tests.jobfixtures import DATASET, local_jobs
@@ -51,10 +52,19 @@ def without(cfg: Config, *, cluster: str | None = None, job_type: str | None = N
     return cfg.model_copy(update={"clusters": clusters, "job_types": types})
 
 
+@pytest.fixture
+def solo(tmp_path: Path) -> Iterator[tuple[Database, Config]]:
+    """The embedded store only, for the test that runs twenty jobs."""
+    base = Config(user="tester", database=DatabaseConfig(path=tmp_path / "store"))
+    with connect(base.database) as db:
+        yield db, local_jobs(base, db, tmp_path)
+
+
 @pytest.mark.parametrize("poison", ["cluster gone while queued", "job type gone while running"])
 def test_a_poisoned_job_first_does_not_stop_the_ten_behind_it(
-    db: Database, cfg: Config, poison: str
+    solo: tuple[Database, Config], poison: str
 ) -> None:
+    db, cfg = solo
     if poison.startswith("cluster"):
         viper = ClusterConfig(type="local", scratch=cfg.clusters["local"].scratch + "-viper",
                               scheduler="process")  # fmt: skip
