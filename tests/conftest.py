@@ -22,7 +22,7 @@ import pytest
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
 from labctl.transport import Sessions
-from labctl.transport.ssh import short_dir
+from labctl.transport.target import short_dir
 
 SECANTUS_REPLICA_SET = "secantus"
 

@@ -19,7 +19,7 @@ from labctl.config import ClusterConfig
 from labctl.doctor import check_mount
 from labctl.mount import MountError, mount, mount_spec, mount_type, mounted_type, sshfs_argv, umount
 from labctl.transport import AuthError, ssh_command
-from labctl.transport.ssh import config_text
+from labctl.transport.target import config_text
 from tests.testbed import hpc_cluster, needs_testbed, remote_scratch
 
 

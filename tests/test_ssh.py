@@ -24,7 +24,8 @@ from labctl.transport import (
     ssh_command,
     ssh_options,
 )
-from labctl.transport.ssh import config_text, ssh_error
+from labctl.transport.sessions import ssh_error
+from labctl.transport.target import config_text
 from tests.testbed import key_target, needs_testbed
 
 

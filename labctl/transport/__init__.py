@@ -23,17 +23,9 @@ from labctl.transport.runner import (
     Runner,
     TransportError,
 )
-from labctl.transport.ssh import (
-    Session,
-    SessionDownError,
-    Sessions,
-    SSHRunner,
-    SSHTarget,
-    private_dir,
-    ssh_command,
-    ssh_options,
-    waiting_message,
-)
+from labctl.transport.sessions import Session, SessionDownError, Sessions, waiting_message
+from labctl.transport.ssh import SSHRunner
+from labctl.transport.target import SSHTarget, private_dir, ssh_command, ssh_options
 
 __all__ = [
     "AuthError",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from labctl.transport.runner import TransportError
-from labctl.transport.ssh import SSHTarget, ssh_command
+from labctl.transport.target import SSHTarget, ssh_command
 
 Direction = Literal["push", "pull"]
 
