@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
@@ -18,24 +18,38 @@ from typing import Any
 
 from labctl.errors import ValidationError
 from labctl.safetar import extract_all
+from labctl.transport import LocalRunner
 
 
-def _git(repo: Path, *args: str) -> bytes:
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False)
+def _git(repo: Path, *args: str) -> str:
+    """git's text output in `repo`, or ValidationError with its first line of complaint."""
+    done = LocalRunner().run(["git", "-C", str(repo), *args], check=False, timeout=300)
     if done.returncode != 0:
-        first = (done.stderr.decode(errors="replace").strip().splitlines() or ["git failed"])[0]
+        first = (done.stderr.strip().splitlines() or ["git failed"])[0]
         raise ValidationError(f"git {args[0]} in {repo}: {first}")
     return done.stdout
+
+
+def _git_bytes(repo: Path, scratch: Path, *args: str) -> bytes:
+    """The bytes git writes with `--output=FILE` (an archive, a binary diff): the runner's
+    output is text, and a binary diff must hash exactly."""
+    fd, name = tempfile.mkstemp(prefix=".git-", dir=scratch)
+    os.close(fd)
+    try:
+        _git(repo, *args[:1], f"--output={name}", *args[1:])
+        return Path(name).read_bytes()
+    finally:
+        os.unlink(name)
 
 
 def code_version(pipelines: Path, *, allow_dirty: bool = False) -> dict[str, Any]:
     """`{"commit", "path", "dirty", "diff_sha256"}` for the pipelines folder, or an error."""
     if not pipelines.is_dir():
         raise ValidationError(f"the pipelines folder {pipelines} does not exist")
-    top = Path(_git(pipelines, "rev-parse", "--show-toplevel").decode().strip())
+    top = Path(_git(pipelines, "rev-parse", "--show-toplevel").strip())
     path = pipelines.resolve().relative_to(top.resolve()).as_posix()
-    commit = _git(top, "rev-parse", "HEAD").decode().strip()
-    changed = _git(top, "status", "--porcelain", "--untracked-files=all", "--", path).decode()
+    commit = _git(top, "rev-parse", "HEAD").strip()
+    changed = _git(top, "status", "--porcelain", "--untracked-files=all", "--", path)
     dirty = bool(changed.strip())
     if dirty and not allow_dirty:
         count = len(changed.strip().splitlines())
@@ -53,9 +67,11 @@ def code_version(pipelines: Path, *, allow_dirty: bool = False) -> dict[str, Any
 
 def _changes_hash(top: Path, path: str) -> str:
     """A hash of what differs from the commit: the diff plus every untracked file's content."""
-    digest = hashlib.sha256(_git(top, "diff", "HEAD", "--binary", "--", path))
+    with tempfile.TemporaryDirectory() as scratch:
+        diff = _git_bytes(top, Path(scratch), "diff", "HEAD", "--binary", "--", path)
+    digest = hashlib.sha256(diff)
     untracked = _git(top, "ls-files", "--others", "--exclude-standard", "-z", "--", path)
-    for name in sorted(filter(None, untracked.decode().split("\0"))):
+    for name in sorted(filter(None, untracked.split("\0"))):
         digest.update(name.encode() + b"\0" + (top / name).read_bytes())
     return digest.hexdigest()
 
@@ -65,8 +81,10 @@ def export_commit(pipelines: Path, version: dict[str, Any], cache: Path) -> Path
     target = cache / version["commit"]
     if not target.is_dir():
         cache.mkdir(parents=True, exist_ok=True)
-        top = Path(_git(pipelines, "rev-parse", "--show-toplevel").decode().strip())
-        archive = _git(top, "archive", "--format=tar", version["commit"], "--", version["path"])
+        top = Path(_git(pipelines, "rev-parse", "--show-toplevel").strip())
+        archive = _git_bytes(
+            top, cache, "archive", "--format=tar", version["commit"], "--", version["path"]
+        )
         partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=cache))
         try:
             with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
