@@ -98,17 +98,17 @@ def main() -> None:
     cli()
 
 
-from labctl.cli import admin, data, demo, jobs, sessions, users, watchdog, web  # noqa: E402  (commands register themselves on `cli`)
+from labctl.cli import admin, connections, data, demo, jobs, users, watchdog, web  # noqa: E402  (commands register themselves on `cli`)
 
 __all__ = [
     "App",
     "admin",
     "cli",
+    "connections",
     "data",
     "demo",
     "jobs",
     "main",
-    "sessions",
     "users",
     "watchdog",
     "web",
