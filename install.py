@@ -50,7 +50,7 @@ def data_home() -> Path:
 
 def config_path(explicit: str | None) -> Path:
     """The config labctl reads: --config, then $LABCTL_CONFIG, then the XDG default (the lookup
-    of labctl.setup.config_file, which this script cannot import)."""
+    of labctl.install.onboarding.config_file, which this script cannot import)."""
     if explicit or os.environ.get("LABCTL_CONFIG"):
         return Path(explicit or os.environ["LABCTL_CONFIG"]).expanduser().absolute()
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")

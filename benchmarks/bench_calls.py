@@ -36,16 +36,16 @@ from benchmarks.common import (
     testbed_cluster,
     testbed_shell,
 )
-from labctl.cluster import ssh_target
+from labctl.catalog.experiments import log_entries
+from labctl.clock import utcnow
+from labctl.compute.cluster import ssh_target
+from labctl.compute.scheduler import SlurmScheduler
+from labctl.compute.transport import Sessions, SSHRunner
 from labctl.config import Config
 from labctl.db import Database, connect
-from labctl.experiments import log_entries
-from labctl.jobs import JobRequest, new_job_id, prepare_job
-from labctl.models import utcnow
-from labctl.scheduler import SlurmScheduler
+from labctl.jobs.submit import JobRequest, new_job_id, prepare_job
 from labctl.stages import stage_run
 from labctl.stages.loop import STAGES
-from labctl.transport import Sessions, SSHRunner
 from tests.mfa import connect_answers, run_on_pty
 from tests.testbed import mfa_cluster, sshd_logins, write_config
 

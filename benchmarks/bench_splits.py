@@ -27,10 +27,11 @@ from benchmarks.common import (
     testbed_cluster,
     testbed_shell,
 )
+from labctl.catalog.experiments import log_entries
 from labctl.config import Config
 from labctl.db import connect
-from labctl.experiments import log_entries
-from labctl.jobs import JobRequest, get_job, submit_job
+from labctl.jobs.queue import get_job
+from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import run_stages
 from tests.jobfixtures import REGISTRATION_TYPES
 

@@ -45,13 +45,14 @@ from benchmarks.common import (
     testbed_cluster,
     testbed_shell,
 )
+from labctl.catalog.experiments import log_entries
+from labctl.clock import utcnow
 from labctl.config import ClusterConfig, Config
 from labctl.db import Database, connect
-from labctl.experiments import log_entries
-from labctl.jobs import JobRequest, get_job, new_job_id, submit_job
-from labctl.models import utcnow
+from labctl.jobs.queue import get_job
+from labctl.jobs.states import TERMINAL
+from labctl.jobs.submit import JobRequest, new_job_id, submit_job
 from labctl.stages.loop import reap_children, run_stages
-from labctl.states import TERMINAL
 
 Timings = dict[str, float]
 

@@ -42,12 +42,13 @@ from benchmarks.common import (
     testbed_cluster,
     testbed_shell,
 )
+from labctl.catalog.experiments import log_entries
+from labctl.compute.transport import SSHRunner
 from labctl.config import ClusterConfig, Config
 from labctl.db import Database, connect
-from labctl.experiments import log_entries
-from labctl.jobs import JobRequest, get_job, submit_job
+from labctl.jobs.queue import get_job
+from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import reap_children, run_stages
-from labctl.transport import SSHRunner
 
 PROGRESS = "--info=progress2,stats1"
 

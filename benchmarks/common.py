@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from uuid import uuid4
 
-from labctl.cluster import ssh_target
+from labctl.compute.cluster import ssh_target
+from labctl.compute.transport import SSHRunner
 from labctl.config import (
     ClusterConfig,
     Config,
@@ -23,7 +24,6 @@ from labctl.config import (
     Resources,
     WatchdogConfig,
 )
-from labctl.transport import SSHRunner
 from tests.testbed import hpc_cluster
 
 DATASET = "20211215_093527"

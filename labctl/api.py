@@ -16,12 +16,13 @@ from typing import Any
 
 import pandas as pd
 
+from labctl.catalog.experiments import log_entries, query
+from labctl.catalog.fields import check_field_name, flatten, get_dotted
+from labctl.catalog.query import check_filter, parse_sort
 from labctl.config import Config, load_config
 from labctl.db import Database, connect
-from labctl.experiments import log_entries, query
-from labctl.jobs import JobRequest, get_job, submit_job
-from labctl.models import check_field_name, flatten, get_dotted
-from labctl.query import check_filter, parse_sort
+from labctl.jobs.queue import get_job
+from labctl.jobs.submit import JobRequest, submit_job
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from labctl import slurm
+from labctl.compute import slurm
 from labctl.errors import ConfigError
 
 FieldType = Literal["str", "int", "float", "bool", "datetime", "date", "list", "path"]

@@ -3,14 +3,78 @@ tokens only as SHA-256 digests (a token is 256 random bits: a fast hash cannot b
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import re
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from labctl.catalog.fields import check_field_name
+from labctl.clock import utcnow
 from labctl.db import Database
-from labctl.errors import NotFoundError
-from labctl.models import check_role, hash_password, new_user, utcnow, verify_password
+from labctl.errors import NotFoundError, ValidationError
+
+ROLES = ("admin", "member")
+Role = Literal["admin", "member"]
+_hasher = PasswordHasher()
+USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def check_username(username: str) -> str:
+    if not USERNAME.match(username):
+        raise ValidationError(
+            f"username {username!r} must be 1-32 lower-case letters, digits, '_', '.', '-'"
+        )
+    return username
+
+
+def check_role(role: str) -> Role:
+    if role not in ROLES:
+        raise ValidationError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    return role  # type: ignore[return-value]
+
+
+def new_user(
+    username: str,
+    full_name: str,
+    email: str,
+    role: str,
+    hpc_accounts: Mapping[str, str],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """A `users` document without a password; `hash_password` makes the `password_hash`."""
+    if email and not EMAIL.match(email):
+        raise ValidationError(f"email {email!r} is not an e-mail address")
+    return {
+        "username": check_username(username),
+        "full_name": full_name,
+        "email": email,
+        "role": check_role(role),
+        "hpc_accounts": {check_field_name(c): account for c, account in hpc_accounts.items()},
+        "password_hash": None,
+        "created_at": now,
+    }
+
+
+def hash_password(password: str) -> str:
+    if len(password) < 8:
+        raise ValidationError("the password must have at least 8 characters")
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    if not password_hash:
+        return False
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
 
 PUBLIC_FIELDS = ["username", "full_name", "email", "role", "hpc_accounts", "created_at"]
 TOKEN_PREFIX = "lct_"

@@ -19,10 +19,10 @@ from pathlib import Path
 import pymongo
 import pytest
 
+from labctl.compute.transport import Sessions
+from labctl.compute.transport.target import short_dir
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
-from labctl.transport import Sessions
-from labctl.transport.target import short_dir
 
 SECANTUS_REPLICA_SET = "secantus"
 

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from labctl.catalog.experiments import log_entries
 from labctl.config import (
     ClusterConfig,
     Config,
@@ -18,7 +19,6 @@ from labctl.config import (
     WatchdogConfig,
 )
 from labctl.db import Database
-from labctl.experiments import log_entries
 
 DATASET = "20211215_093527"
 REPO = Path(__file__).resolve().parent.parent

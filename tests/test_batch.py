@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from labctl.batch import JobLayout, array_size, expected_outputs, render
 from labctl.config import ClusterConfig, JobTypeConfig, Resources
+from labctl.jobs.batch import JobLayout, array_size, expected_outputs, render
 
 GOLDEN = Path(__file__).parent / "golden"
 CLUSTER = ClusterConfig(

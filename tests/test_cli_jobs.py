@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from labctl.cli import cli
-from labctl.cli.jobs import progress_bar
+from labctl.cli.analysis import progress_bar
 from labctl.config import Config
 from labctl.db import Database
 from tests.jobfixtures import DATASET, dataset_with_files, job_config

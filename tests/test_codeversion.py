@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from labctl.codeversion import code_version, export_commit
 from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import ValidationError
-from labctl.jobs import JobRequest, get_job, submit_job
+from labctl.jobs.codeversion import code_version, export_commit
+from labctl.jobs.queue import get_job
+from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import run_stages
 from tests.jobfixtures import DATASET, committed_pipelines, dataset_with_files, job_config, watchdog
 

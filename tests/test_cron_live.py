@@ -19,10 +19,9 @@ import yaml
 from click.testing import CliRunner
 
 from labctl.cli import cli
+from labctl.compute.transport import LocalRunner
 from labctl.config import load_config
-from labctl.cron import CronSpec, install, read_crontab
-from labctl.crontab import BEGIN, END
-from labctl.transport import LocalRunner
+from labctl.install.cron import BEGIN, END, CronSpec, install, read_crontab
 
 pytestmark = pytest.mark.skipif(shutil.which("crontab") is None, reason="cron is not installed")
 

@@ -9,9 +9,18 @@ from pathlib import Path
 import pytest
 
 from labctl.config import Config, WatchdogConfig
-from labctl.cron import CronSpec, schedule
-from labctl.cronlog import append
-from labctl.crontab import BEGIN, END, CronError, find_block, merge_block, remove_block, render
+from labctl.install.cron import (
+    BEGIN,
+    END,
+    CronError,
+    CronSpec,
+    find_block,
+    merge_block,
+    remove_block,
+    render,
+    schedule,
+)
+from labctl.install.cronlog import append
 
 FOREIGN = """\
 # my own jobs
@@ -77,7 +86,7 @@ def test_the_repository_template_renders_three_locked_logged_stages(tmp_path: Pa
         assert line.startswith(f"*/2 * * * * /usr/bin/flock -n {tmp_path}/logs/{stage}.lock ")
         assert (
             f"/opt/venv/bin/python -m labctl --config {tmp_path}/config.yaml watchdog {stage} 2>&1 "
-            f"| /opt/venv/bin/python -m labctl.cronlog --max-bytes 1000000 --keep 3 "
+            f"| /opt/venv/bin/python -m labctl.install.cronlog --max-bytes 1000000 --keep 3 "
             f"{tmp_path}/logs/{stage}.log"
         ) in line
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from labctl.cli import cli
 from labctl.config import ClusterConfig, DatabaseConfig
 from labctl.db import Database
-from labctl.doctor import (
+from labctl.install.doctor import (
     Check,
     check_cluster,
     check_config,
@@ -24,7 +24,7 @@ from labctl.doctor import (
     check_heartbeat,
     run_checks,
 )
-from labctl.heartbeat import beat, latest
+from labctl.stages.heartbeat import beat, latest
 from tests.test_cron_live import saved_crontab
 from tests.testbed import hpc_cluster, needs_testbed, remote_scratch
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 
 from labctl.cli import cli
 from labctl.config import load_config
-from labctl.setup import write_config
+from labctl.install.onboarding import write_config
 from tests.test_cron_live import FOREIGN, crontab, saved_crontab
 from tests.testbed import HOST, needs_testbed, remote_scratch
 

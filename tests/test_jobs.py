@@ -10,18 +10,17 @@ import pytest
 from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import DuplicateError, NotFoundError, ValidationError
-from labctl.jobs import (
-    JobRequest,
+from labctl.jobs.queue import (
     PermissionDenied,
     cancel_job,
     claim,
     get_job,
     release,
     retry_job,
-    submit_job,
     transition,
 )
-from labctl.states import FailureReason, InvalidTransition, JobState
+from labctl.jobs.states import FailureReason, InvalidTransition, JobState
+from labctl.jobs.submit import JobRequest, submit_job
 from labctl.users import add_user
 from tests.jobfixtures import DATASET, dataset_with_files, job_config
 
@@ -172,8 +171,8 @@ def test_cancel_and_retry_permissions(db: Database, jcfg: Config) -> None:
 
 
 def test_job_options_may_ask_for_more_resources_within_limits(db: Database, jcfg: Config) -> None:
-    from labctl.batch import JobLayout, render
     from labctl.config import Resources
+    from labctl.jobs.batch import JobLayout, render
 
     capped = jcfg.job_types["selftest"].model_copy(
         update={"max_resources": Resources(time="1-00:00:00", mem="16G", cpus=4)}
@@ -213,7 +212,7 @@ def test_job_options_may_ask_for_more_resources_within_limits(db: Database, jcfg
     ],
 )
 def test_slurm_time_formats(text: str, minutes: float) -> None:
-    from labctl.slurm import slurm_minutes
+    from labctl.compute.slurm import slurm_minutes
 
     assert slurm_minutes(text) == minutes
 

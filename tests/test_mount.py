@@ -14,12 +14,20 @@ import yaml
 from click.testing import CliRunner
 
 from labctl.cli import cli
-from labctl.cluster import ssh_target
+from labctl.compute.cluster import ssh_target
+from labctl.compute.mount import (
+    MountError,
+    mount,
+    mount_spec,
+    mount_type,
+    mounted_type,
+    sshfs_argv,
+    umount,
+)
+from labctl.compute.transport import AuthError, ssh_command
+from labctl.compute.transport.target import config_text
 from labctl.config import ClusterConfig
-from labctl.doctor import check_mount
-from labctl.mount import MountError, mount, mount_spec, mount_type, mounted_type, sshfs_argv, umount
-from labctl.transport import AuthError, ssh_command
-from labctl.transport.target import config_text
+from labctl.install.doctor import check_mount
 from tests.testbed import hpc_cluster, needs_testbed, remote_scratch
 
 

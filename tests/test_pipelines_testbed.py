@@ -11,12 +11,13 @@ import h5py
 import numpy as np
 import pytest
 
+from labctl.catalog.experiments import log_entries
+from labctl.catalog.provenance import provenance
 from labctl.config import Config, DatabaseConfig
 from labctl.db import connect
 from labctl.errors import ValidationError
-from labctl.experiments import log_entries
-from labctl.jobs import JobRequest, get_job, submit_job
-from labctl.provenance import provenance
+from labctl.jobs.queue import get_job
+from labctl.jobs.submit import JobRequest, submit_job
 from tests.jobfixtures import REGISTRATION_TYPES
 from tests.testbed import hpc_config, needs_testbed, remote_scratch, status_in, tick_until
 

@@ -2,9 +2,9 @@ import datetime as dt
 
 import pytest
 
+from labctl.catalog.query import build_filter, check_filter, parse_sort, parse_where
 from labctl.config import DataSchema, FieldSpec
 from labctl.errors import ValidationError
-from labctl.query import build_filter, check_filter, parse_sort, parse_where
 
 SCHEMA = DataSchema(fields={"n_planes": FieldSpec(type="int"), "code": FieldSpec(type="str")})
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl.transport import (
+from labctl.compute.transport import (
     Progress,
     SSHTarget,
     is_transient,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl.safetar import UnsafeArchiveError, data_member, extract_all
+from labctl.jobs.safetar import UnsafeArchiveError, data_member, extract_all
 
 
 def member(

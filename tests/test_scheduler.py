@@ -5,11 +5,11 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from labctl.batch import JobLayout
-from labctl.scheduler import SlurmScheduler
-from labctl.slurm import SchedulerError
-from labctl.states import JobState
-from labctl.transport import Result
+from labctl.compute.scheduler import SlurmScheduler
+from labctl.compute.slurm import SchedulerError
+from labctl.compute.transport import Result
+from labctl.jobs.batch import JobLayout
+from labctl.jobs.states import JobState
 
 CAPTURED = Path(__file__).parent / "captured"
 LAYOUT = JobLayout(PurePosixPath("/scratch/j1"))
@@ -74,7 +74,7 @@ def test_poll_on_the_real_testbed_falls_back_to_accounting() -> None:
 
     if HOST is None:
         pytest.skip("HPC_SSH_HOST unset: run scripts/testbed.sh and source its env.sh")
-    from labctl.cluster import open_cluster
+    from labctl.compute.cluster import open_cluster
 
     known = (
         ssh(["sbatch", "--parsable", "--partition=debug", "--output=/dev/null", "--wrap=true"])

@@ -22,11 +22,12 @@ from typing import Any
 
 import pytest
 
-from labctl.cluster import ssh_target
+from labctl.compute.cluster import ssh_target
+from labctl.compute.transport import Sessions, SSHTarget, parse_progress
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
-from labctl.jobs import JobRequest, get_job, submit_job
-from labctl.transport import Sessions, SSHTarget, parse_progress
+from labctl.jobs.queue import get_job
+from labctl.jobs.submit import JobRequest, submit_job
 from tests.jobfixtures import DATASET, dataset_with_files, job_config
 from tests.mfa import connect_answers, fresh_totp, login_answers, run_on_pty
 from tests.testbed import (

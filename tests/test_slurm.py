@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl.slurm import (
+from labctl.compute.slurm import (
     SchedulerError,
     SlurmStatus,
     parse_sacct,
@@ -16,7 +16,7 @@ from labctl.slurm import (
     squeue_command,
     to_job_state,
 )
-from labctl.states import FailureReason, JobState, check_transition
+from labctl.jobs.states import FailureReason, JobState, check_transition
 
 CAPTURED = Path(__file__).parent / "captured"
 S, R = JobState, FailureReason

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from labctl.slurm import (
+from labctl.compute.slurm import (
     SlurmStatus,
     parse_sacct,
     parse_sbatch,
@@ -15,7 +15,7 @@ from labctl.slurm import (
     sacct_command,
     squeue_command,
 )
-from labctl.states import FailureReason, JobState
+from labctl.jobs.states import FailureReason, JobState
 
 pytestmark = pytest.mark.testbed
 

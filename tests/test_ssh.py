@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl.config import ClusterConfig, Config
-from labctl.transport import (
+from labctl.compute.transport import (
     AuthError,
     ConnectError,
     Result,
@@ -24,8 +23,9 @@ from labctl.transport import (
     ssh_command,
     ssh_options,
 )
-from labctl.transport.sessions import ssh_error
-from labctl.transport.target import config_text
+from labctl.compute.transport.sessions import ssh_error
+from labctl.compute.transport.target import config_text
+from labctl.config import ClusterConfig, Config
 from tests.testbed import key_target, needs_testbed
 
 

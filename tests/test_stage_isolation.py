@@ -16,7 +16,8 @@ import pytest
 
 from labctl.config import ClusterConfig, Config, DatabaseConfig, JobTypeConfig
 from labctl.db import Database, connect
-from labctl.jobs import JobRequest, get_job, submit_job
+from labctl.jobs.queue import get_job
+from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import run_stages
 from tests.jobfixtures import DATASET, local_jobs
 from tests.testbed import write_config

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from labctl.catalog.experiments import log_entries
 from labctl.config import ClusterConfig, Config, JobTypeConfig
 from labctl.db import Database
-from labctl.experiments import log_entries
-from labctl.heartbeat import latest
-from labctl.jobs import JobRequest, cancel_job, get_job, retry_job, submit_job
+from labctl.jobs.queue import cancel_job, get_job, retry_job
+from labctl.jobs.states import TERMINAL
+from labctl.jobs.submit import JobRequest, submit_job
+from labctl.stages.heartbeat import latest
 from labctl.stages.loop import run_stages
-from labctl.states import TERMINAL
 from tests.jobfixtures import DATASET, local_jobs
 
 ALL = ["scan", "transfers", "jobs"]

@@ -4,7 +4,7 @@ from itertools import product
 
 import pytest
 
-from labctl.states import (
+from labctl.jobs.states import (
     ACTIVE,
     TERMINAL,
     TRANSITIONS,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl.transport import (
+from labctl.compute.transport import (
     AuthError,
     CommandError,
     CommandTimeoutError,
@@ -437,7 +437,7 @@ def test_a_background_transfer_does_not_keep_the_stages_cron_lock(tmp_path: Path
     """cron runs each stage as `flock -n LOCK labctl watchdog STAGE`: a transfer that stage starts
     must not hold LOCK, or every later run of the stage skips until the transfer ends."""
     lock, log = tmp_path / "scan.lock", tmp_path / "t.log"
-    start = "from labctl.transport import start_background; import sys; "
+    start = "from labctl.compute.transport import start_background; import sys; "
     start += "print(start_background(['sleep', '30'], sys.argv[1]).pid)"
     spawned = subprocess.run(["flock", "-n", str(lock), sys.executable, "-c", start, str(log)],
                              capture_output=True, text=True, check=True)  # fmt: skip

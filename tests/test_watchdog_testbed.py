@@ -32,18 +32,19 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
+from labctl.catalog.experiments import log_entries
+from labctl.clock import utcnow
+from labctl.compute.transport import parse_progress
 from labctl.config import Config, DatabaseConfig, JobTypeConfig, OptionSpec
 from labctl.db import Database, connect
 from labctl.errors import ValidationError
-from labctl.experiments import log_entries
-from labctl.heartbeat import latest
-from labctl.jobs import JobRequest, cancel_job, get_job, submit_job
-from labctl.models import utcnow
+from labctl.jobs.queue import cancel_job, get_job
+from labctl.jobs.states import TERMINAL, JobState
+from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages import stage_run
-from labctl.stages.jobs import follow
+from labctl.stages.heartbeat import latest
 from labctl.stages.loop import run_stages
-from labctl.states import TERMINAL, JobState
-from labctl.transport import parse_progress
+from labctl.stages.tracking import follow
 from tests.jobfixtures import DATASET, dataset_with_files
 from tests.testbed import (
     SlurmEntry,

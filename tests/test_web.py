@@ -18,6 +18,8 @@ import yaml
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
+from labctl.catalog.experiments import get_entry, log_entries
+from labctl.compute.transport import Session
 from labctl.config import Config, DatabaseConfig, WebConfig
 from labctl.db import Database
 from labctl.errors import (
@@ -28,14 +30,13 @@ from labctl.errors import (
     NotFoundError,
     ValidationError,
 )
-from labctl.experiments import get_entry, log_entries
-from labctl.heartbeat import beat, record_sessions
-from labctl.jobs import JobRequest, PermissionDenied, get_job, submit_job, transition
-from labctl.states import FailureReason, InvalidTransition, JobState
-from labctl.transport import Session
+from labctl.jobs.queue import PermissionDenied, get_job, transition
+from labctl.jobs.states import FailureReason, InvalidTransition, JobState
+from labctl.jobs.submit import JobRequest, submit_job
+from labctl.stages.heartbeat import beat, record_sessions
 from labctl.web import create_app
 from labctl.web.auth import LoginLimiter, open_session, session_principal
-from labctl.web.errors import status_of
+from labctl.web.problems import status_of
 from tests.jobfixtures import DATASET
 from tests.webfixtures import csrf_token, free_port, login, password, seed, web_config
 

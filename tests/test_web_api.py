@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
+from labctl.catalog.experiments import get_entry
 from labctl.cli import cli
 from labctl.config import Config
 from labctl.db import Database
-from labctl.experiments import get_entry
-from labctl.heartbeat import beat
-from labctl.jobs import get_job
+from labctl.jobs.queue import get_job
+from labctl.stages.heartbeat import beat
 from labctl.stages.loop import run_stages
 from labctl.users import create_token
 from labctl.web import create_app

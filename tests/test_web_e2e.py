@@ -16,9 +16,9 @@ import pytest
 
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
-from labctl.heartbeat import beat
-from labctl.jobs import get_job, transition
-from labctl.states import JobState
+from labctl.jobs.queue import get_job, transition
+from labctl.jobs.states import JobState
+from labctl.stages.heartbeat import beat
 from labctl.users import create_token
 from tests.webfixtures import password, seed, served, web_config
 

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import yaml
 
+from labctl.compute.transport import SSHTarget, private_dir
 from labctl.config import ClusterConfig, Config, Resources
 from labctl.db import Database
-from labctl.jobs import get_job
+from labctl.jobs.queue import get_job
 from labctl.stages.loop import run_stages
-from labctl.transport import SSHTarget, private_dir
 from tests.jobfixtures import job_config
 
 HOST = os.environ.get("HPC_SSH_HOST")

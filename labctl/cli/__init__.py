@@ -98,18 +98,18 @@ def main() -> None:
     cli()
 
 
-from labctl.cli import admin, connections, data, demo, jobs, users, watchdog, web  # noqa: E402  (commands register themselves on `cli`)
+from labctl.cli import accounts, admin, analysis, connections, data, demo, serve, watchdog  # noqa: E402  (commands register themselves on `cli`)
 
 __all__ = [
     "App",
+    "accounts",
     "admin",
+    "analysis",
     "cli",
     "connections",
     "data",
     "demo",
-    "jobs",
     "main",
-    "users",
+    "serve",
     "watchdog",
-    "web",
 ]

@@ -12,14 +12,15 @@ from urllib.parse import urlsplit
 
 import click
 
-from labctl import cron
 from labctl.cli import App, cli
 from labctl.cli.output import echo_json
+from labctl.compute.mount import mount, mount_spec, umount
+from labctl.compute.transport import LocalRunner
 from labctl.config import EMBEDDED, ClusterConfig, Config
-from labctl.doctor import Check, run_checks
 from labctl.errors import ConfigError, LabctlError, ValidationError
-from labctl.mount import mount, mount_spec, umount
-from labctl.setup import (
+from labctl.install import cron
+from labctl.install.doctor import Check, run_checks
+from labctl.install.onboarding import (
     Answers,
     ClusterAnswer,
     apply,
@@ -32,8 +33,7 @@ from labctl.setup import (
     require_clusters,
     write_config,
 )
-from labctl.setup import create_key as create_key_pair
-from labctl.transport import LocalRunner
+from labctl.install.onboarding import create_key as create_key_pair
 
 DEFAULT_KEY = "~/.ssh/id_ed25519"
 

@@ -9,10 +9,10 @@ from rich.table import Table
 
 from labctl.cli import App, cli
 from labctl.cli.output import cell, console, echo_json
-from labctl.cluster import ssh_target
+from labctl.compute.cluster import ssh_target
+from labctl.compute.transport import Session, Sessions, SSHTarget
 from labctl.config import Config
 from labctl.errors import ValidationError
-from labctl.transport import Session, Sessions, SSHTarget
 
 
 def _target(config: Config, name: str) -> SSHTarget:

@@ -9,13 +9,13 @@ from typing import Any
 import click
 import yaml
 
+from labctl.catalog.experiments import Entry, get_entry, log_entries, prepare_schema, query
+from labctl.catalog.fields import check_field_name, flatten, parse_assignments
+from labctl.catalog.query import build_filter, parse_sort
 from labctl.cli import App, cli
 from labctl.cli.output import columns_of, echo_csv, echo_document, echo_json, echo_table
 from labctl.config import DataSchema
 from labctl.errors import ValidationError
-from labctl.experiments import Entry, get_entry, log_entries, prepare_schema, query
-from labctl.models import check_field_name, flatten, parse_assignments
-from labctl.query import build_filter, parse_sort
 
 
 def read_entries_file(path: Path) -> list[Entry]:

@@ -17,15 +17,15 @@ from typing import Any, Literal
 import click
 
 from labctl.cli import App, cli
+from labctl.cli.analysis import queue_cmd, status_cmd, submit_cmd
 from labctl.cli.data import log_cmd, query_cmd, show_cmd
-from labctl.cli.jobs import queue_cmd, status_cmd, submit_cmd
 from labctl.cli.output import console
-from labctl.codeversion import code_version
+from labctl.compute.transport import CommandTimeoutError, LocalRunner
 from labctl.config import ClusterConfig, Config, DatabaseConfig, JobTypeConfig, WatchdogConfig
-from labctl.jobs import get_job, list_jobs
+from labctl.jobs.codeversion import code_version
+from labctl.jobs.queue import get_job, list_jobs
+from labctl.jobs.states import TERMINAL
 from labctl.stages.loop import reap_children, run_stages
-from labctl.states import TERMINAL
-from labctl.transport import CommandTimeoutError, LocalRunner
 
 EXPERIMENTS = [
     ("20211215_093527", "charlie", {"runclass.id": "ARB-diff", "n_planes": "12"}),

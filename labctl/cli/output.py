@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from labctl.models import flatten, get_dotted
+from labctl.catalog.fields import flatten, get_dotted
 
 
 def console() -> Console:

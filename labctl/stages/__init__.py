@@ -6,7 +6,7 @@
 3. `jobs`: asks each cluster once about all its active jobs, follows SLURM's states, brings
    results home, verifies them and records them.
 
-Each stage takes a job with an owner and a lease (`labctl.jobs.claim`) and moves it only with
+Each stage takes a job with an owner and a lease (`labctl.jobs.queue.claim`) and moves it only with
 compare-and-set transitions, so overlapping runs never act on the same job twice.
 """
 
@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from labctl.batch import JobLayout
-from labctl.cluster import Cluster, ClusterPool
+from labctl.clock import utcnow
+from labctl.compute.cluster import Cluster, ClusterPool
+from labctl.compute.transport import SessionDownError, TransportError, waiting_message
 from labctl.config import Config, JobTypeConfig
 from labctl.db import Database
 from labctl.errors import LabctlError
-from labctl.jobs import claim, history_item, release, transition
-from labctl.models import utcnow
-from labctl.states import TERMINAL, FailureReason, JobState
-from labctl.transport import SessionDownError, TransportError, waiting_message
+from labctl.jobs.batch import JobLayout
+from labctl.jobs.queue import claim, history_item, release, transition
+from labctl.jobs.states import TERMINAL, FailureReason, JobState
 
 
 class Unconfigured(LabctlError):
@@ -201,7 +201,7 @@ class StageRun:
 @contextmanager
 def stage_run(db: Database, config: Config, stage: str) -> Iterator[StageRun]:
     """A stage run that closes its cluster connections and writes its heartbeat at the end."""
-    from labctl.heartbeat import beat, record_sessions
+    from labctl.stages.heartbeat import beat, record_sessions
 
     run = StageRun(db, config, stage, ClusterPool(config))
     try:

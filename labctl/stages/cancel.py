@@ -7,12 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from labctl.cluster import ClusterPool
+from labctl.compute.cluster import ClusterPool
 from labctl.config import Config
 from labctl.db import Database
-from labctl.jobs import cancel_job, get_job
+from labctl.jobs.queue import cancel_job, get_job
 from labctl.stages import StageRun
-from labctl.stages.jobs import stop_cancelled
+from labctl.stages.tracking import stop_cancelled
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from labctl.config import Config
 from labctl.db import Database
 from labctl.stages import StageRun, stage_run
-from labctl.stages.jobs import run_jobs
 from labctl.stages.scan import run_scan
+from labctl.stages.tracking import run_jobs
 from labctl.stages.transfers import run_transfers
 
 STAGES: dict[str, Callable[[StageRun], None]] = {

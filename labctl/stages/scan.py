@@ -10,16 +10,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from labctl.batch import array_size, render
-from labctl.codeversion import export_commit
+from labctl.catalog.fields import get_dotted
+from labctl.clock import utcnow
+from labctl.compute.slurm import SchedulerError
+from labctl.compute.transport import TransferError, TransferHandle, TransportError, rsync_argv
+from labctl.compute.transport import start_background as start_rsync
 from labctl.errors import ValidationError
-from labctl.jobs import check_inputs, dataset_dirs
-from labctl.models import get_dotted, utcnow
-from labctl.slurm import SchedulerError
+from labctl.jobs.batch import array_size, render
+from labctl.jobs.codeversion import export_commit
+from labctl.jobs.states import FailureReason, JobState
+from labctl.jobs.submit import check_inputs, dataset_dirs
 from labctl.stages import StageRun
-from labctl.states import FailureReason, JobState
-from labctl.transport import TransferError, TransferHandle, TransportError, rsync_argv
-from labctl.transport import start_background as start_rsync
 
 
 def run_scan(run: StageRun) -> None:

@@ -7,12 +7,8 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from labctl.jobs import history_item
-from labctl.models import utcnow
-from labctl.stages import StageRun
-from labctl.stages.scan import launch
-from labctl.states import FailureReason, JobState
-from labctl.transport import (
+from labctl.clock import utcnow
+from labctl.compute.transport import (
     Progress,
     SessionDownError,
     TransferError,
@@ -22,6 +18,10 @@ from labctl.transport import (
     TransportError,
     poll,
 )
+from labctl.jobs.queue import history_item
+from labctl.jobs.states import FailureReason, JobState
+from labctl.stages import StageRun
+from labctl.stages.scan import launch
 
 
 def run_transfers(run: StageRun) -> None:

@@ -16,7 +16,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
 from labctl.config import Config
-from labctl.web import api, errors, login, monitor, pages
+from labctl.web import login, monitor, pages
+from labctl.web import problems as errors
+from labctl.web import rest as api
 from labctl.web.auth import LoginLimiter
 from labctl.web.deps import WebState
 from labctl.web.render import make_templates

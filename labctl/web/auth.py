@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from labctl.clock import utcnow
 from labctl.db import Database
 from labctl.errors import NotFoundError
-from labctl.models import utcnow
 from labctl.users import get_user, token_user
 
 SESSION_COOKIE = "labctl_session"
@@ -53,7 +53,7 @@ class Principal:
         return self.role == "admin"
 
     def may_change(self, owner: str) -> bool:
-        """Whether to offer cancel/retry; `labctl.jobs` decides for real."""
+        """Whether to offer cancel/retry; `labctl.jobs.queue` decides for real."""
         return self.is_admin or owner == self.username
 
 

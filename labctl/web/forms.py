@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 from starlette.datastructures import FormData
 
+from labctl.catalog.fields import parse_dataset_id, typed_fields
 from labctl.config import DataSchema
 from labctl.errors import ValidationError
-from labctl.models import parse_dataset_id, typed_fields
 
 FIELD_PREFIX = "f."  # a named field's input is `f.<dotted name>`
 EXTRA_ROWS = 3  # empty key/value rows offered for free fields

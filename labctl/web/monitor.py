@@ -9,10 +9,10 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from labctl.db import Database
-from labctl.heartbeat import latest, sessions_seen
-from labctl.jobs import get_job, list_jobs, retry_job
+from labctl.jobs.queue import get_job, list_jobs, retry_job
+from labctl.jobs.states import JobState
 from labctl.stages.cancel import cancel_and_stop
-from labctl.states import JobState
+from labctl.stages.heartbeat import latest, sessions_seen
 from labctl.web.auth import Principal, safe_next
 from labctl.web.deps import PageUser, state
 from labctl.web.render import render

@@ -7,13 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from labctl.catalog.experiments import get_entry, log_entries, query_page
+from labctl.catalog.fields import MANAGED_FIELDS, flatten
+from labctl.catalog.query import build_filter, parse_sort
 from labctl.config import DataSchema
 from labctl.db import Database
 from labctl.errors import DuplicateError, ValidationError
-from labctl.experiments import get_entry, log_entries, query_page
-from labctl.jobs import list_jobs
-from labctl.models import MANAGED_FIELDS, flatten
-from labctl.query import build_filter, parse_sort
+from labctl.jobs.queue import list_jobs
 from labctl.web.auth import Principal
 from labctl.web.deps import PageUser, state
 from labctl.web.forms import FieldsForm, check_dataset, collect, read_form

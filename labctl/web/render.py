@@ -13,8 +13,9 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from labctl.models import age, get_dotted, utcnow
-from labctl.states import ACTIVE, JobState
+from labctl.catalog.fields import get_dotted
+from labctl.clock import age, utcnow
+from labctl.jobs.states import ACTIVE, JobState
 from labctl.web.auth import CSRF_FIELD, CSRF_HEADER, Principal
 from labctl.web.deps import state
 

@@ -1,0 +1,1 @@
+"""The experiment catalog: data entries, their fields, the query language, provenance."""

@@ -1,0 +1,114 @@
+"""Operations on the `data` collection: log, update, query and show experiments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from labctl.catalog.fields import data_json_schema, new_data_entry, parse_dataset_id, update_of
+from labctl.clock import utcnow
+from labctl.config import Config
+from labctl.db import Database
+from labctl.errors import DuplicateError, NotFoundError, ValidationError
+
+Entry = tuple[str, Mapping[str, Any]]
+
+
+def prepare_schema(db: Database, config: Config) -> None:
+    """Make MongoDB enforce the configured required fields too."""
+    db.set_validator("data", data_json_schema(config.data))
+
+
+def log_entries(
+    db: Database, config: Config, entries: Sequence[Entry], *, update: bool = False
+) -> list[dict[str, Any]]:
+    """Store new experiments (or, with `update`, change existing ones); return what is stored.
+
+    Every entry is validated, and checked for existence, before anything is written, so one bad
+    entry in a batch leaves the database untouched.
+    """
+    ids = [dataset for dataset, _ in entries]
+    for dataset in ids:
+        parse_dataset_id(dataset)
+    repeated = sorted({d for d in ids if ids.count(d) > 1})
+    if repeated:
+        raise ValidationError(f"dataset(s) given twice: {', '.join(repeated)}")
+    now = utcnow()
+    existing = {d["dataset"] for d in db.data.find({"dataset": {"$in": ids}}, ["dataset"])}
+    if update:
+        missing = [d for d in ids if d not in existing]
+        if missing:
+            raise NotFoundError(f"no dataset {', '.join(missing)} to update; log it first")
+        changes = [(d, update_of(fields, config.data, config.user, now)) for d, fields in entries]
+        for dataset, change in changes:
+            db.data.update({"dataset": dataset}, change)
+    else:
+        if existing:
+            raise DuplicateError(
+                f"dataset(s) {', '.join(sorted(existing))} already logged; use --update to change"
+            )
+        docs = [new_data_entry(d, f, config.data, config.user, now) for d, f in entries]
+        _insert_all_or_none(db, docs)
+    return _without_id(db.data.find({"dataset": {"$in": ids}}, sort=[("dataset", 1)]))
+
+
+def _insert_all_or_none(db: Database, docs: list[dict[str, Any]]) -> None:
+    """Insert a batch; if another writer logged one of the ids meanwhile, undo this batch."""
+    try:
+        db.data.insert_many(docs)
+    except DuplicateError:
+        for doc in docs:
+            db.data.delete({"dataset": doc["dataset"], "created_at": doc["created_at"]})
+        raise
+
+
+def _without_id(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for doc in docs:
+        doc.pop("_id", None)
+    return docs
+
+
+def get_entry(db: Database, dataset: str) -> dict[str, Any]:
+    parse_dataset_id(dataset)
+    doc = db.data.find_one({"dataset": dataset})
+    if doc is None:
+        raise NotFoundError(f"no dataset {dataset}")
+    return _without_id([doc])[0]
+
+
+def query(
+    db: Database,
+    fields: Sequence[str],
+    filter: Mapping[str, Any],
+    sort: Sequence[tuple[str, int]] = (),
+    limit: int = 0,
+    skip: int = 0,
+) -> list[dict[str, Any]]:
+    """Entries matching `filter`, each with `dataset` and the requested dotted fields."""
+    projection = _outermost(["dataset", *fields]) if fields else None
+    docs = db.data.find(
+        filter, projection, sort=list(sort) or [("dataset", 1)], limit=limit, skip=skip
+    )
+    return _without_id(docs)
+
+
+def _outermost(fields: Sequence[str]) -> list[str]:
+    """The fields without those inside another one (`user.name` with `user`): a projection
+    must not name both."""
+    kept: list[str] = []
+    for name in fields:
+        if not any(name == k or name.startswith(k + ".") for k in kept):
+            kept = [k for k in kept if not k.startswith(name + ".")] + [name]
+    return kept
+
+
+def query_page(
+    db: Database,
+    fields: Sequence[str],
+    filter: Mapping[str, Any],
+    sort: Sequence[tuple[str, int]],
+    limit: int,
+    skip: int = 0,
+) -> tuple[int, list[dict[str, Any]]]:
+    """How many entries match `filter`, and one page of them (as `query` gives them)."""
+    return db.data.count(filter), query(db, fields, filter, sort, limit=limit, skip=skip)

@@ -1,0 +1,219 @@
+"""The fields of `data` entries and the rules that make them valid.
+
+Pure functions: they take values and the configured schema and return documents or raise
+`ValidationError` with one clear line. They never touch the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+from labctl.config import FIELD_NAME, DataSchema, FieldType
+from labctl.errors import ValidationError
+
+DATASET_ID = re.compile(r"^\d{8}_\d{6}$")
+
+
+MANAGED_FIELDS = ("dataset", "acquired_at", "created_by", "created_at", "updated_by", "updated_at")
+
+
+def parse_dataset_id(dataset: str) -> dt.datetime:
+    """`YYYYMMDD_HHMMSS` -> its acquisition time (UTC); rejects malformed or impossible dates."""
+    if not DATASET_ID.match(dataset):
+        raise ValidationError(f"dataset id {dataset!r} is not of the form YYYYMMDD_HHMMSS")
+    try:
+        return dt.datetime.strptime(dataset, "%Y%m%d_%H%M%S").replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise ValidationError(f"dataset id {dataset!r} is not a real date and time") from None
+
+
+def parse_text(text: str) -> Any:
+    """A value typed on the command line, typed by YAML: `3` -> 3, `true` -> True, `[a, b]`."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if value is None and text.strip() not in ("null", "~") else value
+
+
+def coerce(name: str, value: Any, kind: FieldType) -> Any:
+    """Convert `value` (text or already typed) to the schema type of field `name`."""
+    if isinstance(value, str) and kind != "str" and kind != "path":
+        value = parse_text(value)
+    try:
+        return _COERCE[kind](value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"field {name!r} must be {kind}, got {value!r} ({exc})") from None
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        raise TypeError("not a plain value")
+    return str(value)
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise TypeError("not a whole number")
+    return int(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("not a number")
+    return float(value)
+
+
+def _to_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("use true or false")
+    return value
+
+
+def _to_datetime(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    if not isinstance(value, dt.datetime):
+        raise TypeError("not a date-time")
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _to_date(value: Any) -> dt.datetime:
+    """Dates are stored as midnight UTC date-times: BSON has no plain date type."""
+    day = _to_datetime(value)
+    return day.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _to_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError("not a list; write it as [a, b]")
+    return value
+
+
+def _to_path(value: Any) -> str:
+    text = _to_str(value)
+    if not text or "\0" in text:
+        raise ValueError("empty or contains a NUL byte")
+    return text
+
+
+_COERCE = {
+    "str": _to_str,
+    "path": _to_path,
+    "int": _to_int,
+    "float": _to_float,
+    "bool": _to_bool,
+    "datetime": _to_datetime,
+    "date": _to_date,
+    "list": _to_list,
+}
+
+
+def set_dotted(doc: dict[str, Any], name: str, value: Any) -> None:
+    """`set_dotted(d, "runclass.id", "x")` -> `d["runclass"]["id"] = "x"`."""
+    *parents, leaf = name.split(".")
+    node = doc
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValidationError(f"field {name!r} conflicts with the plain value of {part!r}")
+        node = child
+    node[leaf] = value
+
+
+def get_dotted(doc: Mapping[str, Any], name: str) -> Any:
+    """The value at a dotted path, or None when any part is missing."""
+    node: Any = doc
+    for part in name.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested documents -> one level with dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def check_field_name(name: str) -> str:
+    if not FIELD_NAME.match(name):
+        raise ValidationError(f"field name {name!r} must be dotted identifiers like runclass.id")
+    return name
+
+
+def typed_fields(fields: Mapping[str, Any], schema: DataSchema) -> dict[str, Any]:
+    """Flat `{dotted name: value}` -> the same, each value typed by the schema or by YAML."""
+    typed: dict[str, Any] = {}
+    for name, value in fields.items():
+        check_field_name(name)
+        if name in MANAGED_FIELDS:
+            raise ValidationError(f"field {name!r} is set by labctl and cannot be given")
+        spec = schema.fields.get(name)
+        if spec is not None:
+            typed[name] = coerce(name, value, spec.type)
+        else:
+            typed[name] = parse_text(value) if isinstance(value, str) else value
+    return typed
+
+
+def new_data_entry(
+    dataset: str, fields: Mapping[str, Any], schema: DataSchema, by: str, now: dt.datetime
+) -> dict[str, Any]:
+    """A complete, valid `data` document from a dataset id and flat dotted fields."""
+    acquired = parse_dataset_id(dataset)
+    typed = typed_fields(fields, schema)
+    missing = [name for name in schema.required if typed.get(name) in (None, "")]
+    if missing:
+        raise ValidationError(f"dataset {dataset}: missing required field(s) {', '.join(missing)}")
+    doc: dict[str, Any] = {"dataset": dataset, "acquired_at": acquired}
+    for name, value in typed.items():
+        set_dotted(doc, name, value)
+    doc.update(created_by=by, created_at=now, updated_by=by, updated_at=now)
+    return doc
+
+
+def update_of(
+    fields: Mapping[str, Any], schema: DataSchema, by: str, now: dt.datetime
+) -> dict[str, Any]:
+    """The `$set` for changing fields of an existing entry (dotted names address nested ones)."""
+    typed = typed_fields(fields, schema)
+    for name in schema.required:
+        if name in typed and typed[name] in (None, ""):
+            raise ValidationError(f"required field {name!r} cannot be emptied")
+    return {"$set": {**typed, "updated_by": by, "updated_at": now}}
+
+
+def data_json_schema(schema: DataSchema) -> dict[str, Any]:
+    """The MongoDB `$jsonSchema` that enforces the required top-level fields of `data`."""
+    required = ["dataset", "acquired_at", *(n for n in schema.required if "." not in n)]
+    return {
+        "bsonType": "object",
+        "required": required,
+        "properties": {"dataset": {"bsonType": "string", "pattern": DATASET_ID.pattern}},
+    }
+
+
+def parse_assignments(items: Iterable[str], what: str) -> dict[str, str]:
+    """`["a=1", "b.c=x"]` -> `{"a": "1", "b.c": "x"}`; the value may contain '='."""
+    result: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValidationError(f"{what} {item!r} must look like name=value")
+        result[check_field_name(name.strip())] = value
+    return result

@@ -1,0 +1,30 @@
+"""Where each result of a dataset came from: job, code version, options, inputs, who ran it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labctl.catalog.experiments import get_entry
+from labctl.db import Database
+
+
+def provenance(db: Database, dataset: str) -> list[dict[str, Any]]:
+    """One record per completed job of `dataset`, oldest first."""
+    get_entry(db, dataset)  # a clear error for an unknown or malformed dataset id
+    jobs = db.queue.find({"dataset": dataset, "status": "completed"}, sort=[("created_at", 1)])
+    return [
+        {
+            "job_id": job["job_id"],
+            "job_type": job["job_type"],
+            "user": job["user"],
+            "cluster": job["compute_cluster"],
+            "completed_at": job["history"][-1]["at"],
+            "pipelines": job.get("pipelines"),
+            "options": job["job_options"],
+            "inputs": job.get("input_checksums", []),
+            "outputs": job.get("results", []),
+            "environment": job.get("environment"),
+            "slurm_job_id": (job.get("slurm") or {}).get("job_id"),
+        }
+        for job in jobs
+    ]

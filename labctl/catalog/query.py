@@ -1,0 +1,135 @@
+"""The filter language shared by `labctl query`, the Python API and the REST API.
+
+`--where` takes `FIELD OP VALUE` with OP one of `=`, `!=`, `>=`, `<=`, `>`, `<`, `~` (regular
+expression) or the word `in` (comma-separated values). Values are typed by the data schema or, for
+free fields, by YAML. The result is a MongoDB filter; field names are checked so that no `$`
+operator can be smuggled in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from labctl.catalog.fields import check_field_name, coerce, parse_text
+from labctl.config import DataSchema
+from labctl.errors import ValidationError
+
+_OPS = {"!=": "$ne", ">=": "$gte", "<=": "$lte", "=": "$eq", ">": "$gt", "<": "$lt", "~": "$regex"}
+_CONDITION = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(!=|>=|<=|=|>|<|~|\s+in\s+)\s*(.*)$", re.DOTALL)
+
+
+def parse_where(condition: str, schema: DataSchema) -> dict[str, Any]:
+    """`"user=charlie"` -> `{"user": {"$eq": "charlie"}}`."""
+    match = _CONDITION.match(condition)
+    if not match:
+        raise ValidationError(
+            f"cannot read condition {condition!r}: use FIELD=VALUE, FIELD>VALUE, FIELD~REGEX, "
+            "FIELD in A,B (operators = != > >= < <= ~ in)"
+        )
+    field, op, text = check_field_name(match[1]), match[2].strip(), match[3]
+    if op == "~":
+        try:
+            re.compile(text)
+        except re.error as exc:
+            raise ValidationError(f"bad regular expression {text!r} in {field}: {exc}") from None
+        return {field: {"$regex": text}}
+    if op == "in":
+        values = [_typed(field, part.strip(), schema) for part in text.split(",") if part.strip()]
+        if not values:
+            raise ValidationError(f"'{field} in' needs at least one value")
+        return {field: {"$in": values}}
+    return {field: {_OPS[op]: _typed(field, text, schema)}}
+
+
+def _typed(field: str, text: str, schema: DataSchema) -> Any:
+    if field == "acquired_at":
+        return coerce(field, text, "datetime")
+    spec = schema.fields.get(field)
+    return coerce(field, text, spec.type) if spec else parse_text(text)
+
+
+def parse_day(text: str, option: str) -> dt.datetime:
+    """A `--since/--until` value: a date or an ISO date-time, read as UTC."""
+    try:
+        value = coerce(option, text, "datetime")
+    except ValidationError:
+        raise ValidationError(f"{option} takes a date like 2021-12-15, not {text!r}") from None
+    assert isinstance(value, dt.datetime)
+    return value
+
+
+def build_filter(
+    conditions: Iterable[str],
+    schema: DataSchema,
+    since: str | None = None,
+    until: str | None = None,
+) -> dict[str, Any]:
+    """All conditions joined with AND, plus an `acquired_at` range from `since`/`until`."""
+    clauses = [parse_where(c, schema) for c in conditions]
+    window: dict[str, Any] = {}
+    if since:
+        window["$gte"] = parse_day(since, "--since")
+    if until:
+        day = parse_day(until, "--until")
+        is_midnight = day.time() == dt.time()
+        window["$lt" if is_midnight else "$lte"] = (
+            day + dt.timedelta(days=1) if is_midnight else day
+        )
+    if window:
+        clauses.append({"acquired_at": window})
+    if not clauses:
+        return {}
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def check_filter(filter: Any) -> dict[str, Any]:
+    """A filter given as a plain mapping (Python or REST API): field names and equality values only,
+    or `{"$op": value}` comparisons from the same set as `--where`."""
+    if not isinstance(filter, dict):
+        raise ValidationError("a filter must be a mapping of field names to values")
+    allowed = {*_OPS.values(), "$in"}
+    for field, value in filter.items():
+        check_field_name(field)
+        if isinstance(value, dict) and any(k.startswith("$") for k in value):
+            unknown = set(value) - allowed
+            if unknown:
+                raise ValidationError(f"operator(s) {sorted(unknown)} are not allowed in {field}")
+            for op, operand in value.items():
+                _check_operand(field, op, operand)
+        else:
+            _plain(field, value)
+    return filter
+
+
+def _check_operand(field: str, op: str, operand: Any) -> None:
+    if op == "$in" and not isinstance(operand, list):
+        raise ValidationError(f"$in of {field} takes a list of values")
+    if op == "$regex":
+        try:
+            re.compile(operand)
+        except (re.error, TypeError) as exc:
+            raise ValidationError(f"bad regular expression {operand!r} in {field}: {exc}") from None
+    _plain(field, operand)
+
+
+def _plain(field: str, value: Any) -> None:
+    """A value compared with is data: no `$` operator hides at any depth inside it."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if str(key).startswith("$"):
+                raise ValidationError(f"operator {key!r} is not allowed inside a value of {field}")
+            _plain(field, item)
+    elif isinstance(value, list):
+        for item in value:
+            _plain(field, item)
+
+
+def parse_sort(specs: Iterable[str]) -> list[tuple[str, int]]:
+    """`["user", "-acquired_at"]` -> `[("user", 1), ("acquired_at", -1)]`."""
+    return [
+        (check_field_name(spec[1:]), -1) if spec.startswith("-") else (check_field_name(spec), 1)
+        for spec in specs
+    ]

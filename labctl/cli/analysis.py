@@ -1,0 +1,266 @@
+"""`labctl submit|queue|status|cancel|retry|job-types|clusters`: analysis jobs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import click
+from rich.table import Table
+
+from labctl.catalog.fields import parse_assignments
+from labctl.catalog.provenance import provenance
+from labctl.cli import App, cli
+from labctl.cli.output import cell, console, echo_document, echo_json
+from labctl.clock import age, utcnow
+from labctl.jobs.batch import JobLayout, render
+from labctl.jobs.queue import get_job, list_jobs, retry_job
+from labctl.jobs.states import JobState
+from labctl.jobs.submit import JobRequest, prepare_job, submit_job
+from labctl.stages.cancel import cancel_and_stop
+from labctl.stages.heartbeat import latest
+
+
+@cli.command("submit")
+@click.argument("dataset")
+@click.option("--cluster", "compute_cluster", required=True, help="Cluster name from the config.")
+@click.option("--job-type", required=True, help="Job type from the config (see labctl job-types).")
+@click.option(
+    "--datafile", "datafiles", multiple=True, help="Processed-data input file. Repeatable."
+)
+@click.option("--rawfile", "rawfiles", multiple=True, help="Raw-data input file. Repeatable.")
+@click.option(
+    "--option", "options", multiple=True, metavar="NAME=VALUE", help="Job option. Repeatable."
+)
+@click.option("--await-transfer", is_flag=True, help="Wait until the dataset is marked complete.")
+@click.option("--dry-run", is_flag=True, help="Validate and print the batch script; queue nothing.")
+@click.option("--force", is_flag=True, help="Queue even if an identical job is active.")
+@click.option("--allow-dirty", is_flag=True, help="Run uncommitted pipelines/ code (recorded).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def submit_cmd(
+    app: App,
+    dataset: str,
+    compute_cluster: str,
+    job_type: str,
+    datafiles: tuple[str, ...],
+    rawfiles: tuple[str, ...],
+    options: tuple[str, ...],
+    await_transfer: bool,
+    dry_run: bool,
+    force: bool,
+    allow_dirty: bool,
+    as_json: bool,
+) -> None:
+    """Queue an analysis job on DATASET; the watchdog runs it on the cluster."""
+    request = JobRequest(
+        dataset=dataset,
+        compute_cluster=compute_cluster,
+        job_type=job_type,
+        datafiles=datafiles,
+        datarawfiles=rawfiles,
+        job_options=parse_assignments(options, "--option"),
+        data_transfer_await=await_transfer,
+        allow_dirty=allow_dirty,
+    )
+    if dry_run:
+        job = prepare_job(app.db, app.config, request)
+        cluster = app.config.clusters[compute_cluster]
+        click.echo(
+            render(
+                job, app.config.job_types[job_type], cluster, JobLayout.of(cluster, job["job_id"])
+            ),
+            nl=False,
+        )
+        return
+    job = submit_job(app.db, app.config, request, force=force)
+    if as_json:
+        echo_json(job)
+    else:
+        click.echo(f"queued {job['job_id']}: {job_type} on {dataset} at {compute_cluster}")
+
+
+def progress_bar(transfer: Mapping[str, Any] | None, width: int = 12) -> str:
+    """`███████░░░░░ 58% 114.8MB/s ETA 0:01:05` from a job's recorded transfer progress."""
+    if not transfer or transfer.get("percent") is None:
+        return ""
+    percent = int(transfer["percent"])
+    filled = round(width * percent / 100)
+    eta = transfer.get("eta_seconds")
+    parts = ["█" * filled + "░" * (width - filled), f"{percent}%", str(transfer.get("rate") or "")]
+    if eta is not None and percent < 100:
+        parts.append(f"ETA {dt.timedelta(seconds=int(eta))}")
+    return " ".join(p for p in parts if p)
+
+
+@cli.command("queue")
+@click.option("--user", help="Only this user's jobs.")
+@click.option("--status", type=click.Choice([str(s) for s in JobState]), help="Only this state.")
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def queue_cmd(app: App, user: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """List jobs with their state, transfer progress, SLURM id and age."""
+    jobs = list_jobs(app.db, user=user, status=status, limit=limit)
+    beats = latest(app.db)
+    if as_json:
+        echo_json({"jobs": jobs, "heartbeats": beats})
+        return
+    now = utcnow()
+    table = Table(title=f"{len(jobs)} job(s)", header_style="bold")
+    for name in ("job", "dataset", "type", "cluster", "user", "state", "transfer", "slurm", "age"):
+        table.add_column(name)
+    for job in jobs:
+        failure = job.get("failure") or {}
+        state = job["status"] + (f" ({failure['reason']})" if failure.get("reason") else "")
+        if job.get("waiting"):
+            state += f"\n{job['waiting']}"
+        table.add_row(
+            job["job_id"],
+            job["dataset"],
+            job["job_type"],
+            job["compute_cluster"],
+            job["user"],
+            state,
+            progress_bar(job.get("transfer")),
+            (job.get("slurm") or {}).get("job_id") or "",
+            age(job.get("created_at"), now),
+        )
+    console().print(table)
+    if not beats:
+        click.echo("watchdog: no run recorded yet (is its crontab installed?)")
+    for beat in beats:
+        did = ", ".join(f"{k} {v}" for k, v in beat.get("did", {}).items()) or "nothing"
+        click.echo(
+            f"watchdog {beat['stage']} on {beat['host']}: {age(beat['at'], now)} ago ({did})"
+        )
+
+
+HIDDEN_IN_STATUS = ("history", "batch_script", "options_key", "log_tail", "owner", "lease_until")
+
+
+@cli.command("status")
+@click.argument("job_id")
+@click.option("--script", is_flag=True, help="Print the job's batch script instead.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
+    """Show one job whole, with its history and, if it failed, its log tail."""
+    job = get_job(app.db, job_id)
+    if as_json:
+        echo_json(job)
+        return
+    if script:
+        click.echo(job.get("batch_script") or f"job {job_id} has no batch script yet", nl=False)
+        return
+    history, tail = job.get("history", []), job.get("log_tail")
+    if job.get("transfer"):
+        job["transfer"].pop("argv", None)
+    echo_document(
+        {k: v for k, v in job.items() if k not in HIDDEN_IN_STATUS}, title=f"job {job_id}"
+    )
+    table = Table(title="history", title_justify="left", header_style="bold")
+    for name in ("at", "state", "note"):
+        table.add_column(name)
+    for item in history:
+        table.add_row(cell(item["at"]), item["state"], item.get("note", ""))
+    console().print(table)
+    if tail:
+        console().rule("log tail", align="left")
+        click.echo(tail)
+
+
+@cli.command("cancel")
+@click.argument("job_id")
+@click.pass_obj
+def cancel_cmd(app: App, job_id: str) -> None:
+    """Cancel a job (yours, or any as an admin) and stop it on the cluster (scancel)."""
+    click.echo(cancel_and_stop(app.db, app.config, job_id, app.config.user).message)
+
+
+@cli.command("retry")
+@click.argument("job_id")
+@click.pass_obj
+def retry_cmd(app: App, job_id: str) -> None:
+    """Queue a failed or cancelled job again."""
+    retry_job(app.db, job_id, app.config.user)
+    click.echo(f"requeued {job_id}")
+
+
+@cli.command("job-types")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def job_types_cmd(app: App, as_json: bool) -> None:
+    """List the configured job types with their options and defaults."""
+    types = {name: spec.model_dump() for name, spec in app.config.job_types.items()}
+    if as_json:
+        echo_json(types)
+        return
+    table = Table(title=f"{len(types)} job type(s)", header_style="bold")
+    for name in ("job type", "entry", "options (default)", "outputs", "resources"):
+        table.add_column(name)
+    for name, spec in app.config.job_types.items():
+        opts = [f"{o}: {s.type} ({s.default})" for o, s in spec.options.items()]
+        if spec.splittable:
+            opts.append("split_idx / num_splits: int")
+        res = spec.resources.model_dump(exclude_none=True)
+        table.add_row(
+            name,
+            spec.entry,
+            "\n".join(opts),
+            "\n".join(spec.outputs),
+            ", ".join(f"{k}={v}" for k, v in res.items()),
+        )
+    console().print(table)
+
+
+@cli.command("clusters")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def clusters_cmd(app: App, as_json: bool) -> None:
+    """List the configured clusters."""
+    clusters = {name: c.model_dump(mode="json") for name, c in app.config.clusters.items()}
+    if as_json:
+        echo_json(clusters)
+        return
+    table = Table(title=f"{len(clusters)} cluster(s)", header_style="bold")
+    for name in ("cluster", "type", "host", "user", "scratch", "scheduler"):
+        table.add_column(name)
+    for name, c in app.config.clusters.items():
+        host = f"{c.host}:{c.port}" if c.host else "this machine"
+        table.add_row(name, c.type, host, c.user or "", c.scratch, c.scheduler)
+    console().print(table)
+
+
+@cli.command("provenance")
+@click.argument("dataset")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def provenance_cmd(app: App, dataset: str, as_json: bool) -> None:
+    """Every result of DATASET: its job, code commit, options, input and output checksums."""
+    records = provenance(app.db, dataset)
+    if as_json:
+        echo_json(records)
+        return
+    if not records:
+        click.echo(f"no completed job for {dataset} yet")
+    for record in records:
+        code = record["pipelines"] or {}
+        dirty = f" + uncommitted changes {code['diff_sha256'][:12]}" if code.get("dirty") else ""
+        table = Table(
+            title=f"{record['job_id']}: {record['job_type']} by {record['user']} on "
+            f"{record['cluster']}, completed {cell(record['completed_at'])}",
+            title_justify="left",
+            header_style="bold",
+        )
+        for name in ("", "file", "size", "sha256"):
+            table.add_column(name)
+        table.add_row("code", f"pipelines @ {code.get('commit', 'unknown')}{dirty}", "", "")
+        table.add_row("options", cell(record["options"]), "", "")
+        for kind in ("inputs", "outputs"):
+            for item in record[kind]:
+                table.add_row(
+                    kind[:-1], item.get("path") or item["name"], str(item["size"]), item["sha256"]
+                )
+        console().print(table)

@@ -1,0 +1,1 @@
+"""Where jobs run: commands and transfers, SLURM or plain processes, clusters, mounts."""

@@ -1,0 +1,167 @@
+"""Schedulers: submit a job folder's batch script, ask about all active jobs at once, cancel.
+
+`SlurmScheduler` drives sbatch/squeue/sacct/scancel through a `Runner` (locally or over SSH);
+`ProcessScheduler` runs the same script as plain background processes on this machine, for a
+lab without SLURM and for `labctl demo`. Both report `SlurmStatus` records keyed `ID` or `ID_TASK`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from labctl.compute.slurm import (
+    SchedulerError,
+    SlurmStatus,
+    parse_sacct,
+    parse_sbatch,
+    parse_squeue,
+    sacct_command,
+    squeue_command,
+    to_job_state,
+)
+from labctl.compute.transport import Runner
+from labctl.jobs.batch import JobLayout
+from labctl.jobs.states import JobState
+
+
+class Scheduler(Protocol):
+    def submit(self, layout: JobLayout, tasks: int) -> str:
+        """Submit the job folder's script; return the scheduler's job id."""
+
+    def find(self, name: str, layout: JobLayout) -> str | None:
+        """The id of a job already submitted for this folder, if any (for safe resubmission)."""
+
+    def poll(self, jobs: Mapping[str, JobLayout]) -> dict[str, SlurmStatus]:
+        """Status of all these jobs (and their array tasks) in one round trip."""
+
+    def cancel(self, job_id: str, layout: JobLayout) -> None: ...
+
+
+# What squeue says (exit status 1) when it lists none of the ids it was given; a list with at
+# least one id it still remembers succeeds and leaves the others out (tests/captured/README.md).
+_NONE_LISTED = "Invalid job id specified"
+
+
+class SlurmScheduler:
+    def __init__(self, runner: Runner, *, jobcomp: bool = False) -> None:
+        self.runner = runner
+        self.jobcomp = jobcomp
+        self.calls = 0
+
+    def _run(self, argv: list[str]) -> str:
+        self.calls += 1
+        result = self.runner.run(argv, check=False, timeout=120)
+        if result.returncode != 0:
+            first = (result.stderr.strip().splitlines() or ["(no message)"])[0]
+            raise SchedulerError(f"{argv[0]} failed: {first}")
+        return result.stdout
+
+    def submit(self, layout: JobLayout, tasks: int) -> str:
+        return parse_sbatch(self._run(["sbatch", "--parsable", str(layout.script)]))
+
+    def find(self, name: str, layout: JobLayout) -> str | None:
+        out = self._run(["squeue", "--noheader", "--states=all", f"--name={name}", "--format=%F"])
+        ids = sorted({line.strip() for line in out.splitlines() if line.strip()})
+        return ids[0] if ids else None
+
+    def poll(self, jobs: Mapping[str, JobLayout]) -> dict[str, SlurmStatus]:
+        if not jobs:
+            return {}
+        try:
+            listed = self._run(squeue_command(jobs))
+        except SchedulerError as exc:
+            if _NONE_LISTED not in str(exc):
+                raise
+            listed = ""  # squeue remembers none of them: all are for accounting
+        statuses = parse_squeue(listed)
+        seen = {status.job_id for status in statuses.values()}
+        gone = [job_id for job_id in jobs if job_id not in seen]
+        if gone:  # finished longer ago than squeue remembers: ask accounting
+            statuses.update(parse_sacct(self._run(sacct_command(gone, jobcomp=self.jobcomp))))
+        return statuses
+
+    def cancel(self, job_id: str, layout: JobLayout) -> None:
+        self._run(["scancel", job_id])
+
+
+# One shell round trip for all process jobs: for each (id, folder) print id|task|state. Whether
+# the launcher lives is read BEFORE its exit files: it writes them all before it ends, so a dead
+# launcher with a missing exit file was killed, never merely finishing.
+_POLL = r"""
+for arg in "$@"; do
+  id=${arg%%=*}; dir=${arg#*=}; tasks=$(cat "$dir/logs/tasks" 2>/dev/null || echo 1)
+  if ps -o stat= -p "$id" 2>/dev/null | grep -qv '^Z'; then alive=running; else alive=vanished; fi
+  i=0
+  while [ "$i" -lt "$tasks" ]; do
+    if [ -f "$dir/logs/task-$i.exit" ]; then echo "$id|$i|exit=$(cat "$dir/logs/task-$i.exit")"
+    else echo "$id|$i|$alive"; fi
+    i=$((i + 1))
+  done
+done
+"""
+
+# Runs the tasks one after the other, each with SLURM_ARRAY_TASK_ID set as SLURM would.
+_LAUNCH = r"""
+dir=$1; tasks=$2; cd "$dir" && echo "$tasks" > logs/tasks
+i=0
+while [ "$i" -lt "$tasks" ]; do
+  SLURM_ARRAY_TASK_ID=$i bash job.sh > "logs/task-$i.out" 2>&1
+  echo $? > "logs/task-$i.exit.tmp" && mv "logs/task-$i.exit.tmp" "logs/task-$i.exit"
+  i=$((i + 1))
+done
+"""
+
+
+class ProcessScheduler:
+    """Jobs as detached process groups on the runner's machine; the id is the group's pid."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.calls = 0
+
+    def submit(self, layout: JobLayout, tasks: int) -> str:
+        self.calls += 1
+        launch = ["setsid", "sh", "-c", _LAUNCH, "labctl-job", str(layout.root), str(tasks)]
+        spawn = 'nohup "$@" </dev/null >/dev/null 2>&1 & echo $!'
+        result = self.runner.run(["sh", "-c", spawn, "sh", *launch], timeout=30)
+        pid = result.stdout.strip()
+        if not pid.isdigit():
+            raise SchedulerError(f"could not start the job: {result.stderr.strip()}")
+        return pid
+
+    def find(self, name: str, layout: JobLayout) -> str | None:
+        return None  # a process job is started and recorded in one step; nothing to adopt
+
+    def poll(self, jobs: Mapping[str, JobLayout]) -> dict[str, SlurmStatus]:
+        if not jobs:
+            return {}
+        self.calls += 1
+        args = [f"{job_id}={layout.root}" for job_id, layout in jobs.items()]
+        out = self.runner.run(["sh", "-c", _POLL, "poll", *args], timeout=60).stdout
+        tasks: dict[str, list[tuple[int, str]]] = {}
+        for line in out.splitlines():
+            job_id, index, what = line.split("|", 2)
+            tasks.setdefault(job_id, []).append((int(index), what))
+        statuses: dict[str, SlurmStatus] = {}
+        for job_id, reports in tasks.items():
+            for task, what in reports:
+                status = _process_status(job_id, task if len(reports) > 1 else None, what)
+                statuses[status.key] = status
+        return statuses
+
+    def cancel(self, job_id: str, layout: JobLayout) -> None:
+        self.calls += 1
+        self.runner.run(["kill", "-s", "TERM", "--", f"-{job_id}"], check=False)
+
+
+def _process_status(job_id: str, task: int | None, what: str) -> SlurmStatus:
+    if what == "running":
+        return SlurmStatus(job_id, JobState.RUNNING, None, "RUNNING", None, task)
+    if what == "vanished":
+        state, reason = to_job_state("CANCELLED", None)
+        return SlurmStatus(job_id, state, reason, "CANCELLED", None, task)
+    code = int(what.removeprefix("exit="))
+    raw = "COMPLETED" if code == 0 else "FAILED"
+    state, reason = to_job_state(raw, code)
+    return SlurmStatus(job_id, state, reason, raw, code, task)

@@ -1,0 +1,233 @@
+"""SLURM command lines and the parsing of their output: pure text in, pure values out.
+
+`to_job_state` is the one place that reads SLURM's own state names. Array tasks are reported one
+by one, keyed `"138_2"`; a pending array that SLURM still shows as one record (`138_[0-3]`) is
+expanded into its tasks. Exit codes are shell-style (the exit status, or 128 + the signal number)
+and None until the job has finished.
+"""
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from labctl.errors import LabctlError
+from labctl.jobs.states import FailureReason, JobState
+
+SQUEUE_FORMAT = "JobArrayID:|,State:|,exit_code:"
+"""`squeue --Format`: `|`-separated job id (`138`, `138_2`, `138_[0-3]`), state, wait status."""
+
+SACCT_FORMAT = "JobID,State,ExitCode"
+"""`sacct --format` with `--parsable2`: job id, state (`CANCELLED by 1001`), `exit:signal`."""
+
+_JOB_ID = re.compile(r"\d+(_\d+)?")
+_REPORTED_ID = re.compile(r"(\d+)(?:_(\d+)|_\[([\d,\-]+)(?:%\d+)?\])?")
+_TASK_RANGE = re.compile(r"(\d+)(?:-(\d+))?")
+
+
+class SchedulerError(LabctlError):
+    """SLURM refused a request or answered with something we cannot read."""
+
+
+@dataclass(frozen=True)
+class SlurmStatus:
+    """What SLURM says about one job or one array task."""
+
+    job_id: str
+    state: JobState
+    reason: FailureReason | None
+    raw_state: str
+    exit_code: int | None
+    array_task: int | None = None
+
+    @property
+    def key(self) -> str:
+        """SLURM's name for it: `138`, or `138_2` for an array task."""
+        return self.job_id if self.array_task is None else f"{self.job_id}_{self.array_task}"
+
+
+_NOT_FINISHED = frozenset({JobState.PENDING, JobState.RUNNING})
+_PENDING = (JobState.PENDING, None)
+_RUNNING = (JobState.RUNNING, None)
+_SLURM_STATES: dict[str, tuple[JobState, FailureReason | None]] = {
+    "PENDING": _PENDING,
+    "REQUEUED": _PENDING,
+    "REQUEUE_HOLD": _PENDING,
+    "REQUEUE_FED": _PENDING,
+    "RESV_DEL_HOLD": _PENDING,
+    "CONFIGURING": _RUNNING,
+    "RUNNING": _RUNNING,
+    "COMPLETING": _RUNNING,
+    "SIGNALING": _RUNNING,
+    "STAGE_OUT": _RUNNING,
+    "RESIZING": _RUNNING,
+    "SUSPENDED": _RUNNING,
+    "STOPPED": _RUNNING,
+    "COMPLETED": (JobState.RETRIEVING, None),
+    "FAILED": (JobState.FAILED, FailureReason.EXIT_CODE),
+    "SPECIAL_EXIT": (JobState.FAILED, FailureReason.EXIT_CODE),
+    "TIMEOUT": (JobState.FAILED, FailureReason.TIMEOUT),
+    "DEADLINE": (JobState.FAILED, FailureReason.TIMEOUT),
+    "OUT_OF_MEMORY": (JobState.FAILED, FailureReason.OUT_OF_MEMORY),
+    "NODE_FAIL": (JobState.FAILED, FailureReason.NODE_FAIL),
+    "BOOT_FAIL": (JobState.FAILED, FailureReason.NODE_FAIL),
+    "PREEMPTED": (JobState.FAILED, FailureReason.SLURM),
+    "REVOKED": (JobState.FAILED, FailureReason.SLURM),
+    "CANCELLED": (JobState.CANCELLED, FailureReason.CANCELLED),
+}
+
+
+def to_job_state(slurm_state: str, exit_code: int | None) -> tuple[JobState, FailureReason | None]:
+    """Map a SLURM job state (`RUNNING`, `CANCELLED by 0`, ...) to ours, with why it failed.
+
+    A finished job maps to `retrieving`: its results still have to come home. A `FAILED` job
+    without a non-zero exit code failed inside SLURM rather than in its own script.
+    """
+    words = slurm_state.split()
+    if not words or words[0] not in _SLURM_STATES:
+        raise SchedulerError(f"unknown SLURM job state {slurm_state!r}")
+    state, reason = _SLURM_STATES[words[0]]
+    if reason is FailureReason.EXIT_CODE and not exit_code:
+        reason = FailureReason.SLURM
+    return state, reason
+
+
+def parse_sbatch(stdout: str) -> str:
+    """The job id printed by `sbatch --parsable` (`138`, or `138;cluster` on a federation)."""
+    job_id = stdout.strip().split(";")[0]
+    if not job_id.isdigit():
+        raise SchedulerError(f"sbatch --parsable printed no job id: {stdout.strip()!r}")
+    return job_id
+
+
+def squeue_command(job_ids: Iterable[str]) -> list[str]:
+    """The one `squeue` call that reports all these jobs, finished ones included."""
+    return [
+        "squeue",
+        "--noheader",
+        "--states=all",
+        _jobs_option(job_ids),
+        f"--Format={SQUEUE_FORMAT}",
+    ]
+
+
+def sacct_command(job_ids: Iterable[str], *, jobcomp: bool = False) -> list[str]:
+    """The one `sacct` call that reports these jobs once they are finished.
+
+    `jobcomp=True` reads the job completion log instead of slurmdbd (`sacct --completion`), for
+    clusters without accounting. That log knows no arrays: a task shows under its own raw job id.
+    """
+    source = ["--completion"] if jobcomp else []
+    return [
+        "sacct",
+        *source,
+        "--allocations",
+        "--parsable2",
+        "--noheader",
+        f"--format={SACCT_FORMAT}",
+        _jobs_option(job_ids),
+    ]
+
+
+def parse_squeue(text: str) -> dict[str, SlurmStatus]:
+    """Read the output of `squeue_command`, keyed by `SlurmStatus.key`."""
+    return _parse_records(text, _exit_from_wait_status)
+
+
+def parse_sacct(text: str) -> dict[str, SlurmStatus]:
+    """Read the output of `sacct_command`, keyed by `SlurmStatus.key`."""
+    return _parse_records(text, _exit_from_pair)
+
+
+def _jobs_option(job_ids: Iterable[str]) -> str:
+    ids = list(dict.fromkeys(job_ids))
+    if not ids:
+        raise ValueError("no job ids to ask SLURM about")
+    bad = [job_id for job_id in ids if not _JOB_ID.fullmatch(job_id)]
+    if bad:
+        raise ValueError(f"not SLURM job ids: {bad}")
+    return "--jobs=" + ",".join(ids)
+
+
+def _parse_records(text: str, exit_code_of: Callable[[str], int]) -> dict[str, SlurmStatus]:
+    statuses: dict[str, SlurmStatus] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != 3:
+            raise SchedulerError(f"expected 'id|state|exit code' from SLURM, got {line!r}")
+        reported_id, raw_state, raw_exit = fields
+        exit_code: int | None = exit_code_of(raw_exit)
+        state, reason = to_job_state(raw_state, exit_code)
+        if state in _NOT_FINISHED:
+            exit_code = None  # SLURM reports 0 until the job ends
+        for job_id, task in _expand_id(reported_id):
+            status = SlurmStatus(job_id, state, reason, raw_state, exit_code, task)
+            statuses[status.key] = status
+    return statuses
+
+
+def _expand_id(reported: str) -> list[tuple[str, int | None]]:
+    """`138` -> plain job; `138_2` -> one task; `138_[0-2,5%2]` -> tasks 0, 1, 2 and 5."""
+    match = _REPORTED_ID.fullmatch(reported)
+    if match is None:
+        raise SchedulerError(f"unrecognised SLURM job id {reported!r}")
+    job_id, task, task_ranges = match.groups()
+    if task is not None:
+        return [(job_id, int(task))]
+    if task_ranges is None:
+        return [(job_id, None)]
+    return [(job_id, t) for t in _expand_ranges(task_ranges, reported)]
+
+
+def _expand_ranges(ranges: str, reported: str) -> list[int]:
+    tasks: list[int] = []
+    for part in ranges.split(","):
+        match = _TASK_RANGE.fullmatch(part)
+        if match is None or int(match[1]) > int(match[2] or match[1]):
+            raise SchedulerError(f"unrecognised array task range in {reported!r}")
+        tasks.extend(range(int(match[1]), int(match[2] or match[1]) + 1))
+    return tasks
+
+
+def _exit_from_wait_status(raw: str) -> int:
+    """squeue's `exit_code` is a raw wait status: 768 = exit 3, 9 = killed by signal 9."""
+    if not raw.isdigit():
+        raise SchedulerError(f"unrecognised squeue exit code {raw!r}")
+    status = int(raw)
+    signal = status & 0x7F
+    return 128 + signal if signal else status >> 8
+
+
+def _exit_from_pair(raw: str) -> int:
+    """sacct's `ExitCode` is `exit:signal`: `3:0` = exit 3, `0:9` = killed by signal 9."""
+    code, _, signal = raw.partition(":")
+    if not (code.isdigit() and signal.isdigit()):
+        raise SchedulerError(f"unrecognised sacct exit code {raw!r}")
+    return 128 + int(signal) if int(signal) else int(code)
+
+
+TIME: str = r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$"
+"""SLURM's `--time` formats: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH[:MM[:SS]]`."""
+MEMORY: str = r"^\d+[KMGT]?$"
+"""SLURM's `--mem` format: a number of megabytes, or with a K, M, G or T suffix."""
+_MEM_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def slurm_minutes(time: str) -> float:
+    """A `--time` value (see TIME) in minutes."""
+    days, _, clock = time.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
+        hours, minutes, seconds = [*parts, 0, 0][:3]
+    elif len(parts) == 3:  # HH:MM:SS
+        hours, minutes, seconds = parts
+    else:  # MM or MM:SS
+        hours, minutes, seconds = 0, parts[0], (parts[1:] or [0])[0]
+    return int(days or 0) * 1440 + hours * 60 + minutes + seconds / 60
+
+
+def slurm_megabytes(mem: str) -> float:
+    """A `--mem` value (see MEMORY) in megabytes."""
+    unit = mem[-1] if mem[-1] in _MEM_UNITS else "M"
+    return float(mem.rstrip("KMGT")) * _MEM_UNITS[unit]

@@ -1,0 +1,1 @@
+"""Setting up a member's machine: onboarding, the crontab, doctor."""

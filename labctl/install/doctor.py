@@ -1,0 +1,261 @@
+"""`labctl doctor`: small checks of an installation, each returning a `Check` with a fix hint."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labctl.compute.cluster import open_cluster
+from labctl.compute.mount import mount_spec, mounted_type
+from labctl.compute.transport import (
+    AuthError,
+    HostKeyError,
+    LocalRunner,
+    Runner,
+    SessionDownError,
+    Sessions,
+    SSHTarget,
+    TransportError,
+)
+from labctl.config import ClusterConfig, Config, DatabaseConfig, load_config
+from labctl.db import Database, connect
+from labctl.errors import ConfigError, LabctlError
+from labctl.install.cron import CronSpec, installed_block
+from labctl.install.onboarding import config_file
+from labctl.stages.heartbeat import latest
+
+HEARTBEAT_MAX_AGE = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verdict: what was checked, whether it is fine, what was seen, and how to fix it."""
+
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+
+def check_config(path: Path | None) -> tuple[Check, Config | None]:
+    """The config loads and validates."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return Check("config", False, str(exc), "fix the file, or rerun 'labctl setup'"), None
+    return Check("config", True, f"{len(config.clusters)} cluster(s)"), config
+
+
+def _describe_server(hello: Mapping[str, Any]) -> str:
+    """A MongoDB server's `hello` reply in words. The driver has already refused a server of
+    another replica set, and one without a primary (labctl reads and writes the primary)."""
+    name = hello.get("setName")
+    if name is None:
+        return "standalone server (no replica set)"
+    members = len(hello.get("hosts", []))
+    return f"replica set {name}, primary {hello.get('primary')}, {members} member(s)"
+
+
+def check_database(config: DatabaseConfig) -> tuple[Check, Database | None]:
+    """The database opens; on MongoDB, its replica set has a primary."""
+    try:
+        db = connect(config)
+        hello = db.hello()
+    except LabctlError as exc:
+        hint = "check database.uri, the network/VPN and LABCTL_DB_PASSWORD"
+        return Check("database", False, str(exc), hint), None
+    if hello is None:
+        return Check("database", True, db.where), db
+    return Check("database", True, f"{db.where}: {_describe_server(hello)}"), db
+
+
+def check_heartbeat(
+    beats: Sequence[Mapping[str, Any]], now: dt.datetime, max_age: dt.timedelta = HEARTBEAT_MAX_AGE
+) -> Check:
+    """Every watchdog stage that ever ran has run within `max_age` (on any host)."""
+    hint = "is the crontab block installed ('labctl cron show') and cron running? see its logs"
+    newest: dict[str, dt.datetime] = {}
+    for beat in beats:
+        stage = str(beat["stage"])
+        newest[stage] = max(beat["at"], newest.get(stage, beat["at"]))
+    if not newest:
+        return Check("watchdog heartbeat", False, "the watchdog has never run", hint)
+    ages = {stage: now - at for stage, at in sorted(newest.items())}
+    detail = ", ".join(f"{stage} {int(age.total_seconds())} s ago" for stage, age in ages.items())
+    stale = [stage for stage, age in ages.items() if age > max_age]
+    if stale:
+        limit = int(max_age.total_seconds() // 60)
+        return Check("watchdog heartbeat", False, f"older than {limit} min: {detail}", hint)
+    return Check("watchdog heartbeat", True, detail)
+
+
+def check_crontab(runner: Runner, spec: CronSpec) -> Check:
+    """labctl's block is in the crontab, exactly as `labctl cron install` would write it now."""
+    try:
+        found = installed_block(runner)
+        wanted = spec.block()
+    except LabctlError as exc:
+        return Check("crontab", False, str(exc), "install cron and util-linux (flock)")
+    if found is None:
+        return Check(
+            "crontab", False, "no labctl block in the crontab", "run 'labctl cron install'"
+        )
+    if found != wanted:
+        return Check(
+            "crontab", False, "the labctl block differs from what this labctl would install",
+            "run 'labctl cron install' (with the labctl and --config the watchdog should use)",
+        )  # fmt: skip
+    return Check("crontab", True, f"block installed, runs {spec.python}")
+
+
+def check_local_rsync() -> Check:
+    found = shutil.which("rsync")
+    if found is None:
+        return Check("rsync (local)", False, "rsync is not installed", "apt install rsync")
+    return Check("rsync (local)", True, found)
+
+
+def check_host_key(name: str, config: ClusterConfig) -> Check:
+    """known_hosts has an entry for the cluster (a changed key shows up at login)."""
+    assert config.host is not None  # an ssh cluster without ssh_alias
+    entry = config.host if config.port == 22 else f"[{config.host}]:{config.port}"
+    found = LocalRunner().run(
+        ["ssh-keygen", "-F", entry, "-f", str(config.known_hosts)], check=False, timeout=30
+    )
+    if found.returncode == 0 and found.stdout.strip():
+        return Check(f"{name}: host key", True, f"{entry} in {config.known_hosts}")
+    return Check(
+        f"{name}: host key", False, f"{entry} is not in {config.known_hosts}",
+        f"compare the cluster's published fingerprint with 'ssh-keyscan -p {config.port} "
+        f"{config.host}', then append that line to {config.known_hosts}",
+    )  # fmt: skip
+
+
+def _login_hint(exc: TransportError, target: SSHTarget) -> str:
+    if isinstance(exc, SessionDownError):
+        return f"labctl connect {target.name}"
+    if isinstance(exc, HostKeyError):
+        return f"verify the host key and update {target.known_hosts or '~/.ssh/known_hosts'}"
+    if isinstance(exc, AuthError) and target.auth == "key":
+        return (
+            f"add the line in {target.key_file}.pub to ~/.ssh/authorized_keys of "
+            f"{target.user} on {target.host} ('labctl setup' prints it)"
+        )
+    return "check host, port and gateways in the config, and the network/VPN"
+
+
+def check_session(target: SSHTarget) -> Check:
+    """The cluster's session: up until when, or the command that opens it."""
+    what = f"{target.name}: session"
+    try:
+        session = Sessions().status(target)
+    except TransportError as exc:
+        return Check(what, False, str(exc), "check the session directory")
+    via = f" via {target.via}" if target.via else ""
+    if session.up:
+        until = f"{session.until:%Y-%m-%d %H:%M} UTC" if session.until else "?"
+        return Check(what, True, f"up{via} until {until}")
+    if target.auth == "key":
+        return Check(what, True, f"down ({session.detail}); the watchdog opens it with the key")
+    return Check(what, False, f"down{via} ({session.detail})", f"labctl connect {target.name}")
+
+
+def _script_check(runner: Runner, name: str, script: str, hint: str, *args: str) -> Check:
+    """Run a small POSIX sh script (arguments in $1...) on the cluster; it passes if it exits 0."""
+    try:
+        done = runner.run(["sh", "-c", script, "sh", *args], check=False, timeout=30)
+    except TransportError as exc:
+        return Check(name, False, str(exc), hint)
+    text = " ".join((done.stdout + done.stderr).split())
+    ok = done.returncode == 0
+    return Check(name, ok, text or f"exit {done.returncode}", "" if ok else hint)
+
+
+def _tools_check(runner: Runner, name: str, tools: Sequence[str], hint: str) -> Check:
+    """The tools are on the PATH of the cluster's non-interactive shell."""
+    script = 'for t; do command -v "$t" || { echo "$t: not found on PATH"; exit 1; }; done'
+    return _script_check(runner, name, script, hint, *tools)
+
+
+def check_cluster(name: str, config: ClusterConfig) -> Iterator[Check]:
+    """Login, tools and scratch of one cluster, over one connection."""
+    if config.type == "ssh" and config.host is not None:
+        yield check_host_key(name, config)
+    cluster = open_cluster(name, config)
+    try:
+        if cluster.target is not None:
+            target = cluster.target
+            session = check_session(target)
+            yield session
+            if not session.ok:
+                return
+            where = target.where
+            try:
+                cluster.runner.run(["true"], timeout=30)
+            except TransportError as exc:
+                yield Check(f"{name}: ssh login", False, str(exc), _login_hint(exc, target))
+                return
+            how = target.key_file if target.auth == "key" else "the session"
+            yield Check(f"{name}: ssh login", True, f"{where} with {how}")
+        if config.scheduler == "slurm":
+            yield _tools_check(
+                cluster.runner, f"{name}: sbatch/squeue", ["sbatch", "squeue"],
+                "install the SLURM client or add its module to the login shell's PATH",
+            )  # fmt: skip
+        yield _script_check(
+            cluster.runner, f"{name}: scratch writable",
+            'mkdir -p -- "$1" && f=$(mktemp -- "$1/.labctl-doctor.XXXXXX") && rm -f -- "$f" '
+            '&& echo "$1"',
+            f"create {config.scratch} on the cluster, writable by {config.user or 'you'}",
+            config.scratch,
+        )  # fmt: skip
+        yield _tools_check(
+            cluster.runner, f"{name}: rsync", ["rsync"],
+            "ask the cluster admins for rsync, or add its module to the login shell's PATH",
+        )  # fmt: skip
+    finally:
+        cluster.close()
+
+
+def check_mount(name: str, config: ClusterConfig) -> Check:
+    """The cluster's sshfs mount is there and answers within 10 s."""
+    spec = mount_spec(name, config)
+    what = f"{name}: mount"
+    kind = mounted_type(spec.mount_point)
+    if kind is None:
+        return Check(what, False, f"nothing mounted at {spec.mount_point}", f"labctl mount {name}")
+    try:
+        LocalRunner().run(["ls", "--", str(spec.mount_point)], timeout=10)
+    except TransportError as exc:
+        hint = f"labctl umount {name} && labctl mount {name}"
+        return Check(what, False, f"{kind} at {spec.mount_point} is dead: {exc}", hint)
+    return Check(what, True, f"{spec.source} at {spec.mount_point} ({kind})")
+
+
+def run_checks(
+    config_path: Path | None, cron: CronSpec | None = None, now: dt.datetime | None = None
+) -> Iterator[Check]:
+    """Every check in order; those that need a valid config are left out without one, and the
+    heartbeat without a database. `cron` defaults to this labctl's block for the config in use."""
+    check, config = check_config(config_path)
+    yield check
+    if config is None:
+        return
+    db_check, db = check_database(config.database)
+    yield db_check
+    try:
+        yield check_local_rsync()
+        for name, cluster in config.clusters.items():
+            yield from check_cluster(name, cluster)
+            if cluster.mount_point is not None:
+                yield check_mount(name, cluster)
+        yield check_crontab(LocalRunner(), cron or CronSpec(config, config_file(config_path)))
+        if db is not None:
+            yield check_heartbeat(latest(db), now or dt.datetime.now(dt.UTC))
+    finally:
+        if db is not None:
+            db.close()

@@ -1,0 +1,1 @@
+"""The job domain: states, the queue, submitting, the batch script, code versions."""

@@ -1,0 +1,211 @@
+"""Submitting analysis jobs: a request validated into a complete queue entry."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from labctl.catalog.experiments import get_entry
+from labctl.catalog.fields import coerce, get_dotted
+from labctl.clock import utcnow
+from labctl.compute.slurm import slurm_megabytes, slurm_minutes
+from labctl.config import Config, JobTypeConfig, Resources
+from labctl.db import Database
+from labctl.errors import DuplicateError, ValidationError
+from labctl.jobs.codeversion import code_version
+from labctl.jobs.queue import get_job, history_item
+from labctl.jobs.states import ACTIVE, JobState
+
+SPLIT_OPTIONS = ("split_idx", "num_splits")
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What a lab member asks for; `submit_job` validates it into a queue entry."""
+
+    dataset: str
+    compute_cluster: str
+    job_type: str
+    datafiles: Sequence[str] = ()
+    datarawfiles: Sequence[str] = ()
+    job_options: Mapping[str, Any] = field(default_factory=dict)
+    data_transfer_await: bool = False
+    user: str | None = None
+    allow_dirty: bool = False
+
+
+def safe_relative(name: str) -> str:
+    """A file name relative to a dataset directory: no absolute path, no `..`, no NUL."""
+    path = PurePosixPath(name)
+    if not name or "\0" in name or "\n" in name or path.is_absolute() or ".." in path.parts:
+        raise ValidationError(f"input file {name!r} must be a path inside the dataset directory")
+    return str(path)
+
+
+def dataset_dirs(entry: Mapping[str, Any], config: Config) -> tuple[Path, Path]:
+    """(processed, raw) directories of a dataset; processed falls back to raw."""
+    raw = get_dotted(entry, config.data.raw_path_field)
+    if not raw:
+        raise ValidationError(f"dataset {entry['dataset']} has no {config.data.raw_path_field}")
+    processed = get_dotted(entry, config.data.processed_path_field) or raw
+    return Path(processed), Path(raw)
+
+
+def check_inputs(directory: Path, names: Sequence[str], must_exist: bool) -> list[str]:
+    """Validate input names against `directory`; symlinks may not lead outside it."""
+    checked = []
+    root = directory.resolve()
+    for name in names:
+        rel = safe_relative(name)
+        target = (directory / rel).resolve()
+        if not target.is_relative_to(root):
+            raise ValidationError(f"input file {name!r} leads outside {directory}")
+        if must_exist and not target.is_file():
+            raise ValidationError(f"input file {name!r} does not exist in {directory}")
+        checked.append(rel)
+    return checked
+
+
+def typed_options(job_type: str, spec: JobTypeConfig, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The job's options: declared, typed, defaults filled in, splits checked."""
+    declared = dict(spec.options)
+    unknown = sorted(
+        set(given) - set(declared) - (set(SPLIT_OPTIONS) if spec.splittable else set())
+    )
+    if unknown:
+        known = sorted(declared) + (list(SPLIT_OPTIONS) if spec.splittable else [])
+        raise ValidationError(
+            f"job type {job_type} has no option {', '.join(unknown)} "
+            f"(options: {', '.join(known) or 'none'})"
+        )
+    options: dict[str, Any] = {
+        name: opt.default for name, opt in declared.items() if opt.default is not None
+    }
+    for name, value in given.items():
+        kind = declared[name].type if name in declared else "int"
+        options[name] = coerce(name, value, kind)
+    if spec.splittable:
+        splits = int(options.setdefault("num_splits", 1))
+        if not 1 <= splits <= 10000:
+            raise ValidationError("num_splits must be between 1 and 10000")
+        index = options.get("split_idx")
+        if index is not None and not 0 <= index < splits:
+            raise ValidationError(f"split_idx must be between 0 and {splits - 1}")
+    return options
+
+
+RESOURCE_OPTIONS = ("time", "mem", "cpus")
+
+
+def resource_request(
+    job_type: str, spec: JobTypeConfig, given: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`time`/`mem`/`cpus` asked for in the job options, checked against the type's limits."""
+    asked = {key: given[key] for key in RESOURCE_OPTIONS if key in given}
+    if not asked:
+        return {}
+    limits = spec.max_resources
+    if limits is None:
+        raise ValidationError(f"job type {job_type} does not let a job change time, mem or cpus")
+    try:
+        wanted = Resources.model_validate(
+            {k: int(v) if k == "cpus" else str(v) for k, v in asked.items()}
+        )
+    except (ValueError, PydanticValidationError):
+        raise ValidationError(
+            f"resources {asked} are not SLURM values (e.g. 02:00:00, 8G, 4)"
+        ) from None
+    measures = {"time": slurm_minutes, "mem": slurm_megabytes, "cpus": float}
+    for key in asked:
+        limit = getattr(limits, key)
+        if limit is None or measures[key](getattr(wanted, key)) > measures[key](limit):
+            raise ValidationError(
+                f"{key}={asked[key]} is over the limit of job type {job_type} ({limit})"
+            )
+    return wanted.model_dump(exclude_none=True)
+
+
+def options_key(options: Mapping[str, Any]) -> str:
+    """A canonical text of the options, so that identical jobs can be found by equality."""
+    return json.dumps(options, sort_keys=True, default=str)
+
+
+def new_job_id() -> str:
+    return "j" + uuid.uuid4().hex[:11]
+
+
+def prepare_job(
+    db: Database, config: Config, request: JobRequest, *, pipelines: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Validate a request into a complete queue entry, without storing it.
+
+    `pipelines` gives the code version (a follow-up job runs its parent's); by default it is the
+    version of the pipelines folder now.
+    """
+    spec = config.job_types.get(request.job_type)
+    if spec is None:
+        known = ", ".join(config.job_types) or "none"
+        raise ValidationError(f"unknown job type {request.job_type!r} (known: {known})")
+    if request.compute_cluster not in config.clusters:
+        raise ValidationError(
+            f"unknown cluster {request.compute_cluster!r} "
+            f"(known: {', '.join(config.clusters) or 'none configured'})"
+        )
+    entry = get_entry(db, request.dataset)
+    processed, raw = dataset_dirs(entry, config)
+    wait = request.data_transfer_await
+    resources = resource_request(request.job_type, spec, request.job_options)
+    given = {k: v for k, v in request.job_options.items() if k not in RESOURCE_OPTIONS}
+    options = typed_options(request.job_type, spec, given)
+    now = utcnow()
+    return {
+        "job_id": new_job_id(),
+        "dataset": request.dataset,
+        "user": request.user or config.user,
+        "compute_cluster": request.compute_cluster,
+        "job_type": request.job_type,
+        "data_transfer_await": wait,
+        "datafiles": check_inputs(processed, request.datafiles, must_exist=not wait),
+        "datarawfiles": check_inputs(raw, request.datarawfiles, must_exist=not wait),
+        "job_options": options,
+        "options_key": options_key({**options, **resources}),
+        "resources": resources,
+        "pipelines": pipelines
+        or code_version(config.watchdog.pipelines, allow_dirty=request.allow_dirty),
+        "status": str(JobState.QUEUED),
+        "history": [history_item(JobState.QUEUED, f"submitted by {config.user}", now)],
+        "created_at": now,
+        "updated_at": now,
+        "retries": 0,
+        "next_try_at": now,
+        "owner": None,
+        "lease_until": None,
+    }
+
+
+def submit_job(
+    db: Database, config: Config, request: JobRequest, *, force: bool = False
+) -> dict[str, Any]:
+    """Validate a request and add it to the queue; return the new queue entry.
+
+    An identical job (same dataset, job type, cluster and options) still active is refused
+    unless `force`.
+    """
+    job = prepare_job(db, config, request)
+    same = {key: job[key] for key in ("dataset", "job_type", "compute_cluster", "options_key")}
+    twin = db.queue.find_one(
+        {**same, "status": {"$in": [str(s) for s in ACTIVE]}}, ["job_id", "status"]
+    )
+    if twin and not force:
+        raise DuplicateError(
+            f"an identical job {twin['job_id']} is already {twin['status']}; "
+            "use --force to add another"
+        )
+    db.queue.insert(job)
+    return get_job(db, job["job_id"])

@@ -1,0 +1,222 @@
+"""The REST API under /api/v1: experiments (the `labctl query` filter language) and jobs.
+
+Every route takes a bearer token (`labctl user token`) or a session; errors are JSON
+`{"detail": ...}` with the status of labctl's typed error (see `labctl.web.problems`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from labctl.catalog.experiments import get_entry, log_entries, query_page
+from labctl.catalog.fields import check_field_name
+from labctl.catalog.query import build_filter, check_filter, parse_sort
+from labctl.jobs.queue import get_job, list_jobs, retry_job
+from labctl.jobs.states import JobState
+from labctl.jobs.submit import JobRequest, submit_job
+from labctl.stages.cancel import cancel_and_stop
+from labctl.stages.heartbeat import latest, sessions_seen
+from labctl.web.deps import ApiUser, state
+
+
+class Error(BaseModel):
+    detail: str | list[Any] = Field(description="what went wrong, in one line (or per field)")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Error} for code in codes}
+
+
+router = APIRouter(prefix="/api/v1", responses=_errors(400, 401, 403, 422))
+Doc = dict[str, Any]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewExperiment(_In):
+    dataset: str = Field(
+        description="acquisition time YYYYMMDD_HHMMSS", examples=["20211215_093527"]
+    )
+    fields: Doc = Field(
+        default_factory=dict,
+        description="dotted field names -> values; text is typed by the schema or YAML, as in "
+        "`labctl log --set`",
+        examples=[{"user": "charlie", "data_raw_path": "/nfs/data/x", "runclass.id": "ARB"}],
+    )
+
+
+class FieldChanges(_In):
+    fields: Doc = Field(description="dotted field names -> new values")
+
+
+class ExperimentQuery(_In):
+    filter: Doc = Field(
+        default_factory=dict,
+        description="field -> value or {'$gt': value}-style comparisons ($eq $ne $gt $gte $lt "
+        "$lte $regex $in), as in labctl.dbquery",
+    )
+    fields: list[str] = Field(default_factory=list, description="dotted fields; none: all")
+    sort: list[str] = Field(default_factory=list, description="field, or -field for descending")
+    limit: int = Field(default=100, ge=1, le=1000)
+    skip: int = Field(default=0, ge=0)
+
+
+class ExperimentPage(BaseModel):
+    total: int = Field(description="how many entries match, over all pages")
+    items: list[Doc]
+
+
+class NewJob(_In):
+    dataset: str
+    compute_cluster: str
+    job_type: str
+    datafiles: list[str] = Field(default_factory=list)
+    datarawfiles: list[str] = Field(default_factory=list)
+    job_options: Doc = Field(default_factory=dict)
+    data_transfer_await: bool = False
+    allow_dirty: bool = False
+    force: bool = Field(default=False, description="queue even if an identical job is active")
+
+
+class JobList(BaseModel):
+    items: list[Doc]
+
+
+class Heartbeats(BaseModel):
+    heartbeats: list[Doc] = Field(description="the last run of each watchdog stage on each host")
+    sessions: list[Doc] = Field(
+        default_factory=list,
+        description="each host's watchdog's last word on each cluster's session",
+    )
+
+
+class Me(BaseModel):
+    username: str
+    role: str
+
+
+async def _page(
+    request: Request, fields: list[str], filter: Doc, sort: list[str], limit: int, skip: int
+) -> ExperimentPage:
+    names, order = [check_field_name(f) for f in fields], parse_sort(sort)
+    total, items = await state(request).store.run(query_page, names, filter, order, limit, skip)
+    return ExperimentPage(total=total, items=items)
+
+
+@router.get("/me")
+async def me(user: ApiUser) -> Me:
+    """Who the token or session belongs to."""
+    return Me(username=user.username, role=user.role)
+
+
+@router.get("/experiments")
+async def list_experiments(
+    request: Request,
+    user: ApiUser,
+    where: Annotated[list[str], Query(description="FIELD OP VALUE, as `--where`")] = [],  # noqa: B006
+    since: Annotated[str | None, Query(description="acquired on or after (date)")] = None,
+    until: Annotated[str | None, Query(description="acquired on or before (date)")] = None,
+    fields: Annotated[list[str], Query()] = [],  # noqa: B006
+    sort: Annotated[list[str], Query(description="field, or -field")] = [],  # noqa: B006
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    skip: Annotated[int, Query(ge=0)] = 0,
+) -> ExperimentPage:
+    """Experiments matching every `where` condition and the acquisition date range."""
+    filter = build_filter(where, state(request).config.data, since, until)
+    return await _page(request, fields, filter, sort, limit, skip)
+
+
+@router.post("/experiments/query")
+async def query_experiments(
+    request: Request, user: ApiUser, body: ExperimentQuery
+) -> ExperimentPage:
+    """Experiments matching a filter given as a mapping (as `labctl.dbquery` takes it)."""
+    filter = check_filter(body.filter)
+    return await _page(request, body.fields, filter, body.sort, body.limit, body.skip)
+
+
+@router.get("/experiments/{dataset}", responses=_errors(404))
+async def get_experiment(request: Request, user: ApiUser, dataset: str) -> Doc:
+    return await state(request).store.run(get_entry, dataset)
+
+
+@router.post("/experiments", status_code=201, responses=_errors(409))
+async def create_experiment(request: Request, user: ApiUser, body: NewExperiment) -> Doc:
+    """Log a new experiment; labctl sets acquired_at, created_by/at and updated_by/at."""
+    web = state(request)
+    [entry] = await web.store.run(log_entries, web.config_of(user), [(body.dataset, body.fields)])
+    return entry
+
+
+@router.patch("/experiments/{dataset}", responses=_errors(404))
+async def update_experiment(
+    request: Request, user: ApiUser, dataset: str, body: FieldChanges
+) -> Doc:
+    """Change or add fields of an experiment (not labctl's own); sets updated_by/at."""
+    web = state(request)
+    [entry] = await web.store.run(
+        log_entries, web.config_of(user), [(dataset, body.fields)], update=True
+    )
+    return entry
+
+
+@router.get("/jobs")
+async def list_queue(
+    request: Request,
+    user: ApiUser,
+    owner: Annotated[str | None, Query(alias="user")] = None,
+    status: JobState | None = None,
+    dataset: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JobList:
+    """Jobs, newest first."""
+    jobs = await state(request).store.run(
+        list_jobs, user=owner, status=status, dataset=dataset, limit=limit
+    )
+    return JobList(items=jobs)
+
+
+@router.post("/jobs", status_code=201, responses=_errors(404, 409))
+async def submit(request: Request, user: ApiUser, body: NewJob) -> Doc:
+    """Queue an analysis job, checked as `labctl submit` checks it."""
+    web = state(request)
+    job = JobRequest(**body.model_dump(exclude={"force"}), user=user.username)
+    return await web.store.run(submit_job, web.config_of(user), job, force=body.force)
+
+
+@router.get("/jobs/{job_id}", responses=_errors(404))
+async def get_one_job(request: Request, user: ApiUser, job_id: str) -> Doc:
+    return await state(request).store.run(get_job, job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", responses=_errors(404))
+async def cancel(request: Request, user: ApiUser, job_id: str) -> Doc:
+    """Cancel a job (yours, or any as an admin) and stop it on its cluster at once (or, if the
+    cluster cannot be reached, on the watchdog's next run)."""
+    web = state(request)
+    done = await web.store.run(cancel_and_stop, web.config, job_id, user.username)
+    return done.job
+
+
+@router.post("/jobs/{job_id}/retry", responses=_errors(404))
+async def retry(request: Request, user: ApiUser, job_id: str) -> Doc:
+    """Queue a failed or cancelled job again, from the start."""
+    return await state(request).store.run(retry_job, job_id, user.username)
+
+
+@router.get("/watchdog")
+async def watchdog(request: Request, user: ApiUser) -> Heartbeats:
+    store = state(request).store
+    return Heartbeats(heartbeats=await store.run(latest), sessions=await store.run(sessions_seen))
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request, user: ApiUser) -> Doc:
+    """This API's OpenAPI document (behind the login like everything else)."""
+    document: Doc = request.app.openapi()
+    return document
