@@ -118,3 +118,15 @@ def local_jobs(config: Config, db: Database, tmp_path: Path) -> Config:
     cfg = base.model_copy(update={"watchdog": watchdog(tmp_path, max_retries=2)})
     dataset_with_files(db, cfg, tmp_path / "data")
     return cfg
+
+
+def transfer_record(**progress: Any) -> dict[str, Any]:
+    """A transfer as the scan stage records it (no rsync behind it), with `progress` set."""
+    return {
+        "host": "lab-server",
+        "argv": ["rsync"],
+        "pid": 1,
+        "log": "/nonexistent/rsync.log",
+        "status_path": "/nonexistent/rsync.status",
+        **progress,
+    }

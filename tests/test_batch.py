@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shlex
 import subprocess
 from pathlib import Path
@@ -10,6 +11,8 @@ import pytest
 
 from labctl.config import ClusterConfig, JobTypeConfig, Resources
 from labctl.jobs.batch import JobLayout, array_size, expected_outputs, render
+from labctl.jobs.job import Job
+from labctl.jobs.states import JobState
 
 GOLDEN = Path(__file__).parent / "golden"
 CLUSTER = ClusterConfig(
@@ -29,8 +32,19 @@ JOB_TYPE = JobTypeConfig(
 )
 
 
-def job(**options: object) -> dict[str, object]:
-    return {"job_id": "j0123456789a", "dataset": "20211215_093527", "job_options": options}
+def job(**options: object) -> Job:
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return Job(
+        job_id="j0123456789a",
+        dataset="20211215_093527",
+        user="alice",
+        compute_cluster="raven",
+        job_type="diff_registration",
+        status=JobState.SUBMITTED,
+        job_options=options,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 @pytest.mark.parametrize(

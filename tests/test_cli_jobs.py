@@ -150,7 +150,7 @@ def test_cancel_stops_a_running_job_at_once(run, db: Database) -> None:  # type:
     while json.loads(run("status", job_id, "--json").output)["status"] != "running":
         assert run("watchdog", "tick").exit_code == 0
         assert time.monotonic() < deadline
-    pid = int(json.loads(run("status", job_id, "--json").output)["slurm"]["job_id"])
+    pid = int(json.loads(run("status", job_id, "--json").output)["scheduler"]["job_id"])
     result = run("cancel", job_id)
     assert result.output == f"cancelled {job_id} and stopped it on local\n"
     job = json.loads(run("status", job_id, "--json").output)

@@ -10,11 +10,13 @@ import pytest
 from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import DuplicateError, NotFoundError, ValidationError
+from labctl.jobs.job import Job, Transfer
 from labctl.jobs.queue import (
     PermissionDenied,
     cancel_job,
     claim,
     get_job,
+    read_job,
     release,
     retry_job,
     transition,
@@ -22,7 +24,7 @@ from labctl.jobs.queue import (
 from labctl.jobs.states import FailureReason, InvalidTransition, JobState
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.users import add_user
-from tests.jobfixtures import DATASET, dataset_with_files, job_config
+from tests.jobfixtures import DATASET, dataset_with_files, job_config, transfer_record
 
 
 @pytest.fixture
@@ -106,18 +108,19 @@ def test_identical_active_job_is_refused_unless_forced(db: Database, jcfg: Confi
     other = submit_job(db, jcfg, request(job_options={"sleep_seconds": 2}))
     forced = submit_job(db, jcfg, request(job_options={"sleep_seconds": 1}), force=True)
     assert len({first["job_id"], other["job_id"], forced["job_id"]}) == 3
-    transition(db, first, JobState.CANCELLED, "test")
-    transition(db, get_job(db, forced["job_id"]), JobState.CANCELLED, "test")
+    transition(db, Job.of(first), JobState.CANCELLED, "test")
+    transition(db, read_job(db, forced["job_id"]), JobState.CANCELLED, "test")
     submit_job(db, jcfg, request(job_options={"sleep_seconds": 1}))  # no active twin any more
 
 
 def test_transition_is_compare_and_set_and_follows_the_table(db: Database, jcfg: Config) -> None:
-    job = submit_job(db, jcfg, request())
+    job = Job.of(submit_job(db, jcfg, request()))
+    transfer = transfer_record(total=10)
     moved = transition(
-        db, job, JobState.TRANSFERRING, "rsync started", fields={"transfer": {"pid": 1}}
+        db, job, JobState.TRANSFERRING, "rsync started", fields={"transfer": transfer}
     )
-    assert moved is not None and moved["status"] == "transferring"
-    assert moved["transfer"] == {"pid": 1}
+    assert moved is not None and moved.status is JobState.TRANSFERRING
+    assert get_job(db, job.job_id)["transfer"] == Transfer(**transfer).model_dump()
     assert (
         transition(db, job, JobState.TRANSFERRING, "stale copy") is None
     )  # job was read as queued
@@ -127,9 +130,10 @@ def test_transition_is_compare_and_set_and_follows_the_table(db: Database, jcfg:
         db, moved, JobState.FAILED, "rsync: permission denied", reason=FailureReason.TRANSFER
     )
     assert failed is not None
-    assert failed["failure"] == {"reason": "transfer", "message": "rsync: permission denied"}
-    assert [h["state"] for h in failed["history"]] == ["queued", "transferring", "failed"]
-    another = submit_job(db, jcfg, request(job_options={"sleep_seconds": 3}))
+    stored = get_job(db, job.job_id)
+    assert stored["failure"] == {"reason": "transfer", "message": "rsync: permission denied"}
+    assert [h["state"] for h in stored["history"]] == ["queued", "transferring", "failed"]
+    another = Job.of(submit_job(db, jcfg, request(job_options={"sleep_seconds": 3})))
     with pytest.raises(ValueError, match="needs a FailureReason"):
         transition(db, another, JobState.FAILED)
 
@@ -138,15 +142,15 @@ def test_claim_takes_each_job_once_until_the_lease_expires(db: Database, jcfg: C
     job = submit_job(db, jcfg, request())
     hour = dt.timedelta(hours=1)
     mine = claim(db, {"status": "queued"}, "watchdog-a", hour)
-    assert mine is not None and mine["owner"] == "watchdog-a"
+    assert mine is not None and mine.owner == "watchdog-a"
     assert claim(db, {"status": "queued"}, "watchdog-b", hour) is None
     release(db, job["job_id"], "watchdog-b")  # not the owner: no effect
     assert claim(db, {"status": "queued"}, "watchdog-b", hour) is None
     release(db, job["job_id"], "watchdog-a")
     theirs = claim(db, {"status": "queued"}, "watchdog-b", -hour)  # a lease already expired
-    assert theirs is not None and theirs["owner"] == "watchdog-b"
+    assert theirs is not None and theirs.owner == "watchdog-b"
     again = claim(db, {"status": "queued"}, "watchdog-c", hour)
-    assert again is not None and again["owner"] == "watchdog-c"
+    assert again is not None and again.owner == "watchdog-c"
 
 
 def test_cancel_and_retry_permissions(db: Database, jcfg: Config) -> None:
@@ -185,7 +189,8 @@ def test_job_options_may_ask_for_more_resources_within_limits(db: Database, jcfg
     )
     assert job["resources"] == {"time": "12:00:00", "mem": "8G", "cpus": 2}
     assert job["job_options"] == {"sleep_seconds": 0.0, "exit_code": 0}  # not passed to the code
-    script = render(job, capped, cfg.clusters["local"], JobLayout.of(cfg.clusters["local"], "j1"))
+    local = cfg.clusters["local"]
+    script = render(Job.of(job), capped, local, JobLayout.of(local, "j1"))
     assert "#SBATCH --time=12:00:00" in script and "#SBATCH --mem=8G" in script
     assert "#SBATCH --cpus-per-task=2" in script and '"time"' not in script
     for too_much, message in [

@@ -78,9 +78,9 @@ def test_split_registration_merges_and_recovers_known_shifts(tmp_path: Path) -> 
         tick_until(db, cfg, status_in(db, array["job_id"], "completed", "failed"), timeout=120)
         array = get_job(db, array["job_id"])
         assert array["status"] == "completed", (array["history"], array.get("log_tail"))
-        assert array["slurm"]["tasks"] == 4
+        assert array["scheduler"]["tasks"] == 4
         tick_until(db, cfg, lambda: db.queue.count({"job_id": merge_id}) == 1, timeout=30)
-        assert sorted(array["slurm"]["task_states"].values()) == ["COMPLETED"] * 4
+        assert sorted(array["scheduler"]["task_states"].values()) == ["COMPLETED"] * 4
         tick_until(db, cfg, status_in(db, merge_id, "completed", "failed"), timeout=120)
         merge = get_job(db, merge_id)
         assert merge["status"] == "completed", merge["history"]

@@ -88,4 +88,4 @@ def test_poll_on_the_real_testbed_falls_back_to_accounting() -> None:
     finally:
         cluster.close()
     assert set(mixed) == {known}
-    assert mixed[known].raw_state in ("PENDING", "RUNNING", "COMPLETING", "COMPLETED")
+    assert mixed[known].detail in ("PENDING", "RUNNING", "COMPLETING", "COMPLETED")

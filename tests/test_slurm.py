@@ -8,7 +8,6 @@ import pytest
 
 from labctl.compute.slurm import (
     SchedulerError,
-    SlurmStatus,
     parse_sacct,
     parse_sbatch,
     parse_squeue,
@@ -16,6 +15,7 @@ from labctl.compute.slurm import (
     squeue_command,
     to_job_state,
 )
+from labctl.jobs.job import TaskStatus
 from labctl.jobs.states import FailureReason, JobState, check_transition
 
 CAPTURED = Path(__file__).parent / "captured"
@@ -26,7 +26,7 @@ def captured(name: str) -> str:
     return (CAPTURED / name).read_text()
 
 
-def summary(statuses: dict[str, SlurmStatus]) -> dict[str, tuple[str, str | None, int | None]]:
+def summary(statuses: dict[str, TaskStatus]) -> dict[str, tuple[str, str | None, int | None]]:
     return {key: (s.state, s.reason, s.exit_code) for key, s in statuses.items()}
 
 
@@ -99,9 +99,9 @@ def test_parse_squeue_with_jobs_pending_running_and_finished() -> None:
 
 def test_parse_squeue_names_array_tasks_by_parent_and_task() -> None:
     statuses = parse_squeue(captured("squeue-live.txt"))
-    assert statuses["17_2"] == SlurmStatus("17", S.RETRIEVING, None, "COMPLETED", 0, 2)
-    assert statuses["29_3"] == SlurmStatus("29", S.PENDING, None, "PENDING", None, 3)
-    assert statuses["16"] == SlurmStatus("16", S.RETRIEVING, None, "COMPLETED", 0, None)
+    assert statuses["17_2"] == TaskStatus("17", S.RETRIEVING, None, "COMPLETED", 0, 2)
+    assert statuses["29_3"] == TaskStatus("29", S.PENDING, None, "PENDING", None, 3)
+    assert statuses["16"] == TaskStatus("16", S.RETRIEVING, None, "COMPLETED", 0, None)
     assert statuses["16"].key == "16"
     assert statuses["28_1"].key == "28_1"
 
@@ -169,10 +169,10 @@ def test_parse_sacct_slurmdbd_style() -> None:
     # Hand-written in the documented slurmdbd format (no slurmdbd on the testbed).
     text = "138_2|CANCELLED by 1001|0:15\n138_[3-4]|PENDING|0:0\n139|OUT_OF_MEMORY|0:125\n"
     assert parse_sacct(text) == {
-        "138_2": SlurmStatus("138", S.CANCELLED, R.CANCELLED, "CANCELLED by 1001", 143, 2),
-        "138_3": SlurmStatus("138", S.PENDING, None, "PENDING", None, 3),
-        "138_4": SlurmStatus("138", S.PENDING, None, "PENDING", None, 4),
-        "139": SlurmStatus("139", S.FAILED, R.OUT_OF_MEMORY, "OUT_OF_MEMORY", 253, None),
+        "138_2": TaskStatus("138", S.CANCELLED, R.CANCELLED, "CANCELLED by 1001", 143, 2),
+        "138_3": TaskStatus("138", S.PENDING, None, "PENDING", None, 3),
+        "138_4": TaskStatus("138", S.PENDING, None, "PENDING", None, 4),
+        "139": TaskStatus("139", S.FAILED, R.OUT_OF_MEMORY, "OUT_OF_MEMORY", 253, None),
     }
 
 

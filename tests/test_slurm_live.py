@@ -8,13 +8,13 @@ import time
 import pytest
 
 from labctl.compute.slurm import (
-    SlurmStatus,
     parse_sacct,
     parse_sbatch,
     parse_squeue,
     sacct_command,
     squeue_command,
 )
+from labctl.jobs.job import TaskStatus
 from labctl.jobs.states import FailureReason, JobState
 
 pytestmark = pytest.mark.testbed
@@ -32,7 +32,7 @@ def ssh(argv: list[str]) -> str:
     return done.stdout
 
 
-def wait_until_finished(job_ids: list[str], timeout: float = 60) -> dict[str, SlurmStatus]:
+def wait_until_finished(job_ids: list[str], timeout: float = 60) -> dict[str, TaskStatus]:
     """Poll squeue, one call for all jobs, until none of them is pending or running."""
     deadline = time.monotonic() + timeout
     while True:
@@ -55,8 +55,8 @@ def test_jobs_run_and_end_as_parsed() -> None:
     statuses = wait_until_finished([ok, bad, array])
 
     assert statuses.keys() == {ok, bad, f"{array}_0", f"{array}_1"}
-    assert statuses[ok] == SlurmStatus(ok, JobState.RETRIEVING, None, "COMPLETED", 0)
-    assert statuses[bad] == SlurmStatus(bad, JobState.FAILED, FailureReason.EXIT_CODE, "FAILED", 3)
+    assert statuses[ok] == TaskStatus(ok, JobState.RETRIEVING, None, "COMPLETED", 0)
+    assert statuses[bad] == TaskStatus(bad, JobState.FAILED, FailureReason.EXIT_CODE, "FAILED", 3)
     assert statuses[f"{array}_1"].state is JobState.RETRIEVING
     assert statuses[f"{array}_1"].array_task == 1
 

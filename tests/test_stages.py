@@ -112,7 +112,7 @@ def test_failing_job_reports_exit_code_and_log(db: Database, cfg: Config) -> Non
     job_id = submit(db, cfg, job_type="selftest", job_options={"exit_code": 3})
     job = run_until_final(db, cfg, job_id)
     assert job["status"] == "failed"
-    assert job["failure"] == {"reason": "exit_code", "message": "SLURM FAILED (exit 3)"}
+    assert job["failure"] == {"reason": "exit_code", "message": "process exited (exit 3)"}
     assert "exit 3" in str(job["log_tail"]) and "selftest on" in str(job["log_tail"])
 
 
@@ -181,7 +181,7 @@ def test_cancel_stops_the_running_job_and_retry_runs_it_again(db: Database, cfg:
     while get_job(db, job_id)["status"] != "running":
         run_stages(db, cfg, ALL)
         assert time.monotonic() < deadline
-    pid = int(get_job(db, job_id)["slurm"]["job_id"])
+    pid = int(get_job(db, job_id)["scheduler"]["job_id"])
     cancel_job(db, job_id, "tester")
     job = run_until_final(db, cfg, job_id)
     assert job["status"] == "cancelled" and job["cleanup_pending"] is False

@@ -38,7 +38,7 @@ from labctl.compute.transport import parse_progress
 from labctl.config import Config, DatabaseConfig, JobTypeConfig, OptionSpec
 from labctl.db import Database, connect
 from labctl.errors import ValidationError
-from labctl.jobs.queue import cancel_job, get_job
+from labctl.jobs.queue import cancel_job, get_job, read_job
 from labctl.jobs.states import TERMINAL, JobState
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages import stage_run
@@ -146,7 +146,7 @@ def assert_verified(job: dict[str, Any], dest: Path, names: Sequence[str]) -> No
 def one_slurm_job(job: dict[str, Any], entries: list[SlurmEntry]) -> None:
     """SLURM ran exactly one job for this labctl job: the one recorded in it."""
     assert entries, f"SLURM knows no job named labctl-{job['job_id']}"
-    assert {e.job_id for e in entries} == {job["slurm"]["job_id"]}
+    assert {e.job_id for e in entries} == {job["scheduler"]["job_id"]}
     assert states(job).count("submitted") == 1
 
 
@@ -206,11 +206,11 @@ def test_job_goes_from_submit_to_verified_results(
     assert not remote_exists(job["remote_dir"])
     assert remote_exists(scratch)
     # SLURM ran it once, under its name, to completion
-    assert job["slurm"]["state"] == "COMPLETED"
-    assert job["slurm"]["exit_code"] == 0
+    assert job["scheduler"]["state"] == "COMPLETED"
+    assert job["scheduler"]["exit_code"] == 0
     entries = slurm_jobs_named([f"labctl-{job_id}"])[f"labctl-{job_id}"]
     one_slurm_job(job, entries)
-    assert entries == [SlurmEntry(job["slurm"]["job_id"], None, "COMPLETED")]
+    assert entries == [SlurmEntry(job["scheduler"]["job_id"], None, "COMPLETED")]
     # each stage left a heartbeat; the last jobs run is the one that completed the job
     beats = {beat["stage"]: beat for beat in latest(db)}
     assert set(beats) == {"scan", "transfers", "jobs"}
@@ -233,9 +233,9 @@ def test_splits_run_as_one_slurm_array(db: Database, hpc: Config, tmp_path: Path
     assert job["status"] == "completed", job.get("failure")
     assert_lifecycle(job, "completed")
     assert "#SBATCH --array=0-3" in job["batch_script"].splitlines()
-    slurm_id = job["slurm"]["job_id"]
-    assert job["slurm"]["tasks"] == 4
-    assert job["slurm"]["task_states"] == {str(i): "COMPLETED" for i in range(4)}
+    slurm_id = job["scheduler"]["job_id"]
+    assert job["scheduler"]["tasks"] == 4
+    assert job["scheduler"]["task_states"] == {str(i): "COMPLETED" for i in range(4)}
     # one sbatch: SLURM has one array job under this name, with tasks 0-3
     entries = slurm_jobs_named([f"labctl-{job_id}"])[f"labctl-{job_id}"]
     one_slurm_job(job, entries)
@@ -267,12 +267,12 @@ def test_failing_job_reports_its_exit_code_and_log(db: Database, hpc: Config) ->
     assert job["failure"]["reason"] == "exit_code"
     assert job["failure"]["message"] == "SLURM FAILED (exit 3)"
     assert job["history"][-1]["note"] == "SLURM FAILED (exit 3)"
-    assert (job["slurm"]["state"], job["slurm"]["exit_code"]) == ("FAILED", 3)
+    assert (job["scheduler"]["state"], job["scheduler"]["exit_code"]) == ("FAILED", 3)
     # the tail of the SLURM log came home: the pipeline's own line on stderr
-    assert f"== slurm-{job['slurm']['job_id']}.out" in job["log_tail"]
+    assert f"== slurm-{job['scheduler']['job_id']}.out" in job["log_tail"]
     assert "selftest on " in job["log_tail"]
     assert ": exit 3" in job["log_tail"]
-    assert "results" not in job
+    assert job["results"] == []
 
 
 @on_testbed
@@ -280,7 +280,7 @@ def test_cancelled_job_is_stopped_on_slurm(db: Database, hpc: Config) -> None:
     job_id = submit(db, hpc, "selftest", datafiles=["phase.h5"], job_options={"sleep_seconds": 60})
     tick_until(db, hpc, status_in(db, job_id, "running", *FINAL), timeout=60)
     assert get_job(db, job_id)["status"] == "running"
-    slurm_id = get_job(db, job_id)["slurm"]["job_id"]
+    slurm_id = get_job(db, job_id)["scheduler"]["job_id"]
     name = f"labctl-{job_id}"
     assert slurm_jobs_named([name])[name] == [SlurmEntry(slurm_id, None, "RUNNING")]
 
@@ -310,17 +310,17 @@ def test_a_late_poll_does_not_rewrite_a_finished_job(solo: tuple[Database, Confi
     db, hpc = solo
     job_id = submit(db, hpc, "selftest", datafiles=["phase.h5"], job_options={"sleep_seconds": 2})
     tick_until(db, hpc, status_in(db, job_id, "running", *FINAL))
-    stale = get_job(db, job_id)
-    assert stale["status"] == "running"
+    stale = read_job(db, job_id)
+    assert stale.status is JobState.RUNNING and stale.scheduler_id
     with stage_run(db, hpc, "jobs") as late:
         cluster = late.pool.get("hpc")
-        seen = cluster.scheduler.poll({stale["slurm"]["job_id"]: late.layout(stale)})
+        seen = cluster.scheduler.poll({stale.scheduler_id: late.layout(stale)})
         tick_until(db, hpc, status_in(db, job_id, *FINAL))  # meanwhile, another run finishes it
         follow(late, cluster, stale, statuses=seen)
 
     job = get_job(db, job_id)
     assert job["status"] == "completed"
-    assert (job["slurm"]["state"], job["slurm"]["exit_code"]) == ("COMPLETED", 0)
+    assert (job["scheduler"]["state"], job["scheduler"]["exit_code"]) == ("COMPLETED", 0)
 
 
 # 4. an interrupted rsync resumes ---------------------------------------------------------------
@@ -445,20 +445,20 @@ def test_overlapping_ticks_never_submit_twice(
     assert Counter(job["status"] for job in jobs) == {"completed": JOBS}
     assert did["submitted"] == JOBS
     assert did["completed"] == JOBS
-    assert len({job["slurm"]["job_id"] for job in jobs}) == JOBS
+    assert len({job["scheduler"]["job_id"] for job in jobs}) == JOBS
     named = slurm_jobs_named([f"labctl-{job_id}" for job_id in job_ids])
     for job in jobs:
         entries = named[f"labctl-{job['job_id']}"]
         one_slurm_job(job, entries)
-        assert entries == [SlurmEntry(job["slurm"]["job_id"], None, "COMPLETED")]
+        assert entries == [SlurmEntry(job["scheduler"]["job_id"], None, "COMPLETED")]
         assert_lifecycle(job, "completed")
-        assert (job["slurm"]["state"], job["slurm"]["exit_code"]) == ("COMPLETED", 0)
+        assert (job["scheduler"]["state"], job["scheduler"]["exit_code"]) == ("COMPLETED", 0)
         assert job["transfer"]["bytes"] == job["transfer"]["total"], job["transfer"]
 
 
 # 6. a watchdog killed mid-stage ----------------------------------------------------------------
 
-SUBMITTING = {"status": "transferring", "slurm.submitting": True}
+SUBMITTING = {"status": "transferring", "scheduler.submitting": True}
 KILLS: list[float | None] = [0.3, 1.0, None, 2.0, 3.0]
 """When to SIGKILL each `tick --loop` process: seconds after its start, or None for just after
 its sbatch reached SLURM and before it recorded the SLURM job id."""
@@ -486,7 +486,8 @@ def kill_after_sbatch(proc: subprocess.Popen[str], db: Database) -> str:
         proc.kill()
         proc.wait()
     job = get_job(db, marked["job_id"])
-    assert (job["status"], job["slurm"]) == ("transferring", {"submitting": True})
+    assert job["status"] == "transferring" and job["scheduler"]["submitting"] is True
+    assert job["scheduler"]["job_id"] is None
     return f"sbatch of {marked['job_id']}, before its id was recorded"
 
 
@@ -671,7 +672,7 @@ def test_symlinks_out_of_the_dataset_are_refused(
     job = get_job(db, job_id)
     assert job["failure"]["reason"] == "transfer"
     assert "leads outside" in job["failure"]["message"]
-    assert "transfer" not in job
+    assert job["transfer"] is None
     assert not remote_exists(f"{scratch}/{job_id}")
 
 

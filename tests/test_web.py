@@ -30,14 +30,15 @@ from labctl.errors import (
     NotFoundError,
     ValidationError,
 )
-from labctl.jobs.queue import PermissionDenied, get_job, transition
+from labctl.jobs.job import Job
+from labctl.jobs.queue import PermissionDenied, get_job, read_job, transition
 from labctl.jobs.states import FailureReason, InvalidTransition, JobState
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.heartbeat import beat, record_sessions
 from labctl.web import create_app
 from labctl.web.auth import LoginLimiter, open_session, session_principal
 from labctl.web.problems import status_of
-from tests.jobfixtures import DATASET
+from tests.jobfixtures import DATASET, transfer_record
 from tests.webfixtures import csrf_token, free_port, login, password, seed, web_config
 
 Browser = Callable[[str], TestClient]
@@ -86,9 +87,11 @@ def submit(db: Database, cfg: Config, user: str = "alice") -> dict[str, Any]:
 
 
 def move_to_transferring(db: Database, job: dict[str, Any], percent: int) -> None:
-    transfer = {"bytes": 10 * percent, "total": 1000, "percent": percent, "rate": "1.00MB/s"}
-    transfer["eta_seconds"] = 65
-    transition(db, job, JobState.TRANSFERRING, "rsync started", fields={"transfer": transfer})
+    transfer = transfer_record(
+        bytes=10 * percent, total=1000, percent=percent, rate="1.00MB/s", eta_seconds=65
+    )
+    fields = {"transfer": transfer}
+    transition(db, Job.of(job), JobState.TRANSFERRING, "rsync started", fields=fields)
 
 
 # --- login, sessions, CSRF ---------------------------------------------------------------------
@@ -449,7 +452,8 @@ def test_monitor_shows_state_progress_slurm_age_and_heartbeats(
     moving = submit(db, cfg, "bob")
     move_to_transferring(db, moving, 40)
     db.queue.update(
-        {"job_id": moving["job_id"]}, {"$set": {"slurm": {"job_id": "4242", "state": "PENDING"}}}
+        {"job_id": moving["job_id"]},
+        {"$set": {"scheduler": {"job_id": "4242", "state": "PENDING"}}},
     )
     beat(db, "scan", {"started": 1})
     alice = browser("alice")
@@ -500,7 +504,7 @@ def test_job_page_shows_history_log_tail_and_updates_live(
 ) -> None:
     job = submit(db, cfg)
     move_to_transferring(db, job, 10)
-    moved = get_job(db, job["job_id"])
+    moved = read_job(db, job["job_id"])
     transition(
         db,
         moved,

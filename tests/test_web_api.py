@@ -333,7 +333,7 @@ def test_cancel_stops_a_running_job_at_once(
     while get_job(db, job_id)["status"] != "running":
         assert time.monotonic() < deadline, get_job(db, job_id)["history"]
         run_stages(db, cfg, ["scan", "transfers", "jobs"])
-    group = int(get_job(db, job_id)["slurm"]["job_id"])  # a process job: its process group
+    group = int(get_job(db, job_id)["scheduler"]["job_id"])  # a process job: its process group
     if via == "api":
         answer = client.post(f"{V1}/jobs/{job_id}/cancel", headers=tokens["alice"])
         assert answer.status_code == 200 and answer.json()["status"] == "cancelled"

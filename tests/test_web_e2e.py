@@ -16,10 +16,11 @@ import pytest
 
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
-from labctl.jobs.queue import get_job, transition
+from labctl.jobs.queue import get_job, read_job, transition
 from labctl.jobs.states import JobState
 from labctl.stages.heartbeat import beat
 from labctl.users import create_token
+from tests.jobfixtures import transfer_record
 from tests.webfixtures import password, seed, served, web_config
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -166,9 +167,9 @@ def test_log_in_add_browse_submit_and_watch_the_job(
     row.locator(f"a:has-text('{job_id}')").click()
     expect(page).to_have_url(f"{url}/jobs/{job_id}")
     _transfer(db, job_id, 100)
-    job = get_job(db, job_id)
-    slurm = {"slurm": {"job_id": "4711", "state": "RUNNING"}}
-    transition(db, job, JobState.SUBMITTED, "sbatch accepted 4711", fields=slurm)
+    job = read_job(db, job_id)
+    scheduler = {"scheduler": {"job_id": "4711", "state": "RUNNING"}}
+    transition(db, job, JobState.SUBMITTED, "sbatch accepted 4711", fields=scheduler)
     expect(page.locator("#live")).to_contain_text("4711 RUNNING", timeout=10_000)
     expect(page.locator("#live")).to_contain_text("sbatch accepted 4711")
     page.screenshot(path=shots / "job.png", full_page=True)
@@ -200,10 +201,10 @@ def _transfer(db: Database, job_id: str, percent: int, first: bool = False) -> N
     if first:
         transition(
             db,
-            get_job(db, job_id),
+            read_job(db, job_id),
             JobState.TRANSFERRING,
             "rsync started",
-            fields={"transfer": progress},
+            fields={"transfer": transfer_record(**progress)},
         )
     else:
         db.queue.update(

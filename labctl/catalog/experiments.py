@@ -112,3 +112,8 @@ def query_page(
 ) -> tuple[int, list[dict[str, Any]]]:
     """How many entries match `filter`, and one page of them (as `query` gives them)."""
     return db.data.count(filter), query(db, fields, filter, sort, limit=limit, skip=skip)
+
+
+def record_result(db: Database, dataset: str, job_id: str, record: Mapping[str, Any]) -> None:
+    """Note on the experiment what a job brought home (under `results.JOB_ID`)."""
+    db.data.update({"dataset": dataset}, {"$set": {f"results.{job_id}": dict(record)}})

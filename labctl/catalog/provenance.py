@@ -6,12 +6,14 @@ from typing import Any
 
 from labctl.catalog.experiments import get_entry
 from labctl.db import Database
+from labctl.jobs.queue import where
+from labctl.jobs.states import JobState
 
 
 def provenance(db: Database, dataset: str) -> list[dict[str, Any]]:
     """One record per completed job of `dataset`, oldest first."""
     get_entry(db, dataset)  # a clear error for an unknown or malformed dataset id
-    jobs = db.queue.find({"dataset": dataset, "status": "completed"}, sort=[("created_at", 1)])
+    jobs = db.queue.find(where(JobState.COMPLETED, dataset=dataset), sort=[("created_at", 1)])
     return [
         {
             "job_id": job["job_id"],
@@ -24,7 +26,7 @@ def provenance(db: Database, dataset: str) -> list[dict[str, Any]]:
             "inputs": job.get("input_checksums", []),
             "outputs": job.get("results", []),
             "environment": job.get("environment"),
-            "slurm_job_id": (job.get("slurm") or {}).get("job_id"),
+            "scheduler_job_id": (job.get("scheduler") or {}).get("job_id"),
         }
         for job in jobs
     ]

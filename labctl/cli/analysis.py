@@ -65,14 +65,10 @@ def submit_cmd(
         allow_dirty=allow_dirty,
     )
     if dry_run:
-        job = prepare_job(app.db, app.config, request)
+        planned = prepare_job(app.db, app.config, request)
         cluster = app.config.clusters[compute_cluster]
-        click.echo(
-            render(
-                job, app.config.job_types[job_type], cluster, JobLayout.of(cluster, job["job_id"])
-            ),
-            nl=False,
-        )
+        layout = JobLayout.of(cluster, planned.job_id)
+        click.echo(render(planned, app.config.job_types[job_type], cluster, layout), nl=False)
         return
     job = submit_job(app.db, app.config, request, force=force)
     if as_json:
@@ -101,7 +97,7 @@ def progress_bar(transfer: Mapping[str, Any] | None, width: int = 12) -> str:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def queue_cmd(app: App, user: str | None, status: str | None, limit: int, as_json: bool) -> None:
-    """List jobs with their state, transfer progress, SLURM id and age."""
+    """List jobs with their state, transfer progress, scheduler id and age."""
     jobs = list_jobs(app.db, user=user, status=status, limit=limit)
     beats = latest(app.db)
     if as_json:
@@ -109,7 +105,8 @@ def queue_cmd(app: App, user: str | None, status: str | None, limit: int, as_jso
         return
     now = utcnow()
     table = Table(title=f"{len(jobs)} job(s)", header_style="bold")
-    for name in ("job", "dataset", "type", "cluster", "user", "state", "transfer", "slurm", "age"):
+    columns = ("job", "dataset", "type", "cluster", "user", "state", "transfer", "scheduler", "age")
+    for name in columns:
         table.add_column(name)
     for job in jobs:
         failure = job.get("failure") or {}
@@ -124,7 +121,7 @@ def queue_cmd(app: App, user: str | None, status: str | None, limit: int, as_jso
             job["user"],
             state,
             progress_bar(job.get("transfer")),
-            (job.get("slurm") or {}).get("job_id") or "",
+            (job.get("scheduler") or {}).get("job_id") or "",
             age(job.get("created_at"), now),
         )
     console().print(table)
@@ -157,9 +154,8 @@ def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
     history, tail = job.get("history", []), job.get("log_tail")
     if job.get("transfer"):
         job["transfer"].pop("argv", None)
-    echo_document(
-        {k: v for k, v in job.items() if k not in HIDDEN_IN_STATUS}, title=f"job {job_id}"
-    )
+    shown = {k: v for k, v in job.items() if k not in HIDDEN_IN_STATUS and v not in (None, [], {})}
+    echo_document(shown, title=f"job {job_id}")
     table = Table(title="history", title_justify="left", header_style="bold")
     for name in ("at", "state", "note"):
         table.add_column(name)

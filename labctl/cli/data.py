@@ -16,6 +16,7 @@ from labctl.cli import App, cli
 from labctl.cli.output import columns_of, echo_csv, echo_document, echo_json, echo_table
 from labctl.config import DataSchema
 from labctl.errors import ValidationError
+from labctl.jobs.migrate import migrate
 
 
 def read_entries_file(path: Path) -> list[Entry]:
@@ -173,12 +174,25 @@ def db_group() -> None:
 @db_group.command("init")
 @click.pass_obj
 def db_init(app: App) -> None:
-    """Create the indexes and, on MongoDB, the validator that enforces the required fields.
+    """Create the indexes, the validator that enforces the required fields (MongoDB), and
+    upgrade jobs stored by an older labctl.
 
     Run once by a database admin (the validator needs the dbAdmin role), and again after
     changing the required fields in the config.
     """
     app.db.ensure_indexes()
     prepare_schema(app.db, app.config)
+    upgraded = migrate(app.db, app.config)
     required = ", ".join(["dataset", "acquired_at", *app.config.data.required])
-    click.echo(f"{app.db.where}: indexes ready; data entries must have {required}")
+    click.echo(
+        f"{app.db.where}: indexes ready, {upgraded} job(s) upgraded; "
+        f"data entries must have {required}"
+    )
+
+
+@db_group.command("migrate")
+@click.pass_obj
+def db_migrate(app: App) -> None:
+    """Upgrade jobs stored by an older labctl to the current format (safe to rerun)."""
+    upgraded = migrate(app.db, app.config)
+    click.echo(f"{app.db.where}: {upgraded} job(s) upgraded to the current format")

@@ -23,8 +23,8 @@ from labctl.cli.output import console
 from labctl.compute.transport import CommandTimeoutError, LocalRunner
 from labctl.config import ClusterConfig, Config, DatabaseConfig, JobTypeConfig, WatchdogConfig
 from labctl.jobs.codeversion import code_version
-from labctl.jobs.queue import get_job, list_jobs
-from labctl.jobs.states import TERMINAL
+from labctl.jobs.queue import list_jobs, read_job
+from labctl.jobs.states import TERMINAL, JobState
 from labctl.stages.loop import reap_children, run_stages
 
 EXPERIMENTS = [
@@ -166,7 +166,7 @@ def demo_cmd(
         _step(ctx, queue_cmd, "queue", limit=10)
         _step(ctx, status_cmd, f"status {job_id}", job_id=job_id)
         _step(ctx, show_cmd, f"show {dataset}", dataset=dataset)
-        if state != "completed":
+        if state is not JobState.COMPLETED:
             raise click.ClickException(f"the demo job ended {state}; see 'labctl status' above")
         click.echo(
             f"demo finished: 3 experiments logged and queried, job {job_id} completed "
@@ -174,13 +174,13 @@ def demo_cmd(
         )
 
 
-def watch(app: App, job_id: str, timeout: float) -> str:
+def watch(app: App, job_id: str, timeout: float) -> JobState:
     """Run watchdog ticks until the job reaches a final state; print each state change."""
     deadline = time.monotonic() + timeout
-    last = ""
+    last: JobState | None = None
     while True:
         run_stages(app.db, app.config, ["scan", "transfers", "jobs"])
-        state = str(get_job(app.db, job_id)["status"])
+        state = read_job(app.db, job_id).status
         if state != last:
             click.echo(f"  job {job_id}: {state}")
             last = state

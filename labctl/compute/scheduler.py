@@ -2,7 +2,8 @@
 
 `SlurmScheduler` drives sbatch/squeue/sacct/scancel through a `Runner` (locally or over SSH);
 `ProcessScheduler` runs the same script as plain background processes on this machine, for a
-lab without SLURM and for `labctl demo`. Both report `SlurmStatus` records keyed `ID` or `ID_TASK`.
+lab without SLURM and for `labctl demo`. Both report scheduler-neutral `TaskStatus` records,
+keyed `ID` or `ID_TASK`.
 """
 
 from __future__ import annotations
@@ -12,27 +13,29 @@ from typing import Protocol
 
 from labctl.compute.slurm import (
     SchedulerError,
-    SlurmStatus,
     parse_sacct,
     parse_sbatch,
     parse_squeue,
     sacct_command,
     squeue_command,
-    to_job_state,
 )
 from labctl.compute.transport import Runner
 from labctl.jobs.batch import JobLayout
-from labctl.jobs.states import JobState
+from labctl.jobs.job import TaskStatus
+from labctl.jobs.states import FailureReason, JobState
 
 
 class Scheduler(Protocol):
+    label: str
+    """How people know it: "SLURM", "process"."""
+
     def submit(self, layout: JobLayout, tasks: int) -> str:
         """Submit the job folder's script; return the scheduler's job id."""
 
     def find(self, name: str, layout: JobLayout) -> str | None:
         """The id of a job already submitted for this folder, if any (for safe resubmission)."""
 
-    def poll(self, jobs: Mapping[str, JobLayout]) -> dict[str, SlurmStatus]:
+    def poll(self, jobs: Mapping[str, JobLayout]) -> dict[str, TaskStatus]:
         """Status of all these jobs (and their array tasks) in one round trip."""
 
     def cancel(self, job_id: str, layout: JobLayout) -> None: ...
@@ -44,6 +47,8 @@ _NONE_LISTED = "Invalid job id specified"
 
 
 class SlurmScheduler:
+    label = "SLURM"
+
     def __init__(self, runner: Runner, *, jobcomp: bool = False) -> None:
         self.runner = runner
         self.jobcomp = jobcomp
@@ -65,7 +70,7 @@ class SlurmScheduler:
         ids = sorted({line.strip() for line in out.splitlines() if line.strip()})
         return ids[0] if ids else None
 
-    def poll(self, jobs: Mapping[str, JobLayout]) -> dict[str, SlurmStatus]:
+    def poll(self, jobs: Mapping[str, JobLayout]) -> dict[str, TaskStatus]:
         if not jobs:
             return {}
         try:
@@ -91,7 +96,7 @@ class SlurmScheduler:
 _POLL = r"""
 for arg in "$@"; do
   id=${arg%%=*}; dir=${arg#*=}; tasks=$(cat "$dir/logs/tasks" 2>/dev/null || echo 1)
-  if ps -o stat= -p "$id" 2>/dev/null | grep -qv '^Z'; then alive=running; else alive=vanished; fi
+  if ps -o stat= -p "$id" 2>/dev/null | grep -qv '^Z'; then alive=alive; else alive=gone; fi
   i=0
   while [ "$i" -lt "$tasks" ]; do
     if [ -f "$dir/logs/task-$i.exit" ]; then echo "$id|$i|exit=$(cat "$dir/logs/task-$i.exit")"
@@ -116,6 +121,8 @@ done
 class ProcessScheduler:
     """Jobs as detached process groups on the runner's machine; the id is the group's pid."""
 
+    label = "process"
+
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self.calls = 0
@@ -133,7 +140,7 @@ class ProcessScheduler:
     def find(self, name: str, layout: JobLayout) -> str | None:
         return None  # a process job is started and recorded in one step; nothing to adopt
 
-    def poll(self, jobs: Mapping[str, JobLayout]) -> dict[str, SlurmStatus]:
+    def poll(self, jobs: Mapping[str, JobLayout]) -> dict[str, TaskStatus]:
         if not jobs:
             return {}
         self.calls += 1
@@ -143,7 +150,7 @@ class ProcessScheduler:
         for line in out.splitlines():
             job_id, index, what = line.split("|", 2)
             tasks.setdefault(job_id, []).append((int(index), what))
-        statuses: dict[str, SlurmStatus] = {}
+        statuses: dict[str, TaskStatus] = {}
         for job_id, reports in tasks.items():
             for task, what in reports:
                 status = _process_status(job_id, task if len(reports) > 1 else None, what)
@@ -155,13 +162,14 @@ class ProcessScheduler:
         self.runner.run(["kill", "-s", "TERM", "--", f"-{job_id}"], check=False)
 
 
-def _process_status(job_id: str, task: int | None, what: str) -> SlurmStatus:
-    if what == "running":
-        return SlurmStatus(job_id, JobState.RUNNING, None, "RUNNING", None, task)
-    if what == "vanished":
-        state, reason = to_job_state("CANCELLED", None)
-        return SlurmStatus(job_id, state, reason, "CANCELLED", None, task)
+def _process_status(job_id: str, task: int | None, what: str) -> TaskStatus:
+    """A process job's state from what `_POLL` saw: alive, gone without an exit file (killed),
+    or its exit status."""
+    if what == "alive":
+        return TaskStatus(job_id, JobState.RUNNING, None, "alive", None, task)
+    if what == "gone":
+        return TaskStatus(job_id, JobState.CANCELLED, FailureReason.CANCELLED, "killed", None, task)
     code = int(what.removeprefix("exit="))
-    raw = "COMPLETED" if code == 0 else "FAILED"
-    state, reason = to_job_state(raw, code)
-    return SlurmStatus(job_id, state, reason, raw, code, task)
+    if code == 0:
+        return TaskStatus(job_id, JobState.RETRIEVING, None, "exited", 0, task)
+    return TaskStatus(job_id, JobState.FAILED, FailureReason.EXIT_CODE, "exited", code, task)

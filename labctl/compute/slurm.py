@@ -8,9 +8,9 @@ and None until the job has finished.
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from labctl.errors import LabctlError
+from labctl.jobs.job import TaskStatus
 from labctl.jobs.states import FailureReason, JobState
 
 SQUEUE_FORMAT = "JobArrayID:|,State:|,exit_code:"
@@ -26,23 +26,6 @@ _TASK_RANGE = re.compile(r"(\d+)(?:-(\d+))?")
 
 class SchedulerError(LabctlError):
     """SLURM refused a request or answered with something we cannot read."""
-
-
-@dataclass(frozen=True)
-class SlurmStatus:
-    """What SLURM says about one job or one array task."""
-
-    job_id: str
-    state: JobState
-    reason: FailureReason | None
-    raw_state: str
-    exit_code: int | None
-    array_task: int | None = None
-
-    @property
-    def key(self) -> str:
-        """SLURM's name for it: `138`, or `138_2` for an array task."""
-        return self.job_id if self.array_task is None else f"{self.job_id}_{self.array_task}"
 
 
 _NOT_FINISHED = frozenset({JobState.PENDING, JobState.RUNNING})
@@ -128,13 +111,13 @@ def sacct_command(job_ids: Iterable[str], *, jobcomp: bool = False) -> list[str]
     ]
 
 
-def parse_squeue(text: str) -> dict[str, SlurmStatus]:
-    """Read the output of `squeue_command`, keyed by `SlurmStatus.key`."""
+def parse_squeue(text: str) -> dict[str, TaskStatus]:
+    """Read the output of `squeue_command`, keyed by `TaskStatus.key`."""
     return _parse_records(text, _exit_from_wait_status)
 
 
-def parse_sacct(text: str) -> dict[str, SlurmStatus]:
-    """Read the output of `sacct_command`, keyed by `SlurmStatus.key`."""
+def parse_sacct(text: str) -> dict[str, TaskStatus]:
+    """Read the output of `sacct_command`, keyed by `TaskStatus.key`."""
     return _parse_records(text, _exit_from_pair)
 
 
@@ -148,8 +131,8 @@ def _jobs_option(job_ids: Iterable[str]) -> str:
     return "--jobs=" + ",".join(ids)
 
 
-def _parse_records(text: str, exit_code_of: Callable[[str], int]) -> dict[str, SlurmStatus]:
-    statuses: dict[str, SlurmStatus] = {}
+def _parse_records(text: str, exit_code_of: Callable[[str], int]) -> dict[str, TaskStatus]:
+    statuses: dict[str, TaskStatus] = {}
     for line in text.splitlines():
         if not line.strip():
             continue
@@ -162,7 +145,7 @@ def _parse_records(text: str, exit_code_of: Callable[[str], int]) -> dict[str, S
         if state in _NOT_FINISHED:
             exit_code = None  # SLURM reports 0 until the job ends
         for job_id, task in _expand_id(reported_id):
-            status = SlurmStatus(job_id, state, reason, raw_state, exit_code, task)
+            status = TaskStatus(job_id, state, reason, raw_state, exit_code, task)
             statuses[status.key] = status
     return statuses
 

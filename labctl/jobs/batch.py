@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
 
 from labctl.config import ClusterConfig, JobTypeConfig, Resources
+from labctl.jobs.job import Job
 
 
 @dataclass(frozen=True)
@@ -47,9 +46,9 @@ class JobLayout:
         return self.root / "logs"
 
 
-def array_size(job: Mapping[str, Any]) -> int:
+def array_size(job: Job) -> int:
     """Tasks of the SLURM array: `num_splits` when no single `split_idx` was asked for, else 1."""
-    options = job["job_options"]
+    options = job.job_options
     if options.get("split_idx") is None and int(options.get("num_splits") or 1) > 1:
         return int(options["num_splits"])
     return 1
@@ -59,10 +58,10 @@ ENVIRONMENT = "environment.json"
 """Every pipeline run reports its environment here (`environment_{split_idx}.json` for a split)."""
 
 
-def expected_outputs(job: Mapping[str, Any], job_type: JobTypeConfig) -> list[str]:
+def expected_outputs(job: Job, job_type: JobTypeConfig) -> list[str]:
     """Files the job must produce: the job type's outputs, `{split_idx}` expanded to every
     task's index, and the environment report of each run."""
-    options = job["job_options"]
+    options = job.job_options
     splits = (
         [options["split_idx"]]
         if options.get("split_idx") is not None
@@ -78,22 +77,20 @@ def expected_outputs(job: Mapping[str, Any], job_type: JobTypeConfig) -> list[st
     return names
 
 
-def render(
-    job: Mapping[str, Any], job_type: JobTypeConfig, cluster: ClusterConfig, layout: JobLayout
-) -> str:
+def render(job: Job, job_type: JobTypeConfig, cluster: ClusterConfig, layout: JobLayout) -> str:
     """The complete batch script for `job`."""
-    asked = Resources.model_validate(job.get("resources") or {})
+    asked = Resources.model_validate(job.resources)
     res = asked.over(job_type.resources.over(cluster.resources))
     tasks = array_size(job)
     log_name = "slurm-%A_%a.out" if tasks > 1 else "slurm-%j.out"
     directives = [
-        f"--job-name=labctl-{job['job_id']}",
+        f"--job-name=labctl-{job.job_id}",
         f"--output={layout.logs / log_name}",
         *_resource_directives(res),
         *([f"--account={cluster.account}"] if cluster.account else []),
         *([f"--array=0-{tasks - 1}"] if tasks > 1 else []),
     ]
-    options = job["job_options"]
+    options = job.job_options
     split = options.get("split_idx")
     command = [
         cluster.python,
@@ -102,7 +99,7 @@ def render(
         "run",
         job_type.entry,
         "--dataset",
-        job["dataset"],
+        job.dataset,
         "--inputs",
         str(layout.inputs),
         "--outputs",
@@ -113,7 +110,7 @@ def render(
     lines = [
         "#!/bin/bash",
         *(f"#SBATCH {d}" for d in directives),
-        f"# labctl job {job['job_id']}: {job_type.entry} on dataset {job['dataset']}",
+        f"# labctl job {job.job_id}: {job_type.entry} on dataset {job.dataset}",
         "set -euo pipefail",
         *cluster.setup,
         f"cd {shlex.quote(str(layout.root))}",

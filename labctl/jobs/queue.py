@@ -8,12 +8,13 @@ overlapping cron runs never work on the same job.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from labctl.clock import utcnow
 from labctl.db import Database
 from labctl.errors import LabctlError, NotFoundError, ValidationError
+from labctl.jobs.job import Failure, HistoryItem, Job, MalformedJob, store_value
 from labctl.jobs.states import ACTIVE, FailureReason, JobState, check_transition
 
 
@@ -21,16 +22,41 @@ class PermissionDenied(LabctlError):
     """The user may not act on this job."""
 
 
-def history_item(state: JobState, note: str, now: dt.datetime) -> dict[str, Any]:
-    return {"state": str(state), "at": now, "note": note}
+def history_item(state: JobState, note: str, now: dt.datetime) -> HistoryItem:
+    return HistoryItem(state=state, at=now, note=note)
+
+
+def where(*states: JobState, **fields: Any) -> dict[str, Any]:
+    """A queue filter: jobs in one of `states` whose other fields equal (or match) `fields`.
+    A dotted field name is written `transfer__done`."""
+    filter = {name.replace("__", "."): value for name, value in fields.items()}
+    filter["status"] = {"$in": [str(state) for state in states]}
+    return filter
 
 
 def get_job(db: Database, job_id: str) -> dict[str, Any]:
-    job = db.queue.find_one({"job_id": job_id})
-    if job is None:
+    """One job as the CLI, the REST API and the Python API show it."""
+    return read_job(db, job_id).doc()
+
+
+def read_job(db: Database, job_id: str) -> Job:
+    doc = db.queue.find_one({"job_id": job_id})
+    if doc is None:
         raise NotFoundError(f"no job {job_id}")
-    job.pop("_id", None)
-    return job
+    return Job.of(doc)
+
+
+def find_jobs(
+    db: Database, filter: Mapping[str, Any], malformed: Callable[[MalformedJob], object]
+) -> list[Job]:
+    """The jobs matching `filter`; each that cannot be read goes to `malformed` instead."""
+    jobs = []
+    for doc in db.queue.find(filter):
+        try:
+            jobs.append(Job.of(doc))
+        except MalformedJob as exc:
+            malformed(exc)
+    return jobs
 
 
 def list_jobs(
@@ -49,29 +75,57 @@ def list_jobs(
     if status:
         filter["status"] = str(JobState(status))
     jobs = db.queue.find(filter, sort=[("created_at", -1)], limit=limit)
-    for job in jobs:
-        job.pop("_id", None)
-    return jobs
+    return [Job.of(job).doc() for job in jobs]
+
+
+def add_job(db: Database, job: Job) -> None:
+    db.queue.insert(job.doc())
+
+
+def active_twin(db: Database, job: Job) -> dict[str, Any] | None:
+    """An active job identical to `job`: same dataset, job type, cluster, inputs and options."""
+    same = {
+        "dataset": job.dataset,
+        "job_type": job.job_type,
+        "compute_cluster": job.compute_cluster,
+        "options_key": job.options_key,
+        "datafiles": job.datafiles,
+        "datarawfiles": job.datarawfiles,
+    }
+    return db.queue.find_one({**same, **where(*ACTIVE)}, ["job_id", "status"])
+
+
+def _changes(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """`fields` as the `$set` of stored values; each must be a field of `Job`."""
+    unknown = set(fields) - set(Job.model_fields)
+    if unknown:
+        raise ValueError(f"a job has no field {', '.join(sorted(unknown))}")
+    return {name: store_value(value) for name, value in fields.items()}
+
+
+def _as_read(job: Job) -> dict[str, Any]:
+    """The job while still in the state it was read in: another run may have moved it since,
+    and what this run learnt is then older than what that run wrote."""
+    return {"job_id": job.job_id, "status": str(job.status)}
 
 
 def transition(
     db: Database,
-    job: Mapping[str, Any],
+    job: Job,
     new: JobState,
     note: str = "",
     *,
     fields: Mapping[str, Any] | None = None,
     reason: FailureReason | None = None,
-) -> dict[str, Any] | None:
-    """Move `job` from the state it was read in to `new`, recording why.
+) -> Job | None:
+    """Move `job` from the state it was read in to `new`, recording why, and change `fields`.
 
     Returns the updated job, or None when another process changed its state first.
     """
-    old = JobState(job["status"])
-    check_transition(old, new)
+    check_transition(job.status, new)
     now = utcnow()
     changes: dict[str, Any] = {
-        "status": str(new),
+        "status": new,
         "updated_at": now,
         "waiting": None,  # a job that moves waits for nothing any more
         **(fields or {}),
@@ -81,26 +135,56 @@ def transition(
     if new is JobState.FAILED or new is JobState.CANCELLED:
         if reason is None:
             raise ValueError("a failed job needs a FailureReason")
-        changes["failure"] = {"reason": str(reason), "message": note}
+        changes["failure"] = Failure(reason=reason, message=note)
     done = db.queue.claim(
-        {"job_id": job["job_id"], "status": str(old)},
-        {"$set": changes, "$push": {"history": history_item(new, note, now)}},
+        _as_read(job),
+        {
+            "$set": _changes(changes),
+            "$push": {"history": store_value(history_item(new, note, now))},
+        },
     )
-    if done is not None:
-        done.pop("_id", None)  # like get_job: the store's own key is not part of a job
-    return done
+    return None if done is None else Job.of(done)
 
 
-def claim(
-    db: Database, filter: Mapping[str, Any], owner: str, lease: dt.timedelta
-) -> dict[str, Any] | None:
+def update(db: Database, job: Job, note: str | None = None, **fields: Any) -> bool:
+    """Change `fields` of a job still in the state it was read in (and add `note` to its
+    history); False if it has moved on meanwhile."""
+    change: dict[str, Any] = {"$set": _changes(fields)}
+    if note is not None:
+        change["$push"] = {"history": store_value(history_item(job.status, note, utcnow()))}
+    return db.queue.update(_as_read(job), change) > 0
+
+
+def mark_waiting(db: Database, jobs: Sequence[Job], message: str) -> None:
+    """Note on each job (still in the state it was read in) what it waits for."""
+    by_state: dict[JobState, list[str]] = {}
+    for job in jobs:
+        if job.waiting != message:
+            by_state.setdefault(job.status, []).append(job.job_id)
+    for state, ids in by_state.items():
+        db.queue.update(
+            {"job_id": {"$in": ids}, "status": str(state)},
+            {"$set": {"waiting": message}},
+            many=True,
+        )
+
+
+def claim(db: Database, filter: Mapping[str, Any], owner: str, lease: dt.timedelta) -> Job | None:
     """Take one job matching `filter` whose lease is free or expired, for `lease`."""
     now = utcnow()
     free = {"$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
-    return db.queue.claim(
+    done = db.queue.claim(
         {**filter, **free},
         {"$set": {"owner": owner, "lease_until": now + lease}},
         sort=[("created_at", 1)],
+    )
+    return None if done is None else Job.of(done)
+
+
+def renew(db: Database, job: Job, owner: str, lease: dt.timedelta) -> None:
+    """Extend `owner`'s lease on a job it is still working on."""
+    db.queue.update(
+        {"job_id": job.job_id, "owner": owner}, {"$set": {"lease_until": utcnow() + lease}}
     )
 
 
@@ -115,19 +199,19 @@ def is_admin(db: Database, username: str) -> bool:
     return bool(user and user.get("role") == "admin")
 
 
-def check_may_change(db: Database, job: Mapping[str, Any], username: str) -> None:
-    if job["user"] != username and not is_admin(db, username):
+def check_may_change(db: Database, job: Job, username: str) -> None:
+    if job.user != username and not is_admin(db, username):
         raise PermissionDenied(
-            f"job {job['job_id']} belongs to {job['user']}; only they or an admin may change it"
+            f"job {job.job_id} belongs to {job.user}; only they or an admin may change it"
         )
 
 
 def cancel_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
     """Mark a job cancelled; the watchdog stops its transfer or SLURM job on the cluster."""
-    job = get_job(db, job_id)
+    job = read_job(db, job_id)
     check_may_change(db, job, username)
-    if JobState(job["status"]) not in ACTIVE:
-        raise ValidationError(f"job {job_id} is already {job['status']}")
+    if job.status not in ACTIVE:
+        raise ValidationError(f"job {job_id} is already {job.status}")
     done = transition(
         db,
         job,
@@ -138,16 +222,16 @@ def cancel_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
     )
     if done is None:
         raise ValidationError(f"job {job_id} changed state meanwhile; look again")
-    return done
+    return done.doc()
 
 
 def retry_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
     """Put a failed or cancelled job back in the queue, from the start."""
-    job = get_job(db, job_id)
+    job = read_job(db, job_id)
     check_may_change(db, job, username)
-    if JobState(job["status"]) not in (JobState.FAILED, JobState.CANCELLED):
+    if job.status not in (JobState.FAILED, JobState.CANCELLED):
         raise ValidationError(
-            f"only failed or cancelled jobs can be retried; {job_id} is {job['status']}"
+            f"only failed or cancelled jobs can be retried; {job_id} is {job.status}"
         )
     done = transition(
         db,
@@ -159,12 +243,12 @@ def retry_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
             "retries": 0,
             "next_try_at": utcnow(),
             "transfer": None,
-            "slurm": None,
+            "scheduler": None,
             "owner": None,
             "lease_until": None,
-            "attempt": int(job.get("attempt", 1)) + 1,
+            "attempt": job.attempt + 1,
         },
     )
     if done is None:
         raise ValidationError(f"job {job_id} changed state meanwhile; look again")
-    return done
+    return done.doc()

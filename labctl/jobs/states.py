@@ -55,6 +55,9 @@ TERMINAL: frozenset[JobState] = frozenset({JobState.COMPLETED, JobState.FAILED, 
 ACTIVE: frozenset[JobState] = frozenset(JobState) - TERMINAL
 """States some watchdog stage still has to advance."""
 
+WATCHED: tuple[JobState, ...] = (JobState.SUBMITTED, JobState.PENDING, JobState.RUNNING)
+"""States in which the job is at its cluster's scheduler."""
+
 
 class InvalidTransition(LabctlError):
     """A job was asked to move between two states the lifecycle does not connect."""

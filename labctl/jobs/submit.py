@@ -19,8 +19,9 @@ from labctl.config import Config, JobTypeConfig, Resources
 from labctl.db import Database
 from labctl.errors import DuplicateError, ValidationError
 from labctl.jobs.codeversion import code_version
-from labctl.jobs.queue import get_job, history_item
-from labctl.jobs.states import ACTIVE, JobState
+from labctl.jobs.job import Job
+from labctl.jobs.queue import active_twin, add_job, get_job, history_item
+from labctl.jobs.states import JobState
 
 SPLIT_OPTIONS = ("split_idx", "num_splits")
 
@@ -142,7 +143,7 @@ def new_job_id() -> str:
 
 def prepare_job(
     db: Database, config: Config, request: JobRequest, *, pipelines: dict[str, Any] | None = None
-) -> dict[str, Any]:
+) -> Job:
     """Validate a request into a complete queue entry, without storing it.
 
     `pipelines` gives the code version (a follow-up job runs its parent's); by default it is the
@@ -164,29 +165,26 @@ def prepare_job(
     given = {k: v for k, v in request.job_options.items() if k not in RESOURCE_OPTIONS}
     options = typed_options(request.job_type, spec, given)
     now = utcnow()
-    return {
-        "job_id": new_job_id(),
-        "dataset": request.dataset,
-        "user": request.user or config.user,
-        "compute_cluster": request.compute_cluster,
-        "job_type": request.job_type,
-        "data_transfer_await": wait,
-        "datafiles": check_inputs(processed, request.datafiles, must_exist=not wait),
-        "datarawfiles": check_inputs(raw, request.datarawfiles, must_exist=not wait),
-        "job_options": options,
-        "options_key": options_key({**options, **resources}),
-        "resources": resources,
-        "pipelines": pipelines
+    return Job(
+        job_id=new_job_id(),
+        dataset=request.dataset,
+        user=request.user or config.user,
+        compute_cluster=request.compute_cluster,
+        job_type=request.job_type,
+        data_transfer_await=wait,
+        datafiles=check_inputs(processed, request.datafiles, must_exist=not wait),
+        datarawfiles=check_inputs(raw, request.datarawfiles, must_exist=not wait),
+        job_options=options,
+        options_key=options_key({**options, **resources}),
+        resources=resources,
+        pipelines=pipelines
         or code_version(config.watchdog.pipelines, allow_dirty=request.allow_dirty),
-        "status": str(JobState.QUEUED),
-        "history": [history_item(JobState.QUEUED, f"submitted by {config.user}", now)],
-        "created_at": now,
-        "updated_at": now,
-        "retries": 0,
-        "next_try_at": now,
-        "owner": None,
-        "lease_until": None,
-    }
+        status=JobState.QUEUED,
+        history=[history_item(JobState.QUEUED, f"submitted by {config.user}", now)],
+        created_at=now,
+        updated_at=now,
+        next_try_at=now,
+    )
 
 
 def submit_job(
@@ -194,18 +192,15 @@ def submit_job(
 ) -> dict[str, Any]:
     """Validate a request and add it to the queue; return the new queue entry.
 
-    An identical job (same dataset, job type, cluster and options) still active is refused
-    unless `force`.
+    An identical job (same dataset, job type, cluster, inputs and options) still active is
+    refused unless `force`.
     """
     job = prepare_job(db, config, request)
-    same = {key: job[key] for key in ("dataset", "job_type", "compute_cluster", "options_key")}
-    twin = db.queue.find_one(
-        {**same, "status": {"$in": [str(s) for s in ACTIVE]}}, ["job_id", "status"]
-    )
+    twin = active_twin(db, job)
     if twin and not force:
         raise DuplicateError(
             f"an identical job {twin['job_id']} is already {twin['status']}; "
             "use --force to add another"
         )
-    db.queue.insert(job)
-    return get_job(db, job["job_id"])
+    add_job(db, job)
+    return get_job(db, job.job_id)

@@ -22,14 +22,25 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from labctl.catalog.experiments import get_entry
 from labctl.clock import utcnow
 from labctl.compute.cluster import Cluster, ClusterPool
 from labctl.compute.transport import SessionDownError, TransportError, waiting_message
 from labctl.config import Config, JobTypeConfig
 from labctl.db import Database
-from labctl.errors import LabctlError
+from labctl.errors import LabctlError, NotFoundError
 from labctl.jobs.batch import JobLayout
-from labctl.jobs.queue import claim, history_item, release, transition
+from labctl.jobs.job import Job, MalformedJob
+from labctl.jobs.migrate import migrate_if_needed
+from labctl.jobs.queue import (
+    claim,
+    mark_waiting,
+    read_job,
+    release,
+    renew,
+    transition,
+    update,
+)
 from labctl.jobs.states import TERMINAL, FailureReason, JobState
 
 
@@ -59,91 +70,99 @@ class StageRun:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def cluster(self, job: Mapping[str, Any]) -> Cluster:
+    def cluster(self, job: Job) -> Cluster:
         """The job's cluster, opened once per run; Unconfigured if the config has it no more."""
-        name = job["compute_cluster"]
-        if name not in self.config.clusters:
-            raise Unconfigured(f"cluster {name!r} is no longer configured")
-        return self.pool.get(name)
+        if job.compute_cluster not in self.config.clusters:
+            raise Unconfigured(f"cluster {job.compute_cluster!r} is no longer configured")
+        return self.pool.get(job.compute_cluster)
 
-    def job_type(self, job: Mapping[str, Any]) -> JobTypeConfig:
+    def job_type(self, job: Job) -> JobTypeConfig:
         """The job's type; Unconfigured if the config has it no more."""
-        spec = self.config.job_types.get(job["job_type"])
+        spec = self.config.job_types.get(job.job_type)
         if spec is None:
-            raise Unconfigured(f"job type {job['job_type']!r} is no longer configured")
+            raise Unconfigured(f"job type {job.job_type!r} is no longer configured")
         return spec
 
-    def layout(self, job: Mapping[str, Any]) -> JobLayout:
+    def layout(self, job: Job) -> JobLayout:
         """The job's folder on the cluster: where it was made, as recorded, else (before it is
         made) where the cluster's current scratch puts it."""
-        if job.get("remote_dir"):
-            return JobLayout(PurePosixPath(job["remote_dir"]))
-        return JobLayout.of(self.cluster(job).config, job["job_id"])
+        if job.remote_dir:
+            return JobLayout(PurePosixPath(job.remote_dir))
+        return JobLayout.of(self.cluster(job).config, job.job_id)
 
-    def renew(self, job: Mapping[str, Any]) -> None:
+    def renew(self, job: Job) -> None:
         """Extend this run's lease on a job it is still working on (e.g. a long result pull)."""
-        self.db.queue.update(
-            {"job_id": job["job_id"], "owner": self.owner},
-            {"$set": {"lease_until": utcnow() + self.lease}},
-        )
+        renew(self.db, job, self.owner, self.lease)
 
-    def each(self, filter: Mapping[str, Any], handle: Callable[[dict[str, Any]], object]) -> None:
+    def each(self, filter: Mapping[str, Any], handle: Callable[[Job], object]) -> None:
         """Claim the matching jobs one at a time and handle each on its own (see `alone`)."""
         for job in self.claimed(filter):
             self.alone(job, handle)
 
-    def alone(self, job: dict[str, Any], handle: Callable[[dict[str, Any]], object]) -> None:
+    def alone(self, job: Job, handle: Callable[[Job], object]) -> None:
         """`handle(job)`, so that one job cannot stop the others: a job whose cluster or job
         type left the config fails, naming it; an unexpected error is noted and the job left
         as it is for the next run."""
         try:
             handle(job)
         except Unconfigured as exc:
-            current = self.db.queue.find_one({"job_id": job["job_id"]}) or job
-            if JobState(current["status"]) not in TERMINAL:
+            current = read_job(self.db, job.job_id)
+            if current.status not in TERMINAL:
                 self.move(current, JobState.FAILED, str(exc), reason=FailureReason.CONFIG)
         except Exception as exc:  # a surprise in one job: the run goes on with the next
-            self.notes.append(f"{job['job_id']}: {type(exc).__name__}: {exc}")
+            self.notes.append(f"{job.job_id}: {type(exc).__name__}: {exc}")
             self.did["errors"] += 1
 
-    def claimed(self, filter: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    def claimed(self, filter: Mapping[str, Any]) -> Iterator[Job]:
         """Claim matching jobs one at a time (each once per run), releasing each after use."""
         seen: list[str] = []
         while True:
-            job = claim(self.db, {**filter, "job_id": {"$nin": seen}}, self.owner, self.lease)
+            try:
+                job = claim(self.db, {**filter, "job_id": {"$nin": seen}}, self.owner, self.lease)
+            except MalformedJob as exc:
+                seen.append(exc.job_id)
+                release(self.db, exc.job_id, self.owner)
+                self.malformed(exc)
+                continue
             if job is None:
                 return
-            seen.append(job["job_id"])
+            seen.append(job.job_id)
             try:
                 yield job
             finally:
-                release(self.db, job["job_id"], self.owner)
+                release(self.db, job.job_id, self.owner)
+
+    def malformed(self, exc: MalformedJob) -> None:
+        """A stored job that cannot be read is left as it is, for a person to look at."""
+        self.notes.append(str(exc))
+        self.did["errors"] += 1
 
     def move(
         self,
-        job: Mapping[str, Any],
+        job: Job,
         new: JobState,
         note: str = "",
         *,
         fields: Mapping[str, Any] | None = None,
         reason: FailureReason | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> Job | None:
         moved = transition(self.db, job, new, note, fields=fields, reason=reason)
         if moved is not None:
             self.did[str(new)] += 1
         return moved
 
-    def entry_or_fail(self, job: Mapping[str, Any], reason: FailureReason) -> dict[str, Any] | None:
+    def entry_or_fail(self, job: Job, reason: FailureReason) -> dict[str, Any] | None:
         """The job's dataset entry; if it was deleted meanwhile, fail the job and return None."""
-        entry = self.db.data.find_one({"dataset": job["dataset"]})
-        if entry is None:
-            note = f"dataset {job['dataset']} is no longer in the database"
+        try:
+            return get_entry(self.db, job.dataset)
+        except NotFoundError:
+            note = f"dataset {job.dataset} is no longer in the database"
             self.move(job, JobState.FAILED, note, reason=reason)
-        return entry
+            return None
 
     def retry_later(
         self,
-        job: Mapping[str, Any],
+        job: Job,
         message: str,
         *,
         transient: bool,
@@ -158,36 +177,23 @@ class StageRun:
             self.move(job, JobState.FAILED, message + tries, fields=fields, reason=reason)
             return
         delay = dt.timedelta(seconds=settings.backoff_seconds * 2 ** (attempt - 1))
-        note = history_item(
-            JobState(job["status"]), f"{message}; retry {attempt} in {delay}", utcnow()
-        )
-        self.db.queue.update(
-            {"job_id": job["job_id"]},
-            {
-                "$set": {**(fields or {}), "next_try_at": utcnow() + delay},
-                "$push": {"history": note},
-            },
-        )
+        note = f"{message}; retry {attempt} in {delay}"
+        update(self.db, job, note, **(fields or {}), next_try_at=utcnow() + delay)
         self.did["retries"] += 1
 
-    def wait_for_session(self, jobs: Sequence[Mapping[str, Any]], cluster: str) -> None:
+    def wait_for_session(self, jobs: Sequence[Job], cluster: str) -> None:
         """Jobs stay where they are until `labctl connect CLUSTER`: not failed, no retry spent.
         Only jobs not yet marked are written."""
-        message = waiting_message(cluster)
-        ids = [job["job_id"] for job in jobs if job.get("waiting") != message]
-        if ids:
-            self.db.queue.update(
-                {"job_id": {"$in": ids}}, {"$set": {"waiting": message}}, many=True
-            )
+        mark_waiting(self.db, jobs, waiting_message(cluster))
         self.did[f"waiting for {cluster}"] += len(jobs)
 
-    def setback(self, job: Mapping[str, Any], error: TransportError, reason: FailureReason) -> None:
+    def setback(self, job: Job, error: TransportError, reason: FailureReason) -> None:
         """A cluster could not be reached or refused: wait for its session, retry with backoff,
         or fail."""
         if isinstance(error, SessionDownError):
-            self.wait_for_session([job], job["compute_cluster"])
+            self.wait_for_session([job], job.compute_cluster)
             return
-        attempt = int(job.get("retries") or 0) + 1
+        attempt = job.retries + 1
         self.retry_later(
             job,
             str(error),
@@ -203,6 +209,7 @@ def stage_run(db: Database, config: Config, stage: str) -> Iterator[StageRun]:
     """A stage run that closes its cluster connections and writes its heartbeat at the end."""
     from labctl.stages.heartbeat import beat, record_sessions
 
+    migrate_if_needed(db, config)
     run = StageRun(db, config, stage, ClusterPool(config))
     try:
         yield run

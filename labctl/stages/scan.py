@@ -18,6 +18,8 @@ from labctl.compute.transport import start_background as start_rsync
 from labctl.errors import ValidationError
 from labctl.jobs.batch import array_size, render
 from labctl.jobs.codeversion import export_commit
+from labctl.jobs.job import Job, SchedulerStatus, Transfer
+from labctl.jobs.queue import read_job, update, where
 from labctl.jobs.states import FailureReason, JobState
 from labctl.jobs.submit import check_inputs, dataset_dirs
 from labctl.stages import StageRun
@@ -25,19 +27,19 @@ from labctl.stages import StageRun
 
 def run_scan(run: StageRun) -> None:
     now = utcnow()
-    waiting = {"status": {"$in": ["queued", "awaiting_data"]}, "next_try_at": {"$lte": now}}
-    run.each(waiting, partial(start_transfer, run))
-    arrived = {"status": "transferring", "transfer.done": True, "next_try_at": {"$lte": now}}
+    due = {"$lte": now}
+    run.each(where(JobState.QUEUED, JobState.AWAITING_DATA, next_try_at=due), partial(start, run))
+    arrived = where(JobState.TRANSFERRING, transfer__done=True, next_try_at=due)
     run.each(arrived, partial(submit, run))
 
 
-def stage_inputs(run: StageRun, job: Mapping[str, Any], processed: Path, raw: Path) -> Path:
+def stage_inputs(run: StageRun, job: Job, processed: Path, raw: Path) -> Path:
     """A local tree of symlinks shaped like the job folder: rsync -L copies what they point at."""
-    staging = run.state_dir(job["job_id"]) / "staging"
+    staging = run.state_dir(job.job_id) / "staging"
     shutil.rmtree(staging, ignore_errors=True)
     for base, sub, names in (
-        (processed, "data", job["datafiles"]),
-        (raw, "raw", job["datarawfiles"]),
+        (processed, "data", job.datafiles),
+        (raw, "raw", job.datarawfiles),
     ):
         for name in names:
             link = staging / "inputs" / sub / name
@@ -48,22 +50,22 @@ def stage_inputs(run: StageRun, job: Mapping[str, Any], processed: Path, raw: Pa
     return staging
 
 
-def code_folder(run: StageRun, job: Mapping[str, Any]) -> Path:
+def code_folder(run: StageRun, job: Job) -> Path:
     """The pipelines code to ship: the recorded commit, or the working tree a dirty job allowed."""
-    version = job["pipelines"]
+    version = job.pipelines
     pipelines = run.config.watchdog.pipelines
     if version["dirty"]:
         return pipelines
     return export_commit(pipelines, version, run.config.watchdog.state_dir / "code")
 
 
-def start_transfer(run: StageRun, job: dict[str, Any]) -> None:
+def start(run: StageRun, job: Job) -> None:
     """queued/awaiting_data -> transferring (or awaiting_data while the data are incomplete)."""
     entry = run.entry_or_fail(job, FailureReason.TRANSFER)
     if entry is None:
         return
-    if job["data_transfer_await"] and not get_dotted(entry, run.config.data.complete_field):
-        if job["status"] == JobState.QUEUED:
+    if job.data_transfer_await and not get_dotted(entry, run.config.data.complete_field):
+        if job.status is JobState.QUEUED:
             run.move(
                 job,
                 JobState.AWAITING_DATA,
@@ -72,8 +74,8 @@ def start_transfer(run: StageRun, job: dict[str, Any]) -> None:
         return
     try:
         processed, raw = dataset_dirs(entry, run.config)
-        check_inputs(processed, job["datafiles"], must_exist=True)
-        check_inputs(raw, job["datarawfiles"], must_exist=True)
+        check_inputs(processed, job.datafiles, must_exist=True)
+        check_inputs(raw, job.datarawfiles, must_exist=True)
     except ValidationError as exc:
         run.move(job, JobState.FAILED, str(exc), reason=FailureReason.TRANSFER)
         return
@@ -93,38 +95,31 @@ def start_transfer(run: StageRun, job: dict[str, Any]) -> None:
         exclude=["__pycache__"],
         bwlimit_kib=run.config.watchdog.bwlimit_kib,
     )
-    handle = launch(run.state_dir(job["job_id"]), argv)
+    handle = launch(run.state_dir(job.job_id), argv)
     if handle is None:
         return  # an rsync a dead run started is still going; start afresh once it ends
     total = sum(p.stat().st_size for p in (staging / "inputs").rglob("*") if p.is_file())
-    transfer = {
-        "host": socket.gethostname(),
-        "argv": argv,
-        "pid": handle.pid,
-        "log": handle.log_path,
-        "status_path": handle.status_path,
-        "total": total,
-        "bytes": 0,
-        "percent": 0,
-        "rate": None,
-        "eta_seconds": None,
-        "done": False,
-        "attempts": 1,
-        "started_at": utcnow(),
-    }
+    transfer = Transfer(
+        host=socket.gethostname(),
+        argv=argv,
+        pid=handle.pid,
+        log=handle.log_path,
+        status_path=handle.status_path,
+        total=total,
+        started_at=utcnow(),
+    )
     fields = {"transfer": transfer, "remote_dir": str(layout.root)}
     note = f"rsync of {total} bytes to {cluster.name} started"
     if run.move(job, JobState.TRANSFERRING, note, fields=fields) is None:
         stop_if_cancelled(run, job, fields)
 
 
-def stop_if_cancelled(run: StageRun, job: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
+def stop_if_cancelled(run: StageRun, job: Job, fields: Mapping[str, Any]) -> None:
     """The job was cancelled while this run started its rsync or sbatch: record what was
     started so that the jobs stage stops it."""
-    run.db.queue.update(
-        {"job_id": job["job_id"], "status": "cancelled"},
-        {"$set": {**fields, "cleanup_pending": True}},
-    )
+    current = read_job(run.db, job.job_id)
+    if current.status is JobState.CANCELLED:
+        update(run.db, current, **fields, cleanup_pending=True)
 
 
 def launch(state_dir: Path, argv: list[str]) -> TransferHandle | None:
@@ -141,22 +136,20 @@ def launch(state_dir: Path, argv: list[str]) -> TransferHandle | None:
     return handle
 
 
-def submit(run: StageRun, job: dict[str, Any]) -> None:
+def submit(run: StageRun, job: Job) -> None:
     """transferring (data arrived) -> submitted: upload the batch script and submit it once."""
     cluster = run.cluster(job)
     layout = run.layout(job)
     script = render(job, run.job_type(job), cluster.config, layout)
-    name = f"labctl-{job['job_id']}"
+    name = f"labctl-{job.job_id}"
     tasks = array_size(job)
     try:
         scheduler_id = None
-        if (job.get("slurm") or {}).get("submitting"):  # a run died around sbatch: adopt its job
+        if job.scheduler and job.scheduler.submitting:  # a run died around sbatch: adopt it
             scheduler_id = cluster.scheduler.find(name, layout)
         if scheduler_id is None:
             cluster.runner.write_file(str(layout.script), script, 0o755)
-            run.db.queue.update(
-                {"job_id": job["job_id"]}, {"$set": {"slurm": {"submitting": True}}}
-            )
+            update(run.db, job, scheduler=SchedulerStatus(submitting=True))
             scheduler_id = cluster.scheduler.submit(layout, tasks)
     except SchedulerError as exc:
         run.move(job, JobState.FAILED, str(exc), reason=FailureReason.SUBMIT)
@@ -164,8 +157,8 @@ def submit(run: StageRun, job: dict[str, Any]) -> None:
     except TransportError as exc:
         run.setback(job, exc, FailureReason.SUBMIT)
         return
-    slurm = {"job_id": scheduler_id, "tasks": tasks, "state": "PENDING", "submitted_at": utcnow()}
-    fields = {"slurm": slurm, "batch_script": script}
+    status = SchedulerStatus(job_id=scheduler_id, tasks=tasks, submitted_at=utcnow())
+    fields = {"scheduler": status, "batch_script": script}
     note = f"job {scheduler_id} submitted on {cluster.name}"
     if run.move(job, JobState.SUBMITTED, note, fields=fields) is None:
         stop_if_cancelled(run, job, fields)

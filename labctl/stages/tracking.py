@@ -11,9 +11,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from labctl.catalog.experiments import record_result
 from labctl.clock import utcnow
 from labctl.compute.cluster import Cluster
-from labctl.compute.slurm import SchedulerError, SlurmStatus
+from labctl.compute.slurm import SchedulerError
 from labctl.compute.transport import (
     CommandError,
     LocalRunner,
@@ -23,11 +24,12 @@ from labctl.compute.transport import (
 )
 from labctl.errors import DuplicateError, NotFoundError, ValidationError
 from labctl.jobs.batch import JobLayout, array_size, expected_outputs
-from labctl.jobs.states import FailureReason, JobState
+from labctl.jobs.job import Job, ResultFile, TaskStatus, store_value
+from labctl.jobs.queue import add_job, find_jobs, update, where
+from labctl.jobs.states import WATCHED, FailureReason, JobState
 from labctl.jobs.submit import JobRequest, dataset_dirs, prepare_job
 from labctl.stages import StageRun, Unconfigured
 
-WATCHED = [str(JobState.SUBMITTED), str(JobState.PENDING), str(JobState.RUNNING)]
 MISSING_POLLS_BEFORE_FAILING = 3
 
 # For each file name argument: "SIZE SHA256" if it is a file, else "-". One line per name.
@@ -44,25 +46,26 @@ _LOG_TAIL = r'for f in "$1"/*; do [ -f "$f" ] && { echo "== ${f##*/}"; tail -n 2
 
 def run_jobs(run: StageRun) -> None:
     stop_cancelled(run)
-    by_cluster: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    watched = {"status": {"$in": WATCHED}, "slurm.job_id": {"$ne": None}}
-    for job in run.db.queue.find(watched):
-        by_cluster[job["compute_cluster"]].append(job)
+    by_cluster: dict[str, list[Job]] = defaultdict(list)
+    watched = where(*WATCHED, scheduler__job_id={"$ne": None})
+    for job in find_jobs(run.db, watched, run.malformed):
+        by_cluster[job.compute_cluster].append(job)
     for name, jobs in by_cluster.items():
         poll_cluster(run, name, jobs)
-    run.each({"status": "retrieving", "next_try_at": {"$lte": utcnow()}}, partial(retrieve, run))
-    run.each({"status": "completed", "scratch_cleaned": False}, partial(clean_scratch, run))
-    run.each({"status": "completed", "follow_up_pending": True}, partial(queue_follow_up, run))
+    due = where(JobState.RETRIEVING, next_try_at={"$lte": utcnow()})
+    run.each(due, partial(retrieve, run))
+    run.each(where(JobState.COMPLETED, scratch_cleaned=False), partial(clean_scratch, run))
+    run.each(where(JobState.COMPLETED, follow_up_pending=True), partial(queue_follow_up, run))
 
 
-def poll_cluster(run: StageRun, name: str, jobs: list[dict[str, Any]]) -> None:
+def poll_cluster(run: StageRun, name: str, jobs: list[Job]) -> None:
     """Ask the cluster once about all its watched jobs, then follow each on its own."""
     if name not in run.config.clusters:
         for job in jobs:
             run.alone(job, run.cluster)  # fails each, naming the cluster that is gone
         return
     cluster = run.pool.get(name)
-    asked = {job["slurm"]["job_id"]: run.layout(job) for job in jobs}
+    asked = {sid: run.layout(job) for job in jobs if (sid := job.scheduler_id)}
     try:
         cluster.require_session()
         statuses = cluster.scheduler.poll(asked)
@@ -77,7 +80,7 @@ def poll_cluster(run: StageRun, name: str, jobs: list[dict[str, Any]]) -> None:
         run.alone(job, partial(follow, run, cluster, statuses=statuses))
 
 
-def summarize(tasks: Sequence[SlurmStatus]) -> tuple[JobState, SlurmStatus]:
+def summarize(tasks: Sequence[TaskStatus]) -> tuple[JobState, TaskStatus]:
     """One state for a job from its tasks: running while any runs, else how they ended."""
     for state in (JobState.RUNNING, JobState.PENDING, JobState.FAILED, JobState.CANCELLED):
         for task in tasks:
@@ -86,57 +89,42 @@ def summarize(tasks: Sequence[SlurmStatus]) -> tuple[JobState, SlurmStatus]:
     return JobState.RETRIEVING, tasks[0]
 
 
-def unchanged(job: Mapping[str, Any]) -> dict[str, Any]:
-    """The job while still in the state it was read in: another run may have moved it since,
-    and what this run heard from SLURM is then older than what that run wrote."""
-    return {"job_id": job["job_id"], "status": job["status"]}
-
-
 def follow(
-    run: StageRun, cluster: Cluster, job: dict[str, Any], *, statuses: Mapping[str, SlurmStatus]
+    run: StageRun, cluster: Cluster, job: Job, *, statuses: Mapping[str, TaskStatus]
 ) -> None:
-    slurm = job["slurm"]
+    """Record what the scheduler says about one job, and move it if its state changed."""
+    known = job.scheduler
+    assert known is not None and known.job_id is not None  # only such jobs are watched
     tasks = sorted(
-        (s for s in statuses.values() if s.job_id == slurm["job_id"]),
+        (s for s in statuses.values() if s.job_id == known.job_id),
         key=lambda s: -1 if s.array_task is None else s.array_task,
     )
     if not tasks:
-        missing = int(slurm.get("missing") or 0) + 1
+        missing = known.missing + 1
         if missing >= MISSING_POLLS_BEFORE_FAILING:
-            run.move(
-                job,
-                JobState.FAILED,
-                f"SLURM has no record of job {slurm['job_id']}",
-                reason=FailureReason.SLURM,
-            )
+            note = f"the scheduler has no record of job {known.job_id}"
+            run.move(job, JobState.FAILED, note, reason=FailureReason.SLURM)
         else:
-            run.db.queue.update(unchanged(job), {"$set": {"slurm.missing": missing}})
+            update(run.db, job, scheduler=known.model_copy(update={"missing": missing}))
         return
     state, task = summarize(tasks)
-    fields = {
-        "slurm.state": task.raw_state,
-        "slurm.exit_code": task.exit_code,
-        "slurm.missing": 0,
-        "waiting": None,
-        "slurm.task_states": {
-            str(t.array_task): t.raw_state for t in tasks if t.array_task is not None
-        },
-    }
-    current = JobState(job["status"])
-    if state is current or (state is JobState.PENDING and current is JobState.RUNNING):
-        run.db.queue.update(unchanged(job), {"$set": fields})
-    elif state is JobState.FAILED:
-        tail = log_tail(cluster, run.layout(job))
-        code = f" (exit {task.exit_code})" if task.exit_code else ""
-        run.move(
-            job,
-            state,
-            f"SLURM {task.raw_state}{code}",
-            reason=task.reason,
-            fields={**fields, "log_tail": tail},
-        )
-    else:
-        run.move(job, state, f"SLURM {task.raw_state}", fields=fields, reason=task.reason)
+    heard = known.model_copy(
+        update={
+            "state": task.detail,
+            "exit_code": task.exit_code,
+            "missing": 0,
+            "task_states": {str(t.array_task): t.detail for t in tasks if t.array_task is not None},
+        }
+    )
+    fields: dict[str, Any] = {"scheduler": heard}
+    if state is job.status or (state is JobState.PENDING and job.status is JobState.RUNNING):
+        update(run.db, job, **fields, waiting=None)
+        return
+    note = f"{cluster.scheduler.label} {task.detail}"
+    if state is JobState.FAILED:
+        note += f" (exit {task.exit_code})" if task.exit_code else ""
+        fields["log_tail"] = log_tail(cluster, run.layout(job))
+    run.move(job, state, note, fields=fields, reason=task.reason)
 
 
 def log_tail(cluster: Cluster, layout: JobLayout) -> str:
@@ -167,7 +155,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def retrieve(run: StageRun, job: dict[str, Any]) -> None:
+def retrieve(run: StageRun, job: Job) -> None:
     """retrieving -> completed: check outputs, rsync them home, verify, record; else fail."""
     cluster = run.cluster(job)
     layout = run.layout(job)
@@ -176,7 +164,7 @@ def retrieve(run: StageRun, job: dict[str, Any]) -> None:
     entry = run.entry_or_fail(job, FailureReason.RETRIEVE)
     if entry is None:
         return
-    dest = dataset_dirs(entry, run.config)[0] / "results" / job["job_id"]
+    dest = dataset_dirs(entry, run.config)[0] / "results" / job.job_id
     try:
         remote = remote_checksums(cluster, str(layout.outputs), names)
         missing = [name for name, found in remote.items() if found is None]
@@ -194,7 +182,7 @@ def retrieve(run: StageRun, job: dict[str, Any]) -> None:
     except TransportError as exc:
         run.setback(job, exc, FailureReason.RETRIEVE)
         return
-    results: list[dict[str, Any]] = []
+    results: list[ResultFile] = []
     for name in names:
         size, digest = remote[name] or (0, "")
         local = dest / name
@@ -203,12 +191,12 @@ def retrieve(run: StageRun, job: dict[str, Any]) -> None:
                 job,
                 f"{name} arrived damaged (size or checksum differs)",
                 transient=True,
-                attempt=int(job.get("retries") or 0) + 1,
+                attempt=job.retries + 1,
                 reason=FailureReason.RETRIEVE,
-                fields={"retries": int(job.get("retries") or 0) + 1},
+                fields={"retries": job.retries + 1},
             )
             return
-        results.append({"name": name, "path": str(local), "size": size, "sha256": digest})
+        results.append(ResultFile(name=name, path=str(local), size=size, sha256=digest))
     try:
         inputs = input_checksums(cluster, layout, job)
     except TransportError as exc:
@@ -216,23 +204,23 @@ def retrieve(run: StageRun, job: dict[str, Any]) -> None:
         return
     try:
         environments = [
-            json.loads((dest / r["name"]).read_text())
+            json.loads((dest / r.name).read_text())
             for r in results
-            if r["name"].startswith("environment")
+            if r.name.startswith("environment")
         ]
     except ValueError as exc:  # before anything is recorded: the job fails, nothing half-done
         note = f"an environment report brought home is not valid JSON ({exc})"
         run.move(job, JobState.FAILED, note, reason=FailureReason.RETRIEVE)
         return
     record = {
-        "job_id": job["job_id"],
-        "job_type": job["job_type"],
+        "job_id": job.job_id,
+        "job_type": job.job_type,
         "dir": str(dest),
-        "files": results,
+        "files": store_value(results),
         "at": utcnow(),
     }
-    run.db.data.update({"dataset": job["dataset"]}, {"$set": {f"results.{job['job_id']}": record}})
-    run.move(
+    record_result(run.db, job.dataset, job.job_id, record)
+    done = run.move(
         job,
         JobState.COMPLETED,
         f"{len(results)} result file(s) verified in {dest}",
@@ -245,14 +233,13 @@ def retrieve(run: StageRun, job: dict[str, Any]) -> None:
             "follow_up_pending": bool(spec.merge_with) and array_size(job) > 1,
         },
     )
-    clean_scratch(run, {**job, "status": "completed"})
+    if done is not None:
+        clean_scratch(run, done)
 
 
-def input_checksums(
-    cluster: Cluster, layout: JobLayout, job: Mapping[str, Any]
-) -> list[dict[str, Any]]:
+def input_checksums(cluster: Cluster, layout: JobLayout, job: Job) -> list[dict[str, Any]]:
     """Size and SHA-256 of every input as the job saw it, computed on the cluster."""
-    names = [f"data/{f}" for f in job["datafiles"]] + [f"raw/{f}" for f in job["datarawfiles"]]
+    names = [f"data/{f}" for f in job.datafiles] + [f"raw/{f}" for f in job.datarawfiles]
     found = remote_checksums(cluster, str(layout.inputs), names) if names else {}
     return [
         {"name": name, "size": sums[0], "sha256": sums[1]}
@@ -291,7 +278,7 @@ def pull(
         raise TransportError(f"bringing results home failed: {exc}") from None
 
 
-def queue_follow_up(run: StageRun, job: Mapping[str, Any]) -> None:
+def queue_follow_up(run: StageRun, job: Job) -> None:
     """Queue the job type that merges a finished array's outputs, with the same code version.
 
     Its id derives from the array's, so a run that dies half-way cannot queue it twice.
@@ -299,69 +286,68 @@ def queue_follow_up(run: StageRun, job: Mapping[str, Any]) -> None:
     merge_type = run.job_type(job).merge_with
     assert merge_type is not None  # only such jobs are marked follow_up_pending
     shards = [
-        f"results/{job['job_id']}/{r['name']}"
-        for r in job["results"]
-        if not r["name"].startswith("environment")
+        f"results/{job.job_id}/{r.name}"
+        for r in job.results
+        if not r.name.startswith("environment")
     ]
     request = JobRequest(
-        dataset=job["dataset"],
-        compute_cluster=job["compute_cluster"],
+        dataset=job.dataset,
+        compute_cluster=job.compute_cluster,
         job_type=merge_type,
         datafiles=shards,
-        user=job["user"],
+        user=job.user,
     )
-    follow_id: str | None = f"{job['job_id']}m"
+    follow_id: str | None = f"{job.job_id}m"
     try:
-        follow = prepare_job(run.db, run.config, request, pipelines=job["pipelines"])
-        follow.update(job_id=follow_id, parent_job=job["job_id"])
-        follow["history"][0]["note"] = f"queued by the watchdog to merge job {job['job_id']}"
-        run.db.queue.insert(follow)
+        follow = prepare_job(run.db, run.config, request, pipelines=job.pipelines)
+        follow.job_id, follow.parent_job = f"{job.job_id}m", job.job_id
+        follow.history[0].note = f"queued by the watchdog to merge job {job.job_id}"
+        add_job(run.db, follow)
         run.did["merges queued"] += 1
     except DuplicateError:
         pass  # queued by a run that died before noting it
     except (ValidationError, NotFoundError) as exc:
-        run.notes.append(f"cannot queue {merge_type} after {job['job_id']}: {exc}")
+        run.notes.append(f"cannot queue {merge_type} after {job.job_id}: {exc}")
         follow_id = None
-    run.db.queue.update(
-        {"job_id": job["job_id"]},
-        {"$set": {"follow_up_pending": False, "follow_up_job": follow_id}},
-    )
+    update(run.db, job, follow_up_pending=False, follow_up_job=follow_id)
 
 
-def clean_scratch(run: StageRun, job: Mapping[str, Any]) -> None:
+def clean_scratch(run: StageRun, job: Job) -> None:
     """Remove the job folder on the cluster once its results are verified at home."""
     cluster = run.cluster(job)
     root = run.layout(job).root  # where the job's folder was made, whatever the config says now
-    if root.name != job["job_id"] or ".." in root.parts or len(root.parts) < 3:
-        raise ValueError(f"refusing to delete {root}: not the folder of job {job['job_id']}")
+    if root.name != job.job_id or ".." in root.parts or len(root.parts) < 3:
+        raise ValueError(f"refusing to delete {root}: not the folder of job {job.job_id}")
     try:
         cluster.runner.run(["rm", "-rf", "--", str(root)])
     except TransportError:
         return  # the next run tries again
-    run.db.queue.update({"job_id": job["job_id"]}, {"$set": {"scratch_cleaned": True}})
+    update(run.db, job, scratch_cleaned=True)
     run.did["cleaned"] += 1
 
 
 def stop_cancelled(run: StageRun, job_id: str | None = None) -> None:
-    """Stop on the cluster what users cancelled (or just job `job_id`): the SLURM job, or a
-    transfer on this host."""
-    pending = {"status": "cancelled", "cleanup_pending": True}
-    run.each({**pending, **({"job_id": job_id} if job_id else {})}, partial(stop_one, run))
+    """Stop on the cluster what users cancelled (or just job `job_id`): the scheduler's job,
+    or a transfer on this host."""
+    pending = where(
+        JobState.CANCELLED, cleanup_pending=True, **({"job_id": job_id} if job_id else {})
+    )
+    run.each(pending, partial(stop_one, run))
 
 
-def stop_one(run: StageRun, job: dict[str, Any]) -> None:
-    """Stop one cancelled job's SLURM job, or its transfer on this host."""
-    slurm, transfer = job.get("slurm") or {}, job.get("transfer") or {}
+def stop_one(run: StageRun, job: Job) -> None:
+    """Stop one cancelled job's scheduler job, or its transfer on this host."""
     try:
-        if slurm.get("job_id"):
-            run.cluster(job).scheduler.cancel(slurm["job_id"], run.layout(job))
+        if job.scheduler_id:
+            run.cluster(job).scheduler.cancel(job.scheduler_id, run.layout(job))
     except Unconfigured as exc:
-        run.notes.append(f"cancel {job['job_id']}: {exc}: nothing to stop there")
+        run.notes.append(f"cancel {job.job_id}: {exc}: nothing to stop there")
     except (TransportError, SchedulerError) as exc:
-        run.notes.append(f"cancel {job['job_id']}: {exc}")
+        run.notes.append(f"cancel {job.job_id}: {exc}")
         return
-    if transfer.get("pid") and transfer.get("host") == socket.gethostname():
+    transfer = job.transfer
+    if transfer and transfer.host == socket.gethostname():
         # The transfer's process group (it leads its own session); gone already is fine.
-        LocalRunner().run(["kill", "-s", "TERM", "--", f"-{int(transfer['pid'])}"], check=False)
-    run.db.queue.update({"job_id": job["job_id"]}, {"$set": {"cleanup_pending": False}})
+        LocalRunner().run(["kill", "-s", "TERM", "--", f"-{transfer.pid}"], check=False)
+    update(run.db, job, cleanup_pending=False)
     run.did["stopped"] += 1

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
 from functools import partial
-from typing import Any
 
 from labctl.clock import utcnow
 from labctl.compute.transport import (
@@ -18,80 +16,80 @@ from labctl.compute.transport import (
     TransportError,
     poll,
 )
-from labctl.jobs.queue import history_item
+from labctl.jobs.job import Job, Transfer
+from labctl.jobs.queue import update, where
 from labctl.jobs.states import FailureReason, JobState
 from labctl.stages import StageRun
 from labctl.stages.scan import launch
 
 
 def run_transfers(run: StageRun) -> None:
-    mine = {
-        "status": "transferring",
-        "transfer.done": False,
-        "transfer.host": socket.gethostname(),
-        "next_try_at": {"$lte": utcnow()},
-    }
+    mine = where(
+        JobState.TRANSFERRING,
+        transfer__done=False,
+        transfer__host=socket.gethostname(),
+        next_try_at={"$lte": utcnow()},
+    )
     run.each(mine, partial(follow, run))
 
 
-def progress_fields(progress: Progress | None, total: int) -> dict[str, Any]:
-    """What the queue shows of a transfer: bytes, total, percent, rate and ETA."""
+def with_progress(transfer: Transfer, progress: Progress | None) -> Transfer:
+    """The transfer with what rsync last reported: bytes, total, percent, rate and ETA."""
     if progress is None:
-        return {}
-    return {
-        "transfer.bytes": progress.bytes_done,
-        "transfer.total": progress.total_bytes or total,
-        "transfer.percent": progress.percent,
-        "transfer.rate": progress.rate,
-        "transfer.rate_bytes_per_s": progress.rate_bytes_per_s,
-        "transfer.eta_seconds": progress.eta_seconds,
-        "transfer.updated_at": utcnow(),
-    }
+        return transfer
+    return transfer.model_copy(
+        update={
+            "bytes": progress.bytes_done,
+            "total": progress.total_bytes or transfer.total,
+            "percent": progress.percent,
+            "rate": progress.rate,
+            "rate_bytes_per_s": progress.rate_bytes_per_s,
+            "eta_seconds": progress.eta_seconds,
+            "updated_at": utcnow(),
+        }
+    )
 
 
-def _status(transfer: Mapping[str, Any]) -> TransferStatus:
-    handle = TransferHandle(transfer["pid"], transfer["log"], transfer["status_path"])
+def _status(transfer: Transfer) -> TransferStatus:
+    handle = TransferHandle(transfer.pid, transfer.log, transfer.status_path)
     try:
         return poll(handle)
     except TransferError as exc:  # the log is gone: treat like a killed transfer
         return TransferStatus(TransferState.VANISHED, None, None, str(exc), transient=True)
 
 
-def follow(run: StageRun, job: dict[str, Any]) -> None:
-    transfer = job["transfer"]
-    if transfer.get("resume"):
-        resume(run, job)
+def follow(run: StageRun, job: Job) -> None:
+    assert job.transfer is not None  # a transferring job has one
+    if job.transfer.resume:
+        resume(run, job, job.transfer)
         return
-    status = _status(transfer)
-    fields = progress_fields(status.progress, transfer["total"])
+    status = _status(job.transfer)
+    transfer = with_progress(job.transfer, status.progress)
     if status.state is TransferState.RUNNING:
-        run.db.queue.update({"job_id": job["job_id"]}, {"$set": {**fields, "waiting": None}})
+        update(run.db, job, transfer=transfer, waiting=None)
         run.did["progress"] += 1
     elif status.state is TransferState.SUCCEEDED:
-        total = fields.get("transfer.total", transfer["total"])
-        done = {
-            **fields,
-            "transfer.done": True,
-            "transfer.percent": 100,
-            "transfer.total": total,
-            "transfer.bytes": total,
-            "transfer.eta_seconds": 0,
-            "transfer.finished_at": utcnow(),
-        }
-        run.db.queue.update({"job_id": job["job_id"]}, {"$set": done})
+        done = transfer.model_copy(
+            update={
+                "done": True,
+                "percent": 100,
+                "bytes": transfer.total,
+                "eta_seconds": 0,
+                "finished_at": utcnow(),
+            }
+        )
+        update(run.db, job, transfer=done)
         run.did["transferred"] += 1
     else:
-        broken(run, job, status, fields)
+        broken(run, job, status, transfer)
 
 
-def broken(
-    run: StageRun, job: dict[str, Any], status: TransferStatus, fields: dict[str, Any]
-) -> None:
+def broken(run: StageRun, job: Job, status: TransferStatus, transfer: Transfer) -> None:
     """An rsync that failed or was killed: resume it once the session is back, or after a
     backoff, or fail the job."""
     if session_down(run, job):  # cut by the session's end: resume once it is back, for free
-        resume_later = {**fields, "transfer.resume": True, "transfer.free_resume": True}
-        run.db.queue.update({"job_id": job["job_id"]}, {"$set": resume_later})
+        free = transfer.model_copy(update={"resume": True, "free_resume": True})
+        update(run.db, job, transfer=free)
         run.did["interrupted"] += 1
         return
     what = "was killed" if status.state is TransferState.VANISHED else f"exited {status.exit_code}"
@@ -100,47 +98,42 @@ def broken(
         job,
         message,
         transient=status.transient,
-        attempt=int(job["transfer"].get("attempts") or 1),
+        attempt=transfer.attempts,
         reason=FailureReason.TRANSFER,
-        fields={**fields, "transfer.resume": True},
+        fields={"transfer": transfer.model_copy(update={"resume": True})},
     )
     run.did["interrupted"] += 1
 
 
-def session_down(run: StageRun, job: Mapping[str, Any]) -> bool:
+def session_down(run: StageRun, job: Job) -> bool:
     """Whether the job's cluster has no session now (the job is then marked as waiting)."""
     try:
         run.cluster(job).require_session(fresh=True)
     except SessionDownError:
-        run.wait_for_session([job], job["compute_cluster"])
+        run.wait_for_session([job], job.compute_cluster)
         return True
     except TransportError:
         return False  # unreachable: the usual backoff applies
     return False
 
 
-def resume(run: StageRun, job: dict[str, Any]) -> None:
+def resume(run: StageRun, job: Job, transfer: Transfer) -> None:
     """Start the same rsync again: --partial lets it continue where it stopped."""
     if session_down(run, job):
         return
-    transfer = job["transfer"]
-    handle = launch(run.state_dir(job["job_id"]), transfer["argv"])
+    handle = launch(run.state_dir(job.job_id), transfer.argv)
     if handle is None:
         return  # the previous rsync is somehow still going: look again next run
-    attempt = int(transfer.get("attempts") or 1) + (0 if transfer.get("free_resume") else 1)
-    note = history_item(JobState.TRANSFERRING, f"rsync resumed (attempt {attempt})", utcnow())
-    run.db.queue.update(
-        {"job_id": job["job_id"], "status": "transferring"},
-        {
-            "$set": {
-                "transfer.pid": handle.pid,
-                "transfer.log": handle.log_path,
-                "transfer.status_path": handle.status_path,
-                "transfer.resume": False,
-                "transfer.free_resume": False,
-                "transfer.attempts": attempt,
-            },
-            "$push": {"history": note},
-        },
+    attempt = transfer.attempts + (0 if transfer.free_resume else 1)
+    resumed = transfer.model_copy(
+        update={
+            "pid": handle.pid,
+            "log": handle.log_path,
+            "status_path": handle.status_path,
+            "resume": False,
+            "free_resume": False,
+            "attempts": attempt,
+        }
     )
+    update(run.db, job, f"rsync resumed (attempt {attempt})", transfer=resumed)
     run.did["resumed"] += 1

@@ -13,7 +13,7 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from enum import StrEnum
+from enum import Enum, auto
 from pathlib import Path
 from typing import Final, Literal
 
@@ -97,13 +97,13 @@ class Progress:
     bytes_received: int | None = None
 
 
-class TransferState(StrEnum):
+class TransferState(Enum):
     """Where a background transfer is."""
 
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    VANISHED = "vanished"  # gone without writing a status: killed
+    RUNNING = auto()
+    SUCCEEDED = auto()
+    FAILED = auto()
+    VANISHED = auto()  # gone without writing a status: killed
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,196 @@
+"""The queue document, typed: one analysis job and what each stage recorded about it.
+
+A stored job is read into `Job` (`Job.of(doc)`); stages read its attributes and change it only
+through `labctl.jobs.queue`. Fields a newer labctl may add are kept, not lost (`extra="allow"`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from labctl.errors import LabctlError
+from labctl.jobs.states import FailureReason, JobState
+
+SCHEMA_VERSION = 2
+"""Version 2 replaced the job's `slurm` field by the scheduler-neutral `scheduler`."""
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """What a scheduler says about one job or one array task, in labctl's terms.
+
+    `detail` is the scheduler's own word for it (SLURM's `TIMEOUT`, a process's `exited 3`),
+    shown to people and never interpreted outside the scheduler that wrote it.
+    """
+
+    job_id: str
+    state: JobState
+    reason: FailureReason | None
+    detail: str
+    exit_code: int | None
+    array_task: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The scheduler's name for it: `138`, or `138_2` for an array task."""
+        return self.job_id if self.array_task is None else f"{self.job_id}_{self.array_task}"
+
+
+class MalformedJob(LabctlError):
+    """A stored job that is not a valid job document (edited by hand, say)."""
+
+    def __init__(self, job_id: str, message: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Transfer(_Part):
+    """The background rsync that ships a job's inputs, and its progress."""
+
+    host: str
+    argv: list[str]
+    pid: int
+    log: str
+    status_path: str
+    total: int = 0
+    bytes: int = 0
+    percent: int = 0
+    rate: str | None = None
+    rate_bytes_per_s: float | None = None
+    eta_seconds: float | None = None
+    done: bool = False
+    attempts: int = 1
+    resume: bool = False
+    free_resume: bool = False  # cut by a session's end: resuming spends no attempt
+    started_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+class SchedulerStatus(_Part):
+    """The job at its cluster's scheduler (SLURM, or plain processes)."""
+
+    job_id: str | None = None
+    submitting: bool = False  # set just before sbatch: a run that dies there adopts the job
+    tasks: int = 1
+    state: str | None = None  # the scheduler's word (TaskStatus.detail)
+    exit_code: int | None = None
+    missing: int = 0  # polls in a row that did not find it
+    task_states: dict[str, str] = Field(default_factory=dict)
+    submitted_at: dt.datetime | None = None
+
+
+class Failure(_Part):
+    reason: FailureReason
+    message: str = ""
+
+
+class ResultFile(_Part):
+    name: str
+    path: str = ""
+    size: int
+    sha256: str
+
+
+class HistoryItem(_Part):
+    state: JobState
+    at: dt.datetime
+    note: str = ""
+
+
+class Job(_Part):
+    """One queue entry."""
+
+    job_id: str
+    dataset: str
+    user: str
+    compute_cluster: str
+    job_type: str
+    status: JobState
+    data_transfer_await: bool = False
+    datafiles: list[str] = Field(default_factory=list)
+    datarawfiles: list[str] = Field(default_factory=list)
+    job_options: dict[str, Any] = Field(default_factory=dict)
+    options_key: str = ""
+    resources: dict[str, Any] = Field(default_factory=dict)
+    pipelines: dict[str, Any] = Field(default_factory=dict)  # codeversion.code_version
+    history: list[HistoryItem] = Field(default_factory=list)
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    attempt: int = 1  # how many times a person queued it (retry adds one)
+    retries: int = 0  # automatic retries spent in this attempt
+    next_try_at: dt.datetime | None = None
+    owner: str | None = None
+    lease_until: dt.datetime | None = None
+    waiting: str | None = None  # what it waits for, e.g. a cluster's session
+    remote_dir: str | None = None
+    transfer: Transfer | None = None
+    scheduler: SchedulerStatus | None = None
+    batch_script: str | None = None
+    failure: Failure | None = None
+    log_tail: str | None = None
+    results: list[ResultFile] = Field(default_factory=list)
+    result_dir: str | None = None
+    input_checksums: list[dict[str, Any]] = Field(default_factory=list)
+    environment: list[dict[str, Any]] = Field(default_factory=list)
+    scratch_cleaned: bool = False
+    cleanup_pending: bool = False  # cancelled: its transfer or scheduler job is still to stop
+    follow_up_pending: bool = False  # a finished array whose merge job is still to queue
+    follow_up_job: str | None = None
+    parent_job: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, doc: Any) -> Any:
+        return upgrade(doc) if isinstance(doc, Mapping) else doc
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> Job:
+        """A stored document as a job (the store's own `_id` is not part of it)."""
+        try:
+            return cls.model_validate({k: v for k, v in doc.items() if k != "_id"})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "document"
+            raise MalformedJob(
+                str(doc.get("job_id")), f"job {doc.get('job_id')}: {where}: {first['msg']}"
+            ) from None
+
+    def doc(self) -> dict[str, Any]:
+        """The document to store: plain values only."""
+        return store_value(self)  # type: ignore[no-any-return]
+
+    @property
+    def scheduler_id(self) -> str | None:
+        return self.scheduler.job_id if self.scheduler else None
+
+
+def store_value(value: Any) -> Any:
+    """A value as the store keeps it: models become documents, enums their text."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if isinstance(value, JobState | FailureReason):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: store_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [store_value(v) for v in value]
+    return value
+
+
+def upgrade(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A job document of an older labctl in today's shape (see SCHEMA_VERSION)."""
+    doc = dict(doc)
+    if "slurm" in doc:
+        old = doc.pop("slurm")
+        doc.setdefault("scheduler", old)
+    return doc

@@ -1,0 +1,66 @@
+"""Upgrading stored jobs written by an older labctl (`labctl db migrate`, run by the watchdog
+too when it finds an older store).
+
+Each upgrade is idempotent and guarded per job, so two watchdogs upgrading at once, or a run
+killed half-way, leave every job either old or new, never half of each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labctl.config import Config
+from labctl.db import Database
+from labctl.jobs.job import SCHEMA_VERSION
+
+_SCHEMA_KEY = "schema"
+
+# What labctl 0.1's process scheduler recorded, in SLURM's words, and what it says now.
+_PROCESS_WORDS = {
+    "PENDING": None,
+    "RUNNING": "alive",
+    "COMPLETED": "exited",
+    "FAILED": "exited",
+    "CANCELLED": "killed",
+}
+
+
+def stored_version(db: Database) -> int:
+    found = db.meta.find_one({"key": _SCHEMA_KEY}, ["version"])
+    return int(found["version"]) if found else 1
+
+
+def scheduler_of(slurm: dict[str, Any], process: bool) -> dict[str, Any]:
+    """A version-1 `slurm` field as a version-2 `scheduler` field."""
+    if not process:
+        return slurm
+    states = {k: _PROCESS_WORDS.get(v, v) for k, v in (slurm.get("task_states") or {}).items()}
+    return {
+        **slurm,
+        "state": _PROCESS_WORDS.get(slurm.get("state") or "PENDING"),
+        "task_states": states,
+    }
+
+
+def migrate(db: Database, config: Config) -> int:
+    """Bring every stored job to SCHEMA_VERSION; return how many were changed."""
+    changed = 0
+    fields = ["job_id", "compute_cluster", "slurm", "scheduler"]
+    for doc in db.queue.find({"slurm": {"$exists": True}}, fields):
+        cluster = config.clusters.get(doc["compute_cluster"])
+        process = cluster is not None and cluster.scheduler == "process"
+        new: dict[str, Any] = {"$unset": {"slurm": ""}}
+        if doc["slurm"] is not None and "scheduler" not in doc:  # a newer labctl wrote none yet
+            new["$set"] = {"scheduler": scheduler_of(doc["slurm"], process)}
+        changed += db.queue.update({"job_id": doc["job_id"], "slurm": {"$exists": True}}, new)
+    db.meta.update(
+        {"key": _SCHEMA_KEY},
+        {"$set": {"kind": _SCHEMA_KEY, "version": SCHEMA_VERSION}},
+        upsert=True,
+    )
+    return changed
+
+
+def migrate_if_needed(db: Database, config: Config) -> int:
+    """`migrate` when the store is older than this labctl: one read otherwise."""
+    return migrate(db, config) if stored_version(db) < SCHEMA_VERSION else 0
