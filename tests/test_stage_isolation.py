@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from labctl.config import ClusterConfig, Config, DatabaseConfig, JobTypeConfig
+from labctl.config import ClusterConfig, Config, DatabaseConfig
 from labctl.db import Database, connect
+from labctl.jobs.jobtypes import JobTypeConfig
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import run_stages

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from labctl.config import ClusterConfig, JobTypeConfig, Resources
+from labctl.config import ClusterConfig
+from labctl.jobs.jobtypes import JobType, Resources
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ ENVIRONMENT = "environment.json"
 """Every pipeline run reports its environment here (`environment_{split_idx}.json` for a split)."""
 
 
-def expected_outputs(job: Mapping[str, Any], job_type: JobTypeConfig) -> list[str]:
+def expected_outputs(job: Mapping[str, Any], job_type: JobType) -> list[str]:
     """Files the job must produce: the job type's outputs, `{split_idx}` expanded to every
     task's index, and the environment report of each run."""
     options = job["job_options"]
@@ -79,7 +80,7 @@ def expected_outputs(job: Mapping[str, Any], job_type: JobTypeConfig) -> list[st
 
 
 def render(
-    job: Mapping[str, Any], job_type: JobTypeConfig, cluster: ClusterConfig, layout: JobLayout
+    job: Mapping[str, Any], job_type: JobType, cluster: ClusterConfig, layout: JobLayout
 ) -> str:
     """The complete batch script for `job`."""
     asked = Resources.model_validate(job.get("resources") or {})
