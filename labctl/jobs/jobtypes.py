@@ -166,8 +166,8 @@ class JobTypes:
 
 
 def job_types_at(config: Config, version: Mapping[str, Any] | None = None) -> JobTypes:
-    """The job types of the pipelines version a job ships (a `code_version` record): its
-    commit, or the working tree for an allowed dirty one, or for `version` None."""
+    """The job types at the pipelines version a job ships (a `code_version` record): its
+    commit, or the working tree for an allowed dirty one; the working tree without `version`."""
     commit = shipped_commit(version) if version is not None else None
     return JobTypes(
         declared(config.watchdog.pipelines, commit), config.job_types, config.offered_job_types

@@ -36,7 +36,8 @@ from labctl.jobs.states import TERMINAL, FailureReason, JobState
 
 
 class Unconfigured(LabctlError):
-    """A job names a cluster or job type that the config no longer has."""
+    """A job names a cluster the config no longer has, or a job type neither its pipelines
+    commit declares nor the config defines (any more)."""
 
 
 @dataclass
