@@ -15,15 +15,7 @@ from uuid import uuid4
 
 from labctl.compute.cluster import ssh_target
 from labctl.compute.transport import SSHRunner
-from labctl.config import (
-    ClusterConfig,
-    Config,
-    DatabaseConfig,
-    JobTypeConfig,
-    OptionSpec,
-    Resources,
-    WatchdogConfig,
-)
+from labctl.config import ClusterConfig, Config, DatabaseConfig, WatchdogConfig
 from tests.testbed import hpc_cluster
 
 DATASET = "20211215_093527"
@@ -33,19 +25,12 @@ TESTBED_HINT = "HPC_SSH_HOST unset: run scripts/testbed.sh and source its env.sh
 
 def bench_config(tmp: Path, **clusters: ClusterConfig) -> Config:
     """An embedded store and watchdog folders under `tmp`, a `local` cluster (plain processes)
-    plus `clusters`, and the `file_stats` job type of the shipped pipelines."""
+    plus `clusters`; the job types are those the shipped pipelines declare (`file_stats`)."""
     local = ClusterConfig(type="local", scratch=str(tmp / "scratch"), scheduler="process")
-    file_stats = JobTypeConfig(
-        entry="file_stats",
-        outputs=["file_stats.json"],
-        options={"sleep_seconds": OptionSpec(type="float", default=0)},
-        resources=Resources(time="00:10:00", mem="1G"),
-    )
     return Config(
         user="bench",
         database=DatabaseConfig(path=tmp / "store"),
         clusters={"local": local, **clusters},
-        job_types={"file_stats": file_stats},
         watchdog=WatchdogConfig(
             state_dir=tmp / "state", log_dir=tmp / "logs", backoff_seconds=0, max_retries=0
         ),

@@ -1,9 +1,10 @@
 """Settings: read once from an explicit path, validated into frozen typed models.
 
 Lookup order: `--config PATH`, then `$LABCTL_CONFIG`, then `$XDG_CONFIG_HOME/labctl/config.yaml`
-(`~/.config/labctl/config.yaml`), else built-in defaults that use the embedded store under
-`$XDG_DATA_HOME/labctl` (`~/.local/share/labctl`). Secrets may come from the environment:
-`LABCTL_DB_URI` replaces `database.uri`, `LABCTL_DB_PASSWORD` fills in the URI's password.
+(`~/.config/labctl/config.yaml`), else built-in defaults: the embedded store under
+`$XDG_DATA_HOME/labctl` (`~/.local/share/labctl`) and the `local` cluster. Secrets may come from
+the environment: `LABCTL_DB_URI` replaces `database.uri`, `LABCTL_DB_PASSWORD` fills in the URI's
+password.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from labctl.compute import slurm
 from labctl.errors import ConfigError
+from labctl.jobs.jobtypes import JobTypeConfig, Resources
+from labctl.settings import Settings, describe
 
 FieldType = Literal["str", "int", "float", "bool", "datetime", "date", "list", "path"]
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -41,11 +43,7 @@ def default_data_dir() -> Path:
     return _xdg("XDG_DATA_HOME", ".local/share") / "labctl"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatabaseConfig(_Model):
+class DatabaseConfig(Settings):
     """Where the documents live: `embedded` (no server) or a MongoDB URI."""
 
     uri: str = EMBEDDED
@@ -70,7 +68,7 @@ class DatabaseConfig(_Model):
         return self.uri == EMBEDDED
 
 
-class FieldSpec(_Model):
+class FieldSpec(Settings):
     """One typed field of a `data` entry."""
 
     type: FieldType = "str"
@@ -85,7 +83,7 @@ def _default_fields() -> dict[str, FieldSpec]:
     }
 
 
-class DataSchema(_Model):
+class DataSchema(Settings):
     """The `data` collection's typed fields; any other field is free and typed by YAML."""
 
     fields: dict[str, FieldSpec] = Field(default_factory=_default_fields)
@@ -114,25 +112,12 @@ class DataSchema(_Model):
         return [name for name, spec in self.fields.items() if spec.required]
 
 
-class Resources(_Model):
-    """What a SLURM job asks for; a job type's resources override the cluster's defaults."""
-
-    time: str | None = Field(default=None, pattern=slurm.TIME)
-    mem: str | None = Field(default=None, pattern=slurm.MEMORY)
-    cpus: int | None = Field(default=None, ge=1, le=1024)
-    partition: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
-
-    def over(self, defaults: Resources) -> Resources:
-        """These resources with every unset one taken from `defaults`."""
-        return Resources(**{**defaults.model_dump(), **self.model_dump(exclude_none=True)})
-
-
 CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,23}$")
 HOST = r"^[A-Za-z0-9_.-]+$|^\[?[0-9A-Fa-f:.]+\]?$"
 HOP = r"^([A-Za-z0-9_.-]+@)?([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$"
 
 
-class ClusterConfig(_Model):
+class ClusterConfig(Settings):
     """A compute cluster: reached over SSH (`ssh`) or this machine itself (`local`)."""
 
     type: Literal["ssh", "local"] = "ssh"
@@ -224,39 +209,6 @@ class ClusterConfig(_Model):
         return self
 
 
-class OptionSpec(_Model):
-    """One option a job type accepts in `job_options`."""
-
-    type: Literal["str", "int", "float", "bool"] = "str"
-    default: str | int | float | bool | None = None
-    help: str = ""
-
-
-class JobTypeConfig(_Model):
-    """An analysis: its entry point in `pipelines/`, what it needs, makes and asks for."""
-
-    entry: str = Field(pattern=r"^[a-z_][a-z0-9_]*$", description="pipelines module")
-    help: str = ""
-    outputs: list[str] = Field(default_factory=list, description="files the job must produce")
-    options: dict[str, OptionSpec] = Field(default_factory=dict)
-    splittable: bool = Field(default=False, description="accepts split_idx / num_splits")
-    resources: Resources = Field(default_factory=Resources)
-    max_resources: Resources | None = Field(
-        default=None, description="limits up to which job_options time/mem/cpus may ask for more"
-    )
-    merge_with: str | None = Field(
-        default=None, description="job type queued on a job array's outputs once all tasks ended"
-    )
-
-    @field_validator("outputs")
-    @classmethod
-    def _relative(cls, outputs: list[str]) -> list[str]:
-        for name in outputs:
-            if name.startswith("/") or ".." in name.split("/") or not name:
-                raise ValueError(f"output {name!r} must be a relative path without '..'")
-        return outputs
-
-
 def source_pipelines() -> Path | None:
     """The pipelines/ beside labctl's own source, when labctl runs from the lab's git checkout
     (an editable install); None for an installed wheel."""
@@ -265,7 +217,7 @@ def source_pipelines() -> Path | None:
     return found if (found / "__main__.py").is_file() and (checkout / ".git").exists() else None
 
 
-class WatchdogConfig(_Model):
+class WatchdogConfig(Settings):
     """How the cron-run watchdog behaves on this machine."""
 
     state_dir: Path = Field(
@@ -306,7 +258,13 @@ class WatchdogConfig(_Model):
         return found
 
 
-class WebConfig(_Model):
+def this_machine() -> dict[str, ClusterConfig]:
+    """The clusters without a `clusters:` section: `local`, jobs as plain processes here."""
+    scratch = str(default_data_dir() / "scratch")
+    return {"local": ClusterConfig(type="local", scratch=scratch, scheduler="process")}
+
+
+class WebConfig(Settings):
     """The web dashboard and REST API (`labctl web`)."""
 
     secure_cookies: bool = Field(
@@ -318,13 +276,18 @@ class WebConfig(_Model):
     )
 
 
-class Config(_Model):
+class Config(Settings):
     user: str = Field(default_factory=getpass.getuser, description="your lab username")
     email: str = Field(default="", pattern=r"^([^@\s]+@[^@\s]+)?$", description="your e-mail")
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     data: DataSchema = Field(default_factory=DataSchema)
-    clusters: dict[str, ClusterConfig] = Field(default_factory=dict)
-    job_types: dict[str, JobTypeConfig] = Field(default_factory=dict)
+    clusters: dict[str, ClusterConfig] = Field(default_factory=this_machine)
+    job_types: dict[str, JobTypeConfig] = Field(
+        default_factory=dict, description="adjusts the types pipelines/ declares, or adds some"
+    )
+    offered_job_types: list[str] | None = Field(
+        default=None, description="the job types offered; default: all there are"
+    )
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     web: WebConfig = Field(default_factory=WebConfig)
 
@@ -340,10 +303,11 @@ class Config(_Model):
         return clusters
 
     @model_validator(mode="after")
-    def _merge_types_exist(self) -> Config:
+    def _type_clusters_exist(self) -> Config:
         for name, spec in self.job_types.items():
-            if spec.merge_with is not None and spec.merge_with not in self.job_types:
-                raise ValueError(f"job type {name}: merge_with {spec.merge_with!r} is unknown")
+            unknown = sorted(set(spec.clusters) - set(self.clusters))
+            if unknown:
+                raise ValueError(f"job type {name}: no cluster {', '.join(unknown)} is configured")
         return self
 
 
@@ -357,7 +321,7 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
     try:
         config = Config.model_validate(raw)
     except PydanticValidationError as exc:
-        raise ConfigError(f"{source}: {_describe(exc)}") from None
+        raise ConfigError(f"{source}: {describe(exc)}") from None
     if source and _uri_password(config.database.uri) and _readable_by_others(source):
         raise ConfigError(
             f"{source} holds a database password but is readable by others: "
@@ -384,17 +348,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _describe(exc: PydanticValidationError) -> str:
-    errors = exc.errors()
-    first = errors[0]
-    where = ".".join(str(part) for part in first["loc"])
-    if first["type"] == "extra_forbidden":
-        text = f"unknown key '{where}'"
-    else:
-        text = f"{where}: {first['msg']}"
-    return text + (f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else "")
-
-
 def _uri_password(uri: str) -> str | None:
     if uri == EMBEDDED:
         return None
@@ -415,7 +368,7 @@ def _apply_env(config: Config, env: dict[str, str]) -> Config:
     try:
         database = DatabaseConfig.model_validate({**config.database.model_dump(), "uri": uri})
     except PydanticValidationError as exc:
-        raise ConfigError(f"LABCTL_DB_URI: {_describe(exc)}") from None
+        raise ConfigError(f"LABCTL_DB_URI: {describe(exc)}") from None
     return config.model_copy(update={"database": database})
 
 

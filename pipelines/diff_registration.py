@@ -39,6 +39,24 @@ from pipelines.core.h5 import create_registration, numeric_dataset, open_input
 from pipelines.core.registration import prepare_reference, register
 
 JOB_TYPE = "diff_registration"
+INTERFACE = {
+    "help": "rigid registration of an imaging stack by phase correlation",
+    "outputs": ["registration_{split_idx}.h5"],
+    "options": {
+        "stack": {"type": "str", "default": "raw/stack.h5", "help": "HDF5 stack, frames x H x W"},
+        "stack_dataset": {"type": "str", "default": "data", "help": "the stack's dataset"},
+        "reference": {
+            "type": "str",
+            "default": "",
+            "help": "HDF5 file with the reference frame; empty: frame 0",
+        },
+        "reference_dataset": {"type": "str", "default": "reference", "help": "its H x W dataset"},
+    },
+    "splittable": True,
+    "merge_with": "merge_splits",
+    "resources": {"time": "01:00:00", "mem": "8G", "cpus": 1},
+    "max_resources": {"time": "12:00:00", "mem": "64G", "cpus": 8},
+}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+INTERFACE = {
+    "help": "size, SHA-256 and line count of each input file",
+    "outputs": ["file_stats.json"],
+    "options": {
+        "sleep_seconds": {
+            "type": "float",
+            "default": 0,
+            "help": "pause first (to watch a job run)",
+        },
+    },
+    "resources": {"time": "00:10:00", "mem": "1G"},
+}
+
 
 def describe(path: Path) -> dict[str, Any]:
     digest = hashlib.sha256()

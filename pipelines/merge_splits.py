@@ -26,6 +26,17 @@ from pipelines.core.common import PipelineError, atomic_output, batches, parse_o
 from pipelines.core.h5 import SPLIT_ATTRS, create_registration, open_input
 
 JOB_TYPE = "merge_splits"
+INTERFACE = {
+    "help": "combines the shards of a split registration into one registration.h5",
+    "outputs": ["registration.h5"],
+    "options": {
+        "pattern": {
+            "type": "str",
+            "default": "**/registration_*.h5",
+            "help": "glob of the splits' files in the inputs",
+        },
+    },
+}
 SAME_IN_EVERY_SHARD = ("dataset", "stack", "stack_dataset", "reference")
 
 

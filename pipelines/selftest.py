@@ -14,6 +14,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+INTERFACE = {
+    "help": "check that a cluster runs the lab's code",
+    "outputs": ["selftest.json"],
+    "options": {
+        "sleep_seconds": {
+            "type": "float",
+            "default": 0,
+            "help": "pause first (to watch a job run)",
+        },
+        "exit_code": {"type": "int", "default": 0, "help": "exit status to end with"},
+    },
+}
+
 
 def run(dataset: str, inputs: Path, outputs: Path, options: dict[str, Any]) -> int:
     time.sleep(float(options.get("sleep_seconds") or 0))

@@ -33,6 +33,14 @@ from pipelines.core.h5 import numeric_dataset, open_input
 from pipelines.core.png import to_uint8, write_png
 
 JOB_TYPE = "summary_stats"
+INTERFACE = {
+    "help": "mean / std / max projections and a PNG preview",
+    "outputs": ["summary_stats.h5", "summary_stats.png"],
+    "options": {
+        "stack": {"type": "str", "default": "raw/stack.h5", "help": "HDF5 stack, frames x H x W"},
+        "stack_dataset": {"type": "str", "default": "data", "help": "the stack's dataset"},
+    },
+}
 PANEL_GAP_PX = 4
 
 

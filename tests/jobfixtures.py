@@ -10,15 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from labctl.catalog.experiments import log_entries
-from labctl.config import (
-    ClusterConfig,
-    Config,
-    JobTypeConfig,
-    OptionSpec,
-    Resources,
-    WatchdogConfig,
-)
+from labctl.config import ClusterConfig, Config, WatchdogConfig
 from labctl.db import Database
+from labctl.jobs.jobtypes import JobTypeConfig, Resources
 
 DATASET = "20211215_093527"
 REPO = Path(__file__).resolve().parent.parent
@@ -64,8 +58,9 @@ def watchdog(tmp_path: Path, **settings: Any) -> WatchdogConfig:
 
 
 def job_config(base: Config, scratch: Path, **clusters: ClusterConfig) -> Config:
-    """`base` plus a `local` cluster (process scheduler), the pipelines' job types and watchdog
-    settings for tests (state next to `scratch`)."""
+    """`base` plus a `local` cluster (process scheduler), watchdog settings for tests (state next
+    to `scratch`) and, besides the job types the pipelines declare, a split variant of
+    `file_stats` defined in the config."""
     return base.model_copy(
         update={
             "watchdog": watchdog(scratch.parent),
@@ -74,24 +69,10 @@ def job_config(base: Config, scratch: Path, **clusters: ClusterConfig) -> Config
                 **clusters,
             },
             "job_types": {
-                "file_stats": JobTypeConfig(
-                    entry="file_stats",
-                    outputs=["file_stats.json"],
-                    options={"sleep_seconds": OptionSpec(type="float", default=0)},
-                    resources=Resources(time="00:10:00", mem="1G"),
-                ),
                 "file_stats_split": JobTypeConfig(
                     entry="file_stats",
                     outputs=["file_stats_{split_idx}.json"],
                     splittable=True,
-                ),
-                "selftest": JobTypeConfig(
-                    entry="selftest",
-                    outputs=["selftest.json"],
-                    options={
-                        "sleep_seconds": OptionSpec(type="float", default=0),
-                        "exit_code": OptionSpec(type="int", default=0),
-                    },
                 ),
             },
         }

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from labctl.config import ClusterConfig, JobTypeConfig, Resources
+from labctl.config import ClusterConfig
 from labctl.jobs.batch import JobLayout, array_size, expected_outputs, render
 from labctl.jobs.job import Job
+from labctl.jobs.jobtypes import JobType, Resources
 from labctl.jobs.states import JobState
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -24,7 +25,7 @@ CLUSTER = ClusterConfig(
     python="python3",
     resources=Resources(time="01:00:00", mem="4G", cpus=1, partition="general"),
 )
-JOB_TYPE = JobTypeConfig(
+JOB_TYPE = JobType(
     entry="file_stats",
     outputs=["file_stats_{split_idx}.json", "summary.json"],
     splittable=True,
@@ -98,7 +99,7 @@ def test_resources_and_outputs() -> None:
         "summary.json",
         "environment_1.json",
     ]
-    plain = JobTypeConfig(entry="selftest", outputs=["selftest.json"])
+    plain = JobType(entry="selftest", outputs=["selftest.json"])
     assert expected_outputs(job(), plain) == ["selftest.json", "environment.json"]
 
 

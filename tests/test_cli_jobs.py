@@ -125,10 +125,17 @@ def test_unknown_names_and_listings(run) -> None:  # type: ignore[no-untyped-def
     types = json.loads(run("job-types", "--json").output)
     assert types["file_stats"]["options"]["sleep_seconds"] == {
         "type": "float",
-        "default": 0.0,
-        "help": "",
+        "default": 0,
+        "help": "pause first (to watch a job run)",
     }
+    assert types["file_stats"]["clusters"]["local"]["resources"] == {
+        "time": "00:10:00",
+        "mem": "1G",
+        "cpus": 1,
+    }  # the declared resources over the cluster's defaults
+    assert types["diff_registration"]["merge_with"] == "merge_splits"
     assert types["file_stats_split"]["splittable"] is True
+    assert types["file_stats_split"]["options"] == types["file_stats"]["options"]
     assert "split_idx / num_splits" in run("job-types").output
     clusters = json.loads(run("clusters", "--json").output)
     assert clusters["local"]["type"] == "local" and clusters["local"]["scheduler"] == "process"

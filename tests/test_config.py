@@ -4,6 +4,7 @@ import pytest
 
 from labctl.config import load_config
 from labctl.errors import ConfigError
+from labctl.jobs.jobtypes import job_types_at
 
 
 def write(path: Path, text: str, mode: int = 0o600) -> Path:
@@ -110,3 +111,9 @@ def test_example_config_is_valid() -> None:
     config = load_config(example)
     assert config.database.embedded
     assert "runclass.id" in config.data.fields
+    types = job_types_at(config)  # as this checkout's pipelines/ declares them
+    on_raven = types.get("diff_registration", "raven")
+    assert on_raven is not None and on_raven.resources.mem == "16G"
+    assert on_raven.max_resources is not None and on_raven.max_resources.time == "24:00:00"
+    variant = types.get("file_stats_split")
+    assert variant is not None and variant.splittable and "sleep_seconds" in variant.options

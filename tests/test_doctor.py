@@ -169,7 +169,7 @@ def run_doctor_cli(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--config", str(path), "doctor"])
     assert result.exit_code == 1  # no crontab block, no heartbeat
     lines = result.output.splitlines()
-    assert lines[0] == "✓ config: 0 cluster(s)"
+    assert lines[0] == "✓ config: 1 cluster(s)"  # `local`, there without a clusters section
     assert "✗ crontab: no labctl block in the crontab" in lines
     assert "    fix: run 'labctl cron install'" in lines
 
@@ -178,7 +178,8 @@ def run_doctor_cli(tmp_path: Path) -> None:
     report = json.loads(as_json.output)
     assert report["ok"] is False
     assert [c["name"] for c in report["checks"]] == [
-        "config", "database", "rsync (local)", "crontab", "watchdog heartbeat",
+        "config", "database", "rsync (local)", "local: scratch writable", "local: rsync",
+        "crontab", "watchdog heartbeat",
     ]  # fmt: skip
     assert set(report["checks"][0]) == {"name", "ok", "detail", "hint"}
 

@@ -9,8 +9,9 @@ import pytest
 
 from labctl.config import Config
 from labctl.db import Database
-from labctl.errors import DuplicateError, NotFoundError, ValidationError
+from labctl.errors import ConfigError, DuplicateError, NotFoundError, ValidationError
 from labctl.jobs.job import Job, Transfer
+from labctl.jobs.jobtypes import JobTypeConfig, Resources, job_types_at
 from labctl.jobs.queue import (
     PermissionDenied,
     cancel_job,
@@ -175,12 +176,9 @@ def test_cancel_and_retry_permissions(db: Database, jcfg: Config) -> None:
 
 
 def test_job_options_may_ask_for_more_resources_within_limits(db: Database, jcfg: Config) -> None:
-    from labctl.config import Resources
     from labctl.jobs.batch import JobLayout, render
 
-    capped = jcfg.job_types["selftest"].model_copy(
-        update={"max_resources": Resources(time="1-00:00:00", mem="16G", cpus=4)}
-    )
+    capped = JobTypeConfig(max_resources=Resources(time="1-00:00:00", mem="16G", cpus=4))
     cfg = jcfg.model_copy(update={"job_types": {**jcfg.job_types, "selftest": capped}})
     job = submit_job(
         db,
@@ -189,8 +187,11 @@ def test_job_options_may_ask_for_more_resources_within_limits(db: Database, jcfg
     )
     assert job["resources"] == {"time": "12:00:00", "mem": "8G", "cpus": 2}
     assert job["job_options"] == {"sleep_seconds": 0.0, "exit_code": 0}  # not passed to the code
-    local = cfg.clusters["local"]
-    script = render(Job.of(job), capped, local, JobLayout.of(local, "j1"))
+    spec = job_types_at(cfg, job["pipelines"]).get("selftest", "local")
+    assert spec is not None and spec.outputs == ["selftest.json"]  # the rest as declared
+    script = render(
+        Job.of(job), spec, cfg.clusters["local"], JobLayout.of(cfg.clusters["local"], "j1")
+    )
     assert "#SBATCH --time=12:00:00" in script and "#SBATCH --mem=8G" in script
     assert "#SBATCH --cpus-per-task=2" in script and '"time"' not in script
     for too_much, message in [
@@ -222,9 +223,8 @@ def test_slurm_time_formats(text: str, minutes: float) -> None:
     assert slurm_minutes(text) == minutes
 
 
-def test_merge_with_must_name_a_job_type(jcfg: Config) -> None:
-    from pydantic import ValidationError as ConfigInvalid
-
+def test_merge_with_must_name_a_job_type(db: Database, jcfg: Config) -> None:
     broken = jcfg.job_types["file_stats_split"].model_copy(update={"merge_with": "nowhere"})
-    with pytest.raises(ConfigInvalid, match="merge_with 'nowhere' is unknown"):
-        Config.model_validate({**jcfg.model_dump(), "job_types": {"x": broken.model_dump()}})
+    cfg = jcfg.model_copy(update={"job_types": {"file_stats_split": broken}})
+    with pytest.raises(ConfigError, match="merge_with 'nowhere' is not an offered job type"):
+        submit_job(db, cfg, request(job_type="file_stats_split"))

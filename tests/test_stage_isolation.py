@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from labctl.config import ClusterConfig, Config, DatabaseConfig, JobTypeConfig
+from labctl.config import ClusterConfig, Config, DatabaseConfig
 from labctl.db import Database, connect
+from labctl.jobs.jobtypes import JobTypeConfig
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import run_stages
@@ -123,10 +124,20 @@ def test_a_job_keeps_its_folder_when_the_scratch_setting_changes(
 
 
 def _pull_of(job_id: str) -> list[int]:
-    """The pids of the rsync processes bringing `job_id`'s outputs home."""
+    """The pids of the rsyncs bringing `job_id`'s outputs home: one per pull, whatever children
+    each has forked so far (a child's parent is an rsync of the same pull)."""
     found = subprocess.run(["pgrep", "-f", f"rsync .*--files-from=.*{job_id}/outputs.list"],
                            capture_output=True, text=True)  # fmt: skip
-    return [int(pid) for pid in found.stdout.split()]
+    pids = {int(pid) for pid in found.stdout.split()}
+    return sorted(pid for pid in pids if _parent(pid) not in pids)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None  # gone meanwhile
+    return int(stat.rpartition(")")[2].split()[1])
 
 
 def test_a_long_pull_keeps_its_lease(db: Database, cfg: Config, tmp_path: Path) -> None:

@@ -35,9 +35,10 @@ import pytest
 from labctl.catalog.experiments import log_entries
 from labctl.clock import utcnow
 from labctl.compute.transport import parse_progress
-from labctl.config import Config, DatabaseConfig, JobTypeConfig, OptionSpec
+from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
 from labctl.errors import ValidationError
+from labctl.jobs.jobtypes import JobTypeConfig, OptionSpec
 from labctl.jobs.queue import cancel_job, get_job, read_job
 from labctl.jobs.states import TERMINAL, JobState
 from labctl.jobs.submit import JobRequest, submit_job

@@ -23,8 +23,9 @@ import pytest
 import yaml
 
 from labctl.compute.transport import SSHTarget, private_dir
-from labctl.config import ClusterConfig, Config, Resources
+from labctl.config import ClusterConfig, Config
 from labctl.db import Database
+from labctl.jobs.jobtypes import Resources
 from labctl.jobs.queue import get_job
 from labctl.stages.loop import run_stages
 from tests.jobfixtures import job_config

@@ -14,7 +14,9 @@ from labctl.catalog.provenance import provenance
 from labctl.cli import App, cli
 from labctl.cli.output import cell, console, echo_document, echo_json
 from labctl.clock import age, utcnow
+from labctl.config import ClusterConfig, Config
 from labctl.jobs.batch import JobLayout, render
+from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
 from labctl.jobs.queue import get_job, list_jobs, retry_job
 from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest, prepare_job, submit_job
@@ -25,7 +27,7 @@ from labctl.stages.heartbeat import latest
 @cli.command("submit")
 @click.argument("dataset")
 @click.option("--cluster", "compute_cluster", required=True, help="Cluster name from the config.")
-@click.option("--job-type", required=True, help="Job type from the config (see labctl job-types).")
+@click.option("--job-type", required=True, help="Job type (see labctl job-types).")
 @click.option(
     "--datafile", "datafiles", multiple=True, help="Processed-data input file. Repeatable."
 )
@@ -68,7 +70,9 @@ def submit_cmd(
         planned = prepare_job(app.db, app.config, request)
         cluster = app.config.clusters[compute_cluster]
         layout = JobLayout.of(cluster, planned.job_id)
-        click.echo(render(planned, app.config.job_types[job_type], cluster, layout), nl=False)
+        spec = job_types_at(app.config, planned.pipelines).get(job_type, compute_cluster)
+        assert spec is not None  # prepare_job found it
+        click.echo(render(planned, spec, cluster, layout), nl=False)
         return
     job = submit_job(app.db, app.config, request, force=force)
     if as_json:
@@ -188,27 +192,54 @@ def retry_cmd(app: App, job_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def job_types_cmd(app: App, as_json: bool) -> None:
-    """List the configured job types with their options and defaults."""
-    types = {name: spec.model_dump() for name, spec in app.config.job_types.items()}
+    """List the job types offered: as pipelines/ declares them, adjusted by the config, with
+    the resources a job gets on each cluster."""
+    types = job_types_at(app.config)
+    listed = types.listing()
+    on = asks_per_cluster(app.config, types)
     if as_json:
-        echo_json(types)
+        echo_json(
+            {name: {**spec.model_dump(), "clusters": on[name]} for name, spec in listed.items()}
+        )
         return
-    table = Table(title=f"{len(types)} job type(s)", header_style="bold")
-    for name in ("job type", "entry", "options (default)", "outputs", "resources"):
-        table.add_column(name)
-    for name, spec in app.config.job_types.items():
+    pipelines = app.config.watchdog.pipelines
+    table = Table(title=f"{len(listed)} job type(s) in {pipelines}", header_style="bold")
+    for column in ("job type", "entry", "options (default)", "outputs", "resources"):
+        table.add_column(column)
+    for name, spec in listed.items():
         opts = [f"{o}: {s.type} ({s.default})" for o, s in spec.options.items()]
         if spec.splittable:
             opts.append("split_idx / num_splits: int")
-        res = spec.resources.model_dump(exclude_none=True)
+        res = [
+            f"{cluster}: " + ", ".join(f"{k}={v}" for k, v in asks["resources"].items())
+            for cluster, asks in on[name].items()
+        ]
         table.add_row(
-            name,
+            f"{name}\n{spec.help}",
             spec.entry,
             "\n".join(opts),
             "\n".join(spec.outputs),
-            ", ".join(f"{k}={v}" for k, v in res.items()),
+            "\n".join(res),
         )
     console().print(table)
+
+
+def asks_per_cluster(config: Config, types: JobTypes) -> dict[str, dict[str, Any]]:
+    """For each job type and cluster, what a job asks for: its resources (over the cluster's
+    defaults) and the limits up to which its options may ask for more."""
+    on = {cluster: types.listing(cluster) for cluster in config.clusters}
+    return {
+        name: {cluster: _asks(on[cluster][name], config.clusters[cluster]) for cluster in on}
+        for name in types.names()
+    }
+
+
+def _asks(spec: JobType, cluster: ClusterConfig) -> dict[str, Any]:
+    limits = spec.max_resources
+    return {
+        "resources": spec.resources.over(cluster.resources).model_dump(exclude_none=True),
+        "max_resources": limits.model_dump(exclude_none=True) if limits else None,
+    }
 
 
 @cli.command("clusters")

@@ -21,7 +21,7 @@ from labctl.cli.analysis import queue_cmd, status_cmd, submit_cmd
 from labctl.cli.data import log_cmd, query_cmd, show_cmd
 from labctl.cli.output import console
 from labctl.compute.transport import CommandTimeoutError, LocalRunner
-from labctl.config import ClusterConfig, Config, DatabaseConfig, JobTypeConfig, WatchdogConfig
+from labctl.config import ClusterConfig, Config, DatabaseConfig, WatchdogConfig
 from labctl.jobs.codeversion import code_version
 from labctl.jobs.queue import list_jobs, read_job
 from labctl.jobs.states import TERMINAL, JobState
@@ -62,13 +62,6 @@ def demo_config(root: Path, pipelines: Path | None = None) -> Config:
                 scratch=str(root / "scratch"),
                 scheduler=scheduler,
                 accounting="jobcomp",
-            )
-        },
-        job_types={
-            "file_stats": JobTypeConfig(
-                entry="file_stats",
-                outputs=["file_stats.json"],
-                help="size, SHA-256 and lines of each input",
             )
         },
         watchdog=WatchdogConfig(

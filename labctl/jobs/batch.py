@@ -11,8 +11,9 @@ import shlex
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from labctl.config import ClusterConfig, JobTypeConfig, Resources
+from labctl.config import ClusterConfig
 from labctl.jobs.job import Job
+from labctl.jobs.jobtypes import JobType, Resources
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ ENVIRONMENT = "environment.json"
 """Every pipeline run reports its environment here (`environment_{split_idx}.json` for a split)."""
 
 
-def expected_outputs(job: Job, job_type: JobTypeConfig) -> list[str]:
+def expected_outputs(job: Job, job_type: JobType) -> list[str]:
     """Files the job must produce: the job type's outputs, `{split_idx}` expanded to every
     task's index, and the environment report of each run."""
     options = job.job_options
@@ -77,7 +78,7 @@ def expected_outputs(job: Job, job_type: JobTypeConfig) -> list[str]:
     return names
 
 
-def render(job: Job, job_type: JobTypeConfig, cluster: ClusterConfig, layout: JobLayout) -> str:
+def render(job: Job, job_type: JobType, cluster: ClusterConfig, layout: JobLayout) -> str:
     """The complete batch script for `job`."""
     asked = Resources.model_validate(job.resources)
     res = asked.over(job_type.resources.over(cluster.resources))

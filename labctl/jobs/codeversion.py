@@ -13,6 +13,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from labctl.errors import ValidationError
 from labctl.jobs.safetar import extract_all
 
 
-def _git(repo: Path, *args: str) -> str:
+def git(repo: Path, *args: str) -> str:
     """git's text output in `repo`, or ValidationError with its first line of complaint."""
     done = LocalRunner().run(["git", "-C", str(repo), *args], check=False, timeout=300)
     if done.returncode != 0:
@@ -36,7 +37,7 @@ def _git_bytes(repo: Path, scratch: Path, *args: str) -> bytes:
     fd, name = tempfile.mkstemp(prefix=".git-", dir=scratch)
     os.close(fd)
     try:
-        _git(repo, *args[:1], f"--output={name}", *args[1:])
+        git(repo, *args[:1], f"--output={name}", *args[1:])
         return Path(name).read_bytes()
     finally:
         os.unlink(name)
@@ -46,10 +47,10 @@ def code_version(pipelines: Path, *, allow_dirty: bool = False) -> dict[str, Any
     """`{"commit", "path", "dirty", "diff_sha256"}` for the pipelines folder, or an error."""
     if not pipelines.is_dir():
         raise ValidationError(f"the pipelines folder {pipelines} does not exist")
-    top = Path(_git(pipelines, "rev-parse", "--show-toplevel").strip())
+    top = Path(git(pipelines, "rev-parse", "--show-toplevel").strip())
     path = pipelines.resolve().relative_to(top.resolve()).as_posix()
-    commit = _git(top, "rev-parse", "HEAD").strip()
-    changed = _git(top, "status", "--porcelain", "--untracked-files=all", "--", path)
+    commit = git(top, "rev-parse", "HEAD").strip()
+    changed = git(top, "status", "--porcelain", "--untracked-files=all", "--", path)
     dirty = bool(changed.strip())
     if dirty and not allow_dirty:
         count = len(changed.strip().splitlines())
@@ -65,12 +66,18 @@ def code_version(pipelines: Path, *, allow_dirty: bool = False) -> dict[str, Any
     }
 
 
+def shipped_commit(version: Mapping[str, Any]) -> str | None:
+    """The commit a job's code is shipped from; None when it runs the working tree (a dirty
+    tree it was allowed)."""
+    return None if version["dirty"] else str(version["commit"])
+
+
 def _changes_hash(top: Path, path: str) -> str:
     """A hash of what differs from the commit: the diff plus every untracked file's content."""
     with tempfile.TemporaryDirectory() as scratch:
         diff = _git_bytes(top, Path(scratch), "diff", "HEAD", "--binary", "--", path)
     digest = hashlib.sha256(diff)
-    untracked = _git(top, "ls-files", "--others", "--exclude-standard", "-z", "--", path)
+    untracked = git(top, "ls-files", "--others", "--exclude-standard", "-z", "--", path)
     for name in sorted(filter(None, untracked.split("\0"))):
         digest.update(name.encode() + b"\0" + (top / name).read_bytes())
     return digest.hexdigest()
@@ -81,7 +88,7 @@ def export_commit(pipelines: Path, version: dict[str, Any], cache: Path) -> Path
     target = cache / version["commit"]
     if not target.is_dir():
         cache.mkdir(parents=True, exist_ok=True)
-        top = Path(_git(pipelines, "rev-parse", "--show-toplevel").strip())
+        top = Path(git(pipelines, "rev-parse", "--show-toplevel").strip())
         archive = _git_bytes(
             top, cache, "archive", "--format=tar", version["commit"], "--", version["path"]
         )

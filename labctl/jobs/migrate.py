@@ -9,20 +9,32 @@ from __future__ import annotations
 
 from typing import Any
 
+from labctl.compute.slurm import SchedulerError, to_job_state
 from labctl.config import Config
 from labctl.db import Database
 from labctl.jobs.job import SCHEMA_VERSION
+from labctl.jobs.states import JobState
 
 _SCHEMA_KEY = "schema"
 
-# What labctl 0.1's process scheduler recorded, in SLURM's words, and what it says now.
+# What labctl 0.1's process scheduler recorded in SLURM's words, by what those words mean, is
+# said today as the process scheduler says it.
 _PROCESS_WORDS = {
-    "PENDING": None,
-    "RUNNING": "alive",
-    "COMPLETED": "exited",
-    "FAILED": "exited",
-    "CANCELLED": "killed",
+    JobState.RUNNING: "alive",
+    JobState.RETRIEVING: "exited",
+    JobState.FAILED: "exited",
+    JobState.CANCELLED: "killed",
 }
+
+
+def _process_word(slurm_word: str | None) -> str | None:
+    if slurm_word is None:
+        return None
+    try:
+        state, _ = to_job_state(slurm_word, None)
+    except SchedulerError:
+        return slurm_word  # not a SLURM word: kept as it is
+    return _PROCESS_WORDS.get(state)
 
 
 def stored_version(db: Database) -> int:
@@ -34,12 +46,8 @@ def scheduler_of(slurm: dict[str, Any], process: bool) -> dict[str, Any]:
     """A version-1 `slurm` field as a version-2 `scheduler` field."""
     if not process:
         return slurm
-    states = {k: _PROCESS_WORDS.get(v, v) for k, v in (slurm.get("task_states") or {}).items()}
-    return {
-        **slurm,
-        "state": _PROCESS_WORDS.get(slurm.get("state") or "PENDING"),
-        "task_states": states,
-    }
+    states = {k: _process_word(v) for k, v in (slurm.get("task_states") or {}).items()}
+    return {**slurm, "state": _process_word(slurm.get("state")), "task_states": states}
 
 
 def migrate(db: Database, config: Config) -> int:

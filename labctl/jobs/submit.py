@@ -15,11 +15,12 @@ from labctl.catalog.experiments import get_entry
 from labctl.catalog.fields import coerce, get_dotted
 from labctl.clock import utcnow
 from labctl.compute.slurm import slurm_megabytes, slurm_minutes
-from labctl.config import Config, JobTypeConfig, Resources
+from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import DuplicateError, ValidationError
 from labctl.jobs.codeversion import code_version
 from labctl.jobs.job import Job
+from labctl.jobs.jobtypes import JobType, Resources, job_types_at
 from labctl.jobs.queue import active_twin, add_job, get_job, history_item
 from labctl.jobs.states import JobState
 
@@ -73,7 +74,7 @@ def check_inputs(directory: Path, names: Sequence[str], must_exist: bool) -> lis
     return checked
 
 
-def typed_options(job_type: str, spec: JobTypeConfig, given: Mapping[str, Any]) -> dict[str, Any]:
+def typed_options(job_type: str, spec: JobType, given: Mapping[str, Any]) -> dict[str, Any]:
     """The job's options: declared, typed, defaults filled in, splits checked."""
     declared = dict(spec.options)
     unknown = sorted(
@@ -104,9 +105,7 @@ def typed_options(job_type: str, spec: JobTypeConfig, given: Mapping[str, Any]) 
 RESOURCE_OPTIONS = ("time", "mem", "cpus")
 
 
-def resource_request(
-    job_type: str, spec: JobTypeConfig, given: Mapping[str, Any]
-) -> dict[str, Any]:
+def resource_request(job_type: str, spec: JobType, given: Mapping[str, Any]) -> dict[str, Any]:
     """`time`/`mem`/`cpus` asked for in the job options, checked against the type's limits."""
     asked = {key: given[key] for key in RESOURCE_OPTIONS if key in given}
     if not asked:
@@ -147,11 +146,13 @@ def prepare_job(
     """Validate a request into a complete queue entry, without storing it.
 
     `pipelines` gives the code version (a follow-up job runs its parent's); by default it is the
-    version of the pipelines folder now.
+    version of the pipelines folder now. The job type is checked as that version declares it.
     """
-    spec = config.job_types.get(request.job_type)
+    version = pipelines or code_version(config.watchdog.pipelines, allow_dirty=request.allow_dirty)
+    types = job_types_at(config, version)
+    spec = types.get(request.job_type, request.compute_cluster)
     if spec is None:
-        known = ", ".join(config.job_types) or "none"
+        known = ", ".join(types.names()) or "none"
         raise ValidationError(f"unknown job type {request.job_type!r} (known: {known})")
     if request.compute_cluster not in config.clusters:
         raise ValidationError(
@@ -177,8 +178,7 @@ def prepare_job(
         job_options=options,
         options_key=options_key({**options, **resources}),
         resources=resources,
-        pipelines=pipelines
-        or code_version(config.watchdog.pipelines, allow_dirty=request.allow_dirty),
+        pipelines=version,
         status=JobState.QUEUED,
         history=[history_item(JobState.QUEUED, f"submitted by {config.user}", now)],
         created_at=now,

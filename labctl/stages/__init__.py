@@ -26,11 +26,13 @@ from labctl.catalog.experiments import get_entry
 from labctl.clock import utcnow
 from labctl.compute.cluster import Cluster, ClusterPool
 from labctl.compute.transport import SessionDownError, TransportError, waiting_message
-from labctl.config import Config, JobTypeConfig
+from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import LabctlError, NotFoundError
 from labctl.jobs.batch import JobLayout
+from labctl.jobs.codeversion import shipped_commit
 from labctl.jobs.job import Job, MalformedJob
+from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
 from labctl.jobs.migrate import migrate_if_needed
 from labctl.jobs.queue import (
     claim,
@@ -45,7 +47,8 @@ from labctl.jobs.states import TERMINAL, FailureReason, JobState
 
 
 class Unconfigured(LabctlError):
-    """A job names a cluster or job type that the config no longer has."""
+    """A job names a cluster the config no longer has, or a job type neither its pipelines
+    commit declares nor the config defines (any more)."""
 
 
 @dataclass
@@ -59,6 +62,7 @@ class StageRun:
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     did: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    _types_at: dict[str | None, JobTypes] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def lease(self) -> dt.timedelta:
@@ -76,9 +80,13 @@ class StageRun:
             raise Unconfigured(f"cluster {job.compute_cluster!r} is no longer configured")
         return self.pool.get(job.compute_cluster)
 
-    def job_type(self, job: Job) -> JobTypeConfig:
-        """The job's type; Unconfigured if the config has it no more."""
-        spec = self.config.job_types.get(job.job_type)
+    def job_type(self, job: Job) -> JobType:
+        """The job's type on its cluster, as its pipelines version declares it and the config
+        adjusts it (read once per version and run); Unconfigured if neither has it (now)."""
+        commit = shipped_commit(job.pipelines)
+        if commit not in self._types_at:
+            self._types_at[commit] = job_types_at(self.config, job.pipelines)
+        spec = self._types_at[commit].get(job.job_type, job.compute_cluster)
         if spec is None:
             raise Unconfigured(f"job type {job.job_type!r} is no longer configured")
         return spec
