@@ -149,7 +149,8 @@ def test_the_stages_see_each_job_type_as_its_commit_declares_it(
     assert set(run.job_type(old).options) == {"label"}
     assert set(run.job_type(new).options) == {"count"}
     with pytest.raises(Unconfigured, match="job type 'newer' is no longer configured"):
-        run.job_type(old.model_copy(update={"job_type": "newer"}))  # not declared at the old job's commit
+        # not declared at the old job's commit
+        run.job_type(old.model_copy(update={"job_type": "newer"}))
     shutil.move(pipelines.parent / ".git", pipelines.parent / "moved.git")
     assert set(run.job_type(old).options) == {"label"}  # read once per commit and run
     with pytest.raises(ValidationError, match="git ls-tree"):
