@@ -98,6 +98,11 @@ class DataSchema(Settings):
         pattern=FIELD_NAME.pattern,
         description="true once acquisition copied everything (for data_transfer_await)",
     )
+    owner_field: str = Field(
+        default="user",
+        pattern=FIELD_NAME.pattern,
+        description="whose experiment it is: they (or an admin) may change where its data lie",
+    )
 
     @field_validator("fields")
     @classmethod

@@ -33,3 +33,9 @@ class DuplicateError(DatabaseError):
 
 class DatabaseUnreachable(DatabaseError):
     """The MongoDB server could not be reached in time."""
+
+
+class PermissionDenied(LabctlError):
+    """The user may not do this (someone else's job or experiment, an admin's operation)."""
+
+    exit_code = 3

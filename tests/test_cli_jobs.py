@@ -87,7 +87,7 @@ def test_cancel_retry_and_permissions(run, db: Database) -> None:  # type: ignor
     mine = run(*SUBMIT).output.split()[1].rstrip(":")
     db.queue.update({"job_id": mine}, {"$set": {"user": "charlie"}})
     refused = run("cancel", mine)
-    assert refused.exit_code == 1
+    assert refused.exit_code == 3
     assert refused.output == (
         f"error: job {mine} belongs to charlie; only they or an admin may change it\n"
     )

@@ -28,10 +28,11 @@ from labctl.errors import (
     DuplicateError,
     LabctlError,
     NotFoundError,
+    PermissionDenied,
     ValidationError,
 )
 from labctl.jobs.job import Job
-from labctl.jobs.queue import PermissionDenied, get_job, read_job, transition
+from labctl.jobs.queue import get_job, read_job, transition
 from labctl.jobs.states import FailureReason, InvalidTransition, JobState
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.heartbeat import beat, record_sessions
@@ -417,16 +418,23 @@ def test_edit_stores_changed_and_new_fields_as_the_editor(browser: Browser, db: 
     form = dict(re.findall(r'name="(f\.[\w.]+)" value="([^"]*)"', html))
     assert set(form) >= {"f.user", "f.data_raw_path", "f.data_path"}
     assert "f.created_by" not in form
-    form.update({"f.user": "dana", "csrf_token": csrf_token(bob, f"/entry/{DATASET}")})
+    form["csrf_token"] = csrf_token(bob, f"/entry/{DATASET}")
     answer = bob.post(
         f"/entry/{DATASET}",
-        data={**form, "extra_key": ["quality"], "extra_value": ["4"]},
+        data={**form, "extra_key": ["quality", "comment"], "extra_value": ["4", "seen"]},
         follow_redirects=False,
     )
     assert answer.status_code == 303 and answer.headers["location"].endswith("saved=2")
     entry = get_entry(db, DATASET)
-    assert entry["user"] == "dana" and entry["quality"] == 4
+    assert entry["comment"] == "seen" and entry["quality"] == 4
     assert entry["updated_by"] == "bob" and entry["created_by"] == "alice"
+    # the fields that steer the watchdog are the owner's (or an admin's) to change
+    form["csrf_token"] = csrf_token(bob, f"/entry/{DATASET}")
+    for field, value in (("f.user", "bob"), ("f.data_raw_path", "/home/charlie/.config")):
+        refused = bob.post(f"/entry/{DATASET}", data={**form, field: value})
+        assert refused.status_code == 403, refused.text
+        assert "only they or an admin may set" in refused.text
+    assert get_entry(db, DATASET)["data_raw_path"] == entry["data_raw_path"]
 
 
 def test_edit_refuses_bad_values_beside_the_field(browser: Browser, db: Database) -> None:

@@ -108,7 +108,7 @@ def test_labctl_user_token_prints_a_token_once(cfg: Config, tmp_path: Path) -> N
 def test_session_writes_need_the_csrf_header(client: TestClient) -> None:
     assert login(client, "alice") == 303
     assert client.get(f"{V1}/me").json()["username"] == "alice"
-    new = {"dataset": "20220101_120000", "fields": {"user": "a", "data_raw_path": "/x"}}
+    new = {"dataset": "20220101_120000", "fields": {"user": "alice", "data_raw_path": "/x"}}
     refused = client.post(f"{V1}/experiments", json=new)
     assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
     token = csrf_token(client, "/browse")
@@ -329,10 +329,11 @@ def test_cancel_stops_a_running_job_at_once(
     """As `labctl cancel` does: the job is stopped on its cluster now, not on a later run."""
     slow = {**JOB, "job_options": {"sleep_seconds": "60"}}
     job_id = client.post(f"{V1}/jobs", headers=tokens["alice"], json=slow).json()["job_id"]
+    alices = cfg.model_copy(update={"user": "alice"})  # her watchdog
     deadline = time.monotonic() + 30
     while get_job(db, job_id)["status"] != "running":
         assert time.monotonic() < deadline, get_job(db, job_id)["history"]
-        run_stages(db, cfg, ["scan", "transfers", "jobs"])
+        run_stages(db, alices, ["scan", "transfers", "jobs"])
     group = int(get_job(db, job_id)["scheduler"]["job_id"])  # a process job: its process group
     if via == "api":
         answer = client.post(f"{V1}/jobs/{job_id}/cancel", headers=tokens["alice"])

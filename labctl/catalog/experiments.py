@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from labctl.catalog.fields import data_json_schema, new_data_entry, parse_dataset_id, update_of
+from labctl.catalog.rights import Actor, check_change, check_new
 from labctl.clock import utcnow
 from labctl.config import Config
 from labctl.db import Database
@@ -20,13 +21,20 @@ def prepare_schema(db: Database, config: Config) -> None:
 
 
 def log_entries(
-    db: Database, config: Config, entries: Sequence[Entry], *, update: bool = False
+    db: Database,
+    config: Config,
+    entries: Sequence[Entry],
+    *,
+    update: bool = False,
+    actor: Actor | None = None,
 ) -> list[dict[str, Any]]:
     """Store new experiments (or, with `update`, change existing ones); return what is stored.
 
-    Every entry is validated, and checked for existence, before anything is written, so one bad
-    entry in a batch leaves the database untouched.
+    Every entry is validated, and checked for existence and for `actor`'s rights (see
+    catalog/rights.py; None: whoever holds the database credential, as `config.user`), before
+    anything is written, so one bad entry in a batch leaves the database untouched.
     """
+    actor = actor or Actor(config.user, admin=True)
     ids = [dataset for dataset, _ in entries]
     for dataset in ids:
         parse_dataset_id(dataset)
@@ -34,12 +42,14 @@ def log_entries(
     if repeated:
         raise ValidationError(f"dataset(s) given twice: {', '.join(repeated)}")
     now = utcnow()
-    existing = {d["dataset"] for d in db.data.find({"dataset": {"$in": ids}}, ["dataset"])}
+    existing = {d["dataset"]: d for d in db.data.find({"dataset": {"$in": ids}})}
     if update:
         missing = [d for d in ids if d not in existing]
         if missing:
             raise NotFoundError(f"no dataset {', '.join(missing)} to update; log it first")
         changes = [(d, update_of(fields, config.data, config.user, now)) for d, fields in entries]
+        for dataset, change in changes:
+            check_change(actor, existing[dataset], change["$set"], config.data)
         for dataset, change in changes:
             db.data.update({"dataset": dataset}, change)
     else:
@@ -48,6 +58,8 @@ def log_entries(
                 f"dataset(s) {', '.join(sorted(existing))} already logged; use --update to change"
             )
         docs = [new_data_entry(d, f, config.data, config.user, now) for d, f in entries]
+        for doc in docs:
+            check_new(actor, doc, config.data)
         _insert_all_or_none(db, docs)
     return _without_id(db.data.find({"dataset": {"$in": ids}}, sort=[("dataset", 1)]))
 

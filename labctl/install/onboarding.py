@@ -139,7 +139,7 @@ def create_key(path: Path, comment: str) -> None:
     argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)]
     done = LocalRunner().run(argv, check=False, timeout=60)
     if done.returncode != 0:
-        raise SetupError(f"ssh-keygen could not make {path}: {done.stderr.strip() or 'failed'}")
+        raise SetupError(f"ssh-keygen could not make {path}: {done.stderr.strip() or 'no message'}")
 
 
 def key_comment(user: str) -> str:

@@ -13,13 +13,9 @@ from typing import Any
 
 from labctl.clock import utcnow
 from labctl.db import Database
-from labctl.errors import LabctlError, NotFoundError, ValidationError
+from labctl.errors import NotFoundError, PermissionDenied, ValidationError
 from labctl.jobs.job import Failure, HistoryItem, Job, MalformedJob, store_value
 from labctl.jobs.states import ACTIVE, FailureReason, JobState, check_transition
-
-
-class PermissionDenied(LabctlError):
-    """The user may not act on this job."""
 
 
 def history_item(state: JobState, note: str, now: dt.datetime) -> HistoryItem:

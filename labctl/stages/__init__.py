@@ -74,6 +74,11 @@ class StageRun:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def mine(self, filter: Mapping[str, Any]) -> dict[str, Any]:
+        """`filter` narrowed to the jobs of the member this watchdog runs for: it never acts,
+        with their HPC account and their file rights, for anyone else."""
+        return {**filter, "user": self.config.user}
+
     def cluster(self, job: Job) -> Cluster:
         """The job's cluster, opened once per run; Unconfigured if the config has it no more."""
         if job.compute_cluster not in self.config.clusters:
@@ -126,7 +131,8 @@ class StageRun:
         seen: list[str] = []
         while True:
             try:
-                job = claim(self.db, {**filter, "job_id": {"$nin": seen}}, self.owner, self.lease)
+                mine = {**self.mine(filter), "job_id": {"$nin": seen}}
+                job = claim(self.db, mine, self.owner, self.lease)
             except MalformedJob as exc:
                 seen.append(exc.job_id)
                 release(self.db, exc.job_id, self.owner)

@@ -33,9 +33,11 @@ class Cancelled:
 
 
 def cancel_and_stop(db: Database, config: Config, job_id: str, username: str) -> Cancelled:
-    """Cancel `job_id` as `username` (its owner or an admin) and stop it on its cluster now."""
+    """Cancel `job_id` as `username` (its owner or an admin) and, if it is their own, stop it on
+    its cluster now; another member's job is stopped by its owner's watchdog on its next run."""
     cancel_job(db, job_id, username)
-    run = StageRun(db, config, "cancel", ClusterPool(config))
+    acting = config.model_copy(update={"user": username})  # stops only their own jobs now
+    run = StageRun(db, acting, "cancel", ClusterPool(acting))
     try:
         stop_cancelled(run, job_id)
     finally:

@@ -12,7 +12,7 @@ from labctl.db import Database
 
 
 def beat(db: Database, stage: str, did: Mapping[str, int]) -> None:
-    """Record one run of `stage` on this host, e.g. `did={"submitted": 2, "errors": 0}`."""
+    """Record one run of `stage` on this host, e.g. `did={"cleaned": 2, "errors": 0}`."""
     host = socket.gethostname()
     key = f"heartbeat:{stage}:{host}"
     doc = {

@@ -48,7 +48,7 @@ def run_jobs(run: StageRun) -> None:
     stop_cancelled(run)
     by_cluster: dict[str, list[Job]] = defaultdict(list)
     watched = where(*WATCHED, scheduler__job_id={"$ne": None})
-    for job in find_jobs(run.db, watched, run.malformed):
+    for job in find_jobs(run.db, run.mine(watched), run.malformed):
         by_cluster[job.compute_cluster].append(job)
     for name, jobs in by_cluster.items():
         poll_cluster(run, name, jobs)
@@ -259,7 +259,7 @@ def pull(
 ) -> None:
     """rsync the named outputs home (in the foreground: results are smaller than inputs),
     renewing the job's lease while it runs."""
-    dest.mkdir(parents=True, exist_ok=True)
+    dest.mkdir(mode=0o750, parents=True, exist_ok=True)
     listing = run.state_dir(layout.root.name) / "outputs.list"
     listing.write_text("".join(f"{name}\n" for name in names))
     argv = rsync_argv(
@@ -269,6 +269,7 @@ def pull(
         direction="pull",
         files_from=str(listing),
         bwlimit_kib=run.config.watchdog.bwlimit_kib,
+        chmod="go-w,o-rwx",  # the member's results: their group may read them, no one else
     )
     try:
         every = max(1.0, run.lease.total_seconds() / 3)

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
 
+from labctl.catalog.rights import Actor
 from labctl.config import Config
 from labctl.web.auth import (
     SAFE_METHODS,
@@ -35,6 +36,11 @@ class WebState:
     def config_of(self, user: Principal) -> Config:
         """The config acting as `user`: labctl records them as created_by / updated_by."""
         return self.config.model_copy(update={"user": user.username})
+
+    @staticmethod
+    def actor_of(user: Principal) -> Actor:
+        """`user` as the catalog knows them, with their rights."""
+        return Actor(user.username, user.is_admin)
 
 
 def state(request: Request) -> WebState:

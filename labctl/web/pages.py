@@ -56,7 +56,9 @@ async def add(request: Request, user: PageUser) -> Response:
     fields = collect(form, given, schema, schema.required)
     if not form.errors:
         try:
-            await web.store.run(log_entries, web.config_of(user), [(dataset, fields)])
+            await web.store.run(
+                log_entries, web.config_of(user), [(dataset, fields)], actor=web.actor_of(user)
+            )
             return RedirectResponse(f"/entry/{dataset}?created=1", status_code=303)
         except DuplicateError as exc:
             form.errors["dataset"] = str(exc)
@@ -175,7 +177,13 @@ async def edit_entry(request: Request, user: PageUser, dataset: str) -> Response
     fields = collect(form, changed, schema, schema.required)
     if not form.errors and fields:
         try:
-            await web.store.run(log_entries, web.config_of(user), [(dataset, fields)], update=True)
+            await web.store.run(
+                log_entries,
+                web.config_of(user),
+                [(dataset, fields)],
+                update=True,
+                actor=web.actor_of(user),
+            )
         except ValidationError as exc:
             form.errors["_form"] = str(exc)
     if form.errors:

@@ -13,9 +13,9 @@ from labctl.errors import (
     DuplicateError,
     LabctlError,
     NotFoundError,
+    PermissionDenied,
     ValidationError,
 )
-from labctl.jobs.queue import PermissionDenied
 from labctl.jobs.states import InvalidTransition
 from labctl.web.auth import CsrfError, LoginRequired
 from labctl.web.render import render

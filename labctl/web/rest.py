@@ -149,7 +149,9 @@ async def get_experiment(request: Request, user: ApiUser, dataset: str) -> Doc:
 async def create_experiment(request: Request, user: ApiUser, body: NewExperiment) -> Doc:
     """Log a new experiment; labctl sets acquired_at, created_by/at and updated_by/at."""
     web = state(request)
-    [entry] = await web.store.run(log_entries, web.config_of(user), [(body.dataset, body.fields)])
+    [entry] = await web.store.run(
+        log_entries, web.config_of(user), [(body.dataset, body.fields)], actor=web.actor_of(user)
+    )
     return entry
 
 
@@ -160,7 +162,11 @@ async def update_experiment(
     """Change or add fields of an experiment (not labctl's own); sets updated_by/at."""
     web = state(request)
     [entry] = await web.store.run(
-        log_entries, web.config_of(user), [(dataset, body.fields)], update=True
+        log_entries,
+        web.config_of(user),
+        [(dataset, body.fields)],
+        update=True,
+        actor=web.actor_of(user),
     )
     return entry
 

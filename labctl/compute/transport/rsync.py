@@ -145,10 +145,12 @@ def rsync_argv(
     bwlimit_kib: int | None = None,
     copy_links: bool = False,
     exclude: Sequence[str] = (),
+    chmod: str | None = None,
 ) -> list[str]:
     """rsync argv copying sources to dest: local (no target), pushed to or pulled from target.
 
-    With files_from, sources is one base directory and the file lists paths relative to it.
+    With files_from, sources is one base directory and the file lists paths relative to it;
+    `chmod` changes the copies' modes (rsync's `--chmod`, e.g. `o-rwx`).
     """
     if not sources:
         raise ValueError("rsync needs at least one source")
@@ -160,6 +162,8 @@ def rsync_argv(
     if copy_links:  # send what symlinks point at (a staging tree of links to the inputs)
         argv.append("--copy-links")
     argv += [f"--exclude={pattern}" for pattern in exclude]
+    if chmod is not None:
+        argv.append(f"--chmod={chmod}")
     if target is None:
         return [*argv, *map(_local, sources), _local(dest)]
     argv += ["-e", shlex.join(ssh_command(target))]
