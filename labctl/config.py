@@ -21,7 +21,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from labctl.errors import ConfigError
+from labctl.errors import ConfigError, redact
 from labctl.jobs.jobtypes import JobTypeConfig, Resources
 from labctl.settings import Settings, describe
 
@@ -55,7 +55,7 @@ class DatabaseConfig(Settings):
     @classmethod
     def _known_scheme(cls, uri: str) -> str:
         if uri != EMBEDDED and not uri.startswith(("mongodb://", "mongodb+srv://")):
-            raise ValueError(f"must be '{EMBEDDED}' or a mongodb:// URI, not {uri!r}")
+            raise ValueError(f"must be '{EMBEDDED}' or a mongodb:// URI, not {redact(uri)!r}")
         return uri
 
     @field_validator("path")

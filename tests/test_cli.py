@@ -313,3 +313,36 @@ def test_db_init_enforces_required_fields_on_mongodb(run, config: Config) -> Non
             with pytest.raises(DatabaseError):
                 db.data.insert(incomplete)
             assert db.data.count() == 0
+
+
+SECRET = "S3cr3t-pw"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"mongodb://lab:{SECRET}@127.0.0.1:9,127.0.0.1:10/?replicaSet=rs0",  # nobody listens
+        f"mongodb://lab:{SECRET}@db.example:notaport/",
+        f"mongo://lab:{SECRET}@db.example/",
+    ],
+)
+def test_no_output_shows_the_database_password(tmp_path: Path, uri: str) -> None:
+    """Cron logs keep stderr: neither a command nor `labctl setup` prints the password."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"database:\n  uri: '{uri}'\n  timeout_seconds: 0.5\n")
+    path.chmod(0o600)
+    quick = tmp_path / "quick.yaml"
+    quick.write_text("database:\n  timeout_seconds: 0.5\n")
+    runner = CliRunner()
+    for args in (["query"], ["db", "init"], ["user", "list"]):
+        result = runner.invoke(cli, ["--config", str(path), *args])
+        assert result.exit_code != 0 and SECRET not in result.output, result.output
+        env = {"LABCTL_DB_URI": uri}
+        from_env = runner.invoke(cli, ["--config", str(quick), *args], env=env)
+        assert from_env.exit_code != 0 and SECRET not in from_env.output, from_env.output
+    flags = ["--non-interactive", "--db-uri", uri, "--no-cron", "--no-mount"]
+    setup = runner.invoke(cli, ["--config", str(quick), "setup", *flags])
+    assert setup.exit_code != 0 and SECRET not in setup.output, setup.output
+    asked = runner.invoke(cli, ["--config", str(path), "setup", "--no-cron"], input="\n" * 8)
+    assert "MongoDB URI ('embedded': no server) [" in asked.output
+    assert SECRET not in asked.output, asked.output
