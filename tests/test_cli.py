@@ -250,6 +250,27 @@ def test_users(run, config: Config) -> None:  # type: ignore[no-untyped-def]
     assert run("user", "set-role", "dana", "boss").exit_code == 2
 
 
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("short", "at least 8 characters"),
+        ("password", "too common or too simple"),
+        ("Welcome2024!", "too common or too simple"),
+        ("eve-rocks-42", "must not contain the username or e-mail"),
+        ("evans.lab.99", "must not contain the username or e-mail"),
+    ],
+)
+def test_weak_passwords_are_refused_in_one_line(run, password: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    typed = f"{password}\n{password}\n"
+    added = run("user", "add", "eve", "--email", "evans@lab.org", input=typed)
+    assert added.exit_code == 2, added.output
+    assert added.output.splitlines()[-1].startswith("error: ") and message in added.output
+    assert run("user", "add", "eve", "--email", "evans@lab.org", "--no-password").exit_code == 0
+    changed = run("user", "passwd", "eve", input=typed)
+    assert changed.exit_code == 2 and message in changed.output.splitlines()[-1]
+    assert run("user", "passwd", "eve", input="good old horse\n" * 2).exit_code == 0
+
+
 def test_invalid_config_file_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("databse: {}\n")
