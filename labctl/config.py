@@ -10,6 +10,7 @@ password.
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import os
 import re
 import stat
@@ -277,8 +278,31 @@ class WebConfig(Settings):
     )
     session_hours: float = Field(default=12, gt=0, le=24 * 30, description="login lifetime")
     login_attempts_per_minute: int = Field(
-        default=5, ge=1, description="failed logins per username and address before a pause"
+        default=5, ge=1, le=1000, description="failed logins per username before a pause"
     )
+    login_attempts_per_address_per_minute: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="failed logins from one client address, for any usernames, before a pause",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks of the reverse proxies in front, whose "
+        "X-Forwarded-For/-Proto are believed; none: the connection's own address counts",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy)
+            except ValueError:
+                raise ValueError(
+                    f"{proxy!r} is not an IP address or network (like 10.0.0.5 or 10.0.0.0/24)"
+                ) from None
+        return proxies
 
 
 class Config(Settings):
