@@ -10,7 +10,6 @@ password.
 from __future__ import annotations
 
 import getpass
-import ipaddress
 import os
 import re
 import stat
@@ -19,7 +18,7 @@ from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from labctl.errors import ConfigError, redact
@@ -286,23 +285,11 @@ class WebConfig(Settings):
         le=1000,
         description="failed logins from one client address, for any usernames, before a pause",
     )
-    trusted_proxies: list[str] = Field(
+    trusted_proxies: list[IPvAnyNetwork] = Field(
         default_factory=list,
         description="addresses or networks of the reverse proxies in front, whose "
         "X-Forwarded-For/-Proto are believed; none: the connection's own address counts",
     )
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _addresses(cls, proxies: list[str]) -> list[str]:
-        for proxy in proxies:
-            try:
-                ipaddress.ip_network(proxy)
-            except ValueError:
-                raise ValueError(
-                    f"{proxy!r} is not an IP address or network (like 10.0.0.5 or 10.0.0.0/24)"
-                ) from None
-        return proxies
 
 
 class Config(Settings):

@@ -73,7 +73,8 @@ def create_app(config: Config) -> FastAPI:
     errors.install(app)
     app.middleware("http")(_security_headers)
     if settings.trusted_proxies:  # outermost: every route sees the proxy's client
-        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+        proxies = [str(network) for network in settings.trusted_proxies]
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
     return app
 
 
