@@ -18,10 +18,10 @@ from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from labctl.errors import ConfigError
+from labctl.errors import ConfigError, redact
 from labctl.jobs.jobtypes import JobTypeConfig, Resources
 from labctl.settings import Settings, describe
 
@@ -55,7 +55,7 @@ class DatabaseConfig(Settings):
     @classmethod
     def _known_scheme(cls, uri: str) -> str:
         if uri != EMBEDDED and not uri.startswith(("mongodb://", "mongodb+srv://")):
-            raise ValueError(f"must be '{EMBEDDED}' or a mongodb:// URI, not {uri!r}")
+            raise ValueError(f"must be '{EMBEDDED}' or a mongodb:// URI, not {redact(uri)!r}")
         return uri
 
     @field_validator("path")
@@ -277,7 +277,18 @@ class WebConfig(Settings):
     )
     session_hours: float = Field(default=12, gt=0, le=24 * 30, description="login lifetime")
     login_attempts_per_minute: int = Field(
-        default=5, ge=1, description="failed logins per username and address before a pause"
+        default=5, ge=1, le=1000, description="failed logins per username before a pause"
+    )
+    login_attempts_per_address_per_minute: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="failed logins from one client address, for any usernames, before a pause",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="addresses or networks of the reverse proxies in front, whose "
+        "X-Forwarded-For/-Proto are believed; none: the connection's own address counts",
     )
 
 

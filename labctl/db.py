@@ -4,6 +4,7 @@ Two backends speak the same pymongo collection API, so one small wrapper serves 
 - MongoDB through pymongo (production; replica-set URIs work unchanged);
 - the embedded store (litemongo: SQLite files, no server). litemongo is not multi-process safe on
   its own, so every call holds an exclusive `flock` on the store's lock file for its duration.
+  It holds password hashes, token digests and sessions: its folder is 0700, its files 0600.
 
 The rest of labctl uses only `Database` and `Collection` below and the errors in `labctl.errors`.
 """
@@ -11,6 +12,7 @@ The rest of labctl uses only `Database` and `Collection` below and the errors in
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,6 +28,7 @@ from pymongo import ReturnDocument
 
 from labctl.config import DatabaseConfig
 from labctl.errors import DatabaseError, DatabaseUnreachable, DuplicateError, ValidationError
+from labctl.private import narrow_tree, open_private, private_dir
 
 Doc = dict[str, Any]
 Filter = Mapping[str, Any]
@@ -58,7 +61,7 @@ class _FileLock:
     """Process-wide exclusive lock: a thread lock plus `flock` on a file (re-entrant per thread)."""
 
     def __init__(self, path: Path) -> None:
-        self._file = path.open("a+")
+        self._file = os.fdopen(open_private(path, os.O_RDWR | os.O_APPEND), "a+")
         self._thread_lock = threading.RLock()
         self._depth = 0
 
@@ -290,8 +293,7 @@ def _connect_embedded(config: DatabaseConfig) -> Database:
     import litemongo
 
     try:
-        config.path.mkdir(parents=True, exist_ok=True)
-        lock = _FileLock(config.path / ".lock")
+        lock = _FileLock(private_dir(config.path) / ".lock")
     except OSError as exc:
         raise DatabaseError(
             f"cannot open the embedded store at {config.path}: {exc.strerror}"
@@ -304,7 +306,8 @@ def _connect_embedded(config: DatabaseConfig) -> Database:
             client = litemongo.connect(location, tz_aware=True)
             db = Database(client[config.name], client, lock, where=f"embedded store {config.path}")
             db.ensure_indexes()
-    except (ValueError, sqlite3.Error, DatabaseError) as exc:
+            narrow_tree(config.path / config.name)  # litemongo makes its files with the umask
+    except (ValueError, sqlite3.Error, DatabaseError, OSError) as exc:
         lock.close()
         raise DatabaseError(f"cannot open the embedded store at {config.path}: {exc}") from None
     return db

@@ -1,10 +1,26 @@
-"""Typed errors. The CLI turns every `LabctlError` into one line on stderr and a non-zero exit."""
+"""Typed errors. The CLI turns every `LabctlError` into one line on stderr and a non-zero exit.
+
+No message shows a password: a database URI's `user:password@` reads `user:***@` (`redact`).
+"""
+
+import re
+
+_CREDENTIALS = re.compile(r"(?P<user>[A-Za-z][A-Za-z0-9+.-]*://[^:/\s]*):\S*@")
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URI in it replaced by `***` (up to the URI's last `@`:
+    an unescaped `@` in a malformed URI's password is hidden too)."""
+    return _CREDENTIALS.sub(r"\g<user>:***@", text)
 
 
 class LabctlError(Exception):
-    """Base of every error a user can cause or fix."""
+    """Base of every error a user can cause or fix; its text never holds a password."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class ConfigError(LabctlError):

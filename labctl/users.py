@@ -4,6 +4,7 @@ tokens only as SHA-256 digests (a token is 256 random bits: a fast hash cannot b
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 import secrets
@@ -17,6 +18,7 @@ from labctl.catalog.fields import check_field_name
 from labctl.clock import utcnow
 from labctl.db import Database
 from labctl.errors import NotFoundError, ValidationError
+from labctl.passwords import check_password
 
 ROLES = ("admin", "member")
 Role = Literal["admin", "member"]
@@ -61,10 +63,9 @@ def new_user(
     }
 
 
-def hash_password(password: str) -> str:
-    if len(password) < 8:
-        raise ValidationError("the password must have at least 8 characters")
-    return _hasher.hash(password)
+def hash_password(password: str, username: str = "", email: str = "") -> str:
+    """The argon2 hash of a password that `check_password` accepts for this member."""
+    return _hasher.hash(check_password(password, username, email))
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
@@ -92,7 +93,7 @@ def add_user(
 ) -> dict[str, Any]:
     doc = new_user(username, full_name, email, role, hpc_accounts or {}, utcnow())
     if password is not None:
-        doc["password_hash"] = hash_password(password)
+        doc["password_hash"] = hash_password(password, doc["username"], doc["email"])
     db.users.insert(doc)
     return get_user(db, username)
 
@@ -114,17 +115,31 @@ def _change(db: Database, username: str, fields: dict[str, Any]) -> None:
 
 
 def set_password(db: Database, username: str, password: str) -> None:
-    _change(db, username, {"password_hash": hash_password(password)})
+    user = get_user(db, username)
+    _change(db, username, {"password_hash": hash_password(password, username, user["email"])})
 
 
 def set_role(db: Database, username: str, role: str) -> None:
     _change(db, username, {"role": check_role(role)})
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    """The hash of a random password nobody knows, made as every stored hash is."""
+    return _hasher.hash(secrets.token_urlsafe(32))
+
+
 def authenticate(db: Database, username: str, password: str) -> dict[str, Any] | None:
-    """The user's public fields if the password matches its stored hash, else None."""
+    """The user's public fields if the password matches its stored hash, else None.
+
+    Without such a user, or without a password, the password is checked against a dummy hash:
+    the answer takes as long either way and so does not tell who has an account."""
     doc = db.users.find_one({"username": username})
-    if doc is None or not verify_password(doc.get("password_hash"), password):
+    stored = doc.get("password_hash") if doc else None
+    if doc is None or not stored:
+        verify_password(_dummy_hash(), password)
+        return None
+    if not verify_password(stored, password):
         return None
     return {k: doc.get(k) for k in PUBLIC_FIELDS}
 

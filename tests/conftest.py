@@ -7,6 +7,7 @@ these machines). Every test that takes `db` or `config` runs against both backen
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -52,6 +53,14 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     sessions = short_dir(home / ".local" / "share" / "labctl" / "ssh")
     if sessions.is_dir():
         Sessions().close_all(sessions)
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """The usual umask 022, under which files made without explicit modes are world-readable."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
 
 
 @pytest.fixture(autouse=True)

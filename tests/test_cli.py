@@ -250,6 +250,27 @@ def test_users(run, config: Config) -> None:  # type: ignore[no-untyped-def]
     assert run("user", "set-role", "dana", "boss").exit_code == 2
 
 
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("short", "at least 8 characters"),
+        ("password", "too common or too simple"),
+        ("Welcome2024!", "too common or too simple"),
+        ("eve-rocks-42", "must not contain the username or e-mail"),
+        ("evans.lab.99", "must not contain the username or e-mail"),
+    ],
+)
+def test_weak_passwords_are_refused_in_one_line(run, password: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    typed = f"{password}\n{password}\n"
+    added = run("user", "add", "eve", "--email", "evans@lab.org", input=typed)
+    assert added.exit_code == 2, added.output
+    assert added.output.splitlines()[-1].startswith("error: ") and message in added.output
+    assert run("user", "add", "eve", "--email", "evans@lab.org", "--no-password").exit_code == 0
+    changed = run("user", "passwd", "eve", input=typed)
+    assert changed.exit_code == 2 and message in changed.output.splitlines()[-1]
+    assert run("user", "passwd", "eve", input="good old horse\n" * 2).exit_code == 0
+
+
 def test_invalid_config_file_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("databse: {}\n")
@@ -313,3 +334,36 @@ def test_db_init_enforces_required_fields_on_mongodb(run, config: Config) -> Non
             with pytest.raises(DatabaseError):
                 db.data.insert(incomplete)
             assert db.data.count() == 0
+
+
+SECRET = "S3cr3t-pw"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"mongodb://lab:{SECRET}@127.0.0.1:9,127.0.0.1:10/?replicaSet=rs0",  # nobody listens
+        f"mongodb://lab:{SECRET}@db.example:notaport/",
+        f"mongo://lab:{SECRET}@db.example/",
+    ],
+)
+def test_no_output_shows_the_database_password(tmp_path: Path, uri: str) -> None:
+    """Cron logs keep stderr: neither a command nor `labctl setup` prints the password."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"database:\n  uri: '{uri}'\n  timeout_seconds: 0.5\n")
+    path.chmod(0o600)
+    quick = tmp_path / "quick.yaml"
+    quick.write_text("database:\n  timeout_seconds: 0.5\n")
+    runner = CliRunner()
+    for args in (["query"], ["db", "init"], ["user", "list"]):
+        result = runner.invoke(cli, ["--config", str(path), *args])
+        assert result.exit_code != 0 and SECRET not in result.output, result.output
+        env = {"LABCTL_DB_URI": uri}
+        from_env = runner.invoke(cli, ["--config", str(quick), *args], env=env)
+        assert from_env.exit_code != 0 and SECRET not in from_env.output, from_env.output
+    flags = ["--non-interactive", "--db-uri", uri, "--no-cron", "--no-mount"]
+    setup = runner.invoke(cli, ["--config", str(quick), "setup", *flags])
+    assert setup.exit_code != 0 and SECRET not in setup.output, setup.output
+    asked = runner.invoke(cli, ["--config", str(path), "setup", "--no-cron"], input="\n" * 8)
+    assert "MongoDB URI ('embedded': no server) [" in asked.output
+    assert SECRET not in asked.output, asked.output

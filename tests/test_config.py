@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from labctl.config import load_config
-from labctl.errors import ConfigError
+from labctl.errors import ConfigError, redact
+from labctl.install.doctor import check_config, check_database
 from labctl.jobs.jobtypes import job_types_at
 
 
@@ -117,3 +118,55 @@ def test_example_config_is_valid() -> None:
     assert on_raven.max_resources is not None and on_raven.max_resources.time == "24:00:00"
     variant = types.get("file_stats_split")
     assert variant is not None and variant.splittable and "sleep_seconds" in variant.options
+
+
+# --- no message shows a database password ------------------------------------------------------
+
+SECRET = "S3cr3t-pw"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (f"mongodb://lab:{SECRET}@db1:27017,db2/?replicaSet=rs0", "mongodb://lab:***@db1:27017"),
+        (f"not 'mongo://lab:{SECRET}@h/', sorry", "not 'mongo://lab:***@h/', sorry"),
+        (f"mongodb://lab:p@ss/{SECRET}@h/ and x", "mongodb://lab:***@h/ and x"),  # unescaped
+        (f"a mongodb+srv://u:{SECRET}@c.example b://v:{SECRET}@d", "b://v:***@d"),
+        ("mongodb://lab@db.example:27017/ keeps its user", "mongodb://lab@db.example:27017/"),
+        ("mongodb://db.example:27017/ has no user", "mongodb://db.example:27017/ has"),
+    ],
+)
+def test_redact_hides_the_password_of_every_uri(text: str, shown: str) -> None:
+    assert shown in redact(text)
+    assert SECRET not in redact(text) and "p@ss" not in redact(text)
+
+
+@pytest.mark.parametrize(
+    "uri", [f"mongo://lab:{SECRET}@db.example/", f"http://lab:{SECRET}@db.example/"]
+)
+def test_config_errors_never_show_the_password(tmp_path: Path, uri: str) -> None:
+    path = write(tmp_path / "c.yaml", f"database:\n  uri: '{uri}'\n")
+    for source, env in ((path, {}), (None, {"LABCTL_DB_URI": uri})):
+        with pytest.raises(ConfigError, match="mongodb:// URI") as err:
+            load_config(source, env=env)
+        assert SECRET not in str(err.value) and "lab:***@db.example" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"mongodb://lab:{SECRET}@127.0.0.1:9,127.0.0.1:10/?replicaSet=rs0",  # nobody listens
+        f"mongodb://lab:{SECRET}@db.example:notaport/",
+        f"mongodb://lab:{SECRET}@@db.example/",
+    ],
+)
+def test_doctor_never_shows_the_password(tmp_path: Path, uri: str) -> None:
+    path = write(tmp_path / "c.yaml", f"database:\n  uri: '{uri}'\n  timeout_seconds: 0.5\n")
+    check, config = check_config(path)
+    assert check.ok and config is not None
+    check, db = check_database(config.database)
+    assert not check.ok and db is None
+    assert SECRET not in f"{check.detail} {check.hint}"
+    wrong = write(tmp_path / "wrong.yaml", f"database:\n  uri: 'mongo://lab:{SECRET}@h/'\n")
+    check, _ = check_config(wrong)
+    assert not check.ok and SECRET not in check.detail

@@ -21,6 +21,7 @@ from labctl.install.cron import (
     schedule,
 )
 from labctl.install.cronlog import append
+from tests.modes import modes, private
 
 FOREIGN = """\
 # my own jobs
@@ -135,6 +136,27 @@ def test_cronlog_stamps_lines_and_rotates_a_full_log(tmp_path: Path) -> None:
         append(log, io.BytesIO(word * 2), max_bytes=30, keep=2)
     assert sorted(p.name for p in log.parent.iterdir()) == ["scan.log", "scan.log.1", "scan.log.2"]
     assert log.read_text().endswith(" five\n")
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_cronlog_keeps_its_logs_private_through_rotation(tmp_path: Path) -> None:
+    """A log may hold paths and error messages: 0700 folder, 0600 logs, rotated ones too."""
+    logs = tmp_path / "logs"
+    for word in (b"one\n", b"two\n", b"three\n"):
+        append(logs / "scan.log", io.BytesIO(word * 2), max_bytes=30, keep=2)
+    assert set(modes(logs)) == {".", "scan.log", "scan.log.1", "scan.log.2"}
+    assert private(logs), modes(logs)
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_cronlog_narrows_a_world_readable_log_of_an_older_labctl(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0o755)
+    (logs / "jobs.log").write_text("old line\n")
+    (logs / "jobs.log").chmod(0o644)
+    append(logs / "jobs.log", io.BytesIO(b"new line\n"), max_bytes=1000, keep=1)
+    assert (logs / "jobs.log").read_text().startswith("old line\n")
+    assert private(logs), modes(logs)
 
 
 def test_cronlog_leaves_the_log_alone_when_a_run_prints_nothing(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 from labctl.config import DatabaseConfig
 from labctl.db import INDEXES, Database, connect
 from labctl.errors import DatabaseError, DatabaseUnreachable, DuplicateError
+from tests.modes import modes, private
 
 T0 = datetime(2021, 12, 15, 9, 35, 27, 123000, tzinfo=UTC)  # BSON keeps milliseconds
 
@@ -340,6 +341,29 @@ def test_embedded_path_with_url_characters_is_used_as_is(tmp_path: Path) -> None
     assert (path / "labctl" / "data").is_file()
     with connect(config) as db:
         assert db.data.count() == 1
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_embedded_store_is_private_to_its_owner(tmp_path: Path) -> None:
+    """Password hashes, token digests and sessions live in it: 0700 folders, 0600 files."""
+    store = tmp_path / "store"
+    with connect(DatabaseConfig(path=store)) as db:
+        db.users.insert({"username": "alice", "password_hash": "$argon2id$..."})
+        db.meta.insert({"key": "session:abc", "kind": "session"})
+    found = modes(store)
+    assert {".", ".lock", "labctl", "labctl/users", "labctl/meta"} <= set(found)
+    assert private(store), found
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_an_existing_world_readable_store_is_narrowed_when_opened(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    connect(DatabaseConfig(path=store)).close()
+    for path in [store, *store.rglob("*")]:  # as an older labctl left it
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    with connect(DatabaseConfig(path=store)) as db:
+        db.data.insert({"dataset": "a"})
+    assert private(store), modes(store)
 
 
 def test_plain_uri_without_replica_set_reaches_the_same_server(mongo_uri: str) -> None:

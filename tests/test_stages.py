@@ -20,6 +20,7 @@ from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.heartbeat import latest
 from labctl.stages.loop import run_stages
 from tests.jobfixtures import DATASET, local_jobs
+from tests.modes import modes
 
 ALL = ["scan", "transfers", "jobs"]
 
@@ -86,6 +87,23 @@ def test_job_runs_to_completed_with_verified_results(
     assert not (tmp_path / "scratch" / job_id).exists()
     assert job["scratch_cleaned"] is True
     assert {b["stage"] for b in latest(db)} == set(ALL)
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_the_watchdog_state_is_private(db: Database, cfg: Config) -> None:
+    """The state directory and each job's folder are 0700, the files labctl writes there 0600
+    (the pipelines code exported for shipping keeps its own modes, inside them)."""
+    job_id = submit(db, cfg)
+    assert run_until_final(db, cfg, job_id)["status"] == "completed"
+    state = cfg.watchdog.state_dir
+    found = modes(state)
+    assert found["."] == 0o700 and found[job_id] == 0o700
+    own = {name: mode for name, mode in found.items() if name.startswith(f"{job_id}/")}
+    files = {name for name in own if (state / name).is_file()}
+    assert {f"{job_id}/{n}" for n in ("transfer.json", "rsync.log", "outputs.list")} <= files
+    assert {name: mode for name, mode in own.items() if name in files} == dict.fromkeys(
+        files, 0o600
+    )
 
 
 def test_array_job_runs_every_split(db: Database, cfg: Config, tmp_path: Path) -> None:

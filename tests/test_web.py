@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -20,9 +21,10 @@ from starlette.testclient import TestClient
 
 from labctl.catalog.experiments import get_entry, log_entries
 from labctl.compute.transport import Session
-from labctl.config import Config, DatabaseConfig, WebConfig
+from labctl.config import Config, DatabaseConfig, WebConfig, load_config
 from labctl.db import Database
 from labctl.errors import (
+    ConfigError,
     DatabaseError,
     DatabaseUnreachable,
     DuplicateError,
@@ -36,6 +38,7 @@ from labctl.jobs.queue import get_job, read_job, transition
 from labctl.jobs.states import FailureReason, InvalidTransition, JobState
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.heartbeat import beat, record_sessions
+from labctl.users import add_user
 from labctl.web import create_app
 from labctl.web.auth import LoginLimiter, open_session, session_principal
 from labctl.web.problems import status_of
@@ -162,18 +165,107 @@ def test_wrong_passwords_are_throttled_per_user_and_address(client: TestClient) 
 
 def test_login_limiter_forgets_after_a_minute() -> None:
     now = [0.0]
-    limiter = LoginLimiter(2, clock=lambda: now[0])
-    key = ("alice", "10.0.0.1")
-    limiter.failed(key)
-    limiter.failed(key)
-    assert limiter.wait_seconds(key) == 61
+    limiter = LoginLimiter(2, 100, clock=lambda: now[0])
+    limiter.failed("alice", "10.0.0.1")
+    limiter.failed("alice", "10.0.0.2")
+    assert limiter.wait_seconds("alice", "10.0.0.3") == 61
     now[0] = 30
-    assert 0 < limiter.wait_seconds(key) <= 31
+    assert 0 < limiter.wait_seconds("alice", "10.0.0.1") <= 31
     now[0] = 60.5
-    assert limiter.wait_seconds(key) == 0
-    limiter.failed(key)
-    limiter.succeeded(key)
-    assert limiter.wait_seconds(key) == 0
+    assert limiter.wait_seconds("alice", "10.0.0.1") == 0
+    limiter.failed("alice", "10.0.0.1")
+    limiter.succeeded("alice")
+    assert limiter.wait_seconds("alice", "10.0.0.1") == 0
+
+
+def test_login_limiter_counts_each_address_over_all_usernames() -> None:
+    now = [0.0]
+    limiter = LoginLimiter(100, 3, clock=lambda: now[0])
+    for name in ("alice", "bob", "carol"):
+        assert limiter.wait_seconds(name, "10.0.0.1") == 0
+        limiter.failed(name, "10.0.0.1")
+    assert limiter.wait_seconds("dave", "10.0.0.1") == 61
+    assert limiter.wait_seconds("dave", "10.0.0.2") == 0
+    limiter.succeeded("alice")  # a member's good login does not open the door for the address
+    assert limiter.wait_seconds("alice", "10.0.0.1") == 61
+    now[0] = 61
+    assert limiter.wait_seconds("dave", "10.0.0.1") == 0
+
+
+def _guess(client: TestClient, username: str, forwarded_for: str | None = None) -> int:
+    """One wrong password for `username`, maybe with a (spoofed) X-Forwarded-For."""
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    form = {"username": username, "password": "wrong-guess", "csrf_token": csrf_token(client)}
+    return client.post("/login", data=form, headers=headers).status_code
+
+
+def test_one_address_cannot_try_every_username(cfg: Config) -> None:
+    web = cfg.web.model_copy(update={"login_attempts_per_address_per_minute": 3})
+    with TestClient(create_app(cfg.model_copy(update={"web": web}))) as client:
+        assert [_guess(client, name) for name in ("alice", "bob", "nobody")] == [401] * 3
+        assert _guess(client, "root") == 429
+        assert login(client, "alice") == 429  # even the right password waits
+        other = TestClient(client.app, client=("10.1.2.3", 4000))
+        assert login(other, "alice") == 303
+
+
+def test_forwarded_for_is_believed_only_from_a_trusted_proxy(cfg: Config) -> None:
+    """Without `web.trusted_proxies`, a spoofed X-Forwarded-For (even from 127.0.0.1) changes
+    nothing; from a configured proxy, each forwarded client counts on its own."""
+    for proxies, expected in (([], [401, 401, 429]), (["127.0.0.0/8"], [401, 401, 401])):
+        limits = {"login_attempts_per_address_per_minute": 2, "trusted_proxies": proxies}
+        web = cfg.web.model_copy(update=limits)
+        app = create_app(cfg.model_copy(update={"web": web}))
+        with TestClient(app, client=("127.0.0.1", 4000)) as client:
+            statuses = [_guess(client, f"user{n}", f"203.0.113.{n}") for n in range(3)]
+        assert statuses == expected, proxies
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"login_attempts_per_minute": 0}, "web.login_attempts_per_minute"),
+        ({"login_attempts_per_minute": -5}, "greater than or equal to 1"),
+        ({"login_attempts_per_minute": 10**9}, "less than or equal to 1000"),
+        ({"login_attempts_per_address_per_minute": 10**9}, "less than or equal to 1000"),
+        ({"trusted_proxies": ["proxy.lab"]}, "web.trusted_proxies.0: value is not a valid IPv4"),
+        ({"trusted_proxies": ["10.0.0.1/8"]}, "web.trusted_proxies.0"),
+    ],
+)
+def test_login_settings_are_bounded(tmp_path: Path, settings: dict[str, Any], message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"web": settings}))
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+
+
+def _median_login_seconds(client: TestClient, usernames: list[str], rounds: int) -> list[float]:
+    """The median time of a wrong-password login for each username, the attempts interleaved
+    (so that a busy machine slows all of them alike)."""
+    token = csrf_token(client)
+    times: list[list[float]] = [[] for _ in usernames]
+    for _ in range(rounds):
+        for spent, username in zip(times, usernames, strict=True):
+            form = {"username": username, "password": "wrong-guess-1", "csrf_token": token}
+            start = time.perf_counter()
+            assert client.post("/login", data=form).status_code == 401
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
+
+
+def test_a_login_takes_as_long_whether_or_not_the_account_exists(db: Database, cfg: Config) -> None:
+    """Else the time of the answer tells who has an account (a real argon2 hash, as stored in
+    production, takes a tenth of a second to check)."""
+    add_user(db, "carol", password="a long real passphrase")
+    add_user(db, "dave")  # no web login
+    limits = {"login_attempts_per_minute": 1000, "login_attempts_per_address_per_minute": 1000}
+    web = cfg.web.model_copy(update=limits)
+    with TestClient(create_app(cfg.model_copy(update={"web": web}))) as client:
+        known, unknown, no_password = _median_login_seconds(client, ["carol", "nobody", "dave"], 7)
+    figures = f"known {known * 1000:.0f} ms, unknown {unknown * 1000:.0f} ms, "
+    figures += f"no password {no_password * 1000:.0f} ms"
+    assert 0.5 < unknown / known < 2 and 0.5 < no_password / known < 2, figures
 
 
 def test_login_without_its_csrf_token_is_refused(client: TestClient) -> None:
@@ -562,8 +654,12 @@ def test_cancel_and_retry_are_for_the_owner_or_an_admin(
 
 
 def test_labctl_web_serves_the_dashboard(tmp_path: Path) -> None:
-    """`labctl web` starts uvicorn on the given port; it answers the login page."""
-    cfg = Config(database=DatabaseConfig(uri="embedded", path=tmp_path / "db"))
+    """`labctl web` starts uvicorn on the given port; it answers the login page, and believes
+    no X-Forwarded-For (uvicorn would, from 127.0.0.1) without `web.trusted_proxies`."""
+    cfg = Config(
+        database=DatabaseConfig(uri="embedded", path=tmp_path / "db"),
+        web=WebConfig(login_attempts_per_address_per_minute=2),
+    )
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     port = free_port()
@@ -580,6 +676,18 @@ def test_labctl_web_serves_the_dashboard(tmp_path: Path) -> None:
                 time.sleep(0.2)
         assert answer.status_code == 200 and "Log in" in answer.text
         assert httpx2.get(f"http://127.0.0.1:{port}/api/v1/me").status_code == 401
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}") as browser:
+            token = re.findall(r'name="csrf_token" value="([^"]+)"', browser.get("/login").text)
+            form = {"password": "wrong-guess", "csrf_token": token[0]}
+            statuses = [
+                browser.post(
+                    "/login",
+                    data={**form, "username": f"user{n}"},
+                    headers={"X-Forwarded-For": f"203.0.113.{n}"},
+                ).status_code
+                for n in range(3)
+            ]
+        assert statuses == [401, 401, 429]
     finally:
         server.terminate()
         output = server.communicate(timeout=10)[0]

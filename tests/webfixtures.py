@@ -90,7 +90,13 @@ def served(config: Config) -> Iterator[str]:
     """The app served by uvicorn on a free port in a thread, for a real browser or HTTP client."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(  # as `labctl web`: X-Forwarded-* only from web.trusted_proxies
+            create_app(config),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            proxy_headers=False,
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

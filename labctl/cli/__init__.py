@@ -17,7 +17,7 @@ import click
 
 from labctl.config import Config, load_config
 from labctl.db import Database, connect
-from labctl.errors import LabctlError
+from labctl.errors import LabctlError, redact
 
 
 @dataclass
@@ -46,7 +46,8 @@ class App:
 
 
 def fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    """One line on stderr, without passwords (an internal error may quote a URI), and exit."""
+    click.echo(f"error: {redact(message)}", err=True)
     sys.exit(code)
 
 

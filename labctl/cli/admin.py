@@ -17,7 +17,7 @@ from labctl.cli.output import echo_json
 from labctl.compute.mount import mount, mount_spec, umount
 from labctl.compute.transport import LocalRunner
 from labctl.config import EMBEDDED, ClusterConfig, Config
-from labctl.errors import ConfigError, LabctlError, ValidationError
+from labctl.errors import ConfigError, LabctlError, ValidationError, redact
 from labctl.install import cron
 from labctl.install.doctor import Check, run_checks
 from labctl.install.onboarding import (
@@ -54,7 +54,8 @@ def _ask(interactive: bool, given: str | None, text: str, default: str | None) -
     required), else None: keep what the config has."""
     if given is not None or not interactive:
         return given
-    return str(click.prompt(text, default=default, show_default=bool(default)))
+    shown = f"{text} [{redact(default)}]" if default else text  # a URI's password stays hidden
+    return str(click.prompt(shown, default=default, show_default=False))
 
 
 def _ask_password(interactive: bool, store: bool, uri: str) -> str | None:

@@ -13,6 +13,7 @@ from string import Template
 from labctl.compute.transport import CommandError, Runner
 from labctl.config import Config
 from labctl.errors import LabctlError
+from labctl.private import private_dir
 
 TEMPLATE = Path(__file__).resolve().parent / "crontab.template"  # package data (links to the
 # repository's top-level crontab.template in a checkout)
@@ -76,14 +77,15 @@ def installed_block(runner: Runner) -> str | None:
 
 
 def install(runner: Runner, spec: CronSpec) -> bool:
-    """Put the rendered block into the crontab (creating its log directory); False if unchanged."""
+    """Put the rendered block into the crontab (creating its 0700 log directory); False if
+    unchanged."""
     block = spec.block()
     if not spec.config_path.is_file():
         raise CronError(f"no config file at {spec.config_path}: run 'labctl setup' first")
     current = read_crontab(runner)
     wanted = merge_block(current, block)
     try:
-        spec.config.watchdog.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(spec.config.watchdog.log_dir)
     except OSError as exc:
         raise CronError(f"cannot create the log directory: {exc}") from None
     if wanted == current:

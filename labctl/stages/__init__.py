@@ -44,6 +44,7 @@ from labctl.jobs.queue import (
     update,
 )
 from labctl.jobs.states import TERMINAL, FailureReason, JobState
+from labctl.private import private_dir
 
 
 class Unconfigured(LabctlError):
@@ -69,10 +70,9 @@ class StageRun:
         return dt.timedelta(seconds=self.config.watchdog.lease_seconds)
 
     def state_dir(self, job_id: str) -> Path:
-        """This machine's folder for one job: its staging tree and transfer log."""
-        path = self.config.watchdog.state_dir / job_id
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """This machine's folder for one job: its staging tree and transfer log (0700, in the
+        0700 state directory: they name the job's files and paths)."""
+        return private_dir(private_dir(self.config.watchdog.state_dir) / job_id)
 
     def mine(self, filter: Mapping[str, Any]) -> dict[str, Any]:
         """`filter` narrowed to the jobs of the member this watchdog runs for: it never acts,

@@ -22,6 +22,7 @@ from labctl.jobs.job import Job, SchedulerStatus, Transfer
 from labctl.jobs.queue import read_job, update, where
 from labctl.jobs.states import FailureReason, JobState
 from labctl.jobs.submit import check_inputs, dataset_dirs
+from labctl.private import write_private
 from labctl.stages import StageRun
 
 
@@ -132,7 +133,7 @@ def launch(state_dir: Path, argv: list[str]) -> TransferHandle | None:
         if not record.exists():
             return None
         return TransferHandle(**json.loads(record.read_text()))
-    record.write_text(json.dumps(handle.__dict__))
+    write_private(record, json.dumps(handle.__dict__))
     return handle
 
 

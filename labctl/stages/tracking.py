@@ -28,6 +28,7 @@ from labctl.jobs.job import Job, ResultFile, TaskStatus, store_value
 from labctl.jobs.queue import add_job, find_jobs, update, where
 from labctl.jobs.states import WATCHED, FailureReason, JobState
 from labctl.jobs.submit import JobRequest, dataset_dirs, prepare_job
+from labctl.private import write_private
 from labctl.stages import StageRun, Unconfigured
 
 MISSING_POLLS_BEFORE_FAILING = 3
@@ -261,7 +262,7 @@ def pull(
     renewing the job's lease while it runs."""
     dest.mkdir(mode=0o750, parents=True, exist_ok=True)
     listing = run.state_dir(layout.root.name) / "outputs.list"
-    listing.write_text("".join(f"{name}\n" for name in names))
+    write_private(listing, "".join(f"{name}\n" for name in names))
     argv = rsync_argv(
         [f"{layout.outputs}/"],
         f"{dest}/",

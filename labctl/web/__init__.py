@@ -14,6 +14,7 @@ from importlib.metadata import version
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from labctl.config import Config
 from labctl.web import login, monitor, pages
@@ -61,17 +62,23 @@ def create_app(config: Config) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.web = WebState(
-        config, store, LoginLimiter(config.web.login_attempts_per_minute), make_templates()
+    settings = config.web
+    limiter = LoginLimiter(
+        settings.login_attempts_per_minute, settings.login_attempts_per_address_per_minute
     )
+    app.state.web = WebState(config, store, limiter, make_templates())
     app.mount("/static", StaticFiles(packages=[("labctl.web", "static")]), name="static")
     for module in (login, pages, monitor, api):
         app.include_router(module.router)
     errors.install(app)
     app.middleware("http")(_security_headers)
+    if settings.trusted_proxies:  # outermost: every route sees the proxy's client
+        proxies = [str(network) for network in settings.trusted_proxies]
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
     return app
 
 
 def serve(config: Config, host: str, port: int) -> None:
-    """Serve until interrupted; X-Forwarded-* are trusted from FORWARDED_ALLOW_IPS (127.0.0.1)."""
-    uvicorn.run(create_app(config), host=host, port=port, proxy_headers=True)
+    """Serve until interrupted. X-Forwarded-* are believed only from `web.trusted_proxies`
+    (the app sees to it), never from uvicorn's default 127.0.0.1 or FORWARDED_ALLOW_IPS."""
+    uvicorn.run(create_app(config), host=host, port=port, proxy_headers=False)

@@ -123,12 +123,16 @@ def safe_next(target: str | None, default: str = "/") -> str:
 
 
 class LoginLimiter:
-    """At most `per_minute` failed logins per (username, address) in any 60 s window."""
+    """At most `per_user` failed logins per username and `per_address` from one client address
+    in any 60 s window: neither many addresses can guess one password nor one address every
+    username's."""
 
     WINDOW = 60.0
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._limit = per_minute
+    def __init__(
+        self, per_user: int, per_address: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._limits = {"user": per_user, "address": per_address}
         self._clock = clock
         self._failures: dict[tuple[str, str], list[float]] = {}
         self._lock = threading.Lock()
@@ -141,23 +145,28 @@ class LoginLimiter:
             self._failures.pop(key, None)
         return kept
 
-    def wait_seconds(self, key: tuple[str, str]) -> int:
-        """0 if a login may be tried now, else how long to wait."""
+    def _wait(self, key: tuple[str, str], now: float) -> int:
+        recent, limit = self._recent(key, now), self._limits[key[0]]
+        if len(recent) < limit:
+            return 0
+        return max(1, int(self.WINDOW - (now - recent[-limit])) + 1)
+
+    def wait_seconds(self, username: str, address: str) -> int:
+        """0 if `username` may try to log in from `address` now, else how long to wait."""
         with self._lock:
             now = self._clock()
-            recent = self._recent(key, now)
-            if len(recent) < self._limit:
-                return 0
-            return max(1, int(self.WINDOW - (now - recent[-self._limit])) + 1)
+            return max(self._wait(("user", username), now), self._wait(("address", address), now))
 
-    def failed(self, key: tuple[str, str]) -> None:
+    def failed(self, username: str, address: str) -> None:
         with self._lock:
             now = self._clock()
             if len(self._failures) > 10_000:  # forget stale keys so guessing names costs no memory
                 for stale in list(self._failures):
                     self._recent(stale, now)
-            self._failures.setdefault(key, []).append(now)
+            for key in (("user", username), ("address", address)):
+                self._failures.setdefault(key, []).append(now)
 
-    def succeeded(self, key: tuple[str, str]) -> None:
+    def succeeded(self, username: str) -> None:
+        """The member's own failures are forgotten; their address's count until they expire."""
         with self._lock:
-            self._failures.pop(key, None)
+            self._failures.pop(("user", username), None)

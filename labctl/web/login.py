@@ -63,16 +63,16 @@ async def login(
     if not same_token(csrf_token, request.cookies.get(LOGIN_COOKIE)):
         raise CsrfError("the login form expired: reload the page and try again")
     target = safe_next(next)
-    key = (username, request.client.host if request.client else "")
-    wait = web.limiter.wait_seconds(key)
+    address = request.client.host if request.client else ""  # a trusted proxy's client's
+    wait = web.limiter.wait_seconds(username, address)
     if wait:
         error = f"too many failed logins: try again in {wait} s"
         return _login_page(request, target, error, status=429, retry_after=wait)
     user = await web.store.run(authenticate, username, password)
     if user is None:
-        web.limiter.failed(key)
+        web.limiter.failed(username, address)
         return _login_page(request, target, "wrong username or password", status=401)
-    web.limiter.succeeded(key)
+    web.limiter.succeeded(username)
     lifetime = dt.timedelta(hours=web.config.web.session_hours)
     token = await web.store.run(open_session, user["username"], lifetime)
     response = RedirectResponse(target, status_code=303)

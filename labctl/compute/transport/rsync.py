@@ -19,15 +19,16 @@ from typing import Final, Literal
 
 from labctl.compute.transport.runner import TransportError
 from labctl.compute.transport.target import SSHTarget, ssh_command
+from labctl.private import open_private
 
 Direction = Literal["push", "pull"]
 
 _OPTIONS: Final = ("-a", "-s", "--partial", "--info=progress2,stats1", "--no-inc-recursive")
 
 # The launcher runs "$@" (never an interpolated string) and then writes its exit code
-# to the status file atomically (write a temporary file, rename it over the status file).
+# to the status file atomically (write a temporary file, rename it over the status file), 0600.
 _LAUNCHER: Final = (
-    'status=$1; shift; "$@"; code=$?; '
+    'status=$1; shift; "$@"; code=$?; umask 077; '
     'printf "exit=%d\\n" "$code" > "$status.tmp" && mv -f "$status.tmp" "$status"'
 )
 
@@ -245,7 +246,7 @@ def start_background(argv: Sequence[str], log_path: str | os.PathLike[str]) -> T
     """
     log = Path(log_path)
     status = log.with_name(f"{log.name}.status")
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT, 0o644)
+    fd = open_private(log, os.O_WRONLY)  # 0600: it names the job's files and hosts
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
