@@ -99,14 +99,14 @@ def test_bad_values_name_the_field(kind: str, text: str) -> None:
 
 
 def test_free_values_are_typed_by_yaml() -> None:
-    assert parse_text("3") == 3
-    assert parse_text("2.5") == 2.5
-    assert parse_text("true") is True
-    assert parse_text("[1, 2]") == [1, 2]
-    assert parse_text("hello world") == "hello world"
-    assert parse_text("") == ""
-    assert parse_text("null") is None
-    assert parse_text("a: [") == "a: ["  # not YAML: kept as text
+    assert parse_text("3", "f") == 3
+    assert parse_text("2.5", "f") == 2.5
+    assert parse_text("true", "f") is True
+    assert parse_text("[1, 2]", "f") == [1, 2]
+    assert parse_text("hello world", "f") == "hello world"
+    assert parse_text("", "f") == ""
+    assert parse_text("null", "f") is None
+    assert parse_text("a: [", "f") == "a: ["  # not YAML: kept as text
 
 
 def test_new_entry_types_nests_and_stamps() -> None:

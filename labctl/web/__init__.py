@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from labctl.config import Config
+from labctl.limits import REQUEST_BYTES
 from labctl.web import login, monitor, pages
 from labctl.web import problems as errors
 from labctl.web import rest as api
@@ -58,6 +59,7 @@ def create_app(config: Config) -> FastAPI:
         description="The lab's experiment database and analysis jobs. Authenticate with "
         "`Authorization: Bearer TOKEN` (a token from `labctl user token USERNAME`).",
         lifespan=lifespan,
+        max_body_size=REQUEST_BYTES,  # a larger body is answered 413 before it is read
         openapi_url=None,  # served by the API itself, behind the login
         docs_url=None,
         redoc_url=None,
