@@ -17,11 +17,11 @@ from fastapi.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from labctl.config import Config
-from labctl.limits import REQUEST_BYTES
 from labctl.web import login, monitor, pages
 from labctl.web import problems as errors
 from labctl.web import rest as api
 from labctl.web.auth import LoginLimiter
+from labctl.web.bodylimit import BodyLimit
 from labctl.web.deps import WebState
 from labctl.web.render import make_templates
 from labctl.web.store import Store
@@ -59,7 +59,6 @@ def create_app(config: Config) -> FastAPI:
         description="The lab's experiment database and analysis jobs. Authenticate with "
         "`Authorization: Bearer TOKEN` (a token from `labctl user token USERNAME`).",
         lifespan=lifespan,
-        max_body_size=REQUEST_BYTES,  # a larger body is answered 413 before it is read
         openapi_url=None,  # served by the API itself, behind the login
         docs_url=None,
         redoc_url=None,
@@ -73,6 +72,7 @@ def create_app(config: Config) -> FastAPI:
     for module in (login, pages, monitor, api):
         app.include_router(module.router)
     errors.install(app)
+    app.add_middleware(BodyLimit)  # inside the next: its refusal reaches the handlers as it is
     app.middleware("http")(_security_headers)
     if settings.trusted_proxies:  # outermost: every route sees the proxy's client
         proxies = [str(network) for network in settings.trusted_proxies]
