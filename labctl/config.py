@@ -23,7 +23,6 @@ from pydantic import ValidationError as PydanticValidationError
 
 from labctl.errors import ConfigError, redact
 from labctl.jobs.jobtypes import JobTypeConfig, Resources
-from labctl.limits import QUERY_SECONDS
 from labctl.settings import Settings, describe
 
 FieldType = Literal["str", "int", "float", "bool", "datetime", "date", "list", "path"]
@@ -51,9 +50,7 @@ class DatabaseConfig(Settings):
     path: Path = Field(default_factory=lambda: default_data_dir() / "db")
     name: str = "labctl"
     timeout_seconds: float = Field(default=5.0, gt=0, le=120)
-    query_seconds: float = Field(
-        default=QUERY_SECONDS, gt=0, le=3600, description="MongoDB stops a query after this long"
-    )
+    query_seconds: float = Field(default=10.0, gt=0, le=3600)  # then MongoDB stops a query
 
     @field_validator("uri")
     @classmethod

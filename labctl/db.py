@@ -6,9 +6,8 @@ Two backends speak the same pymongo collection API, so one small wrapper serves 
   its own, so every call holds an exclusive `flock` on the store's lock file for its duration.
   It holds password hashes, token digests and sessions: its folder is 0700, its files 0600.
 
-Every query has a time limit (`database.query_seconds`): MongoDB stops it there (`maxTimeMS`),
-so a query whose client has gone does not run on. The embedded store matches regular expressions
-with RE2, in time linear in the text, so none of its queries can take longer than a scan.
+MongoDB stops every query at `database.query_seconds` (`maxTimeMS`), also one whose client has
+gone; the embedded store matches regular expressions with RE2, in time linear in the text.
 
 The rest of labctl uses only `Database` and `Collection` below and the errors in `labctl.errors`.
 """
@@ -139,21 +138,16 @@ class _LinearRegex(Regex[str]):
 def _linear_regexes(filter: Any) -> Any:
     """`filter` with every `$regex` pattern text made a `_LinearRegex`."""
     if isinstance(filter, Mapping):
-        return {
-            key: _LinearRegex(value)
-            if key == "$regex" and isinstance(value, str)
-            else _linear_regexes(value)
-            for key, value in filter.items()
-        }
+        items = filter.items()
+        return {k: _LinearRegex(v) if k == "$regex" else _linear_regexes(v) for k, v in items}
     if isinstance(filter, list):
         return [_linear_regexes(item) for item in filter]
     return filter
 
 
 class Collection:
-    """A collection with labctl's small API; every result is materialised inside the lock.
-
-    `max_ms` is MongoDB's `maxTimeMS` for every query; None for the embedded store."""
+    """A collection with labctl's small API; every result is materialised inside the lock, every
+    query bounded by `max_ms` (MongoDB's `maxTimeMS`; None for the embedded store)."""
 
     def __init__(self, raw: Any, lock: _FileLock | None, max_ms: int | None) -> None:
         self._raw = raw
@@ -359,8 +353,7 @@ def _connect_embedded(config: DatabaseConfig) -> Database:
     try:
         with lock.held():
             client = litemongo.connect(location, tz_aware=True)
-            where = f"embedded store {config.path}"
-            db = Database(client[config.name], client, lock, where, max_ms=None)
+            db = Database(client[config.name], client, lock, f"embedded store {config.path}", None)
             db.ensure_indexes()
             narrow_tree(config.path / config.name)  # litemongo makes its files with the umask
     except (ValueError, sqlite3.Error, DatabaseError, OSError) as exc:
@@ -397,7 +390,7 @@ def _connect_mongo(config: DatabaseConfig) -> Database:
         client.close()
         raise DatabaseError(f"MongoDB at {hosts}: {str(exc).splitlines()[0]}") from None
     max_ms = int(config.query_seconds * 1000)
-    db = Database(client[config.name], client, None, where=f"MongoDB at {hosts}", max_ms=max_ms)
+    db = Database(client[config.name], client, None, f"MongoDB at {hosts}", max_ms)
     with _translate("indexes"):
         db.ensure_indexes()
     return db
