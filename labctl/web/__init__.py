@@ -72,7 +72,7 @@ def create_app(config: Config) -> FastAPI:
     for module in (login, pages, monitor, api):
         app.include_router(module.router)
     errors.install(app)
-    app.add_middleware(BodyLimit)  # inside the next: its refusal reaches the handlers as it is
+    app.add_middleware(BodyLimit)  # inside the next, which would wrap its 413 in an exception group
     app.middleware("http")(_security_headers)
     if settings.trusted_proxies:  # outermost: every route sees the proxy's client
         proxies = [str(network) for network in settings.trusted_proxies]
