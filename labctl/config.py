@@ -50,6 +50,7 @@ class DatabaseConfig(Settings):
     path: Path = Field(default_factory=lambda: default_data_dir() / "db")
     name: str = "labctl"
     timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    query_seconds: float = Field(default=10.0, gt=0, le=3600)  # then MongoDB stops a query
 
     @field_validator("uri")
     @classmethod
@@ -108,7 +109,7 @@ class DataSchema(Settings):
     @classmethod
     def _valid_names(cls, fields: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
         for name in fields:
-            if not FIELD_NAME.match(name):
+            if not FIELD_NAME.fullmatch(name):
                 raise ValueError(f"field name {name!r} must be dotted identifiers like runclass.id")
         return fields
 
@@ -191,7 +192,7 @@ class ClusterConfig(Settings):
     @classmethod
     def _absolute(cls, scratch: str) -> str:
         scratch = os.path.expanduser(scratch)
-        if not SAFE_PATH.match(scratch) or ".." in scratch.split("/"):
+        if not SAFE_PATH.fullmatch(scratch) or ".." in scratch.split("/"):
             raise ValueError("must be an absolute path of letters, digits and _ . - / only")
         return scratch.rstrip("/") or "/"
 
@@ -199,7 +200,7 @@ class ClusterConfig(Settings):
     @classmethod
     def _hops(cls, hops: list[str]) -> list[str]:
         for hop in hops:
-            if not re.match(HOP, hop):
+            if not re.fullmatch(HOP, hop):
                 raise ValueError(f"gateway {hop!r} must be [user@]host[:port]")
         return hops
 
@@ -311,7 +312,7 @@ class Config(Settings):
     @classmethod
     def _cluster_names(cls, clusters: dict[str, ClusterConfig]) -> dict[str, ClusterConfig]:
         for name in clusters:
-            if not CLUSTER_NAME.match(name):
+            if not CLUSTER_NAME.fullmatch(name):
                 raise ValueError(
                     f"cluster name {name!r}: up to 24 letters, digits, _ . - "
                     "(starting with a letter or digit)"
@@ -351,9 +352,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an impossible date (2021-13-01)
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: invalid YAML{where}") from None

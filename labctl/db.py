@@ -6,6 +6,9 @@ Two backends speak the same pymongo collection API, so one small wrapper serves 
   its own, so every call holds an exclusive `flock` on the store's lock file for its duration.
   It holds password hashes, token digests and sessions: its folder is 0700, its files 0600.
 
+MongoDB stops every query at `database.query_seconds` (`maxTimeMS`), also one whose client has
+gone; the embedded store matches regular expressions with RE2, in time linear in the text.
+
 The rest of labctl uses only `Database` and `Collection` below and the errors in `labctl.errors`.
 """
 
@@ -24,11 +27,19 @@ from urllib.parse import ParseResult
 import bson.errors
 import pymongo
 import pymongo.errors
+from bson.regex import Regex
 from pymongo import ReturnDocument
 
 from labctl.config import DatabaseConfig
-from labctl.errors import DatabaseError, DatabaseUnreachable, DuplicateError, ValidationError
+from labctl.errors import (
+    DatabaseError,
+    DatabaseUnreachable,
+    DuplicateError,
+    QueryTimeout,
+    ValidationError,
+)
 from labctl.private import narrow_tree, open_private, private_dir
+from labctl.regex import compile_linear
 
 Doc = dict[str, Any]
 Filter = Mapping[str, Any]
@@ -99,6 +110,11 @@ def _translate(where: str) -> Iterator[None]:
         raise DuplicateError(f"{where}: duplicate key {key}".rstrip()) from None
     except (pymongo.errors.ServerSelectionTimeoutError, pymongo.errors.ConnectionFailure):
         raise DatabaseUnreachable(f"{where}: lost the connection to the database") from None
+    except pymongo.errors.ExecutionTimeout:
+        raise QueryTimeout(
+            f"{where}: the query ran out of time (database.query_seconds) and was stopped; "
+            "narrow it, or simplify its regular expression"
+        ) from None
     except pymongo.errors.PyMongoError as exc:
         raise DatabaseError(f"{where}: {str(exc).splitlines()[0]}") from None
     except sqlite3.Error as exc:  # the embedded store's files (disk full, corrupt file, ...)
@@ -107,12 +123,37 @@ def _translate(where: str) -> Iterator[None]:
         raise ValidationError(f"{where}: a value cannot be stored: {exc}") from None
 
 
-class Collection:
-    """A collection with labctl's small API; every result is materialised inside the lock."""
+class _LinearRegex(Regex[str]):
+    """A `$regex` for the embedded store, matched by RE2: its matcher (mongomock's) compiles a
+    bson `Regex` with `try_compile()` and only calls `search` on the result."""
 
-    def __init__(self, raw: Any, lock: _FileLock | None) -> None:
+    def __init__(self, pattern: str) -> None:
+        super().__init__(pattern)
+        self._compiled = compile_linear(pattern, "$regex")
+
+    def try_compile(self) -> Any:
+        return self._compiled
+
+
+def _linear_regexes(filter: Any) -> Any:
+    """`filter` with every `$regex` pattern text made a `_LinearRegex`."""
+    if isinstance(filter, Mapping):
+        items = filter.items()
+        return {k: _LinearRegex(v) if k == "$regex" else _linear_regexes(v) for k, v in items}
+    if isinstance(filter, list):
+        return [_linear_regexes(item) for item in filter]
+    return filter
+
+
+class Collection:
+    """A collection with labctl's small API; every result is materialised inside the lock, every
+    query bounded by `max_ms` (MongoDB's `maxTimeMS`; None for the embedded store)."""
+
+    def __init__(self, raw: Any, lock: _FileLock | None, max_ms: int | None) -> None:
         self._raw = raw
         self._lock = lock
+        self._max_ms = max_ms
+        self._max_time = {"maxTimeMS": max_ms} if max_ms else {}
         self.name: str = raw.name
 
     def _guard(self) -> AbstractContextManager[None]:
@@ -122,6 +163,9 @@ class Collection:
     def _op(self) -> Iterator[None]:
         with self._guard(), _translate(self.name):
             yield
+
+    def _filter(self, filter: Filter | None) -> Doc:
+        return _linear_regexes(filter or {}) if self._lock else dict(filter or {})
 
     def insert(self, doc: Doc) -> None:
         with self._op():
@@ -142,7 +186,7 @@ class Collection:
     ) -> list[Doc]:
         proj = _projection(projection)
         with self._op():
-            cursor = self._raw.find(dict(filter or {}), proj)
+            cursor = self._raw.find(self._filter(filter), proj, max_time_ms=self._max_ms)
             if sort:
                 cursor = cursor.sort(list(sort))
             if skip:
@@ -153,7 +197,9 @@ class Collection:
 
     def find_one(self, filter: Filter, projection: Sequence[str] | None = None) -> Doc | None:
         with self._op():
-            found: Doc | None = self._raw.find_one(dict(filter), _projection(projection))
+            found: Doc | None = self._raw.find_one(
+                self._filter(filter), _projection(projection), max_time_ms=self._max_ms
+            )
             return found
 
     def claim(
@@ -162,7 +208,7 @@ class Collection:
         """Atomically update the first matching document and return it as it is afterwards."""
         with self._op():
             doc: Doc | None = self._raw.find_one_and_update(
-                dict(filter),
+                self._filter(filter),
                 dict(update),
                 sort=list(sort) if sort else None,
                 return_document=ReturnDocument.AFTER,
@@ -175,19 +221,19 @@ class Collection:
         """Apply `update` (inserting a document if none matches and `upsert`); return matches."""
         with self._op():
             method = self._raw.update_many if many else self._raw.update_one
-            return int(method(dict(filter), dict(update), upsert=upsert).matched_count)
+            return int(method(self._filter(filter), dict(update), upsert=upsert).matched_count)
 
     def delete(self, filter: Filter) -> int:
         with self._op():
-            return int(self._raw.delete_one(dict(filter)).deleted_count)
+            return int(self._raw.delete_one(self._filter(filter)).deleted_count)
 
     def count(self, filter: Filter | None = None) -> int:
         with self._op():
-            return int(self._raw.count_documents(dict(filter or {})))
+            return int(self._raw.count_documents(self._filter(filter), **self._max_time))
 
     def distinct(self, field: str, filter: Filter | None = None) -> list[Any]:
         with self._op():
-            return list(self._raw.distinct(field, dict(filter or {})))
+            return list(self._raw.distinct(field, self._filter(filter), **self._max_time))
 
     def create_index(self, field: str, *, unique: bool = False) -> None:
         with self._op():
@@ -213,14 +259,17 @@ def _projection(fields: Sequence[str] | None) -> dict[str, int] | None:
 class Database:
     """The three collections (`data`, `queue`, `users`) and `meta` (heartbeats)."""
 
-    def __init__(self, raw_db: Any, client: Any, lock: _FileLock | None, where: str) -> None:
+    def __init__(
+        self, raw_db: Any, client: Any, lock: _FileLock | None, where: str, max_ms: int | None
+    ) -> None:
         self._raw_db = raw_db
         self._client = client
         self._lock = lock
+        self._max_ms = max_ms
         self.where = where
 
     def __getitem__(self, name: str) -> Collection:
-        return Collection(self._raw_db[name], self._lock)
+        return Collection(self._raw_db[name], self._lock, self._max_ms)
 
     @property
     def data(self) -> Collection:
@@ -304,7 +353,7 @@ def _connect_embedded(config: DatabaseConfig) -> Database:
     try:
         with lock.held():
             client = litemongo.connect(location, tz_aware=True)
-            db = Database(client[config.name], client, lock, where=f"embedded store {config.path}")
+            db = Database(client[config.name], client, lock, f"embedded store {config.path}", None)
             db.ensure_indexes()
             narrow_tree(config.path / config.name)  # litemongo makes its files with the umask
     except (ValueError, sqlite3.Error, DatabaseError, OSError) as exc:
@@ -340,7 +389,8 @@ def _connect_mongo(config: DatabaseConfig) -> Database:
     except pymongo.errors.PyMongoError as exc:  # e.g. authentication failed
         client.close()
         raise DatabaseError(f"MongoDB at {hosts}: {str(exc).splitlines()[0]}") from None
-    db = Database(client[config.name], client, None, where=f"MongoDB at {hosts}")
+    max_ms = int(config.query_seconds * 1000)
+    db = Database(client[config.name], client, None, f"MongoDB at {hosts}", max_ms)
     with _translate("indexes"):
         db.ensure_indexes()
     return db

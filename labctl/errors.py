@@ -55,3 +55,9 @@ class PermissionDenied(LabctlError):
     """The user may not do this (someone else's job or experiment, an admin's operation)."""
 
     exit_code = 3
+
+
+class QueryTimeout(DatabaseError):
+    """A query ran longer than its time limit and the store stopped it."""
+
+    exit_code = 2

@@ -28,7 +28,7 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def check_username(username: str) -> str:
-    if not USERNAME.match(username):
+    if not USERNAME.fullmatch(username):
         raise ValidationError(
             f"username {username!r} must be 1-32 lower-case letters, digits, '_', '.', '-'"
         )
@@ -50,7 +50,7 @@ def new_user(
     now: dt.datetime,
 ) -> dict[str, Any]:
     """A `users` document without a password; `hash_password` makes the `password_hash`."""
-    if email and not EMAIL.match(email):
+    if email and not EMAIL.fullmatch(email):
         raise ValidationError(f"email {email!r} is not an e-mail address")
     return {
         "username": check_username(username),

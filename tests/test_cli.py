@@ -18,6 +18,7 @@ from labctl.cli import cli
 from labctl.config import Config
 from labctl.db import connect
 from labctl.errors import DatabaseError
+from tests.hostile import alias_bomb, nested
 
 
 @pytest.fixture
@@ -204,6 +205,92 @@ def test_bad_input_is_one_line_and_non_zero(run, args: list[str], message: str, 
     assert result.output.startswith("error: ")
     assert result.output.count("\n") == 1
     assert "Traceback" not in result.output
+
+
+LOG = ["log", "20211215_093527", "--user", "a", "--raw-path", "/x"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            [*LOG, "--set", f"x={alias_bomb()}"],
+            "field 'x': YAML anchors and aliases are not allowed",
+        ),
+        ([*LOG, "--set", f"x={nested(1000)}"], "nested deeper than 20 levels"),  # was exit 70
+        ([*LOG, "--set", "day=0000-01-01"], "field 'day': an impossible value"),  # was exit 70
+        ([*LOG, "--set", "day=2021-13-01"], "month must be in 1..12"),
+        ([*LOG, "--set", ".".join(["a"] * 5000) + "=1"], "field name"),  # was exit 70
+        ([*LOG, "--set", "cond={$gt: 1}"], "looks like an operator"),
+        ([*LOG, "--set", f"n={2**70}"], "cannot be stored"),
+        ([*LOG, "--set", "_id=x"], "set by labctl"),
+        (["query", "--since", "0000-01-01"], "--since takes a date"),  # was exit 70
+        (["query", "--until", "2021-13-01"], "--until takes a date"),
+        (["query", "--where", "user~(a)\\1"], "bad regular expression"),
+    ],
+)
+def test_malformed_values_are_one_line_exit_2_and_store_nothing(  # type: ignore[no-untyped-def]
+    run, args: list[str], message: str
+) -> None:
+    result = run(*args)
+    assert (result.exit_code, result.output.count("\n")) == (2, 1), result.output
+    assert result.output.startswith("error: ") and message in result.output
+    assert json.loads(run("query", "--json").output) == []
+
+
+def _entries_file(path: Path, entries: list[dict[str, object]]) -> Path:
+    path.write_text(yaml.safe_dump(entries))
+    return path
+
+
+def test_a_batch_is_checked_whole_before_the_first_write(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path
+) -> None:
+    """A value beyond 64 bits late in 1,000 entries stored the 998 before it (issue 11)."""
+    entries = [
+        {"dataset": f"20230101_{i // 60:04d}{i % 60:02d}", "user": "a", "data_raw_path": "/a"}
+        for i in range(1000)
+    ]
+    entries[998]["n"] = 2**70
+    refused = run("log", "--from-file", str(_entries_file(tmp_path / "new.yaml", entries)))
+    assert refused.exit_code == 2 and "cannot be stored" in refused.output
+    assert json.loads(run("query", "--json").output) == []
+
+    del entries[998]["n"]
+    assert (
+        run("log", "--from-file", str(_entries_file(tmp_path / "ok.yaml", entries))).exit_code == 0
+    )
+    changes = [{"dataset": e["dataset"], "n": 1} for e in entries]
+    changes[998]["n"] = 2**70
+    refused = run(
+        "log", "--update", "--from-file", str(_entries_file(tmp_path / "u.yaml", changes))
+    )
+    assert refused.exit_code == 2 and "cannot be stored" in refused.output
+    assert json.loads(run("query", "--where", "n=1", "--json").output) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "- dataset: 20211215_093527\n  user: a\n",
+            "entry 1: dataset id 20211215093527 was read as "
+            "a number: dataset ids must be quoted in YAML: '20211215_093527'",
+        ),
+        (alias_bomb(), "YAML anchors and aliases are not allowed"),
+        (f"dataset: '20211215_093527'\nx: {nested(1000)}\n", "nested deeper than 20 levels"),
+        ("dataset: '20211215_093527'\nday: 2021-13-01\n", "month must be in 1..12"),
+        (b"dataset: '20211215_093527'\nuser: J\xfcrgen\n", "is not UTF-8 text (byte 34)"),
+    ],
+)
+def test_a_malformed_entries_file_is_one_line(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, text: str | bytes, message: str
+) -> None:
+    path = tmp_path / "entries.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    result = run("log", "--from-file", str(path))
+    assert (result.exit_code, result.output.count("\n")) == (2, 1), result.output
+    assert f"error: {path}" in result.output and message in result.output
 
 
 def test_users(run, config: Config) -> None:  # type: ignore[no-untyped-def]

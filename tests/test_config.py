@@ -65,6 +65,10 @@ def test_schema_fields_and_mongo_uri(tmp_path: Path) -> None:
         ("database: [1, 2\n", "invalid YAML at line"),
         ("- just\n- a list\n", "expected a mapping"),
         ("database:\n  timeout_seconds: -1\n", "database.timeout_seconds"),
+        ("database:\n  query_seconds: 0\n", "database.query_seconds"),
+        ('data:\n  fields:\n    "user\\n": {type: str}\n', "must be dotted identifiers"),
+        ('clusters:\n  "raven\\n": {type: local, scratch: /tmp/x}\n', "cluster name"),
+        ("user: 2021-13-01\n", "invalid YAML"),  # an impossible date: was exit 70
     ],
 )
 def test_invalid_config_names_the_file_and_the_problem(
@@ -76,6 +80,13 @@ def test_invalid_config_names_the_file_and_the_problem(
     assert message in str(err.value)
     assert str(path) in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("user: J\xfcrgen\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(byte 7\)$"):
+        load_config(path)
 
 
 def test_missing_or_unreadable_config(tmp_path: Path) -> None:

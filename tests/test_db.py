@@ -16,7 +16,13 @@ import pytest
 
 from labctl.config import DatabaseConfig
 from labctl.db import INDEXES, Database, connect
-from labctl.errors import DatabaseError, DatabaseUnreachable, DuplicateError
+from labctl.errors import (
+    DatabaseError,
+    DatabaseUnreachable,
+    DuplicateError,
+    QueryTimeout,
+    ValidationError,
+)
 from tests.modes import modes, private
 
 T0 = datetime(2021, 12, 15, 9, 35, 27, 123000, tzinfo=UTC)  # BSON keeps milliseconds
@@ -380,3 +386,35 @@ def test_plain_uri_without_replica_set_reaches_the_same_server(mongo_uri: str) -
             plain_db.data.insert({"dataset": "via-plain"})
     with connect(DatabaseConfig(uri=mongo_uri, name=name)) as rs_db:
         assert sorted(rs_db.data.distinct("dataset")) == ["via-plain", "via-replica-set"]
+
+
+CATASTROPHIC = "^(a+)+$"  # exponential for a backtracking matcher on "aaa...a!"
+
+
+def test_a_catastrophic_regex_cannot_hold_the_store(db_config: DatabaseConfig) -> None:
+    """The embedded store matches with RE2 (linear time); MongoDB stops the query at
+    `query_seconds`. Without either, each of these queries takes several seconds."""
+    config = db_config.model_copy(update={"query_seconds": 0.5})
+    with connect(config) as db:
+        db.data.insert_many([{"dataset": f"d{i}", "note": "a" * 17 + "!"} for i in range(1000)])
+        for query in (db.data.find, db.data.count):
+            start = time.monotonic()
+            if db_config.embedded:
+                assert query({"note": {"$regex": CATASTROPHIC}}) in ([], 0)
+                assert query({"note": {"$regex": "^a+!$"}}) in (db.data.find({}), 1000)
+            else:
+                with pytest.raises(QueryTimeout, match="ran out of time") as stopped:
+                    query({"note": {"$regex": CATASTROPHIC}})
+                assert stopped.value.exit_code == 2 and "\n" not in str(stopped.value)
+            assert time.monotonic() - start < 3
+
+
+def test_regex_outside_re2_is_refused_by_the_embedded_store(db: Database) -> None:
+    """labctl's filters only hold RE2 patterns (`catalog/query.py`); MongoDB's PCRE has more."""
+    db.data.insert({"dataset": "d", "user": "aa"})
+    backreference = {"user": {"$regex": r"(a)\1"}}
+    if db.hello() is None:
+        with pytest.raises(ValidationError, match="bad regular expression"):
+            db.data.find(backreference)
+    else:
+        assert [d["dataset"] for d in db.data.find(backreference)] == ["d"]

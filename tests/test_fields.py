@@ -1,10 +1,15 @@
 import datetime as dt
+import json
+import time
 
 import pytest
 
 from labctl.catalog.fields import (
+    check_field_name,
+    check_update,
     coerce,
     data_json_schema,
+    dataset_text,
     flatten,
     get_dotted,
     new_data_entry,
@@ -12,11 +17,14 @@ from labctl.catalog.fields import (
     parse_dataset_id,
     parse_text,
     set_dotted,
+    typed_fields,
     update_of,
 )
 from labctl.config import DataSchema, FieldSpec
 from labctl.errors import ValidationError
+from labctl.limits import DOCUMENT_BYTES, FIELDS
 from labctl.users import hash_password, new_user, verify_password
+from tests.hostile import alias_bomb, nested
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 SCHEMA = DataSchema(
@@ -45,11 +53,26 @@ def test_dataset_id_is_a_real_timestamp() -> None:
         "20210230_000000",
         "20211215_246000",
         " 20211215_093527",
-        "20211215_093527\n",
         "x",
     ]:
         with pytest.raises(ValidationError):
             parse_dataset_id(bad)
+    with pytest.raises(ValidationError, match="not of the form"):
+        parse_dataset_id("20211215_093527\n")  # `$` of re.match matches before a final newline
+
+
+def test_a_dataset_id_read_as_a_number_says_to_quote_it() -> None:
+    """YAML 1.1 reads an unquoted 20211215_093527 as the integer 20211215093527."""
+    assert dataset_text("20211215_093527") == "20211215_093527"
+    quote = "dataset ids must be quoted in YAML: '20211215_093527'"
+    with pytest.raises(ValidationError, match=quote):
+        dataset_text(20211215093527)
+    with pytest.raises(ValidationError, match=quote):
+        parse_dataset_id(20211215093527)
+    with pytest.raises(ValidationError, match="quoted in YAML: 'YYYYMMDD_HHMMSS'"):
+        dataset_text(2021121093527)
+    with pytest.raises(ValidationError, match="must be text"):
+        dataset_text(None)
 
 
 @pytest.mark.parametrize(
@@ -99,14 +122,41 @@ def test_bad_values_name_the_field(kind: str, text: str) -> None:
 
 
 def test_free_values_are_typed_by_yaml() -> None:
-    assert parse_text("3") == 3
-    assert parse_text("2.5") == 2.5
-    assert parse_text("true") is True
-    assert parse_text("[1, 2]") == [1, 2]
-    assert parse_text("hello world") == "hello world"
-    assert parse_text("") == ""
-    assert parse_text("null") is None
-    assert parse_text("a: [") == "a: ["  # not YAML: kept as text
+    assert parse_text("3", "f") == 3
+    assert parse_text("2.5", "f") == 2.5
+    assert parse_text("true", "f") is True
+    assert parse_text("[1, 2]", "f") == [1, 2]
+    assert parse_text("hello world", "f") == "hello world"
+    assert parse_text("", "f") == ""
+    assert parse_text("null", "f") is None
+    assert parse_text("a: [", "f") == "a: ["  # not YAML: kept as text
+    assert parse_text("2021-12-15", "f") == dt.datetime(2021, 12, 15, tzinfo=dt.UTC)
+
+
+def test_yaml_values_have_no_aliases_and_bounded_depth() -> None:
+    """A "billion laughs" of 431 bytes is refused at once, before anything is expanded."""
+    started = time.monotonic()
+    with pytest.raises(ValidationError, match="field 'x': YAML anchors and aliases are not"):
+        parse_text(alias_bomb(), "x")
+    with pytest.raises(ValidationError, match="aliases"):
+        parse_text("[&a 1, *a]", "x")
+    assert parse_text(nested(20), "x") == json.loads(nested(20))
+    for depth in (21, 100_000):  # the second was a RecursionError: exit 70
+        with pytest.raises(ValidationError, match="nested deeper than 20 levels"):
+            parse_text(nested(depth), "x")
+    with pytest.raises(ValidationError, match="longer than"):
+        parse_text("x" * (DOCUMENT_BYTES + 1), "x")
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("text", ["0000-01-01", "2021-13-01", "2021-02-30", "2021-12-15 25:00:00"])
+@pytest.mark.parametrize("kind", ["date", "datetime", None])
+def test_impossible_dates_are_one_clear_line(text: str, kind: str | None) -> None:
+    """These were a ValueError out of YAML's timestamp reader: exit 70 / HTTP 500."""
+    schema = DataSchema(fields={"day": FieldSpec(type=kind)} if kind else {})
+    with pytest.raises(ValidationError, match="field 'day'") as refused:
+        typed_fields({"day": text}, schema)
+    assert "\n" not in str(refused.value)
 
 
 def test_new_entry_types_nests_and_stamps() -> None:
@@ -152,6 +202,59 @@ def test_required_and_managed_fields() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"n": str(2**70)}, "cannot be stored: beyond 64-bit integers"),
+        ({"n_planes": 2**70}, "cannot be stored: beyond 64-bit integers"),
+        ({"n": [1, -(2**63) - 1]}, "beyond 64-bit"),
+        ({"cond": "{$gt: 1}"}, "key '\\$gt' looks like an operator"),
+        ({"cond": {"a": [{"$where": "x"}]}}, "looks like an operator"),
+        ({"cond": {"a.b": 1}}, "without '.' or NUL"),
+        ({"cond": {"a\0": 1}}, "without '.' or NUL"),
+        ({"cond": {"": 1}}, "1 to 128 characters"),
+        ({"cond": {"k" * 129: 1}}, "1 to 128 characters"),
+        ({"cond": "{1: a}"}, "key 1 is not text"),
+        ({"cond": "!!set {a, b}"}, "a set cannot be stored"),
+        ({"cond": {"x": dt.date(2021, 1, 1)}}, "a date cannot be stored"),
+        ({"a.b.c": json.loads(nested(19))}, "nested deeper than 20 levels"),
+        ({".".join(["a"] * 11): 1}, "at most 10 parts of 128 characters"),
+        ({"a" * 129: 1}, "at most 10 parts of 128 characters"),
+        ({".".join(["a"] * 100_000): 1}, "at most 10 parts"),  # was a RecursionError
+        ({"_id": "x"}, "'_id' is set by labctl"),
+        ({"dataset.x": "y"}, "'dataset.x' is set by labctl"),
+        ({"created_by.name": "y"}, "set by labctl"),
+    ],
+)
+def test_values_the_store_cannot_hold_are_refused_at_input(
+    fields: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        typed_fields(fields, SCHEMA)
+
+
+def test_a_whole_entry_is_bounded() -> None:
+    base = {"user": "c", "data_raw_path": "/x"}
+    many = {f"f{i}": i for i in range(FIELDS)}
+    with pytest.raises(ValidationError, match=f"more than the {FIELDS} an entry may have"):
+        new_data_entry("20211215_093527", {**base, **many}, SCHEMA, "x", NOW)
+    big = {f"f{i}": "x" * 100_000 for i in range(10)}
+    with pytest.raises(ValidationError, match="bytes as stored, more than the 1,000,000"):
+        new_data_entry("20211215_093527", {**base, **big}, SCHEMA, "x", NOW)
+
+
+def test_an_update_is_checked_against_the_entry_it_changes() -> None:
+    entry = new_data_entry(
+        "20211215_093527", {"user": "c", "data_raw_path": "/x", "a": "1"}, SCHEMA, "x", NOW
+    )
+    check_update(entry, update_of({"b": "2"}, SCHEMA, "x", NOW))
+    with pytest.raises(ValidationError, match="conflicts with the plain value of 'a'"):
+        check_update(entry, update_of({"a.b": "2"}, SCHEMA, "x", NOW))
+    entry["blob"] = "x" * 600_000
+    with pytest.raises(ValidationError, match="bytes as stored"):
+        check_update(entry, update_of({"blob2": "y" * 600_000}, SCHEMA, "x", NOW))
+
+
 def test_update_sets_dotted_fields_and_keeps_required_ones() -> None:
     change = update_of({"runclass.id": "B", "n_planes": "3"}, SCHEMA, "dana", NOW)
     assert change == {
@@ -191,9 +294,22 @@ def test_users_and_passwords() -> None:
     assert not verify_password("not-a-hash", "anything")
     with pytest.raises(ValidationError, match="at least 8"):
         hash_password("short")
-    for bad in [("Charlie", "", "member"), ("c", "no-at", "member"), ("c", "", "boss")]:
+    for bad in [
+        ("Charlie", "", "member"),
+        ("c", "no-at", "member"),
+        ("c", "", "boss"),
+        ("charlie\n", "", "member"),
+        ("c", "c@lab.org\n", "member"),
+    ]:
         with pytest.raises(ValidationError):
             new_user(bad[0], "", bad[1], bad[2], {}, NOW)
+
+
+def test_field_names_with_a_trailing_newline_are_refused() -> None:
+    assert check_field_name("runclass.id") == "runclass.id"
+    for bad in ["runclass.id\n", "user\n"]:
+        with pytest.raises(ValidationError, match="field name"):
+            check_field_name(bad)
 
 
 def test_assignments() -> None:

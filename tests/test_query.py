@@ -1,4 +1,5 @@
 import datetime as dt
+import time
 
 import pytest
 
@@ -39,6 +40,10 @@ def test_where_conditions(text: str, expected: dict[str, object]) -> None:
         ("$where=1", "cannot read condition"),
         ("a..b=1", "field name"),
         ("user~[", "bad regular expression"),
+        ("user~(a)\\1", "bad regular expression.*invalid escape"),  # RE2: no backreferences
+        ("user~(?=a)", "bad regular expression"),  # nor lookarounds
+        ("day>2021-13-01", "field 'day'"),  # an impossible date was a ValueError: exit 70
+        ("x=[&a 1, *a]", "aliases are not allowed"),
         ("user in ,", "at least one value"),
         ("n_planes>many", "must be int"),
     ],
@@ -66,14 +71,29 @@ def test_build_filter_joins_with_and_and_adds_date_window() -> None:
     assert build_filter(["user=c"], SCHEMA) == {"user": {"$eq": "c"}}
     until = build_filter([], SCHEMA, until="2021-12-31T12:00:00")
     assert until == {"acquired_at": {"$lte": dt.datetime(2021, 12, 31, 12, tzinfo=dt.UTC)}}
-    with pytest.raises(ValidationError, match="--since takes a date"):
-        build_filter([], SCHEMA, since="last week")
+    for bad in ("last week", "0000-01-01", "2021-13-01", "2021-12-15T25:00"):
+        with pytest.raises(ValidationError, match="--since takes a date"):
+            build_filter([], SCHEMA, since=bad)
+    day = build_filter(["day=2021-12-15"], SCHEMA)  # a free field: a YAML date, stored as UTC
+    assert day == {"day": {"$eq": dt.datetime(2021, 12, 15, tzinfo=dt.UTC)}}
+
+
+def test_reading_a_condition_takes_linear_time() -> None:
+    started = time.monotonic()
+    for text in ["a" + " " * 100_000 + "x", "a" * 100_000 + " ", "a" + " " * 50_000 + "in"]:
+        with pytest.raises(ValidationError):
+            parse_where(text, SCHEMA)
+    assert time.monotonic() - started < 1
 
 
 def test_check_filter_refuses_operators_outside_the_language() -> None:
     assert check_filter({"user": "c", "n": {"$gt": 1}}) == {"user": "c", "n": {"$gt": 1}}
     with pytest.raises(ValidationError, match="where"):
         check_filter({"n": {"$where": "sleep(1000)"}})
+    with pytest.raises(ValidationError, match="bad regular expression"):
+        check_filter({"n": {"$regex": "(a)\\1"}})
+    with pytest.raises(ValidationError, match="not text"):
+        check_filter({"n": {"$regex": 3}})
     with pytest.raises(ValidationError, match="field name"):
         check_filter({"$or": [{"a": 1}]})
     with pytest.raises(ValidationError, match="mapping"):

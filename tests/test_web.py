@@ -37,11 +37,13 @@ from labctl.jobs.job import Job
 from labctl.jobs.queue import get_job, read_job, transition
 from labctl.jobs.states import FailureReason, InvalidTransition, JobState
 from labctl.jobs.submit import JobRequest, submit_job
+from labctl.limits import REQUEST_BYTES
 from labctl.stages.heartbeat import beat, record_sessions
 from labctl.users import add_user
 from labctl.web import create_app
 from labctl.web.auth import LoginLimiter, open_session, session_principal
 from labctl.web.problems import status_of
+from tests.hostile import alias_bomb, nested
 from tests.jobfixtures import DATASET, transfer_record
 from tests.webfixtures import csrf_token, free_port, login, password, seed, web_config
 
@@ -540,6 +542,40 @@ def test_edit_refuses_bad_values_beside_the_field(browser: Browser, db: Database
     assert "required" in _field(answer.text, "f-user")
     assert "must be int" in answer.text
     assert get_entry(db, DATASET)["user"] == "charlie"
+
+
+def test_an_operator_value_is_refused_and_one_stored_by_other_means_does_not_block_saving(
+    browser: Browser, db: Database
+) -> None:
+    alice = browser("alice")
+    token = csrf_token(alice, f"/entry/{DATASET}")
+    for value in ("{$gt: 1}", alias_bomb(), nested(1000)):
+        refused = alice.post(
+            f"/entry/{DATASET}",
+            data={"csrf_token": token, "extra_key": ["cond"], "extra_value": [value]},
+        )
+        assert refused.status_code == 422 and "Nothing was saved" in refused.text
+    assert "cond" not in get_entry(db, DATASET)
+
+    db.data.update({"dataset": DATASET}, {"$set": {"cond": {"$gt": 1}}})  # not through labctl
+    html = alice.get(f"/entry/{DATASET}").text
+    assert "cond.$gt" in html and 'name="f.cond.$gt"' not in html  # shown, not offered
+    form = dict(re.findall(r'name="(f\.[\w.]+)" value="([^"]*)"', html))
+    form.update({"f.cond.$gt": "2", "csrf_token": token, "extra_key": "quality"})
+    saved = alice.post(
+        f"/entry/{DATASET}", data={**form, "extra_value": "4"}, follow_redirects=False
+    )
+    assert saved.status_code == 303, saved.text
+    entry = get_entry(db, DATASET)
+    assert entry["quality"] == 4 and entry["cond"] == {"$gt": 1}
+
+
+def test_a_form_beyond_the_body_limit_is_413(browser: Browser, db: Database) -> None:
+    alice = browser("alice")
+    form = {"csrf_token": csrf_token(alice, "/add"), "dataset": "20220101_120000"}
+    answer = alice.post("/add", data={**form, "f.user": "x" * REQUEST_BYTES})
+    assert answer.status_code == 413 and "larger than 2,000,000 bytes" in answer.text
+    assert db.data.count() == 1
 
 
 # --- monitor -------------------------------------------------------------------------------------

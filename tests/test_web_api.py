@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +18,12 @@ from labctl.cli import cli
 from labctl.config import Config
 from labctl.db import Database
 from labctl.jobs.queue import get_job
+from labctl.limits import REQUEST_BYTES
 from labctl.stages.heartbeat import beat
 from labctl.stages.loop import run_stages
 from labctl.users import create_token
 from labctl.web import create_app
+from tests.hostile import alias_bomb, nested
 from tests.jobfixtures import DATASET
 from tests.webfixtures import csrf_token, login, seed, web_config
 
@@ -304,6 +307,70 @@ def test_values_beyond_the_store_and_overlapping_fields(client: TestClient, toke
         f"{V1}/experiments", params={"fields": ["runclass", "runclass.id"]}, headers=bob
     )
     assert both.status_code == 200 and both.json()["total"] == 1
+
+
+NEW = "20220101_120000"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"x": alias_bomb()}, "field 'x': YAML anchors and aliases are not allowed"),
+        ({"x": nested(1000)}, "nested deeper than 20 levels"),
+        ({"x": json.loads(nested(30))}, "nested deeper than 20 levels"),
+        ({"session_date": "0000-01-01"}, "field 'session_date'"),  # was HTTP 500
+        ({"when": "2021-13-01"}, "month must be in 1..12"),  # was HTTP 500
+        ({"cond": {"$gt": 1}}, "looks like an operator"),
+        ({"cond": "{$gt: 1}"}, "looks like an operator"),
+        ({".".join(["a"] * 20): 1}, "field name"),  # was HTTP 500
+        ({"_id": "x"}, "set by labctl"),  # was HTTP 500 in a PATCH
+        ({"note": "x" * 1_500_000}, "longer than the 1,000,000 bytes"),
+    ],
+)
+def test_malformed_fields_are_422_and_store_nothing(
+    client: TestClient, tokens: Any, db: Database, fields: dict[str, Any], message: str
+) -> None:
+    before = get_entry(db, DATASET)
+    created = _create(client, tokens["bob"], NEW, **fields)
+    assert created.status_code == 422 and message in created.json()["detail"], created.text
+    patch = {"fields": fields}
+    patched = client.patch(f"{V1}/experiments/{DATASET}", json=patch, headers=tokens["alice"])
+    assert patched.status_code == 422 and message in patched.json()["detail"], patched.text
+    assert db.data.count() == 1 and get_entry(db, DATASET) == before
+
+
+def test_malformed_queries_are_422(client: TestClient, tokens: Any) -> None:
+    for params in (
+        {"since": "0000-01-01"},  # was HTTP 500
+        {"until": "2021-13-01"},
+        {"where": "user~(a)\\1"},  # RE2: no backreferences
+        {"where": f"x={alias_bomb()}"},
+    ):
+        answer = client.get(f"{V1}/experiments", params=params, headers=tokens["bob"])
+        assert answer.status_code == 422, (params, answer.text)
+    deep = client.post(
+        f"{V1}/experiments",
+        content=f'{{"dataset": "{NEW}", "fields": {{"x": {nested(100_000)}}}}}',
+        headers={**tokens["bob"], "Content-Type": "application/json"},
+    )
+    assert deep.status_code in (400, 422), deep.text
+
+
+def test_a_body_beyond_the_limit_is_413_before_it_is_read(
+    client: TestClient, tokens: Any, db: Database
+) -> None:
+    body = json.dumps({"dataset": NEW, "fields": {"note": "x" * REQUEST_BYTES}}).encode()
+    headers = {**tokens["bob"], "Content-Type": "application/json"}
+    sized = client.post(f"{V1}/experiments", content=body, headers=headers)
+    assert sized.status_code == 413 and "larger than 2,000,000 bytes" in sized.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    chunked = client.post(f"{V1}/experiments", content=chunks(), headers=headers)
+    assert chunked.status_code == 413
+    assert db.data.count() == 1
 
 
 def _stopped(group: int, timeout: float = 10) -> bool:

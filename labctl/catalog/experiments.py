@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from labctl.catalog.fields import data_json_schema, new_data_entry, parse_dataset_id, update_of
+from labctl.catalog.fields import (
+    check_update,
+    data_json_schema,
+    new_data_entry,
+    parse_dataset_id,
+    update_of,
+)
 from labctl.catalog.rights import Actor, check_change, check_new
 from labctl.clock import utcnow
 from labctl.config import Config
@@ -30,9 +36,10 @@ def log_entries(
 ) -> list[dict[str, Any]]:
     """Store new experiments (or, with `update`, change existing ones); return what is stored.
 
-    Every entry is validated, and checked for existence and for `actor`'s rights (see
-    catalog/rights.py; None: whoever holds the database credential, as `config.user`), before
-    anything is written, so one bad entry in a batch leaves the database untouched.
+    Every entry is validated, and checked for existence, for `actor`'s rights (see
+    catalog/rights.py; None: whoever holds the database credential, as `config.user`) and for
+    being storable (as it will be, for an update), before anything is written, so one bad entry
+    in a batch leaves the database untouched.
     """
     actor = actor or Actor(config.user, admin=True)
     ids = [dataset for dataset, _ in entries]
@@ -50,6 +57,7 @@ def log_entries(
         changes = [(d, update_of(fields, config.data, config.user, now)) for d, fields in entries]
         for dataset, change in changes:
             check_change(actor, existing[dataset], change["$set"], config.data)
+            check_update(existing[dataset], change)
         for dataset, change in changes:
             db.data.update({"dataset": dataset}, change)
     else:

@@ -6,6 +6,7 @@ Pure functions: they take values and the configured schema and return documents 
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
@@ -13,18 +14,36 @@ from typing import Any
 
 import yaml
 
+from labctl.catalog import yamltext
+from labctl.catalog.storable import check_entry, check_value
 from labctl.config import FIELD_NAME, DataSchema, FieldType
 from labctl.errors import ValidationError
+from labctl.limits import DOCUMENT_BYTES, NAME_PART_CHARS, NAME_PARTS
 
-DATASET_ID = re.compile(r"^\d{8}_\d{6}$")
+DATASET_ID = re.compile(r"^[0-9]{8}_[0-9]{6}$")
 
 
 MANAGED_FIELDS = ("dataset", "acquired_at", "created_by", "created_at", "updated_by", "updated_at")
 
 
-def parse_dataset_id(dataset: str) -> dt.datetime:
+def dataset_text(value: object) -> str:
+    """A dataset id as given (from YAML, JSON or Python): text, else one line saying why not."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        digits = str(value)
+        quoted = f"{digits[:8]}_{digits[8:]}" if len(digits) == 14 else "YYYYMMDD_HHMMSS"
+        raise ValidationError(
+            f"dataset id {value} was read as a number: dataset ids must be quoted in YAML: "
+            f"'{quoted}'"
+        )
+    raise ValidationError(f"dataset id {value!r} must be text of the form YYYYMMDD_HHMMSS")
+
+
+def parse_dataset_id(dataset: object) -> dt.datetime:
     """`YYYYMMDD_HHMMSS` -> its acquisition time (UTC); rejects malformed or impossible dates."""
-    if not DATASET_ID.match(dataset):
+    dataset = dataset_text(dataset)
+    if not DATASET_ID.fullmatch(dataset):
         raise ValidationError(f"dataset id {dataset!r} is not of the form YYYYMMDD_HHMMSS")
     try:
         return dt.datetime.strptime(dataset, "%Y%m%d_%H%M%S").replace(tzinfo=dt.UTC)
@@ -32,19 +51,26 @@ def parse_dataset_id(dataset: str) -> dt.datetime:
         raise ValidationError(f"dataset id {dataset!r} is not a real date and time") from None
 
 
-def parse_text(text: str) -> Any:
-    """A value typed on the command line, typed by YAML: `3` -> 3, `true` -> True, `[a, b]`."""
+def parse_text(text: str, name: str) -> Any:
+    """A value of field `name` typed on the command line, typed by YAML: `3` -> 3, `true` -> True,
+    `[a, b]`; without aliases or deep nesting (see `yamltext`)."""
+    if len(text) > DOCUMENT_BYTES:
+        raise ValidationError(
+            f"field {name!r}: longer than the {DOCUMENT_BYTES:,} bytes an entry may take"
+        )
     try:
-        value = yaml.safe_load(text)
+        value = yamltext.load(text)
     except yaml.YAMLError:
         return text
+    except ValidationError as exc:
+        raise ValidationError(f"field {name!r}: {exc}") from None
     return text if value is None and text.strip() not in ("null", "~") else value
 
 
 def coerce(name: str, value: Any, kind: FieldType) -> Any:
     """Convert `value` (text or already typed) to the schema type of field `name`."""
     if isinstance(value, str) and kind != "str" and kind != "path":
-        value = parse_text(value)
+        value = parse_text(value, name)
     try:
         return _COERCE[kind](value)
     except (TypeError, ValueError) as exc:
@@ -150,9 +176,22 @@ def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def is_field_name(name: str) -> bool:
+    """Dotted identifiers (`runclass.id`), at most `NAME_PARTS` of `NAME_PART_CHARS` each."""
+    parts = name.split(".")
+    return (
+        len(parts) <= NAME_PARTS
+        and all(len(part) <= NAME_PART_CHARS for part in parts)
+        and FIELD_NAME.fullmatch(name) is not None
+    )
+
+
 def check_field_name(name: str) -> str:
-    if not FIELD_NAME.match(name):
-        raise ValidationError(f"field name {name!r} must be dotted identifiers like runclass.id")
+    if not is_field_name(name):
+        raise ValidationError(
+            f"field name {name[:80]!r} must be dotted identifiers like runclass.id, at most "
+            f"{NAME_PARTS} parts of {NAME_PART_CHARS} characters"
+        )
     return name
 
 
@@ -161,13 +200,14 @@ def typed_fields(fields: Mapping[str, Any], schema: DataSchema) -> dict[str, Any
     typed: dict[str, Any] = {}
     for name, value in fields.items():
         check_field_name(name)
-        if name in MANAGED_FIELDS:
+        if name.split(".")[0] in (*MANAGED_FIELDS, "_id"):
             raise ValidationError(f"field {name!r} is set by labctl and cannot be given")
         spec = schema.fields.get(name)
         if spec is not None:
             typed[name] = coerce(name, value, spec.type)
         else:
-            typed[name] = parse_text(value) if isinstance(value, str) else value
+            typed[name] = parse_text(value, name) if isinstance(value, str) else value
+        check_value(name, typed[name])
     return typed
 
 
@@ -184,6 +224,7 @@ def new_data_entry(
     for name, value in typed.items():
         set_dotted(doc, name, value)
     doc.update(created_by=by, created_at=now, updated_by=by, updated_at=now)
+    check_entry(doc)
     return doc
 
 
@@ -196,6 +237,14 @@ def update_of(
         if name in typed and typed[name] in (None, ""):
             raise ValidationError(f"required field {name!r} cannot be emptied")
     return {"$set": {**typed, "updated_by": by, "updated_at": now}}
+
+
+def check_update(doc: Mapping[str, Any], change: Mapping[str, Any]) -> None:
+    """The entry `doc` can be stored as `change` (from `update_of`) leaves it."""
+    after = copy.deepcopy(dict(doc))
+    for name, value in change["$set"].items():
+        set_dotted(after, name, value)
+    check_entry(after)
 
 
 def data_json_schema(schema: DataSchema) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from typing import Any
 import click
 import yaml
 
+from labctl.catalog import yamltext
 from labctl.catalog.experiments import Entry, get_entry, log_entries, prepare_schema, query
-from labctl.catalog.fields import check_field_name, flatten, parse_assignments
+from labctl.catalog.fields import check_field_name, dataset_text, flatten, parse_assignments
 from labctl.catalog.query import build_filter, parse_sort
 from labctl.cli import App, cli
 from labctl.cli.output import columns_of, echo_csv, echo_document, echo_json, echo_table
@@ -22,18 +23,25 @@ from labctl.jobs.migrate import migrate
 def read_entries_file(path: Path) -> list[Entry]:
     """A YAML file with one entry (a mapping with `dataset`) or a list of them."""
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yamltext.load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ValidationError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{path} is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError:
         raise ValidationError(f"{path} is not valid YAML") from None
+    except ValidationError as exc:
+        raise ValidationError(f"{path}: {exc}") from None
     items = loaded if isinstance(loaded, list) else [loaded]
     entries: list[Entry] = []
     for number, item in enumerate(items, start=1):
         if not isinstance(item, dict) or "dataset" not in item:
             raise ValidationError(f"{path}: entry {number} must be a mapping with a 'dataset' key")
         fields = dict(item)
-        dataset = str(fields.pop("dataset"))
+        try:
+            dataset = dataset_text(fields.pop("dataset"))
+        except ValidationError as exc:
+            raise ValidationError(f"{path}: entry {number}: {exc}") from None
         entries.append((dataset, flatten(fields)))
     return entries
 

@@ -21,6 +21,7 @@ from labctl.web import login, monitor, pages
 from labctl.web import problems as errors
 from labctl.web import rest as api
 from labctl.web.auth import LoginLimiter
+from labctl.web.bodylimit import BodyLimit
 from labctl.web.deps import WebState
 from labctl.web.render import make_templates
 from labctl.web.store import Store
@@ -71,6 +72,7 @@ def create_app(config: Config) -> FastAPI:
     for module in (login, pages, monitor, api):
         app.include_router(module.router)
     errors.install(app)
+    app.add_middleware(BodyLimit)  # inside the next, which would wrap its 413 in an exception group
     app.middleware("http")(_security_headers)
     if settings.trusted_proxies:  # outermost: every route sees the proxy's client
         proxies = [str(network) for network in settings.trusted_proxies]

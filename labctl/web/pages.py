@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from labctl.catalog.experiments import get_entry, log_entries, query_page
-from labctl.catalog.fields import MANAGED_FIELDS, flatten
+from labctl.catalog.fields import MANAGED_FIELDS, flatten, is_field_name
 from labctl.catalog.query import build_filter, parse_sort
 from labctl.config import DataSchema
 from labctl.db import Database
@@ -128,11 +128,12 @@ async def browse(
 
 
 def editable(entry: dict[str, Any]) -> dict[str, str]:
-    """The fields a member may edit (not labctl's own, not results), as text."""
+    """The fields a member may edit (not labctl's own, not results), as text. A field whose name
+    labctl would refuse (`cond.$gt`, written by other means) is shown but not offered."""
     return {
         name: text(value)
         for name, value in flatten(entry).items()
-        if name not in MANAGED_FIELDS and name.split(".")[0] != RESULTS
+        if name not in MANAGED_FIELDS and name.split(".")[0] != RESULTS and is_field_name(name)
     }
 
 

@@ -14,9 +14,11 @@ from labctl.errors import (
     LabctlError,
     NotFoundError,
     PermissionDenied,
+    QueryTimeout,
     ValidationError,
 )
 from labctl.jobs.states import InvalidTransition
+from labctl.limits import REQUEST_BYTES
 from labctl.web.auth import CsrfError, LoginRequired
 from labctl.web.render import render
 
@@ -28,6 +30,7 @@ STATUS: tuple[tuple[type[LabctlError], int], ...] = (
     (DuplicateError, 409),
     (InvalidTransition, 409),
     (ValidationError, 422),
+    (QueryTimeout, 422),
     (DatabaseUnreachable, 503),
     (DatabaseError, 500),
 )
@@ -49,6 +52,11 @@ async def labctl_error(request: Request, exc: Exception) -> Response:
     return _answer(request, status_of(exc), str(exc), {})
 
 
+async def too_large(request: Request, exc: Exception) -> Response:
+    """A body beyond `limits.REQUEST_BYTES`, refused before it was read."""
+    return _answer(request, 413, f"the request body is larger than {REQUEST_BYTES:,} bytes", {})
+
+
 async def csrf_error(request: Request, exc: Exception) -> Response:
     return _answer(request, 403, str(exc), {})
 
@@ -67,4 +75,5 @@ async def login_required(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(LabctlError, labctl_error)
     app.add_exception_handler(CsrfError, csrf_error)
+    app.add_exception_handler(413, too_large)
     app.add_exception_handler(LoginRequired, login_required)

@@ -1,0 +1,11 @@
+"""How large an input may be. Every entry, field name and value is checked against these before
+anything is stored, and the web server refuses larger request bodies before reading them; the
+README's "Limits" section lists them, with the one that is a setting: `database.query_seconds`,
+after which MongoDB stops a query."""
+
+DOCUMENT_BYTES = 1_000_000  # one experiment entry, as stored (BSON); MongoDB's own cap is 16 MiB
+REQUEST_BYTES = 2_000_000  # one request body to the web server (REST or dashboard form)
+NAME_PARTS = 10  # dotted parts of a field name: runclass.id has 2
+NAME_PART_CHARS = 128  # characters of each part of a field name, and of each key in a value
+DEPTH = 20  # nesting of mappings and lists in an entry, dotted parts included
+FIELDS = 1_000  # keys in one entry, counted at every depth
