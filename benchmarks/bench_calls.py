@@ -57,11 +57,15 @@ def add_pending(db: Database, config: Config, ids: Sequence[str]) -> None:
     """Per cluster, one validated queue entry per SLURM job, as the scan stage leaves it."""
     now = utcnow()
     for cluster in CLUSTERS:
-        base = prepare_job(db, config, JobRequest(DATASET, cluster, "file_stats", allow_dirty=True))
-        slurm = {"tasks": 1, "state": "PENDING", "submitted_at": now}
+        request = JobRequest(DATASET, cluster, "file_stats", allow_dirty=True)
+        base = prepare_job(db, config, request).doc()
+        scheduler = {"tasks": 1, "state": "PENDING", "submitted_at": now}
         entry = {**base, "status": "pending"}
         db.queue.insert_many(
-            [{**entry, "job_id": new_job_id(), "slurm": {**slurm, "job_id": i}} for i in ids]
+            [
+                {**entry, "job_id": new_job_id(), "scheduler": {**scheduler, "job_id": i}}
+                for i in ids
+            ]
         )
 
 
@@ -123,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     counted_tick(db, config)  # warm-up: opens the key cluster's session once
                     ticks = []
                     for _ in range(args.repeat):  # `missing` stays below the count that fails
-                        db.queue.update({}, {"$set": {"slurm.missing": 0}}, many=True)
+                        db.queue.update({}, {"$set": {"scheduler.missing": 0}}, many=True)
                         ticks.append(counted_tick(db, config))
                 rows.append((label, ticks))
         finally:

@@ -94,7 +94,7 @@ def finished_copy(model: dict[str, Any], i: int) -> dict[str, Any]:
     if i % 100 < 5:  # 4 in 100 failed, 1 in 100 cancelled (and stopped on the cluster)
         for field in ("results", "result_dir", "scratch_cleaned"):
             del job[field]
-        failure = {"reason": "exit_code", "message": "SLURM FAILED (exit 1)"}
+        failure = {"reason": "exit_code", "message": "process exited (exit 1)"}
         job.update(status="failed", failure=failure)
         if i % 100 == 4:
             failure = {"reason": "cancelled", "message": "cancelled by charlie"}
@@ -106,8 +106,9 @@ def active_copy(model: dict[str, Any], cluster: str, scheduler_id: str) -> dict[
     """The model job as an active one on `cluster`, following the scheduler's `scheduler_id`."""
     now = utcnow()
     state = "running" if cluster == "local" else "pending"
-    slurm = {"job_id": scheduler_id, "tasks": 1, "state": state.upper(), "submitted_at": now}
-    job = {**model, "job_id": new_job_id(), "created_at": now, "updated_at": now, "slurm": slurm}
+    scheduler = {"job_id": scheduler_id, "tasks": 1, "submitted_at": now}
+    job = {**model, "job_id": new_job_id(), "created_at": now, "updated_at": now}
+    job["scheduler"] = scheduler
     job.update(status=state, compute_cluster=cluster, history=model["history"][:3])
     for field in ("results", "result_dir", "scratch_cleaned"):
         job.pop(field, None)
