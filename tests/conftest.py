@@ -9,29 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pymongo
 import pytest
 
 from labctl.compute.transport import Sessions
 from labctl.compute.transport.target import short_dir
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
-
-SECANTUS_REPLICA_SET = "secantus"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.mongoserver import ServerError, secantus
 
 
 @pytest.fixture(autouse=True)
@@ -78,43 +67,11 @@ def no_mount_left(tmp_path: Path) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A SecantusDB server for the whole session, addressed as a replica set."""
-    server = shutil.which("secantusd-py", path=str(Path(sys.executable).parent))
-    if server is None:
-        pytest.fail("secantusd-py is not installed: run the README test command")
-    port = _free_port()
-    storage = tmp_path_factory.mktemp("secantus")
-    log = (storage / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            server,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--storage-path",
-            str(storage / "data"),
-            "--sync-on-commit",
-            "--log-level",
-            "WARNING",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    uri = f"mongodb://127.0.0.1:{port}/?replicaSet={SECANTUS_REPLICA_SET}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            pymongo.MongoClient(uri, serverSelectionTimeoutMS=500).admin.command("ping")
-            break
-        except pymongo.errors.PyMongoError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"SecantusDB did not start; see {storage / 'server.log'}")
-            time.sleep(0.2)
-    yield uri
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    try:
+        with secantus(tmp_path_factory.mktemp("secantus")) as uri:
+            yield uri
+    except ServerError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(params=["embedded", "mongodb"])

@@ -41,6 +41,7 @@ from labctl.compute.transport import (
     rsync_argv,
     start_background,
 )
+from tests.mongoserver import free_port
 from tests.testbed import key_target, sshd_logins
 
 ENV_VARS = ("HPC_SSH_HOST", "HPC_SSH_PORT", "HPC_SSH_USER", "HPC_SSH_KEY", "HPC_KNOWN_HOSTS")
@@ -56,12 +57,6 @@ NASTY_ARGS = [
     "-n",
     "é ünïcode",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -301,7 +296,7 @@ def test_missing_key_file(target: SSHTarget, tmp_path: Path) -> None:
 def test_closed_port_fails_fast(target: SSHTarget) -> None:
     start = time.monotonic()
     with pytest.raises(ConnectError, match="Connection refused") as excinfo:
-        SSHRunner(replace(target, port=_free_port())).run(["true"])
+        SSHRunner(replace(target, port=free_port())).run(["true"])
     assert time.monotonic() - start < 2
     assert excinfo.value.transient
 

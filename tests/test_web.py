@@ -45,7 +45,8 @@ from labctl.web.auth import LoginLimiter, open_session, session_principal
 from labctl.web.problems import status_of
 from tests.hostile import alias_bomb, nested
 from tests.jobfixtures import DATASET, transfer_record
-from tests.webfixtures import csrf_token, free_port, login, password, seed, web_config
+from tests.mongoserver import free_port
+from tests.webfixtures import csrf_token, login, password, seed, web_config
 
 Browser = Callable[[str], TestClient]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from labctl.db import Database
 from labctl.users import add_user
 from labctl.web import create_app
 from tests.jobfixtures import dataset_with_files, job_config
+from tests.mongoserver import free_port
 
 MEMBERS = {"alice": "member", "bob": "member", "root": "admin"}
 SCHEMA = DataSchema(
@@ -77,12 +77,6 @@ def login(client: TestClient, username: str, secret: str | None = None) -> int:
         "next": "/browse",
     }
     return client.post("/login", data=form, follow_redirects=False).status_code
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

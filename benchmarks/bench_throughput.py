@@ -1,0 +1,248 @@
+"""N trivial jobs through labctl against the raw scheduler floor, on the testbed's SLURM.
+
+    python -m benchmarks.bench_throughput [--jobs 50]
+
+The floor: N `sbatch --wrap true` over one SSH session, then one `squeue` a second until SLURM
+lists none of them. labctl, on each backend (the embedded store; the MongoDB driver against a
+wire server): N `selftest` jobs queued from one Python process with `dbqueue_job`, then `labctl
+watchdog tick --loop 1` until every job is completed. It reports the wall time (as a ratio to
+the floor of the same run), the watchdog's CPU per job (its whole process tree: rsync and ssh
+children included), SSH logins per job, and, from a second pass that runs the same loop inside
+this process, database operations and rsync processes per job.
+SSH logins count what the testbed's sshd logged during the loop: the benchmark's own session to
+the cluster is open already, as `labctl connect` leaves it, so 0 means the watchdog rode it.
+Goals (issue 12): wall <= 1.5x the floor, CPU <= 25 ms/job, 1 login per cluster, <= 12 DB
+operations per job, code shipped once per (cluster, commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    DATASET,
+    TESTBED_HINT,
+    TICK,
+    bench_config,
+    remote_scratch,
+    testbed_cluster,
+    testbed_shell,
+)
+from labctl.api import dbqueue_job
+from labctl.catalog.experiments import log_entries
+from labctl.compute.transport import SSHRunner, TransferHandle
+from labctl.config import Config, DatabaseConfig
+from labctl.db import Collection, Database, connect
+from labctl.jobs.states import JobState
+from labctl.stages import scan
+from labctl.stages.loop import reap_children, run_stages
+from tests.mongoserver import secantus
+from tests.testbed import sshd_logins, write_config
+
+DB_OPERATIONS = ("find", "find_one", "claim", "update", "insert", "insert_many", "count", "delete")
+
+
+@dataclass
+class Pass:
+    wall: float
+    cpu_per_job: float = 0.0
+    logins: int = 0
+    db_ops_per_job: float = 0.0
+    rsyncs_per_job: float = 0.0
+
+
+def logins() -> int:
+    return sshd_logins(Path(os.environ["HPC_SSHD_LOG"]))
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def floor(shell: SSHRunner, jobs: int) -> float:
+    """Seconds for `jobs` bare sbatch calls and one squeue a second until all are gone."""
+    submit = (
+        'for i in $(seq "$1"); do sbatch --parsable --partition=debug --output=/dev/null '
+        "--wrap true || exit; done"
+    )
+    start = time.perf_counter()
+    ids = shell.run(["sh", "-c", submit, "submit", str(jobs)], timeout=600).stdout.split()
+    while shell.run(["squeue", "--noheader", f"--jobs={','.join(ids)}"], check=False).stdout:
+        time.sleep(1)
+    return time.perf_counter() - start
+
+
+@contextmanager
+def counting(counts: Counter[str]) -> Iterator[None]:
+    """Count database operations through the seam, and rsyncs started (in the background by the
+    scan stage, in the foreground for results), meanwhile."""
+    originals: dict[str, Callable[..., Any]] = {n: getattr(Collection, n) for n in DB_OPERATIONS}
+
+    def counted(name: str) -> Callable[..., Any]:
+        def call(self: Collection, *args: Any, **kwargs: Any) -> Any:
+            counts["db"] += 1
+            return originals[name](self, *args, **kwargs)
+
+        return call
+
+    popen = subprocess.Popen.__init__
+
+    def started(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        if isinstance(args, list | tuple) and args and Path(str(args[0])).name == "rsync":
+            counts["rsync"] += 1
+        popen(self, args, *rest, **kwargs)
+
+    background = scan.start_rsync
+
+    def transfer(argv: Sequence[str], log: str | os.PathLike[str]) -> TransferHandle:
+        counts["rsync"] += 1
+        return background(argv, log)
+
+    for name in DB_OPERATIONS:
+        setattr(Collection, name, counted(name))
+    subprocess.Popen.__init__ = started  # type: ignore[method-assign]
+    scan.start_rsync = transfer
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(Collection, name, original)
+        subprocess.Popen.__init__ = popen  # type: ignore[method-assign]
+        scan.start_rsync = background
+
+
+def prepared(tmp: Path, database: DatabaseConfig, scratch: str) -> tuple[Config, Path]:
+    """A fresh config on `database` with the testbed cluster, the dataset logged."""
+    hpc = testbed_cluster(scratch)
+    assert hpc is not None
+    tmp.mkdir(parents=True, exist_ok=True)
+    config = bench_config(tmp, hpc=hpc).model_copy(update={"database": database})
+    with connect(config.database) as db:
+        log_entries(db, config, [(DATASET, {"user": config.user, "data_raw_path": str(tmp)})])
+    return config, write_config(config, tmp / "config.yaml")
+
+
+def submit_all(path: Path, jobs: int) -> list[str]:
+    return [
+        dbqueue_job(
+            DATASET,
+            "hpc",
+            "selftest",
+            job_options={"sleep_seconds": i / 1e6},
+            allow_dirty=True,
+            config=path,
+        )
+        for i in range(jobs)
+    ]
+
+
+def all_completed(db: Database, ids: Sequence[str]) -> bool:
+    found = db.queue.find({"job_id": {"$in": list(ids)}}, ["status", "failure"])
+    failed = [job for job in found if job["status"] in (JobState.FAILED, JobState.CANCELLED)]
+    if failed:
+        raise RuntimeError(f"a benchmark job failed: {failed[0]}")
+    return all(job["status"] == JobState.COMPLETED for job in found)
+
+
+def as_cron_runs_it(config: Config, path: Path, jobs: int) -> Pass:
+    """`labctl watchdog tick --loop 1` in its own process until the jobs are completed."""
+    ids = submit_all(path, jobs)
+    labctl = str(Path(sys.executable).parent / "labctl")
+    cpu, seen = children_cpu(), logins()
+    start = time.perf_counter()
+    loop = subprocess.Popen([labctl, "--config", str(path), "watchdog", "tick", "--loop", "1"],
+                            stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        with connect(config.database) as db:
+            while not all_completed(db, ids):
+                if loop.poll() is not None:
+                    raise RuntimeError(f"the watchdog loop ended with {loop.returncode}")
+                time.sleep(0.2)
+        wall = time.perf_counter() - start
+    finally:
+        loop.terminate()
+        loop.wait(timeout=60)
+    return Pass(wall, (children_cpu() - cpu) / jobs, logins() - seen)
+
+
+def counted_in_process(config: Config, path: Path, jobs: int) -> Pass:
+    """The same, with the loop in this process so that its operations can be counted."""
+    counts: Counter[str] = Counter()
+    start = time.perf_counter()
+    with counting(counts), connect(config.database) as db:
+        ids = submit_all(path, jobs)
+        while True:
+            run_stages(db, config, TICK)
+            reap_children()
+            with _uncounted(counts):
+                if all_completed(db, ids):
+                    break
+            time.sleep(1)
+    wall = time.perf_counter() - start
+    return Pass(wall, db_ops_per_job=counts["db"] / jobs, rsyncs_per_job=counts["rsync"] / jobs)
+
+
+@contextmanager
+def _uncounted(counts: Counter[str]) -> Iterator[None]:
+    """The benchmark's own look at the queue is not labctl's work."""
+    before = counts.copy()
+    yield
+    counts.clear()
+    counts.update(before)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=50)
+    args = parser.parse_args(argv)
+    if testbed_cluster("/") is None:
+        print(f"bench_throughput skipped: {TESTBED_HINT}")
+        return
+    rows: list[tuple[str, Pass, Pass]] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="labctl-bench-") as tmp,
+        testbed_shell() as shell,
+        remote_scratch(shell) as scratch,
+        secantus(Path(tmp) / "mongo") as uri,
+    ):
+        raw = floor(shell, args.jobs)
+        for backend in ("embedded", "mongodb"):
+            passes = []
+            for kind, run in (("cron", as_cron_runs_it), ("counted", counted_in_process)):
+                where = Path(tmp) / backend / kind
+                database = (
+                    DatabaseConfig(uri="embedded", path=where / "store")
+                    if backend == "embedded"
+                    else DatabaseConfig(uri=uri, name=f"bench_{kind}")
+                )
+                config, path = prepared(where, database, scratch)
+                passes.append(run(config, path, args.jobs))
+            rows.append((backend, passes[0], passes[1]))
+
+    print(f"\n{args.jobs} selftest jobs on the testbed's SLURM; floor: {args.jobs} sbatch over one "
+          f"ssh session + squeue each second until gone = {raw:.1f} s")  # fmt: skip
+    print(f"{'backend':<10} {'wall s':>7} {'x floor':>8} {'CPU ms/job':>11} {'ssh logins':>11} "
+          f"{'DB ops/job':>11} {'rsyncs/job':>11}")  # fmt: skip
+    for backend, cron, counted in rows:
+        print(f"{backend:<10} {cron.wall:>7.1f} {cron.wall / raw:>8.2f} "
+              f"{cron.cpu_per_job * 1000:>11.0f} {cron.logins:>11} "
+              f"{counted.db_ops_per_job:>11.1f} {counted.rsyncs_per_job:>11.2f}")  # fmt: skip
+    print("goals: x floor <= 1.5, CPU <= 25 ms/job, 1 login per cluster and run, DB ops <= 12, "
+          "code shipped once per (cluster, commit)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
