@@ -7,6 +7,8 @@ Two backends speak the same pymongo collection API, so one small wrapper serves 
   It holds password hashes, token digests and sessions: its folder is 0700, its files 0600.
 
 The rest of labctl uses only `Database` and `Collection` below and the errors in `labctl.errors`.
+pymongo is imported when a store is first used, not with this module (the command line's help
+needs neither).
 """
 
 from __future__ import annotations
@@ -20,11 +22,6 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import ParseResult
-
-import bson.errors
-import pymongo
-import pymongo.errors
-from pymongo import ReturnDocument
 
 from labctl.config import DatabaseConfig
 from labctl.errors import DatabaseError, DatabaseUnreachable, DuplicateError, ValidationError
@@ -85,6 +82,9 @@ class _FileLock:
 @contextmanager
 def _translate(where: str) -> Iterator[None]:
     """Turn driver errors into labctl's typed errors, each with one clear line."""
+    import bson.errors
+    import pymongo.errors
+
     try:
         yield
     except pymongo.errors.DuplicateKeyError as exc:
@@ -160,6 +160,8 @@ class Collection:
         self, filter: Filter, update: Mapping[str, Any], sort: SortSpec | None = None
     ) -> Doc | None:
         """Atomically update the first matching document and return it as it is afterwards."""
+        from pymongo import ReturnDocument
+
         with self._op():
             doc: Doc | None = self._raw.find_one_and_update(
                 dict(filter),
@@ -190,17 +192,21 @@ class Collection:
             return list(self._raw.distinct(field, dict(filter or {})))
 
     def create_index(self, field: str, *, unique: bool = False) -> None:
+        from pymongo import ASCENDING
+
         with self._op():
-            self._raw.create_index([(field, pymongo.ASCENDING)], unique=unique)
+            self._raw.create_index([(field, ASCENDING)], unique=unique)
 
     def index_fields(self) -> dict[str, bool]:
         """The single-field ascending indexes: field -> unique."""
+        from pymongo import ASCENDING
+
         with self._op():
             info = self._raw.index_information()
         return {
             spec["key"][0][0]: bool(spec.get("unique"))
             for spec in info.values()
-            if len(spec["key"]) == 1 and spec["key"][0][1] == pymongo.ASCENDING
+            if len(spec["key"]) == 1 and spec["key"][0][1] == ASCENDING
         }
 
 
@@ -319,6 +325,9 @@ def _hosts(uri: str) -> str:
 
 
 def _connect_mongo(config: DatabaseConfig) -> Database:
+    import pymongo
+    import pymongo.errors
+
     hosts = _hosts(config.uri)
     timeout_ms = int(config.timeout_seconds * 1000)
     try:

@@ -7,12 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import click
-from rich.table import Table
 
 from labctl.catalog.fields import parse_assignments
 from labctl.catalog.provenance import provenance
 from labctl.cli import App, cli
-from labctl.cli.output import cell, console, echo_document, echo_json
+from labctl.cli.output import cell, console, echo_document, echo_json, rich_table
 from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
 from labctl.jobs.batch import JobLayout, render
@@ -108,7 +107,7 @@ def queue_cmd(app: App, user: str | None, status: str | None, limit: int, as_jso
         echo_json({"jobs": jobs, "heartbeats": beats})
         return
     now = utcnow()
-    table = Table(title=f"{len(jobs)} job(s)", header_style="bold")
+    table = rich_table(title=f"{len(jobs)} job(s)", header_style="bold")
     columns = ("job", "dataset", "type", "cluster", "user", "state", "transfer", "scheduler", "age")
     for name in columns:
         table.add_column(name)
@@ -160,7 +159,7 @@ def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
         job["transfer"].pop("argv", None)
     shown = {k: v for k, v in job.items() if k not in HIDDEN_IN_STATUS and v not in (None, [], {})}
     echo_document(shown, title=f"job {job_id}")
-    table = Table(title="history", title_justify="left", header_style="bold")
+    table = rich_table(title="history", title_justify="left", header_style="bold")
     for name in ("at", "state", "note"):
         table.add_column(name)
     for item in history:
@@ -203,7 +202,7 @@ def job_types_cmd(app: App, as_json: bool) -> None:
         )
         return
     pipelines = app.config.watchdog.pipelines
-    table = Table(title=f"{len(listed)} job type(s) in {pipelines}", header_style="bold")
+    table = rich_table(title=f"{len(listed)} job type(s) in {pipelines}", header_style="bold")
     for column in ("job type", "entry", "options (default)", "outputs", "resources"):
         table.add_column(column)
     for name, spec in listed.items():
@@ -251,7 +250,7 @@ def clusters_cmd(app: App, as_json: bool) -> None:
     if as_json:
         echo_json(clusters)
         return
-    table = Table(title=f"{len(clusters)} cluster(s)", header_style="bold")
+    table = rich_table(title=f"{len(clusters)} cluster(s)", header_style="bold")
     for name in ("cluster", "type", "host", "user", "scratch", "scheduler"):
         table.add_column(name)
     for name, c in app.config.clusters.items():
@@ -275,7 +274,7 @@ def provenance_cmd(app: App, dataset: str, as_json: bool) -> None:
     for record in records:
         code = record["pipelines"] or {}
         dirty = f" + uncommitted changes {code['diff_sha256'][:12]}" if code.get("dirty") else ""
-        table = Table(
+        table = rich_table(
             title=f"{record['job_id']}: {record['job_type']} by {record['user']} on "
             f"{record['cluster']}, completed {cell(record['completed_at'])}",
             title_justify="left",
