@@ -3,9 +3,11 @@
     python -m benchmarks.bench_startup [--repeat 15]
 
 A throw-away embedded store with one dataset logged and a `local` cluster. Each round runs, as
-new processes, `python -c pass` (the raw floor) and then `labctl --help`, `labctl submit` (a
-`file_stats` job on the dataset) and `labctl query`, the CPU of each (user + system, its
-children included, e.g. git) read from the kernel's accounting of the finished child. Bytecode
+new processes, `python -c pass` (the raw floor), the libraries a call needs and nothing of labctl
+(Click, YAML, pydantic, litemongo opening the store: the floor under any call on that store),
+then `labctl --help`, `labctl submit` (a `file_stats` job on the dataset) and `labctl query`, the
+CPU of each (user + system, its children included, e.g. git) read from the kernel's accounting
+of the finished child. Bytecode
 is written once by an untimed warm-up, as an installed labctl has it. "x raw" is a command's CPU
 over the floor's in the same round (median of the rounds). Goal: submit <= 150 ms CPU.
 """
@@ -28,12 +30,24 @@ from benchmarks.common import DATASET, bench_config, median, spread
 from labctl.catalog.experiments import log_entries
 from labctl.db import connect
 
+# What any labctl call on the embedded store needs of its libraries, and nothing of labctl: Click,
+# YAML, one pydantic model validated, litemongo (which imports pymongo whole) opening a store.
+LIBRARIES = """
+import click, yaml, litemongo, pydantic, sys
+class Model(pydantic.BaseModel):
+    name: str
+Model(name="x")
+litemongo.connect(sys.argv[1])["labctl"]["data"].find_one({})
+"""
+
 
 def commands(config_file: Path) -> dict[str, list[str]]:
     labctl = [sys.executable, "-m", "labctl"]
+    store = str(config_file.parent / "store")
     submit = ["submit", DATASET, "--cluster", "local", "--job-type", "file_stats", "--force"]
     return {
         "python -c pass": [sys.executable, "-c", "pass"],
+        "libraries only": [sys.executable, "-c", LIBRARIES, store],
         "labctl --help": [*labctl, "--help"],
         "labctl submit": [*labctl, "--config", str(config_file), *submit, "--allow-dirty"],
         "labctl query": [*labctl, "--config", str(config_file), "query"],

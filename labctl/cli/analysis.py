@@ -19,7 +19,6 @@ from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
 from labctl.jobs.queue import get_job, list_jobs, retry_job
 from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest, prepare_job, submit_job
-from labctl.stages.cancel import cancel_and_stop
 from labctl.stages.heartbeat import latest
 
 
@@ -175,6 +174,8 @@ def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
 @click.pass_obj
 def cancel_cmd(app: App, job_id: str) -> None:
     """Cancel a job (yours, or any as an admin) and stop it on the cluster (scancel)."""
+    from labctl.stages.cancel import cancel_and_stop  # the watchdog's code: only to cancel
+
     click.echo(cancel_and_stop(app.db, app.config, job_id, app.config.user).message)
 
 
