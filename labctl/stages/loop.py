@@ -1,6 +1,7 @@
 """Running the watchdog's stages: once each, in order (what cron's three lines do over a minute),
-or in a loop that, while there is nothing to do, costs one read per run and a heartbeat of each
-stage a minute; and collecting the background transfers that ended, for a long-running loop."""
+or in a loop that, while there is nothing to do, costs one read per run and, once a minute, each
+stage's heartbeat (and the schema check every stage run makes); and collecting the background
+transfers that ended, for a long-running loop."""
 
 from __future__ import annotations
 
@@ -26,22 +27,23 @@ STAGES: dict[str, Callable[[StageRun], None]] = {
 
 
 def run_stages(
-    db: Database, config: Config, names: list[str], pacer: Pacer | None = None
+    db: Database,
+    config: Config,
+    names: list[str],
+    pacer: Pacer | None = None,
+    *,
+    idle: bool = False,
 ) -> list[str]:
-    """Run the named stages once, in order; return one summary line per stage."""
+    """Run the named stages once, in order; return one summary line per stage. `idle`: there is
+    nothing to do, the runs only record their heartbeat (and the clusters' sessions)."""
     lines = []
     for name in names:
         with stage_run(db, config, name, pacer) as run:
-            STAGES[name](run)
-        lines.append(summary(name, run))
+            if not idle:
+                STAGES[name](run)
+        did = ", ".join(f"{k} {v}" for k, v in sorted(run.did.items())) or "nothing to do"
+        lines.append(f"{name}: {did}" + "".join(f"\n  {note}" for note in run.notes))
     return lines
-
-
-def summary(name: str, run: StageRun | None) -> str:
-    """What a stage run did, as one line and its notes (None: it did not run, nothing to do)."""
-    did = ", ".join(f"{k} {v}" for k, v in sorted(run.did.items())) if run else ""
-    notes = "".join(f"\n  {note}" for note in run.notes) if run else ""
-    return f"{name}: {did or 'nothing to do'}{notes}"
 
 
 def run_loop(
@@ -53,15 +55,16 @@ def run_loop(
     echo: Callable[[str], object] = print,
 ) -> None:
     """Run the stages every `every` seconds (`runs` times, or until stopped). While no job of
-    this member needs a stage, a run is one read: the stages run only to write their heartbeat,
-    once a minute."""
+    this member needs a stage, a run is one read, and once a minute each stage only records its
+    heartbeat."""
     pacer = Pacer()
     done = 0
     while True:
-        if has_work(db, config.user) or any(pacer.due(name) for name in names):
-            lines = run_stages(db, config, names, pacer)
+        idle = not has_work(db, config.user)
+        if idle and not any(pacer.due(name) for name in names):
+            lines = [f"{name}: nothing to do" for name in names]
         else:
-            lines = [summary(name, None) for name in names]
+            lines = run_stages(db, config, names, pacer, idle=idle)
         for line in lines:
             echo(line)
         done += 1
