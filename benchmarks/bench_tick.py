@@ -11,7 +11,7 @@ answers about: on the testbed (when its env.sh is sourced) SLURM jobs submitted 
 entries are `pending` and one `squeue` over SSH covers them; without it, sleeping processes on
 the `local` cluster, `running` entries (its process scheduler checks each with `ps`).
 
-A tick is `scan`, `transfers`, `jobs`, each run as `labctl.cli.watchdog.run_stages` runs it,
+A tick is `scan`, `transfers`, `jobs`, each run as `labctl.stages.loop.run_stages` runs it,
 timed two ways:
 - loop: one connection for all ticks (`labctl watchdog tick --loop`): litemongo's in-memory
   indexes are built once and stay warm;

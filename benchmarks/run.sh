@@ -30,6 +30,7 @@ bench() { # bench NAME [ARGS...]: run benchmarks/NAME.py as a module, timed
 
 if $quick; then
   bench bench_query --n 10000 --repeat 3
+  bench bench_startup --repeat 5
   bench bench_transfer --mb 100 --repeat 3
   bench bench_tick --finished 10000 --repeat 3 --cron-repeat 2
   bench bench_calls --sizes 1,10 --repeat 2
@@ -38,6 +39,7 @@ if $quick; then
   bench bench_splits --frames 400 --repeat 1
 else
   bench bench_query
+  bench bench_startup
   bench bench_transfer
   bench bench_tick
   bench bench_calls

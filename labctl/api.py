@@ -3,14 +3,19 @@
     from labctl import dbquery
     df = dbquery(["data_raw_path", "runclass.id"], filter={"user": "charlie"})
 
-Each call reads the configuration (`config=` path, else the usual lookup) and opens the database
-for its duration, so scripts and notebooks need no set-up.
+Each call reads the configuration (`config=` path, else the usual lookup), so scripts and
+notebooks need no set-up. The database is opened once per database config (and thread: the
+embedded store's files may not change threads) and kept until the process exits or the thread
+calls `close_connections()`. Kept is safe: the embedded store takes its file lock per operation, not
+per connection, so other processes still interleave with this one, and each sees their writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import atexit
+import os
+import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +24,38 @@ import pandas as pd
 from labctl.catalog.experiments import log_entries, query
 from labctl.catalog.fields import check_field_name, flatten, get_dotted
 from labctl.catalog.query import check_filter, parse_sort
-from labctl.config import Config, load_config
+from labctl.config import Config, DatabaseConfig, load_config
 from labctl.db import Database, connect
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 
+_Key = tuple[int, int, DatabaseConfig]
+_connections: dict[_Key, Database] = {}
 
-@contextmanager
-def _session(config: Config | Path | str | None) -> Iterator[tuple[Config, Database]]:
+
+def _database(config: DatabaseConfig) -> Database:
+    """This process's (and thread's) connection to the configured store, opened on first use.
+    A forked child opens its own: it must not share the parent's lock file or sockets."""
+    key = (os.getpid(), threading.get_ident(), config)
+    if key not in _connections:
+        _connections[key] = connect(config)
+    return _connections[key]
+
+
+@atexit.register
+def close_connections() -> None:
+    """Close the connections this thread keeps (they open again when next needed); at exit,
+    those of the main thread. SQLite refuses to close another thread's: the operating system
+    closes those files when the process ends, every write of theirs already committed."""
+    mine = (os.getpid(), threading.get_ident())
+    for key in [key for key in _connections if key[:2] == mine]:
+        _connections.pop(key).close()
+
+
+def _session(config: Config | Path | str | None) -> tuple[Config, Database]:
+    """The config (as given, or read from a path or the usual lookup) and its database."""
     cfg = config if isinstance(config, Config) else load_config(Path(config) if config else None)
-    with connect(cfg.database) as db:
-        yield cfg, db
+    return cfg, _database(cfg.database)
 
 
 def dbquery(
@@ -46,8 +72,8 @@ def dbquery(
     or to `{"$gt": ...}`-style comparisons; `sort` takes names, `-name` for descending.
     """
     names = [check_field_name(f) for f in fields]
-    with _session(config) as (_, db):
-        docs = query(db, names, check_filter(dict(filter or {})), parse_sort(sort), limit)
+    _, db = _session(config)
+    docs = query(db, names, check_filter(dict(filter or {})), parse_sort(sort), limit)
     if names:
         return pd.DataFrame([[get_dotted(d, f) for f in names] for d in docs], columns=names)
     return pd.DataFrame([flatten(d) for d in docs])
@@ -65,9 +91,9 @@ def dblog(
 
     Fields come as a mapping with dotted names (`{"runclass.id": "ARB"}`) and/or keywords.
     """
-    with _session(config) as (cfg, db):
-        entry = flatten({**dict(fields or {}), **more})
-        return log_entries(db, cfg, [(dataset, entry)], update=update)[0]
+    cfg, db = _session(config)
+    entry = flatten({**dict(fields or {}), **more})
+    return log_entries(db, cfg, [(dataset, entry)], update=update)[0]
 
 
 def dbqueue_job(
@@ -96,11 +122,11 @@ def dbqueue_job(
         user=user,
         allow_dirty=allow_dirty,
     )
-    with _session(config) as (cfg, db):
-        return str(submit_job(db, cfg, request, force=force)["job_id"])
+    cfg, db = _session(config)
+    return str(submit_job(db, cfg, request, force=force)["job_id"])
 
 
 def dbjob(job_id: str, *, config: Config | Path | str | None = None) -> dict[str, Any]:
     """One job's queue entry: state, history, transfer progress, SLURM id, results."""
-    with _session(config) as (_, db):
-        return get_job(db, job_id)
+    _, db = _session(config)
+    return get_job(db, job_id)

@@ -10,6 +10,8 @@ MongoDB stops every query at `database.query_seconds` (`maxTimeMS`), also one wh
 gone; the embedded store matches regular expressions with RE2, in time linear in the text.
 
 The rest of labctl uses only `Database` and `Collection` below and the errors in `labctl.errors`.
+pymongo is imported when a store is first used, not with this module (the command line's help
+needs neither).
 """
 
 from __future__ import annotations
@@ -24,12 +26,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import ParseResult
 
-import bson.errors
-import pymongo
-import pymongo.errors
-from bson.regex import Regex
-from pymongo import ReturnDocument
-
 from labctl.config import DatabaseConfig
 from labctl.errors import (
     DatabaseError,
@@ -39,7 +35,7 @@ from labctl.errors import (
     ValidationError,
 )
 from labctl.private import narrow_tree, open_private, private_dir
-from labctl.regex import compile_linear
+from labctl.regex import linear_regexes
 
 Doc = dict[str, Any]
 Filter = Mapping[str, Any]
@@ -96,6 +92,9 @@ class _FileLock:
 @contextmanager
 def _translate(where: str) -> Iterator[None]:
     """Turn driver errors into labctl's typed errors, each with one clear line."""
+    import bson.errors
+    import pymongo.errors
+
     try:
         yield
     except pymongo.errors.DuplicateKeyError as exc:
@@ -123,28 +122,6 @@ def _translate(where: str) -> Iterator[None]:
         raise ValidationError(f"{where}: a value cannot be stored: {exc}") from None
 
 
-class _LinearRegex(Regex[str]):
-    """A `$regex` for the embedded store, matched by RE2: its matcher (mongomock's) compiles a
-    bson `Regex` with `try_compile()` and only calls `search` on the result."""
-
-    def __init__(self, pattern: str) -> None:
-        super().__init__(pattern)
-        self._compiled = compile_linear(pattern, "$regex")
-
-    def try_compile(self) -> Any:
-        return self._compiled
-
-
-def _linear_regexes(filter: Any) -> Any:
-    """`filter` with every `$regex` pattern text made a `_LinearRegex`."""
-    if isinstance(filter, Mapping):
-        items = filter.items()
-        return {k: _LinearRegex(v) if k == "$regex" else _linear_regexes(v) for k, v in items}
-    if isinstance(filter, list):
-        return [_linear_regexes(item) for item in filter]
-    return filter
-
-
 class Collection:
     """A collection with labctl's small API; every result is materialised inside the lock, every
     query bounded by `max_ms` (MongoDB's `maxTimeMS`; None for the embedded store)."""
@@ -165,7 +142,7 @@ class Collection:
             yield
 
     def _filter(self, filter: Filter | None) -> Doc:
-        return _linear_regexes(filter or {}) if self._lock else dict(filter or {})
+        return linear_regexes(filter or {}) if self._lock else dict(filter or {})
 
     def insert(self, doc: Doc) -> None:
         with self._op():
@@ -206,6 +183,8 @@ class Collection:
         self, filter: Filter, update: Mapping[str, Any], sort: SortSpec | None = None
     ) -> Doc | None:
         """Atomically update the first matching document and return it as it is afterwards."""
+        from pymongo import ReturnDocument
+
         with self._op():
             doc: Doc | None = self._raw.find_one_and_update(
                 self._filter(filter),
@@ -236,17 +215,21 @@ class Collection:
             return list(self._raw.distinct(field, self._filter(filter), **self._max_time))
 
     def create_index(self, field: str, *, unique: bool = False) -> None:
+        from pymongo import ASCENDING
+
         with self._op():
-            self._raw.create_index([(field, pymongo.ASCENDING)], unique=unique)
+            self._raw.create_index([(field, ASCENDING)], unique=unique)
 
     def index_fields(self) -> dict[str, bool]:
         """The single-field ascending indexes: field -> unique."""
+        from pymongo import ASCENDING
+
         with self._op():
             info = self._raw.index_information()
         return {
             spec["key"][0][0]: bool(spec.get("unique"))
             for spec in info.values()
-            if len(spec["key"]) == 1 and spec["key"][0][1] == pymongo.ASCENDING
+            if len(spec["key"]) == 1 and spec["key"][0][1] == ASCENDING
         }
 
 
@@ -368,6 +351,9 @@ def _hosts(uri: str) -> str:
 
 
 def _connect_mongo(config: DatabaseConfig) -> Database:
+    import pymongo
+    import pymongo.errors
+
     hosts = _hosts(config.uri)
     timeout_ms = int(config.timeout_seconds * 1000)
     try:

@@ -3,9 +3,11 @@ in the text: a `~` condition cannot hold a server however it is written."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import re2
+from bson.regex import Regex
 
 from labctl.errors import ValidationError
 
@@ -22,3 +24,25 @@ def compile_linear(pattern: object, where: str) -> Any:
     except re2.error as exc:
         reason = exc.args[0].decode() if isinstance(exc.args[0], bytes) else str(exc)
         raise ValidationError(f"bad regular expression {pattern!r} in {where}: {reason}") from None
+
+
+class LinearRegex(Regex[str]):
+    """A `$regex` for the embedded store, matched by RE2: its matcher (mongomock's) compiles a
+    bson `Regex` with `try_compile()` and only calls `search` on the result."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__(pattern)
+        self._compiled = compile_linear(pattern, "$regex")
+
+    def try_compile(self) -> Any:
+        return self._compiled
+
+
+def linear_regexes(filter: Any) -> Any:
+    """`filter` with every `$regex` pattern text made a `LinearRegex`."""
+    if isinstance(filter, Mapping):
+        items = filter.items()
+        return {k: LinearRegex(v) if k == "$regex" else linear_regexes(v) for k, v in items}
+    if isinstance(filter, list):
+        return [linear_regexes(item) for item in filter]
+    return filter

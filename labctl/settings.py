@@ -9,7 +9,7 @@ from pydantic import ValidationError as PydanticValidationError
 class Settings(BaseModel):
     """A frozen, typed model of settings that refuses unknown keys."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def describe(exc: PydanticValidationError) -> str:

@@ -1,14 +1,26 @@
 """The Python API on both backends."""
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from labctl import dblog, dbquery
-from labctl.config import Config
+from labctl import api, dbjob, dblog, dbquery, dbqueue_job
+from labctl.catalog.experiments import log_entries
+from labctl.config import Config, DatabaseConfig
+from labctl.db import Database, connect
 from labctl.errors import DuplicateError, ValidationError
+from tests.jobfixtures import DATASET, local_jobs
+
+
+@pytest.fixture(autouse=True)
+def closed_after() -> Iterator[None]:
+    """No test leaves the connections the API keeps open."""
+    yield
+    api.close_connections()
 
 
 @pytest.fixture
@@ -93,3 +105,44 @@ def test_dblog_validates_and_refuses_duplicates(logged: Config) -> None:
         dbquery(["user"], filter={"user": {"$where": "1"}}, config=logged)
     updated = dblog("20211215_093527", {"comment": "redo"}, update=True, config=logged)
     assert updated["comment"] == "redo" and updated["n_planes"] == 12
+
+
+def test_fifty_jobs_queued_over_one_connection_that_sees_other_writes(
+    config: Config, db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = local_jobs(config, db, tmp_path)
+    opened: list[DatabaseConfig] = []
+
+    def counted(database: DatabaseConfig) -> Database:
+        opened.append(database)
+        return connect(database)
+
+    monkeypatch.setattr(api, "connect", counted)
+    ids = [
+        dbqueue_job(
+            DATASET, "local", "file_stats", datarawfiles=["fl_a.roli"], force=True, config=cfg
+        )
+        for _ in range(50)
+    ]
+    assert len(opened) == 1 and len(set(ids)) == 50
+    assert db.queue.count({"job_id": {"$in": ids}}) == 50  # another connection sees them all
+    assert {dbjob(job_id, config=cfg)["status"] for job_id in ids} == {"queued"}
+    log_entries(db, cfg, [("20220103_110045", {"user": "dana", "data_raw_path": "/nfs/c"})])
+    assert dbquery(["user"], filter={"user": "dana"}, config=cfg)["user"].tolist() == ["dana"]
+    assert len(opened) == 1
+    api.close_connections()
+    assert dbjob(ids[0], config=cfg)["job_id"] == ids[0]
+    assert len(opened) == 2  # closed, then opened again when needed
+
+
+def test_other_threads_use_connections_of_their_own(logged: Config) -> None:
+    """The embedded store's SQLite files may not change threads: each thread opens its own."""
+
+    def count_then_close(_: int) -> int:
+        found = len(dbquery(["user"], config=logged))
+        api.close_connections()
+        return found
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(count_then_close, range(4))) == [3, 3, 3, 3]
+    assert len(dbquery(["user"], config=logged)) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from labctl.cli import cli
+from labctl.cli import COMMANDS, cli
 from labctl.config import Config
 from labctl.db import connect
 from labctl.errors import DatabaseError
@@ -454,3 +455,24 @@ def test_no_output_shows_the_database_password(tmp_path: Path, uri: str) -> None
     asked = runner.invoke(cli, ["--config", str(path), "setup", "--no-cron"], input="\n" * 8)
     assert "MongoDB URI ('embedded': no server) [" in asked.output
     assert SECRET not in asked.output, asked.output
+
+
+def test_every_command_is_in_the_module_the_table_names() -> None:
+    for module in set(COMMANDS.values()):
+        importlib.import_module(f"labctl.cli.{module}")
+    found = {name: command.callback.__module__ for name, command in cli.commands.items()}
+    assert found == {name: f"labctl.cli.{module}" for name, module in COMMANDS.items()}
+
+
+def test_help_loads_no_driver_and_no_rich() -> None:
+    """`labctl --help` lists every command without loading pymongo, Rich, pandas or FastAPI."""
+    heavy = ("pymongo", "litemongo", "rich", "pandas", "fastapi", "uvicorn")
+    code = (
+        "import sys\nfrom labctl.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--help"], capture_output=True, text=True, check=True
+    )
+    assert "submit" in done.stdout
+    assert done.stdout.splitlines()[-1] == "[]"

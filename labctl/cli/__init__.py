@@ -2,22 +2,43 @@
 
 Every error a user can cause reaches the terminal as one line on stderr and a non-zero exit code;
 set LABCTL_DEBUG=1 to see the traceback of an unexpected error.
+
+A command's module is imported when the command is run (or help lists it): `labctl submit`
+loads neither the dashboard nor the setup code.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from labctl.config import Config, load_config
-from labctl.db import Database, connect
 from labctl.errors import LabctlError, redact
+
+if TYPE_CHECKING:
+    from labctl.config import Config
+    from labctl.db import Database
+
+# Each command, by the module of labctl.cli that defines it (and registers it on `cli`).
+COMMANDS = {
+    "user": "accounts",
+    **dict.fromkeys(["setup", "cron", "mount", "umount", "doctor"], "admin"),
+    **dict.fromkeys(
+        ["submit", "queue", "status", "cancel", "retry", "job-types", "clusters", "provenance"],
+        "analysis",
+    ),
+    **dict.fromkeys(["connect", "disconnect", "connections"], "connections"),
+    **dict.fromkeys(["log", "query", "show", "db"], "data"),
+    "demo": "demo",
+    "web": "serve",
+    "watchdog": "watchdog",
+}
 
 
 @dataclass
@@ -31,12 +52,16 @@ class App:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from labctl.config import load_config
+
             self._config = load_config(self.config_path)
         return self._config
 
     @property
     def db(self) -> Database:
         if self._db is None:
+            from labctl.db import connect
+
             self._db = connect(self.config.database)
         return self._db
 
@@ -52,7 +77,16 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 class LabctlGroup(click.Group):
-    """A group whose `main` turns every error into one line and an exit code."""
+    """A group whose `main` turns every error into one line and an exit code, and whose commands
+    are imported when first asked for (see COMMANDS)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(f"labctl.cli.{COMMANDS[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
 
     def main(
         self,
@@ -99,18 +133,4 @@ def main() -> None:
     cli()
 
 
-from labctl.cli import accounts, admin, analysis, connections, data, demo, serve, watchdog  # noqa: E402  (commands register themselves on `cli`)
-
-__all__ = [
-    "App",
-    "accounts",
-    "admin",
-    "analysis",
-    "cli",
-    "connections",
-    "data",
-    "demo",
-    "main",
-    "serve",
-    "watchdog",
-]
+__all__ = ["COMMANDS", "App", "cli", "main"]

@@ -7,12 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import click
-from rich.table import Table
 
 from labctl.catalog.fields import parse_assignments
 from labctl.catalog.provenance import provenance
 from labctl.cli import App, cli
-from labctl.cli.output import cell, console, echo_document, echo_json
+from labctl.cli.output import cell, console, echo_document, echo_json, rich_table
 from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
 from labctl.jobs.batch import JobLayout, render
@@ -20,7 +19,6 @@ from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
 from labctl.jobs.queue import get_job, list_jobs, retry_job
 from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest, prepare_job, submit_job
-from labctl.stages.cancel import cancel_and_stop
 from labctl.stages.heartbeat import latest
 
 
@@ -108,7 +106,7 @@ def queue_cmd(app: App, user: str | None, status: str | None, limit: int, as_jso
         echo_json({"jobs": jobs, "heartbeats": beats})
         return
     now = utcnow()
-    table = Table(title=f"{len(jobs)} job(s)", header_style="bold")
+    table = rich_table(title=f"{len(jobs)} job(s)", header_style="bold")
     columns = ("job", "dataset", "type", "cluster", "user", "state", "transfer", "scheduler", "age")
     for name in columns:
         table.add_column(name)
@@ -160,7 +158,7 @@ def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
         job["transfer"].pop("argv", None)
     shown = {k: v for k, v in job.items() if k not in HIDDEN_IN_STATUS and v not in (None, [], {})}
     echo_document(shown, title=f"job {job_id}")
-    table = Table(title="history", title_justify="left", header_style="bold")
+    table = rich_table(title="history", title_justify="left", header_style="bold")
     for name in ("at", "state", "note"):
         table.add_column(name)
     for item in history:
@@ -176,6 +174,8 @@ def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
 @click.pass_obj
 def cancel_cmd(app: App, job_id: str) -> None:
     """Cancel a job (yours, or any as an admin) and stop it on the cluster (scancel)."""
+    from labctl.stages.cancel import cancel_and_stop  # the watchdog's code: only to cancel
+
     click.echo(cancel_and_stop(app.db, app.config, job_id, app.config.user).message)
 
 
@@ -203,7 +203,7 @@ def job_types_cmd(app: App, as_json: bool) -> None:
         )
         return
     pipelines = app.config.watchdog.pipelines
-    table = Table(title=f"{len(listed)} job type(s) in {pipelines}", header_style="bold")
+    table = rich_table(title=f"{len(listed)} job type(s) in {pipelines}", header_style="bold")
     for column in ("job type", "entry", "options (default)", "outputs", "resources"):
         table.add_column(column)
     for name, spec in listed.items():
@@ -251,7 +251,7 @@ def clusters_cmd(app: App, as_json: bool) -> None:
     if as_json:
         echo_json(clusters)
         return
-    table = Table(title=f"{len(clusters)} cluster(s)", header_style="bold")
+    table = rich_table(title=f"{len(clusters)} cluster(s)", header_style="bold")
     for name in ("cluster", "type", "host", "user", "scratch", "scheduler"):
         table.add_column(name)
     for name, c in app.config.clusters.items():
@@ -275,7 +275,7 @@ def provenance_cmd(app: App, dataset: str, as_json: bool) -> None:
     for record in records:
         code = record["pipelines"] or {}
         dirty = f" + uncommitted changes {code['diff_sha256'][:12]}" if code.get("dirty") else ""
-        table = Table(
+        table = rich_table(
             title=f"{record['job_id']}: {record['job_type']} by {record['user']} on "
             f"{record['cluster']}, completed {cell(record['completed_at'])}",
             title_justify="left",

@@ -5,10 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 import click
-from rich.table import Table
 
 from labctl.cli import App, cli
-from labctl.cli.output import cell, console, echo_json
+from labctl.cli.output import cell, console, echo_json, rich_table
 from labctl.compute.cluster import ssh_target
 from labctl.compute.transport import Session, Sessions, SSHTarget
 from labctl.config import Config
@@ -93,7 +92,7 @@ def connections_cmd(app: App, as_json: bool) -> None:
     if as_json:
         echo_json([session.as_dict() for session in found])
         return
-    table = Table(title=f"{len(found)} cluster session(s)", header_style="bold")
+    table = rich_table(title=f"{len(found)} cluster session(s)", header_style="bold")
     for column in ("cluster", "session", "since", "until", "via", "auth"):
         table.add_column(column)
     for s in found:

@@ -1,4 +1,5 @@
-"""Formatting for the terminal: Rich tables, JSON and CSV. Only the CLI imports this."""
+"""Formatting for the terminal: Rich tables, JSON and CSV. Only the CLI imports this; Rich is
+loaded when something is printed with it."""
 
 from __future__ import annotations
 
@@ -7,19 +8,30 @@ import datetime as dt
 import io
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from labctl.catalog.fields import flatten, get_dotted
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 
 def console() -> Console:
     """Rich output; when piped or captured, wide enough that no value is cut short."""
+    from rich.console import Console
+
     terminal = Console(soft_wrap=False)
     return terminal if terminal.is_terminal else Console(soft_wrap=False, width=250)
+
+
+def rich_table(**options: Any) -> Table:
+    """A Rich table (`title=`, `header_style=`, ...) to fill and print on `console()`."""
+    from rich.table import Table
+
+    return Table(**options)
 
 
 def plain(value: Any) -> Any:
@@ -57,7 +69,7 @@ def echo_table(
     docs: Sequence[Mapping[str, Any]], columns: Sequence[str], title: str | None = None
 ) -> None:
     """A Rich table with a row number and the given dotted columns."""
-    table = Table(title=title, header_style="bold")
+    table = rich_table(title=title, header_style="bold")
     table.add_column("#", justify="right", style="dim")
     for col in columns:
         table.add_column(col)
@@ -76,7 +88,7 @@ def echo_csv(docs: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
 
 def echo_document(doc: Mapping[str, Any], title: str) -> None:
     """One document whole: a two-column table of its dotted fields."""
-    table = Table(title=title, show_header=False, title_justify="left")
+    table = rich_table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
     table.add_column()
     for name, value in flatten(doc).items():

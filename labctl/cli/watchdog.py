@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
 from labctl.cli import App, cli
-from labctl.stages.loop import STAGES, reap_children, run_stages
+from labctl.stages.loop import STAGES, run_loop, run_stages
 
 
 @cli.command("watchdog")
@@ -18,12 +16,8 @@ from labctl.stages.loop import STAGES, reap_children, run_stages
 def watchdog_cmd(app: App, stage: str, loop: float | None, runs: int | None) -> None:
     """Run a watchdog stage (tick: scan, transfers, jobs in order)."""
     names = list(STAGES) if stage == "tick" else [stage]
-    done = 0
-    while True:
+    if loop is None:
         for line in run_stages(app.db, app.config, names):
             click.echo(line)
-        done += 1
-        if loop is None or (runs is not None and done >= runs):
-            return
-        reap_children()
-        time.sleep(loop)
+    else:
+        run_loop(app.db, app.config, names, loop, runs, click.echo)

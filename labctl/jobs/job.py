@@ -50,7 +50,7 @@ class MalformedJob(LabctlError):
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
 
 class Transfer(_Part):

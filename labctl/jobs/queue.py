@@ -165,6 +165,19 @@ def mark_waiting(db: Database, jobs: Sequence[Job], message: str) -> None:
         )
 
 
+def has_work(db: Database, user: str) -> bool:
+    """Whether a watchdog stage may have something to do for `user`, in one read: a job of
+    theirs is active, or cancelled and still to stop, or completed and still to clean or to
+    follow up (the stages' own filters, all at once)."""
+    pending = [
+        where(*ACTIVE),
+        where(JobState.CANCELLED, cleanup_pending=True),
+        where(JobState.COMPLETED, scratch_cleaned=False),
+        where(JobState.COMPLETED, follow_up_pending=True),
+    ]
+    return db.queue.find_one({"user": user, "$or": pending}, ["job_id"]) is not None
+
+
 def claim(db: Database, filter: Mapping[str, Any], owner: str, lease: dt.timedelta) -> Job | None:
     """Take one job matching `filter` whose lease is free or expired, for `lease`."""
     now = utcnow()

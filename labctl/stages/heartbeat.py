@@ -1,9 +1,15 @@
-"""Watchdog heartbeats: each stage run records when, where and what it did, in `meta`."""
+"""Watchdog heartbeats: each stage run records when, where and what it did, in `meta`.
+
+A long-running loop writes the heartbeat of a run that did nothing at most once a minute
+(`Pacer`), well within what `labctl doctor` calls stale (5 minutes).
+"""
 
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from labctl.clock import utcnow
@@ -24,6 +30,26 @@ def beat(db: Database, stage: str, did: Mapping[str, int]) -> None:
         "did": dict(did),
     }
     db.meta.update({"key": key}, {"$set": doc}, upsert=True)
+
+
+IDLE_BEAT_SECONDS = 60.0
+
+
+@dataclass
+class Pacer:
+    """When this process last wrote each stage's heartbeat. A run that did something always
+    writes it; one that did nothing only once IDLE_BEAT_SECONDS have passed since the last."""
+
+    written: dict[str, float] = field(default_factory=dict)
+
+    def due(self, stage: str) -> bool:
+        last = self.written.get(stage)
+        return last is None or time.monotonic() - last >= IDLE_BEAT_SECONDS
+
+    def beat(self, db: Database, stage: str, did: Mapping[str, int]) -> None:
+        if did or self.due(stage):
+            beat(db, stage, did)
+            self.written[stage] = time.monotonic()
 
 
 def latest(db: Database) -> list[dict[str, Any]]:
