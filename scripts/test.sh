@@ -23,7 +23,7 @@ echo "[test] ruff";  ruff check .
 echo "[test] mypy";  mypy
 echo "[test] pytest"
 status=0
-pytest "$@" || status=$?
+pytest --durations=15 "$@" || status=$?
 echo "[test] compatibility matrix"
 bash scripts/matrix.sh || status=1
 exit "$status"

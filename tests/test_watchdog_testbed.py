@@ -6,8 +6,8 @@ tmp_path. The stages run in this process through `run_stages`, or as `labctl wat
 processes where the test is about processes (overlapping runs, SIGKILL).
 
 Backends: the cheap tests take `db`/`config` and so run on both the embedded store and the
-MongoDB wire server; the heavy ones (a 300 MB transfer, 200 jobs, SIGKILLed processes) use the
-embedded store only, through the `solo` fixture.
+MongoDB wire server; the heavy ones (a 300 MB transfer, 100 jobs in 8 overlapping ticks,
+SIGKILLed processes) use the embedded store only, through the `solo` fixture.
 
 The tests at the end need no testbed: they check the parsing of output captured from it.
 """
@@ -398,7 +398,7 @@ def test_killed_rsync_resumes_where_it_stopped(
 # 5. overlapping watchdog processes -------------------------------------------------------------
 
 OVERLAPPING = 8
-JOBS = 200
+JOBS = 100
 
 
 @on_testbed
