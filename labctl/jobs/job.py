@@ -101,6 +101,26 @@ class ResultFile(_Part):
     sha256: str
 
 
+class TaskUsage(_Part):
+    """What the scheduler's accounting recorded for one finished job or array task (`sacct`).
+
+    Times are in seconds, memory in bytes; None where the cluster records nothing.
+    """
+
+    task: str  # the scheduler's id: `138`, or `138_2` for an array task
+    state: str  # the scheduler's word, e.g. `COMPLETED`, `TIMEOUT`
+    exit_code: int | None = None
+    elapsed_s: float = 0.0  # wall time
+    cpu_s: float | None = None  # TotalCPU, user + system, summed over the job's steps
+    cpus: int = 1  # AllocCPUS
+    max_rss_bytes: int | None = None  # the largest MaxRSS of its steps
+    req_mem_bytes: int | None = None  # what it asked for (the whole job's share)
+    submit: dt.datetime | None = None
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    nodes: str = ""
+
+
 class HistoryItem(_Part):
     state: JobState
     at: dt.datetime
@@ -147,6 +167,7 @@ class Job(_Part):
     follow_up_pending: bool = False  # a finished array whose merge job is still to queue
     follow_up_job: str | None = None
     parent_job: str | None = None
+    usage: list[TaskUsage] = Field(default_factory=list)  # per task, once it has finished
 
     @model_validator(mode="before")
     @classmethod
