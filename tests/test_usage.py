@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from labctl.jobs.usage import bins, describe, memory_text, usage_report
 from labctl.users import create_token
 from labctl.web import create_app
 from tests.usagefixtures import LAB, finished_job, seed_usage
-from tests.webfixtures import seed, web_config
+from tests.webfixtures import login, seed, web_config
 
 
 @pytest.fixture
@@ -219,3 +220,22 @@ def test_rest_usage_needs_a_login_and_good_input(client: TestClient, lab: Databa
     bad_day = client.get("/api/v1/usage", params={"since": "soon"}, headers=bob)
     assert bad_day.status_code == 422
     assert bad_day.json() == {"detail": "--since takes a date like 2021-12-15, not 'soon'"}
+
+
+def test_the_usage_page_loads_its_charts_from_the_api(client: TestClient) -> None:
+    assert login(client, "bob") == 303
+    page = client.get("/usage", params={"since": "2026-11-01"})
+    assert page.status_code == 200
+    assert '<a href="/usage" aria-current="page">Usage</a>' in page.text
+    assert 'data-api="/api/v1/usage" data-since="2026-11-01"' in page.text
+    assert page.text.count("<canvas") == 4
+    # The policy allows scripts from the app alone: the page has no inline script.
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    scripts = re.findall(r"<script[^>]*>", page.text)
+    assert scripts and all(re.search(r'src="/static/[\w.]+\.js"', tag) for tag in scripts)
+    for name in ("chart.umd.min.js", "usage.js", "chart.js.LICENSE.md"):
+        assert client.get(f"/static/{name}").status_code == 200, name
+    assert "Chart.js 4.6.1" in client.get("/static/chart.umd.min.js").text[:300]
+    bad = client.get("/usage", params={"since": "soon"})
+    assert bad.status_code == 400 and "since takes a date like 2021-12-15" in bad.text
+    assert 'data-since=""' in bad.text
