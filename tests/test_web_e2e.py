@@ -1,7 +1,8 @@
 """End to end in a real headless Chromium (Debian's, driven by Playwright; no browser download).
 
 A member logs in, adds an experiment through the form, finds it in Browse, submits a job through
-the API and watches the monitor follow its progress without a reload. Screenshots of every page
+the API and watches the monitor follow its progress without a reload; another member reads the
+lab's usage charts. Screenshots of every page
 go to $LABCTL_SCREENSHOTS (docs/screenshots to refresh the ones in the repository), else tmp_path.
 """
 
