@@ -239,3 +239,11 @@ def test_the_usage_page_loads_its_charts_from_the_api(client: TestClient) -> Non
     bad = client.get("/usage", params={"since": "soon"})
     assert bad.status_code == 400 and "since takes a date like 2021-12-15" in bad.text
     assert 'data-since=""' in bad.text
+
+
+def test_a_finished_job_s_page_shows_its_efficiency(client: TestClient) -> None:
+    assert login(client, "alice") == 303
+    line = "used 6% of its 64 GB memory, 85% of 8 cores over 2:00:00"
+    assert f'<td class="efficiency">{line}</td>' in client.get("/jobs/j-a1/live").text
+    assert line in client.get("/jobs/j-a1").text
+    assert 'class="efficiency"' not in client.get("/jobs/j-run").text
