@@ -115,7 +115,7 @@ def test_login_page_and_static_files_need_no_login(client: TestClient) -> None:
 
 
 PAGES = ["/", "/add", "/add/row", "/browse", f"/entry/{DATASET}", "/monitor", "/monitor/live"]
-PAGES += ["/jobs/j123/live", "/jobs/j123"]
+PAGES += ["/jobs/j123/live", "/jobs/j123", "/usage"]
 POSTS = ["/add", f"/entry/{DATASET}", "/jobs/j123/cancel", "/jobs/j123/retry", "/logout"]
 
 

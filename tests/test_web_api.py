@@ -70,6 +70,7 @@ ROUTES = [
     ("POST", "/jobs/j123/cancel"),
     ("POST", "/jobs/j123/retry"),
     ("GET", "/watchdog"),
+    ("GET", "/usage"),
     ("GET", "/openapi.json"),
 ]
 

@@ -1,7 +1,8 @@
 """End to end in a real headless Chromium (Debian's, driven by Playwright; no browser download).
 
 A member logs in, adds an experiment through the form, finds it in Browse, submits a job through
-the API and watches the monitor follow its progress without a reload. Screenshots of every page
+the API and watches the monitor follow its progress without a reload; another member reads the
+lab's usage charts. Screenshots of every page
 go to $LABCTL_SCREENSHOTS (docs/screenshots to refresh the ones in the repository), else tmp_path.
 """
 
@@ -21,6 +22,7 @@ from labctl.jobs.states import JobState
 from labctl.stages.heartbeat import beat
 from labctl.users import create_token
 from tests.jobfixtures import transfer_record
+from tests.usagefixtures import seed_usage
 from tests.webfixtures import password, seed, served, web_config
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -187,6 +189,77 @@ def test_log_in_add_browse_submit_and_watch_the_job(
     entry = db.data.find_one({"dataset": DATASET})
     assert entry and entry["comment"] == "first session, re-checked"
     assert entry["updated_by"] == "alice"
+
+
+CHART_DATA = """(id) => {
+    const chart = Chart.getChart(document.getElementById(id));
+    return {labels: chart.data.labels,
+            sets: chart.data.datasets.map((s) => [s.label, s.data, s.backgroundColor])};
+}"""
+PAINTED = """(id) => {
+    const canvas = document.getElementById(id);
+    const area = Chart.getChart(canvas).chartArea;  // the plot, without legend and axes
+    const ratio = window.devicePixelRatio;
+    const [x, y] = [Math.ceil(area.left * ratio), Math.ceil(area.top * ratio)];
+    const [w, h] = [Math.floor(area.width * ratio), Math.floor(area.height * ratio)];
+    const pixels = canvas.getContext("2d").getImageData(x, y, w, h).data;
+    const colours = {};
+    for (let i = 0; i < pixels.length; i += 4) {
+        if (pixels[i + 3] === 255) {
+            const rgb = [0, 1, 2].map((c) => pixels[i + c].toString(16).padStart(2, "0"));
+            const hex = "#" + rgb.join("");
+            colours[hex] = (colours[hex] || 0) + 1;
+        }
+    }
+    return colours;
+}"""
+
+
+def test_the_usage_page_charts_the_lab_s_compute_time(
+    site: tuple[str, Database], page: sync_api.Page, tmp_path: Path
+) -> None:
+    url, db = site
+    seed_usage(db)
+    expect = sync_api.expect
+    shots = Path(os.environ.get("LABCTL_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    page.goto(url + "/usage")
+    page.fill("input[name=username]", "bob")  # a member, not an admin: sees the whole lab
+    page.fill("input[name=password]", password("bob"))
+    page.click("button:has-text('Log in')")
+    expect(page).to_have_url(url + "/usage")
+    expect(page.locator("nav a[aria-current=page]")).to_have_text("Usage")
+    expect(page.locator("#usage")).to_have_attribute("data-drawn", "true")
+
+    months = page.evaluate(CHART_DATA, "chart-cpu-hours")
+    assert months["labels"] == ["2026-10", "2026-11"]
+    assert [s[:2] for s in months["sets"]] == [
+        ["alice", [20, 8]],
+        ["bob", [0.5, 2]],
+        ["root", [0, 48]],
+    ]
+    waits = page.evaluate(CHART_DATA, "chart-queue-wait")
+    assert waits["labels"] == ["local", "raven", "viper"]
+    assert waits["sets"][0][1] == [1.5, 25, 240]  # minutes
+    cpu = page.evaluate(CHART_DATA, "chart-cpu-efficiency")
+    assert [s[:2] for s in cpu["sets"]] == [
+        ["diff_registration", [0, 0, 0, 0, 0, 3, 0, 0, 1, 0]],
+        ["file_stats", [0, 0, 1, 0, 0, 0, 0, 0, 0, 1]],
+        ["merge_splits", [0, 0, 0, 0, 0, 0, 0, 1, 0, 0]],
+    ]
+    memory = page.evaluate(CHART_DATA, "chart-memory-efficiency")
+    assert memory["sets"][1][1] == [0] * 10  # file_stats: its cluster records no MaxRSS
+    # Drawn, not just configured: each bar's colour fills solid pixels of the plot.
+    charts = {"cpu-hours": months, "queue-wait": waits, "cpu-efficiency": cpu}
+    for name, chart in charts.items():
+        painted = page.evaluate(PAINTED, f"chart-{name}")
+        assert all(painted.get(colour, 0) > 50 for _, _, colour in chart["sets"]), name
+    painted = page.evaluate(PAINTED, "chart-memory-efficiency")
+    assert [painted.get(colour, 0) > 50 for _, _, colour in memory["sets"]] == [True, False, True]
+    page.screenshot(path=shots / "usage.png", full_page=True)
+
+    page.goto(url + "/usage?since=someday")
+    expect(page.locator("p.error").first).to_contain_text("since takes a date like 2021-12-15")
 
 
 def _transfer(db: Database, job_id: str, percent: int, first: bool = False) -> None:

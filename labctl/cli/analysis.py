@@ -16,9 +16,10 @@ from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
 from labctl.jobs.batch import JobLayout, render
 from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
-from labctl.jobs.queue import get_job, list_jobs, retry_job
+from labctl.jobs.queue import list_jobs, read_job, retry_job
 from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest, prepare_job, submit_job
+from labctl.jobs.usage import describe
 from labctl.stages.heartbeat import latest
 
 
@@ -136,7 +137,15 @@ def queue_cmd(app: App, user: str | None, status: str | None, limit: int, as_jso
         )
 
 
-HIDDEN_IN_STATUS = ("history", "batch_script", "options_key", "log_tail", "owner", "lease_until")
+HIDDEN_IN_STATUS = (
+    "history",
+    "batch_script",
+    "options_key",
+    "log_tail",
+    "owner",
+    "lease_until",
+    "usage",  # summed up in one line; --json shows each task's
+)
 
 
 @cli.command("status")
@@ -145,8 +154,9 @@ HIDDEN_IN_STATUS = ("history", "batch_script", "options_key", "log_tail", "owner
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
-    """Show one job whole, with its history and, if it failed, its log tail."""
-    job = get_job(app.db, job_id)
+    """Show one job whole, with its efficiency, its history and, if it failed, its log tail."""
+    found = read_job(app.db, job_id)
+    job = found.doc()
     if as_json:
         echo_json(job)
         return
@@ -158,6 +168,9 @@ def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
         job["transfer"].pop("argv", None)
     shown = {k: v for k, v in job.items() if k not in HIDDEN_IN_STATUS and v not in (None, [], {})}
     echo_document(shown, title=f"job {job_id}")
+    efficiency = describe(found.usage)
+    if efficiency:
+        click.echo(f"efficiency: {efficiency}")
     table = rich_table(title="history", title_justify="left", header_style="bold")
     for name in ("at", "state", "note"):
         table.add_column(name)

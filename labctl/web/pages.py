@@ -1,4 +1,5 @@
-"""The data pages: add an experiment, browse them, and one entry with its jobs (and its edit)."""
+"""The data pages: add an experiment, browse them, one entry with its jobs (and its edit), and
+the lab's compute usage."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import MANAGED_FIELDS, flatten, is_field_name
-from labctl.catalog.query import build_filter, parse_sort
+from labctl.catalog.query import build_filter, parse_day, parse_sort
 from labctl.config import DataSchema
 from labctl.db import Database
 from labctl.errors import DuplicateError, ValidationError
@@ -190,3 +191,17 @@ async def edit_entry(request: Request, user: PageUser, dataset: str) -> Response
     if form.errors:
         return await _entry_page(request, user, dataset, form, status=422)
     return RedirectResponse(f"/entry/{dataset}?saved={len(fields)}", status_code=303)
+
+
+@router.get("/usage")
+async def usage_page(request: Request, user: PageUser, since: str = "") -> HTMLResponse:
+    """Charts of where the lab's compute time went; the page's script reads /api/v1/usage."""
+    error = ""
+    try:
+        if since:
+            parse_day(since, "since")
+    except ValidationError as exc:
+        error = str(exc)
+    return render(
+        request, "usage.html", user, status=400 if error else 200, since=since, error=error
+    )

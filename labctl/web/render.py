@@ -15,7 +15,9 @@ from fastapi.templating import Jinja2Templates
 
 from labctl.catalog.fields import get_dotted
 from labctl.clock import age, utcnow
+from labctl.jobs.job import TaskUsage
 from labctl.jobs.states import ACTIVE, JobState
+from labctl.jobs.usage import describe
 from labctl.web.auth import CSRF_FIELD, CSRF_HEADER, Principal
 from labctl.web.deps import state
 
@@ -49,6 +51,11 @@ def duration(seconds: float | None) -> str:
     return "" if seconds is None else str(dt.timedelta(seconds=int(seconds)))
 
 
+def efficiency(usage: list[dict[str, Any]] | None) -> str | None:
+    """A stored job's usage in a line, as `labctl status` says it."""
+    return describe([TaskUsage.model_validate(task) for task in usage or []])
+
+
 def since(value: dt.datetime | None) -> str:
     return age(value, utcnow())
 
@@ -66,7 +73,14 @@ def make_templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(text=text, size=size, duration=duration, age=since, dotted=get_dotted)
+    env.filters.update(
+        text=text,
+        size=size,
+        duration=duration,
+        age=since,
+        dotted=get_dotted,
+        efficiency=efficiency,
+    )
     env.globals.update(
         CSRF_FIELD=CSRF_FIELD,
         CSRF_HEADER=CSRF_HEADER,

@@ -17,6 +17,7 @@ from labctl.catalog.query import build_filter, check_filter, parse_sort
 from labctl.jobs.queue import get_job, list_jobs, retry_job
 from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest, submit_job
+from labctl.jobs.usage import usage_report
 from labctl.stages.cancel import cancel_and_stop
 from labctl.stages.heartbeat import latest, sessions_seen
 from labctl.web.deps import ApiUser, state
@@ -92,6 +93,17 @@ class Heartbeats(BaseModel):
     sessions: list[Doc] = Field(
         default_factory=list,
         description="each host's watchdog's last word on each cluster's session",
+    )
+
+
+class Usage(BaseModel):
+    by: list[str] = Field(description="what the groups are by: user, job-type, cluster, month")
+    since: str | None = Field(description="only tasks that ended from then on")
+    groups: list[Doc] = Field(
+        description="per group, its keys (user, job_type, cluster, month) and figures: jobs, "
+        "tasks, cpu_hours (cores x elapsed), wall_hours, median_wait_s, cpu_efficiency, "
+        "memory_efficiency (null where unknown), and how many tasks fall in each tenth of "
+        "efficiency (cpu_efficiency_bins, memory_efficiency_bins)"
     )
 
 
@@ -219,6 +231,18 @@ async def retry(request: Request, user: ApiUser, job_id: str) -> Doc:
 async def watchdog(request: Request, user: ApiUser) -> Heartbeats:
     store = state(request).store
     return Heartbeats(heartbeats=await store.run(latest), sessions=await store.run(sessions_seen))
+
+
+@router.get("/usage")
+async def usage(
+    request: Request,
+    user: ApiUser,
+    by: Annotated[list[str], Query(description="user, job-type, cluster or month")] = [],  # noqa: B006
+    since: Annotated[str | None, Query(description="tasks ended on or after (date)")] = None,
+) -> Usage:
+    """Where the lab's compute time went, as `labctl usage` reports it. Every member sees the
+    whole lab's figures."""
+    return Usage(**await state(request).store.run(usage_report, by, since))
 
 
 @router.get("/openapi.json", include_in_schema=False)
