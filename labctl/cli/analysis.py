@@ -14,12 +14,9 @@ from labctl.cli import App, cli
 from labctl.cli.output import cell, console, echo_document, echo_json, rich_table
 from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
-from labctl.jobs.batch import JobLayout, render
 from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
-from labctl.jobs.queue import get_job, list_jobs, retry_job
 from labctl.jobs.states import JobState
-from labctl.jobs.submit import JobRequest, prepare_job, submit_job
-from labctl.stages.heartbeat import latest
+from labctl.jobs.submit import JobRequest
 
 
 @cli.command("submit")
@@ -65,14 +62,9 @@ def submit_cmd(
         allow_dirty=allow_dirty,
     )
     if dry_run:
-        planned = prepare_job(app.db, app.config, request)
-        cluster = app.config.clusters[compute_cluster]
-        layout = JobLayout.of(cluster, planned.job_id)
-        spec = job_types_at(app.config, planned.pipelines).get(job_type, compute_cluster)
-        assert spec is not None  # prepare_job found it
-        click.echo(render(planned, spec, cluster, layout), nl=False)
+        click.echo(app.lab.batch_script(request), nl=False)
         return
-    job = submit_job(app.db, app.config, request, force=force)
+    job = app.lab.submit(request, force=force)
     if as_json:
         echo_json(job)
     else:
@@ -100,8 +92,8 @@ def progress_bar(transfer: Mapping[str, Any] | None, width: int = 12) -> str:
 @click.pass_obj
 def queue_cmd(app: App, user: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """List jobs with their state, transfer progress, scheduler id and age."""
-    jobs = list_jobs(app.db, user=user, status=status, limit=limit)
-    beats = latest(app.db)
+    jobs = app.lab.jobs(user=user, status=status, limit=limit)
+    beats = app.lab.heartbeats()
     if as_json:
         echo_json({"jobs": jobs, "heartbeats": beats})
         return
@@ -146,7 +138,7 @@ HIDDEN_IN_STATUS = ("history", "batch_script", "options_key", "log_tail", "owner
 @click.pass_obj
 def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
     """Show one job whole, with its history and, if it failed, its log tail."""
-    job = get_job(app.db, job_id)
+    job = app.lab.job(job_id)
     if as_json:
         echo_json(job)
         return
@@ -174,9 +166,7 @@ def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
 @click.pass_obj
 def cancel_cmd(app: App, job_id: str) -> None:
     """Cancel a job (yours, or any as an admin) and stop it on the cluster (scancel)."""
-    from labctl.stages.cancel import cancel_and_stop  # the watchdog's code: only to cancel
-
-    click.echo(cancel_and_stop(app.db, app.config, job_id, app.config.user).message)
+    click.echo(app.lab.cancel(job_id))
 
 
 @cli.command("retry")
@@ -184,7 +174,7 @@ def cancel_cmd(app: App, job_id: str) -> None:
 @click.pass_obj
 def retry_cmd(app: App, job_id: str) -> None:
     """Queue a failed or cancelled job again."""
-    retry_job(app.db, job_id, app.config.user)
+    app.lab.retry(job_id)
     click.echo(f"requeued {job_id}")
 
 
