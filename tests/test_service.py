@@ -1,0 +1,384 @@
+"""Members through the labctl service: the real web app served by uvicorn over an embedded store,
+and the real CLI and Python API against it with members' and an admin's tokens (issue 11).
+
+Authority comes from the token: a member's config may claim to be anyone, and no database
+credential is on their machine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from labctl.api import dbjob, dblog, dbquery, dbqueue_job
+from labctl.catalog.experiments import get_entry
+from labctl.cli import cli
+from labctl.config import Config, DatabaseConfig
+from labctl.db import connect
+from labctl.errors import PermissionDenied
+from labctl.jobs.queue import get_job
+from labctl.jobs.submit import JobRequest
+from labctl.lab import Lab, LocalLab, Query
+from labctl.private import write_private
+from labctl.service import ServiceLab
+from labctl.settings import ServiceConfig
+from labctl.users import authenticate, create_token, get_user, token_user
+from tests.jobfixtures import DATASET
+from tests.mongoserver import free_port
+from tests.testbed import write_config
+from tests.webfixtures import password, seed, served, web_config
+
+NEW_PASSWORD = "a long new passphrase 7"
+JOB = JobRequest(
+    dataset=DATASET,
+    compute_cluster="local",
+    job_type="file_stats",
+    datarawfiles=("fl_a.roli",),
+    datafiles=("phase.h5",),
+    job_options={"sleep_seconds": "0.5"},
+)
+
+
+class LabServer:
+    """A lab server: its config, its database, and its service's address once served."""
+
+    def __init__(self, root: Path) -> None:
+        store = DatabaseConfig(uri="embedded", path=root / "store")
+        self.config = web_config(Config(user="labserver", database=store), root)
+        self.db = connect(store)
+        seed(self.db, self.config, root)
+        self.url = ""
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LabServer]:
+    lab = LabServer(tmp_path / "server")
+    with served(lab.config) as url:
+        lab.url = url
+        yield lab
+    lab.db.close()
+
+
+@pytest.fixture
+def tokens(server: LabServer) -> dict[str, str]:
+    return {u: create_token(server.db, u) for u in ("alice", "bob", "root")}
+
+
+MemberConfig = Callable[..., Path]
+
+
+@pytest.fixture
+def member(tmp_path: Path, server: LabServer, tokens: dict[str, str]) -> MemberConfig:
+    """The config file of a member's machine: the service's address and their token only."""
+
+    def config_of(username: str, token: str | None = None, **settings: Any) -> Path:
+        home = tmp_path / f"machine-{username}"
+        home.mkdir(exist_ok=True)
+        token_file = home / "token"
+        write_private(token_file, (token or tokens[username]) + "\n")
+        path = home / "config.yaml"
+        service = {"url": server.url, "token_file": str(token_file)}
+        path.write_text(yaml.safe_dump({"service": service, **settings}))
+        return path
+
+    return config_of
+
+
+def run(config: Path, *args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, ["--config", str(config), *args], input=input)
+
+
+def one_line(done: Result, code: int) -> str:
+    """The one error line of a command that exited with `code`."""
+    assert done.exit_code == code, (done.exit_code, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    return lines[0]
+
+
+# --- who may do what through the service ---------------------------------------------------------
+
+
+def test_a_member_cannot_do_an_admin_s_work(server: LabServer, member: MemberConfig) -> None:
+    bob = member("bob", user="root")  # claiming another name in the config changes nothing
+    alices_hash = server.db.users.find_one({"username": "alice"})["password_hash"]
+    refused = {
+        ("user", "set-role", "bob", "admin"): "only an admin may change roles",
+        ("user", "passwd", "alice"): "only alice or an admin may set their password",
+        ("user", "token", "alice"): "only alice or an admin may make their token",
+        ("user", "add", "eve", "--no-password"): "only an admin may add lab members",
+    }
+    for args, why in refused.items():
+        typed = f"{NEW_PASSWORD}\n{NEW_PASSWORD}\n"
+        assert why in one_line(run(bob, *args, input=typed), 3)
+    assert get_user(server.db, "bob")["role"] == "member"
+    assert server.db.users.find_one({"username": "alice"})["password_hash"] == alices_hash
+    assert server.db.users.find_one({"username": "eve"}) is None
+    assert run(bob, "whoami").stdout.startswith("bob (member) via the labctl service at http")
+
+
+def test_an_admin_can(server: LabServer, member: MemberConfig) -> None:
+    root = member("root")
+    assert run(root, "user", "set-role", "bob", "admin").exit_code == 0
+    assert get_user(server.db, "bob")["role"] == "admin"
+    typed = f"{NEW_PASSWORD}\n{NEW_PASSWORD}\n"
+    assert run(root, "user", "passwd", "alice", input=typed).exit_code == 0
+    assert authenticate(server.db, "alice", NEW_PASSWORD) is not None
+    made = run(root, "user", "token", "alice")
+    assert made.exit_code == 0 and made.stdout.startswith("lct_")
+    assert token_user(server.db, made.stdout.strip())["username"] == "alice"  # type: ignore[index]
+    added = run(root, "user", "add", "eve", "--no-password", "--hpc", "raven=ev1")
+    assert added.exit_code == 0, added.stderr
+    assert get_user(server.db, "eve")["hpc_accounts"] == {"raven": "ev1"}
+    listing = run(member("bob"), "user", "list", "--json")
+    assert listing.exit_code == 0, listing.stderr
+    listed = json.loads(listing.stdout)
+    assert [u["username"] for u in listed] == ["alice", "bob", "eve", "root"]
+
+
+def test_a_member_sets_their_own_password_and_token(
+    server: LabServer, member: MemberConfig
+) -> None:
+    alice = member("alice")
+    typed = f"{NEW_PASSWORD}\n{NEW_PASSWORD}\n"
+    assert run(alice, "user", "passwd", "alice", input=typed).exit_code == 0
+    assert authenticate(server.db, "alice", NEW_PASSWORD) is not None
+    made = run(alice, "user", "token", "alice", "--days", "30")
+    assert made.exit_code == 0
+    expires = server.db.users.find_one({"username": "alice"})["api_token_expires"]
+    assert dt.timedelta(days=29) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(days=30)
+    # the new token replaced the one in alice's token file
+    assert "refused the token" in one_line(run(alice, "whoami"), 3)
+
+
+def test_a_member_cannot_cancel_or_retry_another_s_job(
+    server: LabServer, member: MemberConfig
+) -> None:
+    alice, bob = member("alice"), member("bob", user="alice")
+    queued = run(alice, "submit", DATASET, "--cluster", "local", "--job-type", "file_stats",
+                 "--rawfile", "fl_a.roli", "--json")  # fmt: skip
+    assert queued.exit_code == 0, queued.stderr
+    job_id = json.loads(queued.stdout)["job_id"]
+    assert get_job(server.db, job_id)["user"] == "alice"
+    assert "belongs to alice" in one_line(run(bob, "cancel", job_id), 3)
+    assert get_job(server.db, job_id)["status"] == "queued"
+    assert run(member("root"), "cancel", job_id).exit_code == 0
+    assert get_job(server.db, job_id)["status"] == "cancelled"
+    assert "belongs to alice" in one_line(run(bob, "retry", job_id), 3)
+    assert run(alice, "retry", job_id).stdout.strip() == f"requeued {job_id}"
+    assert get_job(server.db, job_id)["status"] == "queued"
+
+
+def test_a_member_cannot_move_another_s_experiment(
+    server: LabServer, member: MemberConfig, tmp_path: Path
+) -> None:
+    mine = "20230101_090000"
+    raw = tmp_path / "alice-raw"
+    raw.mkdir()
+    alice, bob = member("alice"), member("bob", user="alice")
+    logged = run(alice, "log", mine, "--set", "user=alice", "--raw-path", str(raw))
+    assert logged.exit_code == 0, logged.stderr
+    for field in ("data_raw_path=/home/alice/.config/labctl", "user=bob"):
+        refused = run(bob, "log", mine, "--update", "--set", field)
+        assert "is alice's: only they or an admin may set" in one_line(refused, 3)
+    assert get_entry(server.db, mine)["data_raw_path"] == str(raw)
+    assert run(bob, "log", mine, "--update", "--set", "runclass.id=ARB").exit_code == 0
+    moved = run(member("root"), "log", mine, "--update", "--set", f"data_raw_path={tmp_path}")
+    assert moved.exit_code == 0, moved.stderr
+    entry = get_entry(server.db, mine)
+    assert (entry["data_raw_path"], entry["runclass"]["id"]) == (str(tmp_path), "ARB")
+    assert entry["updated_by"] == "root"
+
+
+def test_a_batch_is_stored_whole_or_not_at_all(server: LabServer, member: MemberConfig) -> None:
+    entries = [
+        {"dataset": f"2023010{d}_090000", "user": "bob", "data_raw_path": "/d"} for d in (1, 2)
+    ]
+    entries.append({"dataset": "20230103_090000", "user": "bob", "n_planes": 2**70})
+    batch = member("bob").parent / "batch.yaml"
+    batch.write_text(yaml.safe_dump(entries))
+    one_line(run(member("bob"), "log", "--from-file", str(batch)), 2)
+    assert server.db.data.find_one({"dataset": "20230101_090000"}) is None
+
+
+# --- the same results as the local path ----------------------------------------------------------
+
+
+def scenario(lab: Lab, raw: Path) -> dict[str, Any]:
+    """Log, query, show, plan, submit and list, as alice; what each gave back."""
+    logged = lab.log(
+        [
+            ("20230101_090000", {"user": "alice", "data_raw_path": str(raw), "n_planes": "12"}),
+            ("20230102_090000", {"user": "alice", "data_raw_path": str(raw), "runclass.id": "X"}),
+        ]
+    )
+    picked = Query(["n_planes", "runclass.id"], where=["user=alice"], since="2023-01-01",
+                   filter={"n_planes": {"$gt": 3}}, sort=["-dataset"], limit=5)  # fmt: skip
+    script = lab.batch_script(JOB)
+    job = lab.submit(JOB)
+    return {
+        "logged": logged,
+        "picked": lab.query(picked),
+        "all": lab.query(Query(sort=["-acquired_at"])),
+        "shown": lab.show("20230102_090000"),
+        "script": script,
+        "job": job,
+        "listed": lab.jobs(user="alice"),
+        "one": lab.job(job["job_id"]),
+    }
+
+
+JOB_ID = re.compile(r"\bj[0-9a-f]{11}\b")
+VOLATILE = {"created_at", "updated_at", "next_try_at", "job_id", "history"}
+
+
+def same_form(value: Any, root: str) -> Any:
+    """`value` without what differs between two runs: times of writing, ids, the store's root."""
+    if isinstance(value, dict):
+        return {k: same_form(v, root) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [same_form(v, root) for v in value]
+    if isinstance(value, str):
+        return JOB_ID.sub("ID", value.replace(root, "ROOT"))
+    return value
+
+
+@pytest.mark.parametrize("through", ["database", "service"])
+def test_the_seam_gives_the_same_either_way(
+    through: str, server: LabServer, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    here = LabServer(tmp_path / "here")
+    local = LocalLab(here.config.model_copy(update={"user": "alice"}), here.db)
+    service = ServiceLab(ServiceConfig(url=server.url), tokens["alice"])
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    got = {
+        "database": same_form(scenario(local, raw), str(tmp_path / "here")),
+        "service": same_form(scenario(service, raw), str(tmp_path / "server")),
+    }
+    mine, other = got[through], got["service" if through == "database" else "database"]
+    assert mine == other
+    assert [d["dataset"] for d in mine["picked"]] == ["20230101_090000"]
+    assert mine["picked"][0]["n_planes"] == 12
+    assert isinstance(mine["shown"]["acquired_at"], dt.datetime)
+    assert mine["one"]["user"] == "alice" and mine["one"]["status"] == "queued"
+    assert len(mine["listed"]) == 1 and "#SBATCH --job-name=labctl-ID\n" in mine["script"]
+    here.db.close()
+
+
+def test_the_cli_prints_the_same_either_way(
+    server: LabServer, member: MemberConfig, tmp_path: Path
+) -> None:
+    here = LabServer(tmp_path / "here")
+    local = write_config(here.config.model_copy(update={"user": "alice"}), tmp_path / "local.yaml")
+    remote = member("alice")
+    roots = {local: str(tmp_path / "here"), remote: str(tmp_path / "server")}
+    commands = [
+        ("log", "20230101_090000", "--set", "user=alice", "--raw-path", "/d", "--json"),
+        ("query", "user", "data_raw_path", "--where", "user=alice", "--json"),
+        ("query", "acquired_at", "data_raw_path", "--csv", "--sort", "-dataset"),
+        ("query", "user", "acquired_at", "--since", "2022-01-01"),
+        ("submit", DATASET, "--cluster", "local", "--job-type", "file_stats", "--json"),
+        ("submit", DATASET, "--cluster", "local", "--job-type", "file_stats", "--dry-run"),
+        ("queue", "--json"),
+        ("show", DATASET, "--json"),
+    ]
+    for args in commands:
+        out = {}
+        for config, root in roots.items():
+            done = run(config, *args)
+            assert done.exit_code == 0, (args, done.stderr)
+            text = done.stdout
+            out[config] = same_form(json.loads(text) if "--json" in args else text, root)
+        assert out[local] == out[remote], args
+    here.db.close()
+
+
+def test_the_python_api_through_the_service(server: LabServer, member: MemberConfig) -> None:
+    alice = member("alice")
+    stored = dblog("20230101_090000", {"user": "alice", "data_raw_path": "/d"}, n_planes="4",
+                   config=alice)  # fmt: skip
+    assert stored["created_by"] == "alice" and stored["n_planes"] == 4
+    table = dbquery(["n_planes"], {"user": "alice"}, where=["n_planes>=4"], config=alice)
+    assert table.to_dict("records") == [{"n_planes": 4}]
+    everything = dbquery(config=alice)
+    assert len(everything) == 2 and everything["acquired_at"].dt.year.tolist() == [2021, 2023]
+    job_id = dbqueue_job(DATASET, "local", "file_stats", user="root", config=alice)
+    assert dbjob(job_id, config=alice)["user"] == "alice"  # the token's member, whatever is asked
+    bob = member("bob")
+    with pytest.raises(PermissionDenied, match="only they or an admin"):
+        dblog("20230101_090000", {"data_raw_path": "/elsewhere"}, update=True, config=bob)
+
+
+# --- what goes wrong gives one line --------------------------------------------------------------
+
+
+def test_unreachable_bad_expired_and_revoked_tokens(
+    server: LabServer, member: MemberConfig, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    nowhere = member("alice")
+    moved = yaml.safe_load(nowhere.read_text())
+    moved["service"]["url"] = f"http://127.0.0.1:{free_port()}"
+    nowhere.write_text(yaml.safe_dump(moved))
+    assert "cannot reach the labctl service" in one_line(run(nowhere, "query"), 1)
+
+    forged = member("bob", token="lct_" + "x" * 43)
+    assert "refused the token" in one_line(run(forged, "query"), 3)
+
+    alice = member("alice")
+    server.db.users.update(
+        {"username": "alice"}, {"$set": {"api_token_expires": dt.datetime.now(dt.UTC)}}
+    )
+    assert "refused the token" in one_line(run(alice, "queue"), 3)
+
+    old = tokens["bob"]
+    create_token(server.db, "bob")  # replaces, so revokes, bob's token
+    line = one_line(run(member("bob", token=old), "submit", DATASET, "--cluster", "local",
+                        "--job-type", "file_stats"), 3)  # fmt: skip
+    assert "run 'labctl login" in line and old not in line
+
+
+def test_a_token_file_others_may_read_is_refused(member: MemberConfig) -> None:
+    config = member("alice")
+    (config.parent / "token").chmod(0o644)
+    assert "chmod 600" in one_line(run(config, "query"), 2)
+    (config.parent / "token").unlink()
+    assert "run 'labctl login http" in one_line(run(config, "query"), 2)
+
+
+def test_a_member_machine_has_no_database(member: MemberConfig) -> None:
+    for args in (["db", "init"], ["provenance", DATASET], ["watchdog", "tick"]):
+        assert "run it where the database is" in one_line(run(member("alice"), *args), 2)
+
+
+def test_plain_http_only_to_this_machine(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"service": {"url": "http://lab.example.org"}}))
+    assert "use https" in one_line(run(config, "query"), 2)
+
+
+def test_labctl_login_with_a_password_or_a_pasted_token(
+    server: LabServer, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"service": {"url": server.url,
+                                                  "token_file": str(tmp_path / "t")}}))  # fmt: skip
+    done = run(config, "login", server.url, "--username", "bob", input=password("bob") + "\n")
+    assert done.exit_code == 0, done.stderr
+    assert (tmp_path / "t").stat().st_mode & 0o777 == 0o600
+    assert run(config, "whoami").stdout.startswith("bob (member)")
+    token = (tmp_path / "t").read_text().strip()
+    assert token not in done.stdout + done.stderr
+    wrong = run(config, "login", server.url, "--username", "bob", input="nope\n")
+    assert "wrong username or password" in one_line(wrong, 3)
+    pasted = run(config, "login", server.url, "--token", input=tokens["alice"] + "\n")
+    assert pasted.exit_code == 0, pasted.stderr
+    assert run(config, "whoami").stdout.startswith("alice (member)")
