@@ -135,7 +135,7 @@ def call(
         with _opener.open(request, timeout=service.timeout_seconds) as answer:
             return _dates(json.loads(answer.read()))
     except urllib.error.HTTPError as exc:
-        raise _refusal(service, exc) from None
+        raise _refusal(service, exc, bool(token)) from None
     except urllib.error.URLError as exc:
         reason = getattr(exc.reason, "strerror", None) or exc.reason
         raise ServiceError(f"cannot reach the labctl service at {service.url}: {reason}") from None
@@ -148,8 +148,10 @@ def call(
         raise ServiceError(f"{service.url} did not answer as a labctl service: {exc}") from None
 
 
-def _refusal(service: ServiceConfig, exc: urllib.error.HTTPError) -> LabctlError:
+def _refusal(service: ServiceConfig, exc: urllib.error.HTTPError, sent_token: bool) -> LabctlError:
     detail = _detail(exc.read())
+    if exc.code == 401 and not sent_token:  # a login
+        return TokenRefused(f"{service.url}: {detail or 'login refused'}")
     if exc.code == 401:
         return TokenRefused(
             f"the labctl service at {service.url} refused the token ({detail or 'unknown'}): "

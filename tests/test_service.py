@@ -8,11 +8,13 @@ credential is on their machine.
 from __future__ import annotations
 
 import datetime as dt
+import http.server
 import json
 import re
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -382,3 +384,54 @@ def test_labctl_login_with_a_password_or_a_pasted_token(
     pasted = run(config, "login", server.url, "--token", input=tokens["alice"] + "\n")
     assert pasted.exit_code == 0, pasted.stderr
     assert run(config, "whoami").stdout.startswith("alice (member)")
+
+
+def test_login_on_a_new_machine_writes_its_config(server: LabServer, isolated_home: Path) -> None:
+    done = CliRunner().invoke(cli, ["login", server.url, "--username", "alice"],
+                              input=password("alice") + "\n")  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    config = isolated_home / ".config" / "labctl" / "config.yaml"
+    assert yaml.safe_load(config.read_text()) == {"service": {"url": server.url}}
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert (config.parent / "token").stat().st_mode & 0o777 == 0o600
+    me = CliRunner().invoke(cli, ["whoami"])
+    assert me.stdout.strip() == f"alice (member) via the labctl service at {server.url}"
+
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every request with a redirect to `target`, and notes the headers it was sent."""
+
+    target: ClassVar[str] = ""
+    seen: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        Recorder.seen.append(self.headers.get("Authorization"))
+        self.send_response(307)
+        self.send_header("Location", Recorder.target + self.path)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_token_does_not_follow_a_redirect(tmp_path: Path) -> None:
+    """A server that redirects gets one request; the one it points at, none: the token stays."""
+    with (
+        http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder) as elsewhere,
+        http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder) as first,
+    ):
+        Recorder.seen = []
+        Recorder.target = f"http://127.0.0.1:{elsewhere.server_address[1]}"
+        for server in (elsewhere, first):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{first.server_address[1]}"
+        token = "lct_" + "t" * 43
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump({"service": {"url": url}}))
+        done = CliRunner().invoke(cli, ["--config", str(config), "whoami"],
+                                  env={"LABCTL_TOKEN": token})  # fmt: skip
+        for server in (elsewhere, first):
+            server.shutdown()
+    assert f"redirects to {Recorder.target}/api/v1/me" in one_line(done, 1)
+    assert Recorder.seen == [f"Bearer {token}"]  # the first server only
+    assert token not in done.stderr

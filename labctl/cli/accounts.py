@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
+import yaml
 from pydantic import ValidationError as PydanticValidationError
 
 from labctl.catalog.fields import parse_assignments
 from labctl.cli import App, cli
 from labctl.cli.output import echo_json, echo_table
+from labctl.config import default_config_path
 from labctl.errors import ValidationError
 from labctl.lab import NewUser
 from labctl.private import private_dir, write_private
@@ -152,8 +157,15 @@ def login_cmd(app: App, url: str, username: str | None, paste: bool, days: float
         f"logged in to {service.url} as {me['username']} ({me['role']}); "
         f"token kept in {service.token_file}"
     )
-    if app.config.service is None or app.config.service.url != service.url:
-        click.echo(f"add to your config:\nservice:\n  url: {service.url}", err=True)
+    if app.config.service is not None and app.config.service.url == service.url:
+        return
+    path = app.config_path or Path(os.environ.get("LABCTL_CONFIG") or default_config_path())
+    if path.exists():
+        click.echo(f"add to {path}:\nservice:\n  url: {service.url}", err=True)
+    else:
+        private_dir(path.parent)
+        write_private(path, yaml.safe_dump({"service": {"url": service.url}}))
+        click.echo(f"wrote {path}: labctl now goes through {service.url}")
 
 
 def service_at(app: App, url: str) -> ServiceConfig:
