@@ -25,7 +25,7 @@ from labctl.catalog.experiments import get_entry
 from labctl.cli import cli
 from labctl.config import Config, DatabaseConfig
 from labctl.db import connect
-from labctl.errors import PermissionDenied
+from labctl.errors import PermissionDenied, ValidationError
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest
 from labctl.lab import Lab, LocalLab, Query
@@ -435,3 +435,30 @@ def test_the_token_does_not_follow_a_redirect(tmp_path: Path) -> None:
     assert f"redirects to {Recorder.target}/api/v1/me" in one_line(done, 1)
     assert Recorder.seen == [f"Bearer {token}"]  # the first server only
     assert token not in done.stderr
+
+
+def test_what_json_cannot_carry_is_refused_before_sending(
+    server: LabServer, member: MemberConfig
+) -> None:
+    since = {"acquired_at": {"$gte": dt.datetime(2022, 1, 1, tzinfo=dt.UTC)}}
+    with pytest.raises(ValidationError, match="compare dates with since/until"):
+        dbquery(filter=since, config=member("alice"))
+    assert len(dbquery(since="2022-01-01", config=member("alice"))) == 0
+
+
+def test_refusals_are_the_local_path_s(
+    server: LabServer, member: MemberConfig, tmp_path: Path
+) -> None:
+    """The same line and exit code through the service as on the database itself."""
+    remote = member("alice")
+    local = write_config(server.config.model_copy(update={"user": "alice"}), tmp_path / "l.yaml")
+    job = ("submit", DATASET, "--cluster", "local", "--job-type", "file_stats")
+    assert run(remote, *job).exit_code == 0
+    for args, code in [
+        (("show", "20990101_000000"), 1),
+        (("query", "--where", "n_planes>many"), 2),
+        (("log", "2023_bad"), 2),
+        (job, 1),
+        (("retry", "j000000000ff"), 1),
+    ]:
+        assert one_line(run(remote, *args), code) == one_line(run(local, *args), code), args
