@@ -19,6 +19,7 @@ from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, parse_sort
 from labctl.config import Config, DataSchema
 from labctl.db import Database
+from labctl.errors import NotFoundError
 from labctl.jobs.queue import get_job, list_jobs, retry_job
 from labctl.jobs.submit import JobRequest, batch_script, submit_job
 from labctl.stages.heartbeat import latest
@@ -94,8 +95,10 @@ class LocalLab:
         return self.db.where
 
     def whoami(self) -> Doc:
-        account = self.db.users.find_one({"username": self.config.user}, ["role"])
-        role = account["role"] if account else "no account"
+        try:
+            role = get_user(self.db, self.config.user)["role"]
+        except NotFoundError:
+            role = "no account"
         return {"username": self.config.user, "role": role, "via": self.where}
 
     def schema(self) -> DataSchema:

@@ -462,3 +462,11 @@ def test_refusals_are_the_local_path_s(
         (("retry", "j000000000ff"), 1),
     ]:
         assert one_line(run(remote, *args), code) == one_line(run(local, *args), code), args
+
+
+def test_whoami_on_the_database(tmp_path: Path) -> None:
+    here = LabServer(tmp_path / "here")
+    for user, said in [("root", "root (admin)"), ("nobody", "nobody (no account)")]:
+        config = write_config(here.config.model_copy(update={"user": user}), tmp_path / "c.yaml")
+        assert run(config, "whoami").stdout.startswith(f"{said} via {here.db.where}")
+    here.db.close()
