@@ -381,6 +381,8 @@ def test_labctl_login_with_a_password_or_a_pasted_token(
     assert token not in done.stdout + done.stderr
     wrong = run(config, "login", server.url, "--username", "bob", input="nope\n")
     assert "wrong username or password" in one_line(wrong, 3)
+    garbled = run(config, "login", server.url, "--token", input="lct_a b\r\nX-Evil: 1\n")
+    assert "not a labctl API token" in one_line(garbled, 2)
     pasted = run(config, "login", server.url, "--token", input=tokens["alice"] + "\n")
     assert pasted.exit_code == 0, pasted.stderr
     assert run(config, "whoami").stdout.startswith("alice (member)")

@@ -141,11 +141,13 @@ def login_cmd(app: App, url: str, username: str | None, paste: bool, days: float
 
     With your password, the service makes a new token (replacing your earlier one, on any
     machine). The token is kept in a file only you may read (service.token_file)."""
-    from labctl.service import ServiceLab, obtain_token
+    from labctl.service import TOKEN, ServiceLab, obtain_token
 
     service = service_at(app, url)
     if paste:
         token = str(click.prompt("Token", hide_input=True)).strip()
+        if not TOKEN.fullmatch(token):
+            raise ValidationError("that is not a labctl API token (lct_...)")
     else:
         name = username or str(click.prompt("Username"))
         token = obtain_token(service, name, str(click.prompt("Password", hide_input=True)), days)
