@@ -4,10 +4,13 @@
     df = dbquery(["data_raw_path", "runclass.id"], filter={"user": "charlie"})
 
 Each call reads the configuration (`config=` path, else the usual lookup), so scripts and
-notebooks need no set-up. The database is opened once per database config (and thread: the
-embedded store's files may not change threads) and kept until the process exits or the thread
-calls `close_connections()`. Kept is safe: the embedded store takes its file lock per operation, not
-per connection, so other processes still interleave with this one, and each sees their writes.
+notebooks need no set-up. With `service:` in it, every call goes to the labctl service with the
+member's token, and acts as that member (see `labctl.lab`); otherwise to the database.
+
+The database is opened once per database config (and thread: the embedded store's files may not
+change threads) and kept until the process exits or the thread calls `close_connections()`. Kept
+is safe: the embedded store takes its file lock per operation, not per connection, so other
+processes still interleave with this one, and each sees their writes.
 """
 
 from __future__ import annotations
@@ -21,13 +24,11 @@ from typing import Any
 
 import pandas as pd
 
-from labctl.catalog.experiments import log_entries, query
 from labctl.catalog.fields import check_field_name, flatten, get_dotted
-from labctl.catalog.query import check_filter, parse_sort
 from labctl.config import Config, DatabaseConfig, load_config
 from labctl.db import Database, connect
-from labctl.jobs.queue import get_job
-from labctl.jobs.submit import JobRequest, submit_job
+from labctl.jobs.submit import JobRequest
+from labctl.lab import Lab, Query, open_lab
 
 _Key = tuple[int, int, DatabaseConfig]
 _connections: dict[_Key, Database] = {}
@@ -52,16 +53,19 @@ def close_connections() -> None:
         _connections.pop(key).close()
 
 
-def _session(config: Config | Path | str | None) -> tuple[Config, Database]:
-    """The config (as given, or read from a path or the usual lookup) and its database."""
+def _lab(config: Config | Path | str | None) -> Lab:
+    """The lab of the config (as given, or read from a path or the usual lookup)."""
     cfg = config if isinstance(config, Config) else load_config(Path(config) if config else None)
-    return cfg, _database(cfg.database)
+    return open_lab(cfg, lambda: _database(cfg.database))
 
 
 def dbquery(
     fields: Sequence[str] = (),
     filter: Mapping[str, Any] | None = None,
     *,
+    where: Sequence[str] = (),
+    since: str | None = None,
+    until: str | None = None,
     sort: Sequence[str] = (),
     limit: int = 0,
     config: Config | Path | str | None = None,
@@ -69,11 +73,12 @@ def dbquery(
     """Experiments matching `filter` as a DataFrame with one column per dotted field.
 
     With no `fields`, every field found is a column. `filter` maps dotted field names to values
-    or to `{"$gt": ...}`-style comparisons; `sort` takes names, `-name` for descending.
+    or to `{"$gt": ...}`-style comparisons; `where` takes `labctl query --where` conditions and
+    `since`/`until` dates, all joined with AND; `sort` takes names, `-name` for descending.
     """
     names = [check_field_name(f) for f in fields]
-    _, db = _session(config)
-    docs = query(db, names, check_filter(dict(filter or {})), parse_sort(sort), limit)
+    found = Query(names, where, since, until, dict(filter or {}), sort, limit)
+    docs = _lab(config).query(found)
     if names:
         return pd.DataFrame([[get_dotted(d, f) for f in names] for d in docs], columns=names)
     return pd.DataFrame([flatten(d) for d in docs])
@@ -91,9 +96,8 @@ def dblog(
 
     Fields come as a mapping with dotted names (`{"runclass.id": "ARB"}`) and/or keywords.
     """
-    cfg, db = _session(config)
     entry = flatten({**dict(fields or {}), **more})
-    return log_entries(db, cfg, [(dataset, entry)], update=update)[0]
+    return _lab(config).log([(dataset, entry)], update=update)[0]
 
 
 def dbqueue_job(
@@ -110,7 +114,8 @@ def dbqueue_job(
     allow_dirty: bool = False,
     config: Config | Path | str | None = None,
 ) -> str:
-    """Queue an analysis job, as `labctl submit` does; return its job id."""
+    """Queue an analysis job, as `labctl submit` does; return its job id. Through the service,
+    the job is always the token's member's (`user` is for the lab server's own scripts)."""
     request = JobRequest(
         dataset=dataset,
         compute_cluster=compute_cluster,
@@ -122,11 +127,9 @@ def dbqueue_job(
         user=user,
         allow_dirty=allow_dirty,
     )
-    cfg, db = _session(config)
-    return str(submit_job(db, cfg, request, force=force)["job_id"])
+    return str(_lab(config).submit(request, force=force)["job_id"])
 
 
 def dbjob(job_id: str, *, config: Config | Path | str | None = None) -> dict[str, Any]:
     """One job's queue entry: state, history, transfer progress, SLURM id, results."""
-    _, db = _session(config)
-    return get_job(db, job_id)
+    return _lab(config).job(job_id)

@@ -23,7 +23,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from labctl.errors import ConfigError, redact
 from labctl.jobs.jobtypes import JobTypeConfig, Resources
-from labctl.settings import Settings, describe
+from labctl.settings import ServiceConfig, Settings, describe, xdg
 
 FieldType = Literal["str", "int", "float", "bool", "datetime", "date", "list", "path"]
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -31,16 +31,12 @@ EMBEDDED = "embedded"
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
 
 
-def _xdg(var: str, fallback: str) -> Path:
-    return Path(os.environ.get(var) or Path.home() / fallback)
-
-
 def default_config_path() -> Path:
-    return _xdg("XDG_CONFIG_HOME", ".config") / "labctl" / "config.yaml"
+    return xdg("XDG_CONFIG_HOME", ".config") / "labctl" / "config.yaml"
 
 
 def default_data_dir() -> Path:
-    return _xdg("XDG_DATA_HOME", ".local/share") / "labctl"
+    return xdg("XDG_DATA_HOME", ".local/share") / "labctl"
 
 
 class DatabaseConfig(Settings):
@@ -307,6 +303,7 @@ class Config(Settings):
     )
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    service: ServiceConfig | None = Field(default=None, description="a member's way in: see README")
 
     @field_validator("clusters")
     @classmethod

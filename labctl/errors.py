@@ -61,3 +61,13 @@ class QueryTimeout(DatabaseError):
     """A query ran longer than its time limit and the store stopped it."""
 
     exit_code = 2
+
+
+class ServiceError(LabctlError):
+    """The labctl service could not be reached, or did not answer as labctl's service does."""
+
+
+class TokenRefused(ServiceError):
+    """The service did not accept the member's token (unknown, expired or replaced)."""
+
+    exit_code = 3

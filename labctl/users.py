@@ -79,6 +79,7 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 PUBLIC_FIELDS = ["username", "full_name", "email", "role", "hpc_accounts", "created_at"]
 TOKEN_PREFIX = "lct_"
+MAX_TOKEN_DAYS = 3650
 
 
 def add_user(
@@ -148,13 +149,23 @@ def _token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(db: Database, username: str) -> str:
-    """A new API token for `username`, replacing (and so revoking) any earlier one."""
+def create_token(db: Database, username: str, days: float | None = None) -> str:
+    """A new API token for `username`, replacing (and so revoking) any earlier one; it expires
+    after `days` (without: when replaced)."""
+    if days is not None and not 0 < days <= MAX_TOKEN_DAYS:
+        raise ValidationError(f"a token lives more than 0 and at most {MAX_TOKEN_DAYS} days")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    _change(db, username, {"api_token_sha256": _token_digest(token)})
+    expires = utcnow() + dt.timedelta(days=days) if days else None
+    _change(db, username, {"api_token_sha256": _token_digest(token), "api_token_expires": expires})
     return token
 
 
 def token_user(db: Database, token: str) -> dict[str, Any] | None:
-    """The public fields of the user whose API token this is, or None."""
-    return db.users.find_one({"api_token_sha256": _token_digest(token)}, PUBLIC_FIELDS)
+    """The public fields of the user whose API token this is, if it has not expired; or None."""
+    doc = db.users.find_one(
+        {"api_token_sha256": _token_digest(token)}, [*PUBLIC_FIELDS, "api_token_expires"]
+    )
+    if doc is None:
+        return None
+    expires = doc.pop("api_token_expires", None)
+    return None if expires is not None and expires <= utcnow() else doc

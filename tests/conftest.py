@@ -36,6 +36,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
         "LABCTL_CONFIG",
         "LABCTL_DB_URI",
         "LABCTL_DB_PASSWORD",
+        "LABCTL_TOKEN",
     ):
         monkeypatch.delenv(var, raising=False)
     yield home

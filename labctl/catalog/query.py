@@ -66,8 +66,10 @@ def build_filter(
     schema: DataSchema,
     since: str | None = None,
     until: str | None = None,
+    mapping: Any = None,
 ) -> dict[str, Any]:
-    """All conditions joined with AND, plus an `acquired_at` range from `since`/`until`."""
+    """All conditions joined with AND, plus an `acquired_at` range from `since`/`until`, and a
+    filter `mapping` as `check_filter` takes it."""
     clauses = [parse_where(c, schema) for c in conditions]
     window: dict[str, Any] = {}
     if since:
@@ -80,6 +82,8 @@ def build_filter(
         )
     if window:
         clauses.append({"acquired_at": window})
+    if mapping is not None and (checked := check_filter(mapping)):
+        clauses.append(checked)
     if not clauses:
         return {}
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}

@@ -19,15 +19,16 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from labctl.errors import LabctlError, redact
+from labctl.errors import ConfigError, LabctlError, redact
 
 if TYPE_CHECKING:
     from labctl.config import Config
     from labctl.db import Database
+    from labctl.lab import Lab
 
 # Each command, by the module of labctl.cli that defines it (and registers it on `cli`).
 COMMANDS = {
-    "user": "accounts",
+    **dict.fromkeys(["user", "login", "whoami"], "accounts"),
     **dict.fromkeys(["setup", "cron", "mount", "umount", "doctor"], "admin"),
     **dict.fromkeys(
         ["submit", "queue", "status", "cancel", "retry", "job-types", "clusters", "provenance"],
@@ -44,11 +45,13 @@ COMMANDS = {
 
 @dataclass
 class App:
-    """What every command shares: the config (read once) and the database (opened once)."""
+    """What every command shares: the config (read once), the lab's data (the service, or the
+    database opened once)."""
 
     config_path: Path | None
     _config: Config | None = field(default=None, repr=False)
     _db: Database | None = field(default=None, repr=False)
+    _lab: Lab | None = field(default=None, repr=False)
 
     @property
     def config(self) -> Config:
@@ -59,10 +62,27 @@ class App:
         return self._config
 
     @property
+    def lab(self) -> Lab:
+        """Where the member's commands go: the service if configured, else the database."""
+        if self._lab is None:
+            from labctl.lab import open_lab
+
+            self._lab = open_lab(self.config, lambda: self.db)
+        return self._lab
+
+    @property
     def db(self) -> Database:
+        """The database itself, for what only its holder does (the watchdog, `db init`)."""
         if self._db is None:
+            from labctl.config import EMBEDDED
             from labctl.db import connect
 
+            service = self.config.service
+            if service is not None and self.config.database.uri == EMBEDDED:
+                raise ConfigError(
+                    f"this command needs the database itself; this machine reaches the lab "
+                    f"through {service.url}: run it where the database is (the lab server)"
+                )
             self._db = connect(self.config.database)
         return self._db
 

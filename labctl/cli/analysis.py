@@ -14,13 +14,11 @@ from labctl.cli import App, cli
 from labctl.cli.output import cell, console, echo_document, echo_json, rich_table
 from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
-from labctl.jobs.batch import JobLayout, render
+from labctl.jobs.job import TaskUsage
 from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
-from labctl.jobs.queue import list_jobs, read_job, retry_job
 from labctl.jobs.states import JobState
-from labctl.jobs.submit import JobRequest, prepare_job, submit_job
+from labctl.jobs.submit import JobRequest
 from labctl.jobs.usage import describe
-from labctl.stages.heartbeat import latest
 
 
 @cli.command("submit")
@@ -66,14 +64,9 @@ def submit_cmd(
         allow_dirty=allow_dirty,
     )
     if dry_run:
-        planned = prepare_job(app.db, app.config, request)
-        cluster = app.config.clusters[compute_cluster]
-        layout = JobLayout.of(cluster, planned.job_id)
-        spec = job_types_at(app.config, planned.pipelines).get(job_type, compute_cluster)
-        assert spec is not None  # prepare_job found it
-        click.echo(render(planned, spec, cluster, layout), nl=False)
+        click.echo(app.lab.batch_script(request), nl=False)
         return
-    job = submit_job(app.db, app.config, request, force=force)
+    job = app.lab.submit(request, force=force)
     if as_json:
         echo_json(job)
     else:
@@ -101,8 +94,8 @@ def progress_bar(transfer: Mapping[str, Any] | None, width: int = 12) -> str:
 @click.pass_obj
 def queue_cmd(app: App, user: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """List jobs with their state, transfer progress, scheduler id and age."""
-    jobs = list_jobs(app.db, user=user, status=status, limit=limit)
-    beats = latest(app.db)
+    jobs = app.lab.jobs(user=user, status=status, limit=limit)
+    beats = app.lab.heartbeats()
     if as_json:
         echo_json({"jobs": jobs, "heartbeats": beats})
         return
@@ -155,8 +148,7 @@ HIDDEN_IN_STATUS = (
 @click.pass_obj
 def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
     """Show one job whole, with its efficiency, its history and, if it failed, its log tail."""
-    found = read_job(app.db, job_id)
-    job = found.doc()
+    job = app.lab.job(job_id)
     if as_json:
         echo_json(job)
         return
@@ -168,7 +160,7 @@ def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
         job["transfer"].pop("argv", None)
     shown = {k: v for k, v in job.items() if k not in HIDDEN_IN_STATUS and v not in (None, [], {})}
     echo_document(shown, title=f"job {job_id}")
-    efficiency = describe(found.usage)
+    efficiency = describe([TaskUsage.model_validate(task) for task in job.get("usage", [])])
     if efficiency:
         click.echo(f"efficiency: {efficiency}")
     table = rich_table(title="history", title_justify="left", header_style="bold")
@@ -187,9 +179,7 @@ def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
 @click.pass_obj
 def cancel_cmd(app: App, job_id: str) -> None:
     """Cancel a job (yours, or any as an admin) and stop it on the cluster (scancel)."""
-    from labctl.stages.cancel import cancel_and_stop  # the watchdog's code: only to cancel
-
-    click.echo(cancel_and_stop(app.db, app.config, job_id, app.config.user).message)
+    click.echo(app.lab.cancel(job_id))
 
 
 @cli.command("retry")
@@ -197,7 +187,7 @@ def cancel_cmd(app: App, job_id: str) -> None:
 @click.pass_obj
 def retry_cmd(app: App, job_id: str) -> None:
     """Queue a failed or cancelled job again."""
-    retry_job(app.db, job_id, app.config.user)
+    app.lab.retry(job_id)
     click.echo(f"requeued {job_id}")
 
 

@@ -10,14 +10,14 @@ import click
 import yaml
 
 from labctl.catalog import yamltext
-from labctl.catalog.experiments import Entry, get_entry, log_entries, prepare_schema, query
+from labctl.catalog.experiments import Entry, prepare_schema
 from labctl.catalog.fields import check_field_name, dataset_text, flatten, parse_assignments
-from labctl.catalog.query import build_filter, parse_sort
 from labctl.cli import App, cli
 from labctl.cli.output import columns_of, echo_csv, echo_document, echo_json, echo_table
 from labctl.config import DataSchema
 from labctl.errors import ValidationError
 from labctl.jobs.migrate import migrate
+from labctl.lab import Query
 
 
 def read_entries_file(path: Path) -> list[Entry]:
@@ -47,9 +47,7 @@ def read_entries_file(path: Path) -> list[Entry]:
 
 
 def prompt_missing(fields: dict[str, Any], schema: DataSchema) -> None:
-    """On a terminal, ask for each required field that was not given."""
-    if not sys.stdin.isatty():
-        return
+    """Ask for each required field that was not given."""
     for name in schema.required:
         if fields.get(name) in (None, ""):
             spec = schema.fields[name]
@@ -93,12 +91,12 @@ def log_cmd(
     elif dataset:
         fields: dict[str, Any] = dict(parse_assignments(assignments, "--set"))
         fields.update({k: v for k, v in (("user", user), ("data_raw_path", raw_path)) if v})
-        if not update:
-            prompt_missing(fields, app.config.data)
+        if not update and sys.stdin.isatty():
+            prompt_missing(fields, app.lab.schema())
         entries = [(dataset, fields)]
     else:
         raise click.UsageError("give a DATASET id or --from-file")
-    stored = log_entries(app.db, app.config, entries, update=update)
+    stored = app.lab.log(entries, update=update)
     if as_json:
         echo_json(stored)
         return
@@ -144,11 +142,8 @@ def query_cmd(
     """Find experiments and show the chosen FIELDS (all fields when none are named)."""
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    schema = app.config.data
-    filter = build_filter(conditions, schema, since, until)
-    sort = parse_sort(sort_specs)
     names = [check_field_name(f) for f in fields]
-    docs = query(app.db, names, filter, sort, limit)
+    docs = app.lab.query(Query(names, conditions, since, until, sort=sort_specs, limit=limit))
     if names:
         columns = ["dataset", *(f for f in names if f != "dataset")]
     else:
@@ -167,7 +162,7 @@ def query_cmd(
 @click.pass_obj
 def show_cmd(app: App, dataset: str, as_json: bool) -> None:
     """Print one experiment whole."""
-    doc = get_entry(app.db, dataset)
+    doc = app.lab.show(dataset)
     if as_json:
         echo_json(doc)
     else:

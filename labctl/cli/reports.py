@@ -8,7 +8,7 @@ import click
 
 from labctl.cli import App, cli
 from labctl.cli.output import console, echo_csv, echo_json, rich_table
-from labctl.jobs.usage import GROUPINGS, clock, percent, usage_report
+from labctl.jobs.usage import GROUPINGS, clock, percent
 
 FIGURES = [
     "jobs",
@@ -41,7 +41,7 @@ def usage_cmd(
     efficiency (as seff reports them) of the finished jobs' tasks."""
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are exclusive")
-    report = usage_report(app.db, by, since)
+    report = app.lab.usage(by, since)
     keys = [GROUPINGS[name] for name in report["by"]]
     if as_json:
         echo_json(report)

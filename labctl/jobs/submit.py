@@ -18,6 +18,7 @@ from labctl.compute.slurm import slurm_megabytes, slurm_minutes
 from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import DuplicateError, ValidationError
+from labctl.jobs.batch import JobLayout, render
 from labctl.jobs.codeversion import code_version
 from labctl.jobs.job import Job
 from labctl.jobs.jobtypes import JobType, Resources, job_types_at
@@ -204,3 +205,13 @@ def submit_job(
         )
     add_job(db, job)
     return get_job(db, job.job_id)
+
+
+def batch_script(db: Database, config: Config, request: JobRequest) -> str:
+    """The batch script a request would run, validated as `submit_job` validates it; nothing is
+    queued (`labctl submit --dry-run`)."""
+    planned = prepare_job(db, config, request)
+    cluster = config.clusters[request.compute_cluster]
+    spec = job_types_at(config, planned.pipelines).get(request.job_type, request.compute_cluster)
+    assert spec is not None  # prepare_job found it
+    return render(planned, spec, cluster, JobLayout.of(cluster, planned.job_id))

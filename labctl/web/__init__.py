@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from labctl.config import Config
-from labctl.web import login, monitor, pages
+from labctl.web import login, members, monitor, pages
 from labctl.web import problems as errors
 from labctl.web import rest as api
 from labctl.web.auth import LoginLimiter
@@ -69,7 +69,7 @@ def create_app(config: Config) -> FastAPI:
     )
     app.state.web = WebState(config, store, limiter, make_templates())
     app.mount("/static", StaticFiles(packages=[("labctl.web", "static")]), name="static")
-    for module in (login, pages, monitor, api):
+    for module in (login, pages, monitor, api, members):
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(BodyLimit)  # inside the next, which would wrap its 413 in an exception group

@@ -53,7 +53,7 @@ async def _principal(request: Request, token: str | None) -> Principal:
     if token is not None:
         found = await store.run(bearer_principal, token)
         if found is None:
-            raise LoginRequired("invalid API token")
+            raise LoginRequired("invalid, expired or replaced API token")
         return found
     cookie = request.cookies.get(SESSION_COOKIE)
     found = await store.run(session_principal, cookie) if cookie else None

@@ -13,10 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import check_field_name
-from labctl.catalog.query import build_filter, check_filter, parse_sort
+from labctl.catalog.query import build_filter, parse_sort
 from labctl.jobs.queue import get_job, list_jobs, retry_job
 from labctl.jobs.states import JobState
-from labctl.jobs.submit import JobRequest, submit_job
+from labctl.jobs.submit import JobRequest, batch_script, submit_job
 from labctl.jobs.usage import usage_report
 from labctl.stages.cancel import cancel_and_stop
 from labctl.stages.heartbeat import latest, sessions_seen
@@ -61,10 +61,24 @@ class ExperimentQuery(_In):
         description="field -> value or {'$gt': value}-style comparisons ($eq $ne $gt $gte $lt "
         "$lte $regex $in), as in labctl.dbquery",
     )
+    where: list[str] = Field(
+        default_factory=list, description="FIELD OP VALUE conditions, as `--where` (AND)"
+    )
+    since: str | None = Field(default=None, description="acquired on or after (date)")
+    until: str | None = Field(default=None, description="acquired on or before (date)")
     fields: list[str] = Field(default_factory=list, description="dotted fields; none: all")
     sort: list[str] = Field(default_factory=list, description="field, or -field for descending")
     limit: int = Field(default=100, ge=1, le=1000)
     skip: int = Field(default=0, ge=0)
+
+
+class ExperimentBatch(_In):
+    entries: list[NewExperiment] = Field(description="stored all together, or none of them")
+    update: bool = Field(default=False, description="change existing entries instead of adding")
+
+
+class Entries(BaseModel):
+    items: list[Doc]
 
 
 class ExperimentPage(BaseModel):
@@ -72,7 +86,7 @@ class ExperimentPage(BaseModel):
     items: list[Doc]
 
 
-class NewJob(_In):
+class JobPlan(_In):
     dataset: str
     compute_cluster: str
     job_type: str
@@ -81,7 +95,14 @@ class NewJob(_In):
     job_options: Doc = Field(default_factory=dict)
     data_transfer_await: bool = False
     allow_dirty: bool = False
+
+
+class NewJob(JobPlan):
     force: bool = Field(default=False, description="queue even if an identical job is active")
+
+
+class BatchScript(BaseModel):
+    batch_script: str
 
 
 class JobList(BaseModel):
@@ -147,8 +168,10 @@ async def list_experiments(
 async def query_experiments(
     request: Request, user: ApiUser, body: ExperimentQuery
 ) -> ExperimentPage:
-    """Experiments matching a filter given as a mapping (as `labctl.dbquery` takes it)."""
-    filter = check_filter(body.filter)
+    """Experiments matching a filter given as a mapping (as `labctl.dbquery` takes it), and
+    `where` conditions and a date range as `labctl query` takes them."""
+    schema = state(request).config.data
+    filter = build_filter(body.where, schema, body.since, body.until, body.filter)
     return await _page(request, body.fields, filter, body.sort, body.limit, body.skip)
 
 
@@ -165,6 +188,24 @@ async def create_experiment(request: Request, user: ApiUser, body: NewExperiment
         log_entries, web.config_of(user), [(body.dataset, body.fields)], actor=web.actor_of(user)
     )
     return entry
+
+
+@router.post("/experiments/batch", responses=_errors(404, 409))
+async def log_experiments(request: Request, user: ApiUser, body: ExperimentBatch) -> Entries:
+    """Log (or change) several experiments at once, as `labctl log --from-file`: every entry is
+    checked before the first is stored."""
+    web = state(request)
+    entries = [(entry.dataset, entry.fields) for entry in body.entries]
+    items = await web.store.run(
+        log_entries, web.config_of(user), entries, update=body.update, actor=web.actor_of(user)
+    )
+    return Entries(items=items)
+
+
+@router.get("/schema")
+async def schema(request: Request, user: ApiUser) -> Doc:
+    """The lab's data schema: its fields, their types, which are required (`labctl log`)."""
+    return state(request).config.data.model_dump(mode="json")
 
 
 @router.patch("/experiments/{dataset}", responses=_errors(404))
@@ -205,6 +246,14 @@ async def submit(request: Request, user: ApiUser, body: NewJob) -> Doc:
     web = state(request)
     job = JobRequest(**body.model_dump(exclude={"force"}), user=user.username)
     return await web.store.run(submit_job, web.config_of(user), job, force=body.force)
+
+
+@router.post("/jobs/script", responses=_errors(404))
+async def plan(request: Request, user: ApiUser, body: JobPlan) -> BatchScript:
+    """The batch script a job would run, checked as a submission is; nothing is queued."""
+    web = state(request)
+    job = JobRequest(**body.model_dump(), user=user.username)
+    return BatchScript(batch_script=await web.store.run(batch_script, web.config_of(user), job))
 
 
 @router.get("/jobs/{job_id}", responses=_errors(404))

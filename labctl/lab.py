@@ -1,0 +1,181 @@
+"""The one seam between labctl's commands and the lab's data: the `Lab` protocol.
+
+`LocalLab` calls the library on a database, as the config's `user`, with the authority of
+whoever holds that database (the embedded single-user default, or the lab server itself).
+`ServiceLab` (`labctl.service`) asks the labctl service the same, which acts as the member whose
+token it is and checks their rights. The CLI and the Python API take the one `open_lab` gives:
+a config with `service:` means the service, and then no database is opened here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from labctl.catalog.experiments import Entry, get_entry, log_entries
+from labctl.catalog.experiments import query as find_entries
+from labctl.catalog.fields import check_field_name
+from labctl.catalog.query import build_filter, parse_sort
+from labctl.config import Config, DataSchema
+from labctl.db import Database
+from labctl.errors import NotFoundError
+from labctl.jobs.queue import get_job, list_jobs, retry_job
+from labctl.jobs.submit import JobRequest, batch_script, submit_job
+from labctl.jobs.usage import usage_report
+from labctl.stages.heartbeat import latest
+from labctl.users import add_user, create_token, get_user, list_users, set_password, set_role
+
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Query:
+    """Which experiments, and which of their fields: `where` conditions (typed by the lab's
+    schema), an acquisition date range and a filter mapping, all joined with AND."""
+
+    fields: Sequence[str] = ()
+    where: Sequence[str] = ()
+    since: str | None = None
+    until: str | None = None
+    filter: Mapping[str, Any] = field(default_factory=dict)
+    sort: Sequence[str] = ()
+    limit: int = 0  # 0: all
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """A lab member to add; without a password they cannot log in to the web."""
+
+    username: str
+    full_name: str = ""
+    email: str = ""
+    role: str = "member"
+    hpc_accounts: Mapping[str, str] = field(default_factory=dict)
+    password: str | None = None
+
+
+class Lab(Protocol):
+    """What the CLI and the Python API do with the lab's data, wherever it is."""
+
+    @property
+    def where(self) -> str:
+        """The store or the service, for messages."""
+
+    def whoami(self) -> Doc: ...
+    def schema(self) -> DataSchema: ...
+    def log(self, entries: Sequence[Entry], *, update: bool = False) -> list[Doc]: ...
+    def query(self, query: Query) -> list[Doc]: ...
+    def show(self, dataset: str) -> Doc: ...
+    def submit(self, request: JobRequest, *, force: bool = False) -> Doc: ...
+    def batch_script(self, request: JobRequest) -> str: ...
+    def jobs(
+        self, *, user: str | None = None, status: str | None = None, limit: int = 0
+    ) -> list[Doc]: ...
+    def job(self, job_id: str) -> Doc: ...
+    def heartbeats(self) -> list[Doc]: ...
+    def cancel(self, job_id: str) -> str: ...
+    def retry(self, job_id: str) -> Doc: ...
+    def users(self) -> list[Doc]: ...
+    def user(self, username: str) -> Doc: ...
+    def add_user(self, user: NewUser) -> Doc: ...
+    def set_role(self, username: str, role: str) -> None: ...
+    def set_password(self, username: str, password: str) -> None: ...
+    def new_token(self, username: str, days: float | None = None) -> str: ...
+    def usage(self, by: Sequence[str], since: str | None) -> Doc: ...
+
+
+@dataclass
+class LocalLab:
+    """The lab's data in a database this process opens itself, acting as `config.user`."""
+
+    config: Config
+    db: Database
+
+    @property
+    def where(self) -> str:
+        return self.db.where
+
+    def whoami(self) -> Doc:
+        try:
+            role = get_user(self.db, self.config.user)["role"]
+        except NotFoundError:
+            role = "no account"
+        return {"username": self.config.user, "role": role, "via": self.where}
+
+    def schema(self) -> DataSchema:
+        return self.config.data
+
+    def log(self, entries: Sequence[Entry], *, update: bool = False) -> list[Doc]:
+        return log_entries(self.db, self.config, entries, update=update)
+
+    def query(self, query: Query) -> list[Doc]:
+        names = [check_field_name(f) for f in query.fields]
+        filter = build_filter(query.where, self.config.data, query.since, query.until, query.filter)
+        return find_entries(self.db, names, filter, parse_sort(query.sort), query.limit)
+
+    def show(self, dataset: str) -> Doc:
+        return get_entry(self.db, dataset)
+
+    def submit(self, request: JobRequest, *, force: bool = False) -> Doc:
+        return submit_job(self.db, self.config, request, force=force)
+
+    def batch_script(self, request: JobRequest) -> str:
+        return batch_script(self.db, self.config, request)
+
+    def jobs(
+        self, *, user: str | None = None, status: str | None = None, limit: int = 0
+    ) -> list[Doc]:
+        return list_jobs(self.db, user=user, status=status, limit=limit)
+
+    def job(self, job_id: str) -> Doc:
+        return get_job(self.db, job_id)
+
+    def heartbeats(self) -> list[Doc]:
+        return latest(self.db)
+
+    def cancel(self, job_id: str) -> str:
+        from labctl.stages.cancel import cancel_and_stop  # the watchdog's code: only to cancel
+
+        return cancel_and_stop(self.db, self.config, job_id, self.config.user).message
+
+    def retry(self, job_id: str) -> Doc:
+        return retry_job(self.db, job_id, self.config.user)
+
+    def users(self) -> list[Doc]:
+        return list_users(self.db)
+
+    def user(self, username: str) -> Doc:
+        return get_user(self.db, username)
+
+    def add_user(self, user: NewUser) -> Doc:
+        return add_user(
+            self.db,
+            user.username,
+            full_name=user.full_name,
+            email=user.email,
+            role=user.role,
+            hpc_accounts=user.hpc_accounts,
+            password=user.password,
+        )
+
+    def set_role(self, username: str, role: str) -> None:
+        set_role(self.db, username, role)
+
+    def set_password(self, username: str, password: str) -> None:
+        set_password(self.db, username, password)
+
+    def new_token(self, username: str, days: float | None = None) -> str:
+        return create_token(self.db, username, days)
+
+    def usage(self, by: Sequence[str], since: str | None) -> Doc:
+        return usage_report(self.db, by, since)
+
+
+def open_lab(config: Config, database: Callable[[], Database]) -> Lab:
+    """The service if the config names one (`service:`), else `database()` as `config.user`."""
+    if config.service is not None:
+        from labctl.service import ServiceLab
+
+        return ServiceLab.of(config.service)
+    return LocalLab(config, database())

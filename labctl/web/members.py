@@ -1,0 +1,137 @@
+"""The REST API's lab members: who they are, and the admin's operations on them.
+
+A member may read the list, set their own password and make their own token; roles, new members,
+other members' passwords and tokens take an admin's token or session. `POST /token` trades a
+username and password for a token (throttled as the login form is), for `labctl login`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from labctl.errors import PermissionDenied
+from labctl.users import (
+    MAX_TOKEN_DAYS,
+    Role,
+    add_user,
+    authenticate,
+    create_token,
+    get_user,
+    list_users,
+    set_password,
+    set_role,
+)
+from labctl.web.auth import LoginRequired, Principal
+from labctl.web.deps import ApiUser, state
+from labctl.web.rest import Doc, Entries, _errors, _In
+
+router = APIRouter(prefix="/api/v1", responses=_errors(400, 401, 403, 404, 422))
+
+
+class NewMember(_In):
+    username: str
+    full_name: str = ""
+    email: str = ""
+    role: Role = "member"
+    hpc_accounts: dict[str, str] = Field(default_factory=dict, description="cluster -> account")
+    password: str | None = Field(default=None, description="none: no web login until one is set")
+
+
+class RoleChange(_In):
+    role: Role
+
+
+class PasswordChange(_In):
+    password: str
+
+
+class TokenWish(_In):
+    days: float | None = Field(
+        default=None, gt=0, le=MAX_TOKEN_DAYS, description="expires after; none: when replaced"
+    )
+
+
+class Credentials(TokenWish):
+    username: str
+    password: str
+
+
+class Token(BaseModel):
+    username: str
+    token: str = Field(description="shown once; it replaces (revokes) the member's earlier token")
+
+
+def _admin(user: Principal, what: str) -> None:
+    if not user.is_admin:
+        raise PermissionDenied(f"only an admin may {what}")
+
+
+def _self_or_admin(user: Principal, username: str, what: str) -> None:
+    if username != user.username and not user.is_admin:
+        raise PermissionDenied(f"only {username} or an admin may {what}")
+
+
+@router.get("/users")
+async def members(request: Request, user: ApiUser) -> Entries:
+    """The lab's members (never their password hashes or tokens)."""
+    return Entries(items=await state(request).store.run(list_users))
+
+
+@router.get("/users/{username}")
+async def member(request: Request, user: ApiUser, username: str) -> Doc:
+    return await state(request).store.run(get_user, username)
+
+
+@router.post("/users", status_code=201, responses=_errors(409))
+async def add_member(request: Request, user: ApiUser, body: NewMember) -> Doc:
+    """Add a lab member (admins only)."""
+    _admin(user, "add lab members")
+    return await state(request).store.run(add_user, **body.model_dump())
+
+
+@router.put("/users/{username}/role")
+async def change_role(request: Request, user: ApiUser, username: str, body: RoleChange) -> Doc:
+    """Make a member an admin or a member (admins only)."""
+    _admin(user, "change roles")
+    store = state(request).store
+    await store.run(set_role, username, body.role)
+    return await store.run(get_user, username)
+
+
+@router.put("/users/{username}/password")
+async def change_password(
+    request: Request, user: ApiUser, username: str, body: PasswordChange
+) -> Doc:
+    """Set a member's web password: your own, or anyone's as an admin."""
+    _self_or_admin(user, username, "set their password")
+    store = state(request).store
+    await store.run(set_password, username, body.password)
+    return await store.run(get_user, username)
+
+
+@router.post("/users/{username}/token")
+async def new_token(request: Request, user: ApiUser, username: str, body: TokenWish) -> Token:
+    """A new API token: your own, or anyone's as an admin. It replaces the earlier one."""
+    _self_or_admin(user, username, "make their token")
+    token = await state(request).store.run(create_token, username, body.days)
+    return Token(username=username, token=token)
+
+
+@router.post("/token", responses=_errors(429))
+async def token_for_password(request: Request, body: Credentials) -> Token:
+    """Your username and password for a new token (`labctl login`): it replaces your earlier
+    one. Failed attempts are throttled as the login form's are."""
+    web = state(request)
+    address = request.client.host if request.client else ""
+    wait = web.limiter.wait_seconds(body.username, address)
+    if wait:
+        detail = f"too many failed logins: try again in {wait} s"
+        raise HTTPException(429, detail, headers={"Retry-After": str(wait)})
+    found = await web.store.run(authenticate, body.username, body.password)
+    if found is None:
+        web.limiter.failed(body.username, address)
+        raise LoginRequired("wrong username or password")
+    web.limiter.succeeded(body.username)
+    token = await web.store.run(create_token, found["username"], body.days)
+    return Token(username=found["username"], token=token)
