@@ -30,9 +30,9 @@ COMMANDS = {
     "user": "accounts",
     **dict.fromkeys(["setup", "cron", "mount", "umount", "doctor"], "admin"),
     **dict.fromkeys(
-        ["submit", "queue", "status", "cancel", "retry", "job-types", "clusters", "provenance"],
-        "analysis",
+        ["submit", "queue", "status", "job-types", "clusters", "provenance"], "analysis"
     ),
+    **dict.fromkeys(["cancel", "retry"], "jobactions"),
     **dict.fromkeys(["connect", "disconnect", "connections"], "connections"),
     **dict.fromkeys(["log", "query", "show", "db"], "data"),
     "demo": "demo",

@@ -1,4 +1,4 @@
-"""`labctl submit|queue|status|cancel|retry|job-types|clusters`: analysis jobs."""
+"""`labctl submit|queue|status|job-types|clusters|provenance`: analysis jobs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
 from labctl.jobs.batch import JobLayout, render
 from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
-from labctl.jobs.queue import get_job, list_jobs, retry_job
+from labctl.jobs.queue import get_job, list_jobs
 from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest, prepare_job, submit_job
 from labctl.stages.heartbeat import latest
@@ -167,25 +167,6 @@ def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
     if tail:
         console().rule("log tail", align="left")
         click.echo(tail)
-
-
-@cli.command("cancel")
-@click.argument("job_id")
-@click.pass_obj
-def cancel_cmd(app: App, job_id: str) -> None:
-    """Cancel a job (yours, or any as an admin) and stop it on the cluster (scancel)."""
-    from labctl.stages.cancel import cancel_and_stop  # the watchdog's code: only to cancel
-
-    click.echo(cancel_and_stop(app.db, app.config, job_id, app.config.user).message)
-
-
-@cli.command("retry")
-@click.argument("job_id")
-@click.pass_obj
-def retry_cmd(app: App, job_id: str) -> None:
-    """Queue a failed or cancelled job again."""
-    retry_job(app.db, job_id, app.config.user)
-    click.echo(f"requeued {job_id}")
 
 
 @cli.command("job-types")

@@ -10,6 +10,7 @@ from typing import Any
 from labctl.compute.cluster import ClusterPool
 from labctl.config import Config
 from labctl.db import Database
+from labctl.jobs.bulk import Action, Outcome, Plan, carry_out
 from labctl.jobs.queue import cancel_job, get_job
 from labctl.stages import StageRun
 from labctl.stages.tracking import stop_cancelled
@@ -43,3 +44,27 @@ def cancel_and_stop(db: Database, config: Config, job_id: str, username: str) ->
     finally:
         run.pool.close()
     return Cancelled(get_job(db, job_id), bool(run.did["stopped"]), "; ".join(run.notes))
+
+
+def cancel_many(db: Database, config: Config, plan: Plan, username: str) -> Outcome:
+    """Cancel the plan's ready jobs as `username`, then stop those that are theirs on their
+    clusters in one go (one session per cluster); each job's line says whether it was stopped."""
+    assert plan.action is Action.CANCEL
+    outcome = carry_out(db, plan, username)
+    acting = config.model_copy(update={"user": username})
+    run = StageRun(db, acting, "cancel", ClusterPool(acting))
+    try:
+        for job in outcome.done:
+            stop_cancelled(run, job["job_id"])
+    finally:
+        run.pool.close()
+    outcome.done = [get_job(db, job["job_id"]) for job in outcome.done]
+    outcome.lines = [
+        Cancelled(job, not job["cleanup_pending"], _notes_on(run, job["job_id"])).message
+        for job in outcome.done
+    ]
+    return outcome
+
+
+def _notes_on(run: StageRun, job_id: str) -> str:
+    return "; ".join(note for note in run.notes if job_id in note)
