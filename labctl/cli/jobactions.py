@@ -80,13 +80,9 @@ def _confirmed(chosen: Plan, yes: bool, as_json: bool) -> bool:
 
 
 def _act(app: App, chosen: Plan) -> Outcome:
-    from labctl.jobs.bulk import carry_out
+    from labctl.stages.cancel import carry_out_plan  # the watchdog's code: only to act
 
-    if chosen.action is Action.RETRY:
-        return carry_out(app.db, chosen, app.config.user)
-    from labctl.stages.cancel import cancel_many  # the watchdog's code: only to cancel
-
-    return cancel_many(app.db, app.config, chosen, app.config.user)
+    return carry_out_plan(app.db, app.config, chosen, app.config.user)
 
 
 def _report(chosen: Plan, outcome: Outcome | None, as_json: bool) -> None:

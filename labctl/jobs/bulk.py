@@ -108,6 +108,14 @@ def _words(kind: type[E], given: Iterable[str], what: str) -> tuple[E, ...]:
     return tuple(dict.fromkeys(known[w] for w in words))
 
 
+def parse_action(text: str) -> Action:
+    """`retry` or `cancel`, as a form or a query string gives it."""
+    found = _words(Action, [text], "action")
+    if len(found) != 1:
+        raise ValidationError(f"name one action: {', '.join(Action)}")
+    return found[0]
+
+
 def parse_filter(
     caller: str,
     *,

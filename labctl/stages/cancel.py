@@ -66,5 +66,13 @@ def cancel_many(db: Database, config: Config, plan: Plan, username: str) -> Outc
     return outcome
 
 
+def carry_out_plan(db: Database, config: Config, plan: Plan, username: str) -> Outcome:
+    """A bulk action as the CLI, the dashboard and the API do it: retry in the queue, or cancel
+    and stop at once (`cancel_many`)."""
+    if plan.action is Action.CANCEL:
+        return cancel_many(db, config, plan, username)
+    return carry_out(db, plan, username)
+
+
 def _notes_on(run: StageRun, job_id: str) -> str:
     return "; ".join(note for note in run.notes if job_id in note)

@@ -14,10 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, check_filter, parse_sort
+from labctl.config import Config
+from labctl.db import Database
+from labctl.jobs.bulk import Action, Outcome, Plan, choose, parse_filter, plan
 from labctl.jobs.queue import get_job, list_jobs, retry_job
 from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest, submit_job
-from labctl.stages.cancel import cancel_and_stop
+from labctl.stages.cancel import cancel_and_stop, carry_out_plan
 from labctl.stages.heartbeat import latest, sessions_seen
 from labctl.web.deps import ApiUser, state
 
@@ -85,6 +88,33 @@ class NewJob(_In):
 
 class JobList(BaseModel):
     items: list[Doc]
+
+
+class BulkRequest(_In):
+    action: Action
+    ids: list[str] = Field(default_factory=list, description="named jobs; or else a filter:")
+    status: list[str] = Field(default_factory=list, description="job states, e.g. failed")
+    reason: list[str] = Field(default_factory=list, description="failure reasons, e.g. timeout")
+    user: str | None = Field(default=None, description="a member, or `me`")
+    since: str | None = Field(default=None, description="last changed on or after (date)")
+    cluster: str | None = None
+    job_type: str | None = None
+    confirm: bool = Field(default=False, description="false: only list what would be touched")
+
+
+class Skipped(BaseModel):
+    job_id: str
+    why: str = Field(description="in a few words: the job's state, its owner's, not found")
+    detail: str
+
+
+class BulkAnswer(BaseModel):
+    selection: str = Field(description="the selection in words")
+    jobs: list[Doc] = Field(description="the jobs selected, last changed first")
+    acted: bool = Field(description="whether anything was done (`confirm`)")
+    done: list[Doc] = Field(description="the jobs touched, as they are now")
+    skipped: list[Skipped]
+    summary: str
 
 
 class Heartbeats(BaseModel):
@@ -213,6 +243,33 @@ async def cancel(request: Request, user: ApiUser, job_id: str) -> Doc:
 async def retry(request: Request, user: ApiUser, job_id: str) -> Doc:
     """Queue a failed or cancelled job again, from the start."""
     return await state(request).store.run(retry_job, job_id, user.username)
+
+
+def _bulk(db: Database, config: Config, body: BulkRequest, caller: str) -> BulkAnswer:
+    wanted = body.model_dump(include={"status", "reason", "user", "since", "cluster", "job_type"})
+    chosen = plan(db, body.action, choose(body.ids, parse_filter(caller, **wanted)), caller)
+    outcome = carry_out_plan(db, config, chosen, caller) if body.confirm else None
+    return _answer(chosen, outcome)
+
+
+def _answer(chosen: Plan, outcome: Outcome | None) -> BulkAnswer:
+    skipped = outcome.skipped if outcome else chosen.skipped
+    return BulkAnswer(
+        selection=chosen.selection.describe(),
+        jobs=[job.doc() for job in chosen.jobs],
+        acted=outcome is not None,
+        done=outcome.done if outcome else [],
+        skipped=[Skipped(job_id=s.job_id, why=s.why, detail=str(s.error)) for s in skipped],
+        summary=outcome.summary() if outcome else "nothing done: send confirm true to go on",
+    )
+
+
+@router.post("/jobs/bulk", responses=_errors(403, 422))
+async def bulk(request: Request, user: ApiUser, body: BulkRequest) -> BulkAnswer:
+    """Retry or cancel named jobs, or every job a filter selects (as `labctl retry|cancel`):
+    without `confirm` only the selection is listed. A member touches only their own jobs."""
+    web = state(request)
+    return await web.store.run(_bulk, web.config, body, user.username)
 
 
 @router.get("/watchdog")
