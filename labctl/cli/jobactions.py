@@ -128,7 +128,7 @@ def _bulk(
         if as_json:
             _report(chosen, None, as_json)
         else:
-            click.echo(f"no job matches {selection.describe()}")
+            click.echo(f"no job matches {chosen.selection.describe()}")
         return
     if not as_json:
         _show(chosen)

@@ -231,10 +231,10 @@ class Outcome:
         """`requeued 2 job(s); skipped 3 (2 running, 1 bob's)`."""
         text = f"{self.action.done} {len(self.done)} job(s)"
         if self.skipped:
-            why = Counter(skip.why for skip in self.skipped)
+            why = sorted(Counter(s.why for s in self.skipped).items(), key=lambda w: (-w[1], w[0]))
             text += (
                 f"; skipped {len(self.skipped)} ("
-                + ", ".join(f"{count} {reason}" for reason, count in why.most_common())
+                + ", ".join(f"{count} {reason}" for reason, count in why)
                 + ")"
             )
         return text
