@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import pty
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from labctl.jobs.states import FailureReason, JobState
 from labctl.users import create_token
 from labctl.web import create_app
 from tests.jobfixtures import job_in_state
+from tests.test_cli_terminal import read_until
 from tests.webfixtures import csrf_token, login, seed, web_config
 
 F, C, T, Q = JobState.FAILED, JobState.CANCELLED, JobState.TRANSFERRING, JobState.QUEUED
@@ -425,3 +430,32 @@ def test_ticked_jobs_are_listed_then_acted_on_with_the_csrf_token(
     assert nothing.status_code == 400 and "tick one or more jobs" in nothing.text
     wrong = client.get("/monitor/confirm", params={"action": "delete", "job": picked})
     assert wrong.status_code == 400 and "unknown action &#39;delete&#39;" in wrong.text
+
+
+def test_on_a_terminal_a_filter_asks_before_acting(
+    cfg: Config, db: Database, jobs: dict[str, str], tmp_path: Path
+) -> None:
+    """On a real pseudo-terminal: a no at the prompt changes nothing, a yes retries."""
+    path = tmp_path / "alice.yaml"
+    alice = cfg.model_copy(update={"user": "alice"})
+    path.write_text(yaml.safe_dump(json.loads(alice.model_dump_json())))
+    argv = [sys.executable, "-m", "labctl", "--config", str(path), "retry", "--reason", "timeout"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+    def answer(typed: bytes, then: bytes) -> int:
+        main, child = pty.openpty()
+        proc = subprocess.Popen(argv, stdin=child, stdout=child, stderr=child, env=env)
+        os.close(child)
+        try:
+            read_until(main, b"retry these 2 job(s)? [y/N]: ")
+            os.write(main, typed)
+            read_until(main, then)
+            return proc.wait(timeout=20)
+        finally:
+            os.close(main)
+            proc.kill()
+
+    assert answer(b"n\n", b"nothing done") == 1
+    assert status_of(db, jobs["a_timeout"]) == "failed"
+    assert answer(b"y\n", b"requeued 2 job(s)") == 0
+    assert status_of(db, jobs["a_timeout"]) == status_of(db, jobs["a_timeout2"]) == "queued"
