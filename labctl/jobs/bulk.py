@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, TypeVar
 
 from labctl.catalog.query import parse_day
@@ -184,11 +185,15 @@ class Plan:
 
     @property
     def ready(self) -> list[Job]:
-        left = {skip.job_id for skip in self.skipped}
-        return [job for job in self.jobs if job.job_id not in left]
+        return [job for job in self.jobs if job.job_id not in self._why]
 
     def why_not(self, job_id: str) -> str:
-        return next((skip.why for skip in self.skipped if skip.job_id == job_id), "")
+        """Why the job will be left alone, in a few words; "" if it will be touched."""
+        return self._why.get(job_id, "")
+
+    @cached_property
+    def _why(self) -> dict[str, str]:
+        return {skip.job_id: skip.why for skip in self.skipped}
 
 
 def plan(db: Database, action: Action, selection: Selection, caller: str) -> Plan:

@@ -37,33 +37,39 @@ def cancel_and_stop(db: Database, config: Config, job_id: str, username: str) ->
     """Cancel `job_id` as `username` (its owner or an admin) and, if it is their own, stop it on
     its cluster now; another member's job is stopped by its owner's watchdog on its next run."""
     cancel_job(db, job_id, username)
-    acting = config.model_copy(update={"user": username})  # stops only their own jobs now
-    run = StageRun(db, acting, "cancel", ClusterPool(acting))
-    try:
-        stop_cancelled(run, job_id)
-    finally:
-        run.pool.close()
-    return Cancelled(get_job(db, job_id), bool(run.did["stopped"]), "; ".join(run.notes))
+    [done] = _stop_now(db, config, [job_id], username)
+    return done
 
 
 def cancel_many(db: Database, config: Config, plan: Plan, username: str) -> Outcome:
     """Cancel the plan's ready jobs as `username`, then stop those that are theirs on their
-    clusters in one go (one session per cluster); each job's line says whether it was stopped."""
+    clusters (one session per cluster for all); each job's line says whether it was stopped."""
     assert plan.action is Action.CANCEL
     outcome = carry_out(db, plan, username)
-    acting = config.model_copy(update={"user": username})
+    done = _stop_now(db, config, [job["job_id"] for job in outcome.done], username)
+    outcome.done = [cancelled.job for cancelled in done]
+    outcome.lines = [cancelled.message for cancelled in done]
+    return outcome
+
+
+def _stop_now(db: Database, config: Config, job_ids: list[str], username: str) -> list[Cancelled]:
+    """Stop the cancelled `job_ids` that are `username`'s own on their clusters now."""
+    acting = config.model_copy(update={"user": username})  # stops only their own jobs now
     run = StageRun(db, acting, "cancel", ClusterPool(acting))
     try:
-        for job in outcome.done:
-            stop_cancelled(run, job["job_id"])
+        for job_id in job_ids:
+            stop_cancelled(run, job_id)
     finally:
         run.pool.close()
-    outcome.done = [get_job(db, job["job_id"]) for job in outcome.done]
-    outcome.lines = [
-        Cancelled(job, not job["cleanup_pending"], _notes_on(run, job["job_id"])).message
-        for job in outcome.done
+    jobs = [get_job(db, job_id) for job_id in job_ids]
+    return [
+        Cancelled(
+            job,
+            not job["cleanup_pending"],
+            "; ".join(note for note in run.notes if job["job_id"] in note),
+        )
+        for job in jobs
     ]
-    return outcome
 
 
 def carry_out_plan(db: Database, config: Config, plan: Plan, username: str) -> Outcome:
@@ -72,7 +78,3 @@ def carry_out_plan(db: Database, config: Config, plan: Plan, username: str) -> O
     if plan.action is Action.CANCEL:
         return cancel_many(db, config, plan, username)
     return carry_out(db, plan, username)
-
-
-def _notes_on(run: StageRun, job_id: str) -> str:
-    return "; ".join(note for note in run.notes if job_id in note)
