@@ -261,8 +261,9 @@ def test_mixed_states_are_reported_not_fatal(
     assert preview.exit_code == 1
     shown = json.loads(preview.stdout)
     assert shown["acted"] is False and len(shown["jobs"]) == 4
-    then = {row["job"]: row["then"] for row in shown["jobs"]}
-    assert then[jobs["a_moving"]] == "cancel" and then[jobs["a_oom"]] == "skip: failed"
+    assert shown["jobs"][0]["job_id"] == jobs["a_moving"]  # the last changed first
+    why = {skip["job_id"]: skip["why"] for skip in shown["skipped"]}
+    assert why == {jobs[k]: "failed" for k in ("a_timeout", "a_timeout2", "a_oom")}
     done = alice("cancel", "--user", "me", "--yes")
     assert done.exit_code == 0, done.output
     assert f"cancelled {jobs['a_moving']} and stopped it on local" in done.stdout

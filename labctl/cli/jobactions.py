@@ -14,7 +14,7 @@ import click
 
 from labctl.cli import App, cli
 from labctl.cli.output import cell, console, echo_json, rich_table
-from labctl.jobs.bulk import Action, Outcome, Plan, choose, parse_filter, plan
+from labctl.jobs.bulk import Action, Outcome, Plan, choose, parse_filter, plan, report
 from labctl.jobs.job import Job
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,19 +87,7 @@ def _act(app: App, chosen: Plan) -> Outcome:
 
 def _report(chosen: Plan, outcome: Outcome | None, as_json: bool) -> None:
     if as_json:
-        skipped = outcome.skipped if outcome else chosen.skipped
-        echo_json(
-            {
-                "selection": chosen.selection.describe(),
-                "jobs": [_row(chosen, job) for job in chosen.jobs],
-                "acted": outcome is not None,
-                "done": outcome.done if outcome else [],
-                "skipped": [
-                    {"job_id": s.job_id, "why": s.why, "detail": str(s.error)} for s in skipped
-                ],
-                "summary": outcome.summary() if outcome else "nothing done",
-            }
-        )
+        echo_json(report(chosen, outcome))
         return
     if outcome is None:
         return

@@ -250,6 +250,19 @@ class Outcome:
         return max((skip.error.exit_code for skip in self.skipped), default=0)
 
 
+def report(chosen: Plan, outcome: Outcome | None) -> dict[str, Any]:
+    """The selection, and what was done to it (if it was), as `--json` and the API answer."""
+    skipped = outcome.skipped if outcome else chosen.skipped
+    return {
+        "selection": chosen.selection.describe(),
+        "jobs": [job.doc() for job in chosen.jobs],
+        "acted": outcome is not None,
+        "done": outcome.done if outcome else [],
+        "skipped": [{"job_id": s.job_id, "why": s.why, "detail": str(s.error)} for s in skipped],
+        "summary": outcome.summary() if outcome else "nothing done",
+    }
+
+
 Act = Callable[[Database, str, str], dict[str, Any]]
 
 

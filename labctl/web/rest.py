@@ -16,7 +16,7 @@ from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, check_filter, parse_sort
 from labctl.config import Config
 from labctl.db import Database
-from labctl.jobs.bulk import Action, Outcome, Plan, choose, parse_filter, plan
+from labctl.jobs.bulk import Action, choose, parse_filter, plan, report
 from labctl.jobs.queue import get_job, list_jobs, retry_job
 from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest, submit_job
@@ -249,19 +249,7 @@ def _bulk(db: Database, config: Config, body: BulkRequest, caller: str) -> BulkA
     wanted = body.model_dump(include={"status", "reason", "user", "since", "cluster", "job_type"})
     chosen = plan(db, body.action, choose(body.ids, parse_filter(caller, **wanted)), caller)
     outcome = carry_out_plan(db, config, chosen, caller) if body.confirm else None
-    return _answer(chosen, outcome)
-
-
-def _answer(chosen: Plan, outcome: Outcome | None) -> BulkAnswer:
-    skipped = outcome.skipped if outcome else chosen.skipped
-    return BulkAnswer(
-        selection=chosen.selection.describe(),
-        jobs=[job.doc() for job in chosen.jobs],
-        acted=outcome is not None,
-        done=outcome.done if outcome else [],
-        skipped=[Skipped(job_id=s.job_id, why=s.why, detail=str(s.error)) for s in skipped],
-        summary=outcome.summary() if outcome else "nothing done: send confirm true to go on",
-    )
+    return BulkAnswer(**report(chosen, outcome))
 
 
 @router.post("/jobs/bulk", responses=_errors(403, 422))
