@@ -12,7 +12,11 @@ from typing import Any
 from labctl.catalog.experiments import log_entries
 from labctl.config import ClusterConfig, Config, WatchdogConfig
 from labctl.db import Database
+from labctl.jobs.job import Job
 from labctl.jobs.jobtypes import JobTypeConfig, Resources
+from labctl.jobs.queue import transition
+from labctl.jobs.states import FailureReason, JobState
+from labctl.jobs.submit import JobRequest, submit_job
 
 DATASET = "20211215_093527"
 REPO = Path(__file__).resolve().parent.parent
@@ -111,3 +115,30 @@ def transfer_record(**progress: Any) -> dict[str, Any]:
         "status_path": "/nonexistent/rsync.status",
         **progress,
     }
+
+
+def job_in_state(
+    db: Database,
+    config: Config,
+    state: JobState = JobState.QUEUED,
+    user: str = "alice",
+    reason: FailureReason = FailureReason.TIMEOUT,
+) -> str:
+    """The id of a new `file_stats` job of `user` moved to `state` (queued, transferring, failed
+    for `reason`, or cancelled) as the watchdog would move it, with no process behind it."""
+    request = JobRequest(
+        dataset=DATASET,
+        compute_cluster="local",
+        job_type="file_stats",
+        datarawfiles=["fl_a.roli"],
+        user=user,
+    )
+    job: Job | None = Job.of(
+        submit_job(db, config.model_copy(update={"user": user}), request, force=True)
+    )
+    if state is not JobState.QUEUED:
+        assert job is not None
+        why = reason if state is JobState.FAILED else None
+        job = transition(db, job, state, "moved by the test", reason=why)
+    assert job is not None
+    return job.job_id

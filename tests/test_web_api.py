@@ -69,6 +69,7 @@ ROUTES = [
     ("GET", "/jobs/j123"),
     ("POST", "/jobs/j123/cancel"),
     ("POST", "/jobs/j123/retry"),
+    ("POST", "/jobs/bulk"),
     ("GET", "/watchdog"),
     ("GET", "/usage"),
     ("GET", "/openapi.json"),

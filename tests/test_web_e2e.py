@@ -2,13 +2,15 @@
 
 A member logs in, adds an experiment through the form, finds it in Browse, submits a job through
 the API and watches the monitor follow its progress without a reload; another member reads the
-lab's usage charts. Screenshots of every page
-go to $LABCTL_SCREENSHOTS (docs/screenshots to refresh the ones in the repository), else tmp_path.
+lab's usage charts; another retries two failed jobs at once from the job list. Screenshots of
+every page go to $LABCTL_SCREENSHOTS (docs/screenshots to refresh the ones in the repository),
+else tmp_path.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +20,10 @@ import pytest
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
 from labctl.jobs.queue import get_job, read_job, transition
-from labctl.jobs.states import JobState
+from labctl.jobs.states import FailureReason, JobState
 from labctl.stages.heartbeat import beat
 from labctl.users import create_token
-from tests.jobfixtures import transfer_record
+from tests.jobfixtures import job_in_state, transfer_record
 from tests.usagefixtures import seed_usage
 from tests.webfixtures import password, seed, served, web_config
 
@@ -47,11 +49,16 @@ pytestmark = [
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
+def site_config(tmp_path: Path) -> Config:
+    """The config `site` serves with: an embedded store under tmp_path."""
+    base = Config(user="tester", database=DatabaseConfig(uri="embedded", path=tmp_path / "store"))
+    return web_config(base, tmp_path)
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[str, Database]]:
     """The dashboard served on a free port over an embedded store, and that store."""
-    base = Config(user="tester", database=DatabaseConfig(uri="embedded", path=tmp_path / "store"))
-    cfg = web_config(base, tmp_path)
+    cfg = site_config(tmp_path)
     with connect(cfg.database) as db, served(cfg) as url:
         seed(db, cfg, tmp_path)
         yield url, db
@@ -283,3 +290,50 @@ def _transfer(db: Database, job_id: str, percent: int, first: bool = False) -> N
         db.queue.update(
             {"job_id": job_id}, {"$set": {f"transfer.{k}": v for k, v in progress.items()}}
         )
+
+
+def test_retry_two_failed_jobs_from_the_job_list(
+    site: tuple[str, Database], page: sync_api.Page, tmp_path: Path
+) -> None:
+    """Filter the list to failed jobs, tick all shown (alice's two: bob's has no box), keep the
+    ticks through the list's live updates, confirm on the page that lists them, see them queued."""
+    url, db = site
+    expect = sync_api.expect
+    shots = Path(os.environ.get("LABCTL_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    cfg = site_config(tmp_path)
+    failed = [job_in_state(db, cfg, JobState.FAILED) for _ in range(2)]
+    oom = job_in_state(db, cfg, JobState.FAILED, reason=FailureReason.OUT_OF_MEMORY)
+    bobs = job_in_state(db, cfg, JobState.FAILED, user="bob")
+    page.goto(url + "/monitor?status=failed&reason=timeout")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", password("alice"))
+    page.click("button:has-text('Log in')")
+    expect(page).to_have_url(url + "/monitor?status=failed&reason=timeout")
+    expect(page.locator("#queue tbody tr")).to_have_count(3)
+    expect(page.locator(f"#job-{oom}")).to_have_count(0)
+    expect(page.locator(f"#job-{bobs} input[name=job]")).to_have_count(0)
+    page.check("#pick-all")
+    for job_id in failed:
+        expect(page.locator(f"#pick-{job_id}")).to_be_checked()
+    with page.expect_response(lambda r: "/monitor/live" in r.url):  # a live update comes
+        pass
+    page.wait_for_timeout(300)
+    for job_id in failed:
+        expect(page.locator(f"#pick-{job_id}")).to_be_checked()
+    page.click("#bulk button:has-text('Retry')")
+    expect(page).to_have_url(re.compile(r"/monitor/confirm\?action=retry&job=j"))
+    expect(page.locator("h1")).to_have_text("Retry 2 job(s)?")
+    confirm = page.locator("table.confirm tbody tr")
+    expect(confirm).to_have_count(2)
+    for job_id in failed:
+        expect(page.locator(f"#pick-{job_id}")).to_contain_text("failed")
+    assert {get_job(db, job_id)["status"] for job_id in failed} == {"failed"}
+    page.screenshot(path=shots / "bulk-confirm.png", full_page=True)
+    page.click("button:has-text('Retry 2 job(s)')")
+    expect(page.locator("#summary")).to_have_text("requeued 2 job(s)")
+    assert {get_job(db, job_id)["status"] for job_id in failed} == {"queued"}
+    assert get_job(db, bobs)["status"] == "failed" and get_job(db, oom)["status"] == "failed"
+    page.click("a:has-text('Back to the jobs')")
+    for job_id in failed:
+        expect(page.locator(f"#job-{job_id} .state")).to_have_text("queued")

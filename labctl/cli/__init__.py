@@ -31,9 +31,9 @@ COMMANDS = {
     **dict.fromkeys(["user", "login", "whoami"], "accounts"),
     **dict.fromkeys(["setup", "cron", "mount", "umount", "doctor"], "admin"),
     **dict.fromkeys(
-        ["submit", "queue", "status", "cancel", "retry", "job-types", "clusters", "provenance"],
-        "analysis",
+        ["submit", "queue", "status", "job-types", "clusters", "provenance"], "analysis"
     ),
+    **dict.fromkeys(["cancel", "retry"], "jobactions"),
     **dict.fromkeys(["connect", "disconnect", "connections"], "connections"),
     **dict.fromkeys(["log", "query", "show", "db"], "data"),
     "demo": "demo",

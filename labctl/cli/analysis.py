@@ -1,4 +1,4 @@
-"""`labctl submit|queue|status|cancel|retry|job-types|clusters`: analysis jobs."""
+"""`labctl submit|queue|status|job-types|clusters|provenance`: analysis jobs."""
 
 from __future__ import annotations
 
@@ -172,23 +172,6 @@ def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
     if tail:
         console().rule("log tail", align="left")
         click.echo(tail)
-
-
-@cli.command("cancel")
-@click.argument("job_id")
-@click.pass_obj
-def cancel_cmd(app: App, job_id: str) -> None:
-    """Cancel a job (yours, or any as an admin) and stop it on the cluster (scancel)."""
-    click.echo(app.lab.cancel(job_id))
-
-
-@cli.command("retry")
-@click.argument("job_id")
-@click.pass_obj
-def retry_cmd(app: App, job_id: str) -> None:
-    """Queue a failed or cancelled job again."""
-    app.lab.retry(job_id)
-    click.echo(f"requeued {job_id}")
 
 
 @cli.command("job-types")

@@ -15,7 +15,7 @@ from labctl.clock import utcnow
 from labctl.db import Database
 from labctl.errors import NotFoundError, PermissionDenied, ValidationError
 from labctl.jobs.job import Failure, HistoryItem, Job, MalformedJob, store_value
-from labctl.jobs.states import ACTIVE, FailureReason, JobState, check_transition
+from labctl.jobs.states import ACTIVE, RETRYABLE, FailureReason, JobState, check_transition
 
 
 def history_item(state: JobState, note: str, now: dt.datetime) -> HistoryItem:
@@ -70,8 +70,10 @@ def list_jobs(
     status: str | None = None,
     dataset: str | None = None,
     limit: int = 0,
+    matching: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    filter: dict[str, Any] = {}
+    """Jobs, newest first; `matching` adds a queue filter (as `labctl.jobs.bulk` builds it)."""
+    filter: dict[str, Any] = dict(matching or {})
     if user:
         filter["user"] = user
     if dataset:
@@ -223,12 +225,23 @@ def check_may_change(db: Database, job: Job, username: str) -> None:
         )
 
 
+def check_cancellable(job: Job) -> None:
+    if job.status not in ACTIVE:
+        raise ValidationError(f"job {job.job_id} is already {job.status}")
+
+
+def check_retryable(job: Job) -> None:
+    if job.status not in RETRYABLE:
+        raise ValidationError(
+            f"only failed or cancelled jobs can be retried; {job.job_id} is {job.status}"
+        )
+
+
 def cancel_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
     """Mark a job cancelled; the watchdog stops its transfer or SLURM job on the cluster."""
     job = read_job(db, job_id)
     check_may_change(db, job, username)
-    if job.status not in ACTIVE:
-        raise ValidationError(f"job {job_id} is already {job.status}")
+    check_cancellable(job)
     done = transition(
         db,
         job,
@@ -246,10 +259,7 @@ def retry_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
     """Put a failed or cancelled job back in the queue, from the start."""
     job = read_job(db, job_id)
     check_may_change(db, job, username)
-    if job.status not in (JobState.FAILED, JobState.CANCELLED):
-        raise ValidationError(
-            f"only failed or cancelled jobs can be retried; {job_id} is {job.status}"
-        )
+    check_retryable(job)
     done = transition(
         db,
         job,

@@ -55,6 +55,9 @@ TERMINAL: frozenset[JobState] = frozenset({JobState.COMPLETED, JobState.FAILED, 
 ACTIVE: frozenset[JobState] = frozenset(JobState) - TERMINAL
 """States some watchdog stage still has to advance."""
 
+RETRYABLE: frozenset[JobState] = frozenset({JobState.FAILED, JobState.CANCELLED})
+"""States a person may queue a job again from."""
+
 WATCHED: tuple[JobState, ...] = (JobState.SUBMITTED, JobState.PENDING, JobState.RUNNING)
 """States in which the job is at its cluster's scheduler."""
 

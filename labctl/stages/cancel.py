@@ -10,6 +10,7 @@ from typing import Any
 from labctl.compute.cluster import ClusterPool
 from labctl.config import Config
 from labctl.db import Database
+from labctl.jobs.bulk import Action, Outcome, Plan, carry_out
 from labctl.jobs.queue import cancel_job, get_job
 from labctl.stages import StageRun
 from labctl.stages.tracking import stop_cancelled
@@ -36,10 +37,44 @@ def cancel_and_stop(db: Database, config: Config, job_id: str, username: str) ->
     """Cancel `job_id` as `username` (its owner or an admin) and, if it is their own, stop it on
     its cluster now; another member's job is stopped by its owner's watchdog on its next run."""
     cancel_job(db, job_id, username)
+    [done] = _stop_now(db, config, [job_id], username)
+    return done
+
+
+def cancel_many(db: Database, config: Config, plan: Plan, username: str) -> Outcome:
+    """Cancel the plan's ready jobs as `username`, then stop those that are theirs on their
+    clusters (one session per cluster for all); each job's line says whether it was stopped."""
+    assert plan.action is Action.CANCEL
+    outcome = carry_out(db, plan, username)
+    done = _stop_now(db, config, [job["job_id"] for job in outcome.done], username)
+    outcome.done = [cancelled.job for cancelled in done]
+    outcome.lines = [cancelled.message for cancelled in done]
+    return outcome
+
+
+def _stop_now(db: Database, config: Config, job_ids: list[str], username: str) -> list[Cancelled]:
+    """Stop the cancelled `job_ids` that are `username`'s own on their clusters now."""
     acting = config.model_copy(update={"user": username})  # stops only their own jobs now
     run = StageRun(db, acting, "cancel", ClusterPool(acting))
     try:
-        stop_cancelled(run, job_id)
+        for job_id in job_ids:
+            stop_cancelled(run, job_id)
     finally:
         run.pool.close()
-    return Cancelled(get_job(db, job_id), bool(run.did["stopped"]), "; ".join(run.notes))
+    jobs = [get_job(db, job_id) for job_id in job_ids]
+    return [
+        Cancelled(
+            job,
+            not job["cleanup_pending"],
+            "; ".join(note for note in run.notes if job["job_id"] in note),
+        )
+        for job in jobs
+    ]
+
+
+def carry_out_plan(db: Database, config: Config, plan: Plan, username: str) -> Outcome:
+    """A bulk action as the CLI, the dashboard and the API do it: retry in the queue, or cancel
+    and stop at once (`cancel_many`)."""
+    if plan.action is Action.CANCEL:
+        return cancel_many(db, config, plan, username)
+    return carry_out(db, plan, username)

@@ -1,17 +1,22 @@
-"""The monitor pages: the queue (updated live by htmx), one job, and cancel/retry for its owner."""
+"""The monitor pages: the queue (updated live by htmx, filtered as `labctl retry|cancel` filter),
+one job, and cancel/retry for its owner, of one job or of those ticked in the list (after a page
+that lists them)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from labctl.db import Database
+from labctl.errors import ValidationError
+from labctl.jobs.bulk import Selection, parse_action, parse_filter, plan
 from labctl.jobs.queue import get_job, list_jobs, retry_job
-from labctl.jobs.states import JobState
-from labctl.stages.cancel import cancel_and_stop
+from labctl.jobs.states import FailureReason, JobState
+from labctl.stages.cancel import cancel_and_stop, carry_out_plan
 from labctl.stages.heartbeat import latest, sessions_seen
 from labctl.web.auth import Principal, safe_next
 from labctl.web.deps import PageUser, state
@@ -22,49 +27,126 @@ POLL_SECONDS = 2
 QUEUE_LIMIT = 200
 
 
-def _queue(
-    db: Database, member: str | None, status: JobState | None
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    jobs = list_jobs(db, user=member, status=status, limit=QUEUE_LIMIT)
-    return jobs, latest(db), sessions_seen(db)
+def _queue(db: Database, filter: Selection) -> dict[str, list[dict[str, Any]]]:
+    """The jobs, the watchdog's heartbeats and the clusters' sessions."""
+    jobs = list_jobs(db, matching=filter.query(), limit=QUEUE_LIMIT)
+    return {"jobs": jobs, "beats": latest(db), "sessions": sessions_seen(db)}
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The job list's filter as typed in its form (the query string)."""
+
+    user: str = ""
+    status: str = ""
+    reason: str = ""
+    since: str = ""
+    cluster: str = ""
+    job_type: str = ""
+
+    def parsed(self, caller: str) -> Selection:
+        return parse_filter(
+            caller,
+            status=[self.status],
+            reason=[self.reason],
+            user=self.user,
+            since=self.since,
+            cluster=self.cluster,
+            job_type=self.job_type,
+        )
 
 
 async def _render_queue(
-    request: Request, user: Principal, name: str, member: str, status: JobState | None
+    request: Request, user: Principal, name: str, wanted: Wanted
 ) -> HTMLResponse:
-    jobs, beats, sessions = await state(request).store.run(_queue, member or None, status)
+    error = ""
+    listed: dict[str, list[dict[str, Any]]] = {"jobs": [], "beats": [], "sessions": []}
+    try:
+        listed = await state(request).store.run(_queue, wanted.parsed(user.username))
+    except ValidationError as exc:
+        error = str(exc)
     return render(
         request,
         name,
         user,
-        jobs=jobs,
-        beats=beats,
-        sessions=sessions,
-        member=member,
-        wanted=status or "",
+        status=400 if error else 200,
+        error=error,
+        jobs=listed["jobs"],
+        beats=listed["beats"],
+        sessions=listed["sessions"],
+        wanted=wanted,
         states=list(JobState),
+        reasons=list(FailureReason),
         poll=POLL_SECONDS,
         live_url="/monitor/live" + (f"?{request.url.query}" if request.url.query else ""),
     )
 
 
-Member = Annotated[str, Query(alias="user")]
-
-
 @router.get("/monitor")
 async def monitor(
-    request: Request, user: PageUser, member: Member = "", status: JobState | None = None
+    request: Request, user: PageUser, wanted: Annotated[Wanted, Depends()]
 ) -> HTMLResponse:
-    return await _render_queue(request, user, "monitor.html", member, status)
+    return await _render_queue(request, user, "monitor.html", wanted)
 
 
 @router.get("/monitor/live")
 async def monitor_live(
-    request: Request, user: PageUser, member: Member = "", status: JobState | None = None
+    request: Request, user: PageUser, wanted: Annotated[Wanted, Depends()]
 ) -> HTMLResponse:
     """The queue table, the watchdog heartbeats and the clusters' sessions alone: htmx swaps
     them in every few seconds."""
-    return await _render_queue(request, user, "_queue.html", member, status)
+    return await _render_queue(request, user, "_queue.html", wanted)
+
+
+Picked = Annotated[list[str], Query(alias="job")]
+
+
+@router.get("/monitor/confirm")
+async def confirm(
+    request: Request,
+    user: PageUser,
+    action: str = "",
+    picked: Picked = [],  # noqa: B006
+) -> HTMLResponse:
+    """The jobs ticked in the list, and what `action` would do to each: nothing is done yet."""
+    return await _bulk_page(request, user, action, picked, act=False)
+
+
+@router.post("/monitor/bulk")
+async def bulk(
+    request: Request,
+    user: PageUser,
+    action: Annotated[str, Form()] = "",
+    picked: Annotated[list[str], Form(alias="job")] = [],  # noqa: B006
+) -> HTMLResponse:
+    """Do what the confirmation page listed, to each job still in a state that allows it."""
+    return await _bulk_page(request, user, action, picked, act=True)
+
+
+async def _bulk_page(
+    request: Request, user: Principal, action: str, picked: list[str], act: bool
+) -> HTMLResponse:
+    web = state(request)
+    chosen = outcome = None
+    error = "" if picked else "tick one or more jobs in the list first"
+    if picked:
+        try:
+            chosen = await web.store.run(
+                plan, parse_action(action), Selection(ids=tuple(picked)), user.username
+            )
+        except ValidationError as exc:
+            error = str(exc)
+    if chosen and act:
+        outcome = await web.store.run(carry_out_plan, web.config, chosen, user.username)
+    return render(
+        request,
+        "bulk.html",
+        user,
+        status=400 if error else 200,
+        error=error,
+        chosen=chosen,
+        outcome=outcome,
+    )
 
 
 @router.get("/jobs/{job_id}")

@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 from labctl.catalog.fields import get_dotted
 from labctl.clock import age, utcnow
 from labctl.jobs.job import TaskUsage
-from labctl.jobs.states import ACTIVE, JobState
+from labctl.jobs.states import ACTIVE, RETRYABLE
 from labctl.jobs.usage import describe
 from labctl.web.auth import CSRF_FIELD, CSRF_HEADER, Principal
 from labctl.web.deps import state
@@ -85,7 +85,7 @@ def make_templates() -> Jinja2Templates:
         CSRF_FIELD=CSRF_FIELD,
         CSRF_HEADER=CSRF_HEADER,
         ACTIVE=ACTIVE,
-        RETRYABLE=(JobState.FAILED, JobState.CANCELLED),
+        RETRYABLE=RETRYABLE,
         with_query=with_query,
     )
     return Jinja2Templates(env=env)

@@ -14,11 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, parse_sort
+from labctl.config import Config
+from labctl.db import Database
+from labctl.jobs.bulk import Action, choose, parse_filter, plan, report
 from labctl.jobs.queue import get_job, list_jobs, retry_job
 from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest, batch_script, submit_job
 from labctl.jobs.usage import usage_report
-from labctl.stages.cancel import cancel_and_stop
+from labctl.stages.cancel import cancel_and_stop, carry_out_plan
 from labctl.stages.heartbeat import latest, sessions_seen
 from labctl.web.deps import ApiUser, state
 
@@ -107,6 +110,33 @@ class BatchScript(BaseModel):
 
 class JobList(BaseModel):
     items: list[Doc]
+
+
+class BulkRequest(_In):
+    action: Action
+    ids: list[str] = Field(default_factory=list, description="named jobs; or else a filter:")
+    status: list[str] = Field(default_factory=list, description="job states, e.g. failed")
+    reason: list[str] = Field(default_factory=list, description="failure reasons, e.g. timeout")
+    user: str | None = Field(default=None, description="a member, or `me`")
+    since: str | None = Field(default=None, description="last changed on or after (date)")
+    cluster: str | None = None
+    job_type: str | None = None
+    confirm: bool = Field(default=False, description="false: only list what would be touched")
+
+
+class Skipped(BaseModel):
+    job_id: str
+    why: str = Field(description="in a few words: the job's state, its owner's, not found")
+    detail: str
+
+
+class BulkAnswer(BaseModel):
+    selection: str = Field(description="the selection in words")
+    jobs: list[Doc] = Field(description="the jobs selected, last changed first")
+    acted: bool = Field(description="whether anything was done (`confirm`)")
+    done: list[Doc] = Field(description="the jobs touched, as they are now")
+    skipped: list[Skipped]
+    summary: str
 
 
 class Heartbeats(BaseModel):
@@ -249,7 +279,7 @@ async def submit(request: Request, user: ApiUser, body: NewJob) -> Doc:
 
 
 @router.post("/jobs/script", responses=_errors(404))
-async def plan(request: Request, user: ApiUser, body: JobPlan) -> BatchScript:
+async def job_script(request: Request, user: ApiUser, body: JobPlan) -> BatchScript:
     """The batch script a job would run, checked as a submission is; nothing is queued."""
     web = state(request)
     job = JobRequest(**body.model_dump(), user=user.username)
@@ -274,6 +304,21 @@ async def cancel(request: Request, user: ApiUser, job_id: str) -> Doc:
 async def retry(request: Request, user: ApiUser, job_id: str) -> Doc:
     """Queue a failed or cancelled job again, from the start."""
     return await state(request).store.run(retry_job, job_id, user.username)
+
+
+def _bulk(db: Database, config: Config, body: BulkRequest, caller: str) -> BulkAnswer:
+    wanted = body.model_dump(include={"status", "reason", "user", "since", "cluster", "job_type"})
+    chosen = plan(db, body.action, choose(body.ids, parse_filter(caller, **wanted)), caller)
+    outcome = carry_out_plan(db, config, chosen, caller) if body.confirm else None
+    return BulkAnswer(**report(chosen, outcome))
+
+
+@router.post("/jobs/bulk", responses=_errors(403, 422))
+async def bulk(request: Request, user: ApiUser, body: BulkRequest) -> BulkAnswer:
+    """Retry or cancel named jobs, or every job a filter selects (as `labctl retry|cancel`):
+    without `confirm` only the selection is listed. A member touches only their own jobs."""
+    web = state(request)
+    return await web.store.run(_bulk, web.config, body, user.username)
 
 
 @router.get("/watchdog")
