@@ -17,7 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from labctl.catalog.fields import check_field_name
 from labctl.clock import utcnow
 from labctl.db import Database
-from labctl.errors import NotFoundError, ValidationError
+from labctl.errors import NotFoundError, PermissionDenied, ValidationError
 from labctl.notify.notifyconfig import EMAIL, Recipient, check_mode, check_webhook
 from labctl.passwords import check_password
 
@@ -131,10 +131,26 @@ def set_role(db: Database, username: str, role: str) -> None:
     _change(db, username, {"role": check_role(role)})
 
 
+def check_self_or_admin(db: Database, actor: str, username: str, what: str) -> None:
+    """PermissionDenied unless `actor` is `username` or an admin."""
+    if actor == username:
+        return
+    doc = db.users.find_one({"username": actor}, ["role"])
+    if not doc or doc.get("role") != "admin":
+        raise PermissionDenied(f"only {username} or an admin may change {what}")
+
+
 def set_notify(
-    db: Database, username: str, mode: str | None = None, webhook: str | None = None
+    db: Database,
+    username: str,
+    mode: str | None = None,
+    webhook: str | None = None,
+    *,
+    actor: str,
 ) -> None:
-    """Change how a member is told of their jobs: `mode`, and their own `webhook` ("": none)."""
+    """Change how a member is told of their jobs: `mode`, and their own `webhook` ("": none);
+    they do so themselves, or an admin does it for them."""
+    check_self_or_admin(db, actor, username, f"how {username} is notified")
     fields: dict[str, Any] = {}
     if mode is not None:
         fields["notify_mode"] = check_mode(mode)

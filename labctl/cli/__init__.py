@@ -36,6 +36,7 @@ COMMANDS = {
     **dict.fromkeys(["connect", "disconnect", "connections"], "connections"),
     **dict.fromkeys(["log", "query", "show", "db"], "data"),
     "demo": "demo",
+    "notify": "notifications",
     "web": "serve",
     "watchdog": "watchdog",
 }

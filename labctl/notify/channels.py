@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import smtplib
+import socket
 import ssl
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
+from functools import partial
 
 from labctl.errors import LabctlError
 from labctl.notify.messages import Message
-from labctl.notify.notifyconfig import SmtpConfig, shown_url
+from labctl.notify.notifyconfig import NotifyConfig, Recipient, SmtpConfig, shown_url
 
 SUBJECT_PREFIX = "[labctl] "
 
@@ -78,3 +83,43 @@ def post_webhook(url: str, message: Message, timeout: float) -> None:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DeliveryError(f"{where}: {reason}") from None
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One way a message reaches the member: their e-mail, their webhook, the lab's."""
+
+    name: str
+    send: Callable[[Message], None]
+
+
+def channels(settings: NotifyConfig, who: Recipient) -> list[Channel]:
+    """The ways `who` is told: e-mail if they have an address and the lab an SMTP server,
+    their own webhook, and the lab's."""
+    found = []
+    if settings.smtp is not None and who.email:
+        found.append(Channel("email", partial(send_mail, settings.smtp, who.email)))
+    timeout = settings.webhook_timeout_seconds
+    for name, url in (("webhook", who.webhook), ("lab webhook", settings.webhook)):
+        if url:
+            found.append(Channel(name, partial(post_webhook, url, timeout=timeout)))
+    return found
+
+
+def send_test(settings: NotifyConfig, who: Recipient) -> list[tuple[str, str]]:
+    """Send a test message through each of `who`'s channels now: each channel's name and what
+    came of it ("" if it took the message)."""
+    test = Message(
+        "test message",
+        f"A test from the labctl watchdog of {who.username} on {socket.gethostname()}: "
+        "notifications reach you here.\n",
+        f"test.{uuid.uuid4().hex}",
+    )
+    outcome = []
+    for way in channels(settings, who):
+        try:
+            way.send(test)
+            outcome.append((way.name, ""))
+        except DeliveryError as exc:
+            outcome.append((way.name, str(exc)))
+    return outcome

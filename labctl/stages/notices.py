@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
 
 from labctl.clock import utcnow
 from labctl.errors import NotFoundError
@@ -27,32 +24,12 @@ from labctl.jobs.queue import (
     reschedule_notices,
     settle_notice,
 )
-from labctl.notify.channels import DeliveryError, post_webhook, send_mail
-from labctl.notify.messages import Event, Message, message
-from labctl.notify.notifyconfig import NotifyConfig, Recipient
+from labctl.jobs.states import JobState
+from labctl.notify.channels import Channel, DeliveryError, channels
+from labctl.notify.messages import Event, message
+from labctl.notify.notifyconfig import Recipient
 from labctl.stages import StageRun
 from labctl.users import recipient
-
-
-@dataclass(frozen=True)
-class Channel:
-    """One way a message reaches the member: their e-mail, their webhook, the lab's."""
-
-    name: str
-    send: Callable[[Message], None]
-
-
-def channels(settings: NotifyConfig, who: Recipient) -> list[Channel]:
-    """The ways `who` is told: e-mail if they have an address and the lab an SMTP server,
-    their own webhook, and the lab's."""
-    found = []
-    if settings.smtp is not None and who.email:
-        found.append(Channel("email", partial(send_mail, settings.smtp, who.email)))
-    timeout = settings.webhook_timeout_seconds
-    for name, url in (("webhook", who.webhook), ("lab webhook", settings.webhook)):
-        if url:
-            found.append(Channel(name, partial(post_webhook, url, timeout=timeout)))
-    return found
 
 
 def next_digest(now: dt.datetime, hour: int) -> dt.datetime:
@@ -78,8 +55,8 @@ def send_notices(run: StageRun) -> None:
                 continue
             why_not = _skip(job, notice.event, who, ways)
             if why_not:
-                settle_notice(run.db, job.job_id, key, None, NoticeState.SKIPPED, note=why_not)
-                run.did["notices skipped"] += 1
+                if _settle(run, job.job_id, key, NoticeState.SKIPPED, note=why_not):
+                    run.did["notices skipped"] += 1
             elif job.follow_up_pending and notice.event is NoticeEvent.COMPLETED:
                 continue  # its merge job is still to queue, and tells of both
             elif who.mode == "digest" and notice.event is not NoticeEvent.SESSION:
@@ -87,9 +64,7 @@ def send_notices(run: StageRun) -> None:
                     groups["digest"].append(_event(run, job, key))
                 else:
                     at = next_digest(now, run.config.notify.digest_hour)
-                    settle_notice(
-                        run.db, job.job_id, key, None, NoticeState.NEW, digest=True, next_try_at=at
-                    )
+                    _settle(run, job.job_id, key, NoticeState.NEW, digest=True, next_try_at=at)
             elif notice.event is NoticeEvent.SESSION:
                 groups[f"session {notice.cluster}"].append(_event(run, job, key))
             else:
@@ -100,10 +75,20 @@ def send_notices(run: StageRun) -> None:
         reschedule_notices(run.db, job.job_id)
 
 
+def _settle(run: StageRun, job_id: str, key: str, state: NoticeState, **fields: object) -> bool:
+    """Claim a due notice (or one a stopped run held) and settle it at once, unsent."""
+    held = claim_notice(run.db, job_id, key, run.owner, run.lease)
+    return held is not None and settle_notice(run.db, job_id, key, run.owner, state, **fields)
+
+
 def _skip(job: Job, event: NoticeEvent, who: Recipient, ways: list[Channel]) -> str:
     """Why this notice is not to be sent at all ("" if it is)."""
     if not ways:
         return "no e-mail address with an SMTP server, and no webhook"
+    if event is NoticeEvent.FAILED and job.status is not JobState.FAILED:
+        return "retried before it was told"
+    if event is NoticeEvent.SESSION and not job.waiting:
+        return "the job went on before it was told"
     if event is NoticeEvent.COMPLETED and job.follow_up_job:
         return f"told with its merge job {job.follow_up_job}"
     if event is NoticeEvent.COMPLETED and who.mode == "failures":
