@@ -137,7 +137,9 @@ def test_failed_job_tells_reason_log_and_retry_line_by_mail_and_webhooks(
     for receiver in (own, lab):
         [(payload, headers)] = receiver.posts
         assert list(payload) == ["text"]
-        assert payload["text"].startswith(f"**job {job_id} failed: selftest on {DATASET}**\n")
+        assert payload["text"].startswith(
+            f"[labctl] job {job_id} failed: selftest on {DATASET}\n\n"
+        )
         assert f"labctl retry {job_id}" in payload["text"]
         assert headers["Idempotency-Key"] == box.mails[0][1]["Message-ID"][1:].split("@")[0]
     assert read_job(db, job_id).notices.popitem()[1].delivered == [

@@ -150,3 +150,33 @@ def test_the_example_config_s_notify_section_is_valid(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, yaml.safe_load("\n".join(lines))), env={})
     assert config.notify.smtp is not None and config.notify.smtp.security == "starttls"
     assert config.notify.webhook == "https://chat.lab.org/hooks/xxxxxxxx"
+
+
+def test_setup_keeps_the_smtp_password_in_the_private_config_only(
+    isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    smtp = {**SMTP, "security": "starttls", "user": "labctl"}
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(yaml.safe_dump({"notify": {"smtp": smtp}}))
+    lab.chmod(0o644)
+    args = ["setup", "--non-interactive", "--no-cron", "--no-verify", "--no-mount"]
+    args += ["--lab-config", str(lab), "--user", "charlie", "--email", "charlie@lab.org"]
+    refused = CliRunner().invoke(cli, [*args, "--store-smtp-password"])
+    assert refused.exit_code == 2
+    assert refused.output == (
+        "error: --store-smtp-password takes the password from LABCTL_SMTP_PASSWORD\n"
+    )
+    monkeypatch.setenv("LABCTL_SMTP_PASSWORD", "s3cret-smtp")
+    done = CliRunner().invoke(cli, [*args, "--store-smtp-password"])
+    assert done.exit_code == 0, done.output
+    path = isolated_home / ".config" / "labctl" / "config.yaml"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert yaml.safe_load(path.read_text())["notify"]["smtp"]["password"] == "s3cret-smtp"
+    assert "s3cret" not in lab.read_text()
+    monkeypatch.delenv("LABCTL_SMTP_PASSWORD")
+    assert load_config(path, env={}).notify.smtp.password == "s3cret-smtp"  # type: ignore[union-attr]
+    lab.write_text("{}")
+    monkeypatch.setenv("LABCTL_SMTP_PASSWORD", "s3cret-smtp")
+    path.unlink()
+    bare = CliRunner().invoke(cli, [*args, "--store-smtp-password"])
+    assert bare.exit_code == 2 and "needs the lab's notify.smtp settings" in bare.output

@@ -67,7 +67,8 @@ def send_mail(smtp: SmtpConfig, to: str, message: Message) -> None:
 def post_webhook(url: str, message: Message, timeout: float) -> None:
     """POST `{"text": ...}` to an incoming webhook; DeliveryError unless it answers 2xx. The
     `Idempotency-Key` header is the same on every attempt."""
-    body = json.dumps({"text": message.text}).encode()
+    text = f"{SUBJECT_PREFIX}{message.subject}\n\n{message.body}"  # plain: Slack and Mattermost
+    body = json.dumps({"text": text}).encode()
     request = urllib.request.Request(
         url,
         data=body,

@@ -15,16 +15,12 @@ LOG_LINES = 30
 
 @dataclass(frozen=True)
 class Message:
-    """One message to a member: by e-mail (`subject`, `body`) or webhook (`text`). `key` is
-    the same on every attempt to send it, so that a copy sent twice can be recognised."""
+    """One message to a member, by e-mail or webhook. `key` is the same on every attempt to
+    send it, so that a copy sent twice can be recognised."""
 
     subject: str
     body: str
     key: str
-
-    @property
-    def text(self) -> str:
-        return f"**{self.subject}**\n{self.body}"
 
 
 @dataclass(frozen=True)

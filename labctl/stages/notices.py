@@ -55,8 +55,8 @@ def send_notices(run: StageRun) -> None:
                 continue
             why_not = _skip(job, notice.event, who, ways)
             if why_not:
-                if _settle(run, job.job_id, key, NoticeState.SKIPPED, note=why_not):
-                    run.did["notices skipped"] += 1
+                if _settle(run, job.job_id, key, NoticeState.SKIPPED, note=why_not) and ways:
+                    run.did["notices skipped"] += 1  # (not counted where nothing is set up)
             elif job.follow_up_pending and notice.event is NoticeEvent.COMPLETED:
                 continue  # its merge job is still to queue, and tells of both
             elif who.mode == "digest" and notice.event is not NoticeEvent.SESSION:
