@@ -62,9 +62,12 @@ def notifying(cfg: Config, port: int, **settings: object) -> Config:
     return cfg.model_copy(update={"notify": notify})
 
 
-def notify_once(db: Database, cfg: Config) -> None:
+def notify_once(db: Database, cfg: Config, owner: str | None = None) -> int:
+    """One run of the notify step (as `owner`); how many notices it sent."""
     with stage_run(db, cfg, "jobs") as run:
+        run.owner = owner or run.owner
         send_notices(run)
+    return run.did["notices sent"]
 
 
 def failed_job(db: Database, cfg: Config, code: int) -> str:
@@ -225,13 +228,14 @@ def test_two_overlapping_runs_send_each_notice_once(
     cfg = notifying(cfg, port)
     jobs = [failed_job(db, cfg, code) for code in range(1, 5)]
     start = threading.Barrier(2)
+    sent: dict[str, int] = {}
 
-    def one_run() -> None:
+    def one_run(owner: str) -> None:
         with connect(cfg.database) as own:
             start.wait()
-            notify_once(own, cfg)
+            sent[owner] = notify_once(own, cfg, owner)
 
-    runs = [threading.Thread(target=one_run) for _ in range(2)]
+    runs = [threading.Thread(target=one_run, args=(f"run{i}",)) for i in range(2)]
     for run in runs:
         run.start()
     for run in runs:
@@ -239,6 +243,7 @@ def test_two_overlapping_runs_send_each_notice_once(
     subjects = sorted(box.subjects())
     assert subjects == sorted(f"[labctl] job {j} failed: selftest on {DATASET}" for j in jobs)
     assert all(n.claims == 1 for j in jobs for n in read_job(db, j).notices.values())
+    assert sum(sent.values()) == 4 and min(sent.values()) >= 1, sent  # the runs overlapped
 
 
 KILLED_RUN = """
@@ -347,19 +352,24 @@ def test_a_split_array_and_its_merge_send_one_message(
     assert notice.state is NoticeState.SKIPPED and merge in notice.note
 
 
-def test_starttls_and_login(db: Database, cfg: Config, tmp_path: Path) -> None:
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_tls_and_login(db: Database, cfg: Config, tmp_path: Path, security: str) -> None:
     import ssl
 
     cert, key = self_signed(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    with smtp_server(tls_context=context, require_starttls=True, auth_required=True) as (
-        box,
-        port,
-    ):
+    if security == "tls":
+        # aiosmtpd counts only STARTTLS as TLS for AUTH; the whole connection is TLS here
+        tls: dict[str, object] = {"ssl_context": context, "auth_require_tls": False}
+    else:
+        tls = {"tls_context": context, "require_starttls": True}
+    with smtp_server(auth_required=True, **tls) as (box, port):
         smtp = SmtpConfig(
             host="127.0.0.1",
             port=port,
+            security=security,  # type: ignore[arg-type]
             user="labctl",
             password="s3cret-smtp",
             from_address="labctl@lab.org",
