@@ -170,6 +170,16 @@ def test_a_session_down_is_told_once_with_the_connect_line(
     assert "Your session to cluster raven is down: 2 of your jobs cannot go on" in body
     assert f"    {first} (file_stats on {DATASET}, queued)" in body
     assert body.endswith("Open it with:\n    labctl connect raven\n")
+    later = submit(
+        db, cfg, compute_cluster="raven", job_type="selftest", job_options={"exit_code": 1}
+    )
+    run_stages(db, cfg, ["scan", "transfers", "jobs"])
+    assert read_job(db, later).waiting and len(box.mails) == 1  # the same outage: told once
+    [notice] = read_job(db, later).notices.values()
+    assert notice.state is NoticeState.SKIPPED and notice.note in (
+        f"told with {first}",
+        f"told with {second}",
+    )
 
 
 def test_a_mail_server_that_was_down_gets_the_message_later(db: Database, cfg: Config) -> None:

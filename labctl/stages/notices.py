@@ -70,7 +70,12 @@ def send_notices(run: StageRun) -> None:
             else:
                 groups[f"job {job.job_id} {key}"].append(_event(run, job, key))
     for name, events in groups.items():
-        deliver(run, events, ways, digest=name == "digest")
+        told = _told_of_session(run, events) if name.startswith("session ") else None
+        if told is None:
+            deliver(run, events, ways, digest=name == "digest")
+            continue
+        for event in events:
+            _settle(run, event.job.job_id, event.key, NoticeState.SKIPPED, note=f"told with {told}")
     for job in jobs:
         reschedule_notices(run.db, job.job_id)
 
@@ -94,6 +99,20 @@ def _skip(job: Job, event: NoticeEvent, who: Recipient, ways: list[Channel]) -> 
     if event is NoticeEvent.COMPLETED and who.mode == "failures":
         return "the member asked to hear of failures only"
     return ""
+
+
+def _told_of_session(run: StageRun, events: list[Event]) -> str | None:
+    """Another job of this member that still waits for the same session and was told of it:
+    one message per session that went down, whatever joins the wait later."""
+    waiting = events[0].job.waiting
+    ids = [e.job.job_id for e in events]
+    for job in find_jobs(
+        run.db, run.mine({"waiting": waiting, "job_id": {"$nin": ids}}), run.malformed
+    ):
+        sessions = [n for n in job.notices.values() if n.event is NoticeEvent.SESSION]
+        if sessions and max(sessions, key=lambda n: n.at).state is NoticeState.SENT:
+            return job.job_id
+    return None
 
 
 def _event(run: StageRun, job: Job, key: str) -> Event:
