@@ -251,18 +251,13 @@ def claim_notice(
 
 
 def settle_notice(
-    db: Database,
-    job_id: str,
-    key: str,
-    owner: str | None,
-    state: NoticeState,
-    **fields: Any,
+    db: Database, job_id: str, key: str, owner: str, state: NoticeState, **fields: Any
 ) -> bool:
-    """Change a notice that `owner` holds (None: one nobody holds, still new) to `state`, with
-    `fields` of `Notice`; `delivered` is added to, not replaced. False if it is not as assumed."""
+    """Change a notice that `owner` has claimed to `state` (releasing it unless it stays
+    `SENDING`), with `fields` of `Notice`; `delivered` is added to, not replaced. False if
+    `owner` does not hold it (any more)."""
     n = f"notices.{key}"
-    held = {f"{n}.owner": owner, f"{n}.state": str(NoticeState.SENDING)}
-    guard = held if owner else {f"{n}.state": str(NoticeState.NEW)}
+    guard = {f"{n}.owner": owner, f"{n}.state": str(NoticeState.SENDING)}
     change: dict[str, Any] = {f"{n}.state": str(state)}
     if state is not NoticeState.SENDING:
         change.update({f"{n}.owner": None, f"{n}.lease_until": None})
