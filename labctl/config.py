@@ -4,7 +4,7 @@ Lookup order: `--config PATH`, then `$LABCTL_CONFIG`, then `$XDG_CONFIG_HOME/lab
 (`~/.config/labctl/config.yaml`), else built-in defaults: the embedded store under
 `$XDG_DATA_HOME/labctl` (`~/.local/share/labctl`) and the `local` cluster. Secrets may come from
 the environment: `LABCTL_DB_URI` replaces `database.uri`, `LABCTL_DB_PASSWORD` fills in the URI's
-password.
+password, `LABCTL_SMTP_PASSWORD` the mail server's; a config file holding one must be 0600.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from labctl.errors import ConfigError, redact
 from labctl.jobs.jobtypes import JobTypeConfig, Resources
+from labctl.notify.notifyconfig import NotifyConfig
 from labctl.settings import ServiceConfig, Settings, describe, xdg
 
 FieldType = Literal["str", "int", "float", "bool", "datetime", "date", "list", "path"]
@@ -304,6 +305,7 @@ class Config(Settings):
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     service: ServiceConfig | None = Field(default=None, description="a member's way in: see README")
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     @field_validator("clusters")
     @classmethod
@@ -336,12 +338,14 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
         config = Config.model_validate(raw)
     except PydanticValidationError as exc:
         raise ConfigError(f"{source}: {describe(exc)}") from None
-    if source and _uri_password(config.database.uri) and _readable_by_others(source):
+    secrets = {"LABCTL_DB_PASSWORD": _uri_password(config.database.uri), **config.notify.secrets}
+    held = [var for var, secret in secrets.items() if secret]
+    if source and held and source.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
-            f"{source} holds a database password but is readable by others: "
-            f"run 'chmod 600 {source}' or move the password to LABCTL_DB_PASSWORD"
+            f"{source} holds a password but is readable by others: "
+            f"run 'chmod 600 {source}' or move the password to {held[0]}"
         )
-    return _apply_env(config, env)
+    return _apply_env(config.model_copy(update={"notify": config.notify.with_env(env)}), env)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -365,13 +369,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _uri_password(uri: str) -> str | None:
-    if uri == EMBEDDED:
-        return None
-    return urlsplit(uri).password
-
-
-def _readable_by_others(path: Path) -> bool:
-    return bool(path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO))
+    return None if uri == EMBEDDED else urlsplit(uri).password
 
 
 def _apply_env(config: Config, env: dict[str, str]) -> Config:

@@ -53,11 +53,12 @@ INDEXES: dict[str, list[tuple[str, bool]]] = {
         ("owner", False),
         ("user", False),
         # The jobs stage looks for the few completed jobs whose scratch is not yet cleaned or
-        # whose merge is not yet queued, and cancelled jobs still to stop; without these, it
-        # reads every finished job each run.
+        # whose merge is not yet queued, cancelled jobs still to stop, and jobs with a notice
+        # due; without these, it reads every finished job each run.
         ("scratch_cleaned", False),
         ("cleanup_pending", False),
         ("follow_up_pending", False),
+        ("notify_at", False),
     ],
     "users": [("username", True)],
     "meta": [("key", True)],

@@ -17,14 +17,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from labctl.catalog.fields import check_field_name
 from labctl.clock import utcnow
 from labctl.db import Database
-from labctl.errors import NotFoundError, ValidationError
+from labctl.errors import NotFoundError, PermissionDenied, ValidationError
+from labctl.notify.notifyconfig import EMAIL, Recipient, check_mode, check_webhook
 from labctl.passwords import check_password
 
 ROLES = ("admin", "member")
 Role = Literal["admin", "member"]
 _hasher = PasswordHasher()
 USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def check_username(username: str) -> str:
@@ -77,7 +77,15 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
-PUBLIC_FIELDS = ["username", "full_name", "email", "role", "hpc_accounts", "created_at"]
+PUBLIC_FIELDS = [
+    "username",
+    "full_name",
+    "email",
+    "role",
+    "hpc_accounts",
+    "created_at",
+    "notify_mode",
+]
 TOKEN_PREFIX = "lct_"
 MAX_TOKEN_DAYS = 3650
 
@@ -122,6 +130,47 @@ def set_password(db: Database, username: str, password: str) -> None:
 
 def set_role(db: Database, username: str, role: str) -> None:
     _change(db, username, {"role": check_role(role)})
+
+
+def check_self_or_admin(db: Database, actor: str, username: str, what: str) -> None:
+    """PermissionDenied unless `actor` is `username` or an admin."""
+    if actor == username:
+        return
+    doc = db.users.find_one({"username": actor}, ["role"])
+    if not doc or doc.get("role") != "admin":
+        raise PermissionDenied(f"only {username} or an admin may change {what}")
+
+
+def set_notify(
+    db: Database,
+    username: str,
+    mode: str | None = None,
+    webhook: str | None = None,
+    *,
+    actor: str,
+) -> None:
+    """Change how a member is told of their jobs: `mode`, and their own `webhook` ("": none);
+    they do so themselves, or an admin does it for them."""
+    check_self_or_admin(db, actor, username, f"how {username} is notified")
+    fields: dict[str, Any] = {}
+    if mode is not None:
+        fields["notify_mode"] = check_mode(mode)
+    if webhook is not None:
+        fields["notify_webhook"] = check_webhook(webhook) if webhook else None
+    _change(db, username, fields)
+
+
+def recipient(db: Database, username: str, fallback_email: str = "") -> Recipient:
+    """Where and how `username` is told of their jobs (their config's e-mail if the database
+    has none)."""
+    doc = db.users.find_one({"username": username}, ["email", "notify_mode", "notify_webhook"])
+    doc = doc or {}
+    return Recipient(
+        username,
+        doc.get("email") or fallback_email,
+        doc.get("notify_mode") or "each",
+        doc.get("notify_webhook"),
+    )
 
 
 @functools.cache

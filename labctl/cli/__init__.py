@@ -38,6 +38,7 @@ COMMANDS = {
     **dict.fromkeys(["log", "query", "show", "db"], "data"),
     "demo": "demo",
     "usage": "reports",
+    "notify": "notifications",
     "web": "serve",
     "watchdog": "watchdog",
 }

@@ -34,6 +34,7 @@ from labctl.install.onboarding import (
     write_config,
 )
 from labctl.install.onboarding import create_key as create_key_pair
+from labctl.notify.notifyconfig import SMTP_PASSWORD_VAR
 
 DEFAULT_KEY = "~/.ssh/id_ed25519"
 
@@ -135,6 +136,11 @@ def _keys_to_create(settings: dict[str, Any], interactive: bool, create: bool) -
     is_flag=True,
     help="Keep $LABCTL_DB_PASSWORD in the (0600) config, for cron.",
 )
+@click.option(
+    "--store-smtp-password",
+    is_flag=True,
+    help="Keep $LABCTL_SMTP_PASSWORD in the (0600) config, for cron's notifications.",
+)
 @click.option("--hpc-user", multiple=True, metavar="CLUSTER=USER", help="Repeatable.")
 @click.option("--key", multiple=True, metavar="CLUSTER=PATH", help="SSH private key. Repeatable.")
 @click.option("--create-key", is_flag=True, help="Create missing keys (ed25519, no passphrase).")
@@ -150,6 +156,7 @@ def setup_cmd(
     email: str | None,
     db_uri: str | None,
     store_db_password: bool,
+    store_smtp_password: bool,
     hpc_user: tuple[str, ...],
     key: tuple[str, ...],
     create_key: bool,
@@ -175,7 +182,11 @@ def setup_cmd(
         _per_cluster(hpc_user, "--hpc-user"),
         _per_cluster(key, "--key"),
     )
-    new_settings = apply(settings, Answers(user, email, db_uri, password, clusters))
+    smtp_password = os.environ.get(SMTP_PASSWORD_VAR) if store_smtp_password else None
+    if store_smtp_password and not smtp_password:
+        raise ConfigError(f"--store-smtp-password takes the password from {SMTP_PASSWORD_VAR}")
+    answered = Answers(user, email, db_uri, password, clusters, smtp_password=smtp_password)
+    new_settings = apply(settings, answered)
     to_create = _keys_to_create(new_settings, interactive, create_key)
     lines = {}
     for name, key_path in to_create.items():

@@ -56,6 +56,7 @@ class Answers:
     db_uri: str | None = None
     db_password: str | None = None
     clusters: Mapping[str, ClusterAnswer] = field(default_factory=dict)
+    smtp_password: str | None = None
 
 
 def config_file(explicit: Path | None, env: Mapping[str, str] | None = None) -> Path:
@@ -105,6 +106,12 @@ def apply(settings: Mapping[str, Any], answers: Answers) -> dict[str, Any]:
         uri = _with_password(uri, answers.db_password)
     if uri and uri != (settings.get("database") or {}).get("uri"):
         new["database"] = {"uri": uri}
+    if answers.smtp_password:
+        if not (settings.get("notify") or {}).get("smtp"):
+            raise ConfigError(
+                "an SMTP password needs the lab's notify.smtp settings (--lab-config)"
+            )
+        new["notify"] = {"smtp": {"password": answers.smtp_password}}
     for name, answer in answers.clusters.items():
         given = {"user": answer.user, "key_file": answer.key_file and str(answer.key_file)}
         new.setdefault("clusters", {})[name] = {k: v for k, v in given.items() if v is not None}

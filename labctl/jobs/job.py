@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -121,6 +122,42 @@ class TaskUsage(_Part):
     nodes: str = ""
 
 
+class NoticeEvent(StrEnum):
+    """What the job's owner is told of: the job ended, or it waits for their session."""
+
+    COMPLETED = JobState.COMPLETED.value
+    FAILED = JobState.FAILED.value
+    SESSION = "session"  # it cannot go on until `labctl connect CLUSTER`
+
+
+class NoticeState(StrEnum):
+    """How far telling one event got (see labctl.stages.notices)."""
+
+    NEW = "new"  # to send at `next_try_at` (again, after a failed attempt)
+    SENDING = "sending"  # claimed by a run until `lease_until`
+    SENT = "sent"
+    SKIPPED = "skipped"  # nothing to send (`note` says why)
+
+
+class Notice(_Part):
+    """One event to tell the job's owner of, and what came of telling it."""
+
+    event: NoticeEvent
+    at: dt.datetime
+    cluster: str = ""
+    state: NoticeState = NoticeState.NEW
+    next_try_at: dt.datetime | None = None
+    digest: bool = False  # held for the owner's daily digest
+    owner: str | None = None
+    lease_until: dt.datetime | None = None
+    claims: int = 0  # a claim past 1 took over from a run that stopped
+    attempts: int = 0  # failed attempts to send
+    delivered: list[str] = Field(default_factory=list)  # channels that took it
+    error: str = ""
+    note: str = ""
+    sent_at: dt.datetime | None = None
+
+
 class HistoryItem(_Part):
     state: JobState
     at: dt.datetime
@@ -168,6 +205,8 @@ class Job(_Part):
     follow_up_job: str | None = None
     parent_job: str | None = None
     usage: list[TaskUsage] = Field(default_factory=list)  # per task, once it has finished
+    notices: dict[str, Notice] = Field(default_factory=dict)  # by event key
+    notify_at: dt.datetime | None = None  # the earliest time a notice is due
 
     @model_validator(mode="before")
     @classmethod
@@ -199,7 +238,7 @@ def store_value(value: Any) -> Any:
     """A value as the store keeps it: models become documents, enums their text."""
     if isinstance(value, BaseModel):
         value = value.model_dump()
-    if isinstance(value, JobState | FailureReason):
+    if isinstance(value, StrEnum):
         return str(value)
     if isinstance(value, Mapping):
         return {k: store_value(v) for k, v in value.items()}

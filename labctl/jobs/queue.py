@@ -3,6 +3,10 @@
 Every state change goes through `transition`, a compare-and-set on the current state that also
 appends to the job's history; watchdog stages take jobs with `claim` (owner + lease), so that
 overlapping cron runs never work on the same job.
+
+An event the job's owner is told of (it completed, failed, waits for a session) is recorded on
+the job in the same write that makes it happen (`Job.notices`); each notice is then claimed on its
+own, with an owner and a lease, before it is sent, and marked afterwards (`claim_notice`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,16 @@ from typing import Any
 from labctl.clock import utcnow
 from labctl.db import Database
 from labctl.errors import NotFoundError, PermissionDenied, ValidationError
-from labctl.jobs.job import Failure, HistoryItem, Job, MalformedJob, store_value
+from labctl.jobs.job import (
+    Failure,
+    HistoryItem,
+    Job,
+    MalformedJob,
+    Notice,
+    NoticeEvent,
+    NoticeState,
+    store_value,
+)
 from labctl.jobs.states import ACTIVE, RETRYABLE, FailureReason, JobState, check_transition
 
 
@@ -142,14 +155,20 @@ def transition(
         if reason is None:
             raise ValueError("a failed job needs a FailureReason")
         changes["failure"] = Failure(reason=reason, message=note)
+    change = _changes(changes)
+    if new is JobState.COMPLETED or new is JobState.FAILED:
+        key = f"{new}-{job.attempt}-{len(job.history)}"
+        change.update(_new_notice(key, Notice(event=NoticeEvent(new), at=now, next_try_at=now)))
     done = db.queue.claim(
         _as_read(job),
-        {
-            "$set": _changes(changes),
-            "$push": {"history": store_value(history_item(new, note, now))},
-        },
+        {"$set": change, "$push": {"history": store_value(history_item(new, note, now))}},
     )
     return None if done is None else Job.of(done)
+
+
+def _new_notice(key: str, notice: Notice) -> dict[str, Any]:
+    """The `$set` that records a notice due now, under `key`."""
+    return {f"notices.{key}": store_value(notice), "notify_at": notice.at}
 
 
 def update(db: Database, job: Job, note: str | None = None, **fields: Any) -> bool:
@@ -161,29 +180,34 @@ def update(db: Database, job: Job, note: str | None = None, **fields: Any) -> bo
     return db.queue.update(_as_read(job), change) > 0
 
 
-def mark_waiting(db: Database, jobs: Sequence[Job], message: str) -> None:
-    """Note on each job (still in the state it was read in) what it waits for."""
+def mark_waiting(
+    db: Database, jobs: Sequence[Job], message: str, session: str | None = None
+) -> None:
+    """Note on each job (still in the state it was read in) what it waits for; when it waits
+    for its owner's `session` to a cluster, with a notice to tell them."""
     by_state: dict[JobState, list[str]] = {}
     for job in jobs:
         if job.waiting != message:
             by_state.setdefault(job.status, []).append(job.job_id)
+    now = utcnow()
+    change: dict[str, Any] = {"waiting": message}
+    if session is not None:
+        notice = Notice(event=NoticeEvent.SESSION, at=now, cluster=session, next_try_at=now)
+        change.update(_new_notice(f"session-{now:%Y%m%dT%H%M%S%f}", notice))
     for state, ids in by_state.items():
-        db.queue.update(
-            {"job_id": {"$in": ids}, "status": str(state)},
-            {"$set": {"waiting": message}},
-            many=True,
-        )
+        db.queue.update({"job_id": {"$in": ids}, "status": str(state)}, {"$set": change}, many=True)
 
 
 def has_work(db: Database, user: str) -> bool:
     """Whether a watchdog stage may have something to do for `user`, in one read: a job of
     theirs is active, or cancelled and still to stop, or completed and still to clean or to
-    follow up (the stages' own filters, all at once)."""
+    follow up, or a notice of theirs is due (the stages' own filters, all at once)."""
     pending = [
         where(*ACTIVE),
         where(JobState.CANCELLED, cleanup_pending=True),
         where(JobState.COMPLETED, scratch_cleaned=False),
         where(JobState.COMPLETED, follow_up_pending=True),
+        {"notify_at": {"$lte": utcnow()}},
     ]
     return db.queue.find_one({"user": user, "$or": pending}, ["job_id"]) is not None
 
@@ -211,6 +235,67 @@ def release(db: Database, job_id: str, owner: str) -> None:
     db.queue.update(
         {"job_id": job_id, "owner": owner}, {"$set": {"owner": None, "lease_until": None}}
     )
+
+
+def claim_notice(
+    db: Database, job_id: str, key: str, owner: str, lease: dt.timedelta
+) -> Job | None:
+    """Take one notice that is due, or whose claim by a run that stopped has expired, for
+    `lease`; the job as it is then, or None if another run has it or it is settled."""
+    now = utcnow()
+    n = f"notices.{key}"
+    due = {f"{n}.state": str(NoticeState.NEW), f"{n}.next_try_at": {"$lte": now}}
+    stale = {f"{n}.state": str(NoticeState.SENDING), f"{n}.lease_until": {"$lt": now}}
+    done = db.queue.claim(
+        {"job_id": job_id, "$or": [due, stale]},
+        {
+            "$set": {
+                f"{n}.state": str(NoticeState.SENDING),
+                f"{n}.owner": owner,
+                f"{n}.lease_until": now + lease,
+            },
+            "$inc": {f"{n}.claims": 1},
+        },
+    )
+    return None if done is None else Job.of(done)
+
+
+def settle_notice(
+    db: Database, job_id: str, key: str, owner: str, state: NoticeState, **fields: Any
+) -> bool:
+    """Change a notice that `owner` has claimed to `state` (releasing it unless it stays
+    `SENDING`), with `fields` of `Notice`; `delivered` is added to, not replaced. False if
+    `owner` does not hold it (any more)."""
+    n = f"notices.{key}"
+    guard = {f"{n}.owner": owner, f"{n}.state": str(NoticeState.SENDING)}
+    change: dict[str, Any] = {f"{n}.state": str(state)}
+    if state is not NoticeState.SENDING:
+        change.update({f"{n}.owner": None, f"{n}.lease_until": None})
+    delivered = fields.pop("delivered", [])
+    unknown = set(fields) - set(Notice.model_fields)
+    if unknown:
+        raise ValueError(f"a notice has no field {', '.join(sorted(unknown))}")
+    change.update({f"{n}.{name}": store_value(value) for name, value in fields.items()})
+    update: dict[str, Any] = {"$set": change}
+    if delivered:
+        update["$addToSet"] = {f"{n}.delivered": {"$each": delivered}}
+    return db.queue.update({"job_id": job_id, **guard}, update) > 0
+
+
+def reschedule_notices(db: Database, job_id: str) -> None:
+    """Set the job's `notify_at` to when its next notice is due (None: none is), unless another
+    run recorded a notice meanwhile."""
+    job = read_job(db, job_id)
+    times = [
+        n.next_try_at if n.state is NoticeState.NEW else n.lease_until
+        for n in job.notices.values()
+        if n.state in (NoticeState.NEW, NoticeState.SENDING)
+    ]
+    due = min((t for t in times if t is not None), default=None)
+    if due != job.notify_at:
+        db.queue.update(
+            {"job_id": job_id, "notify_at": job.notify_at}, {"$set": {"notify_at": due}}
+        )
 
 
 def is_admin(db: Database, username: str) -> bool:

@@ -199,9 +199,9 @@ class StageRun:
         self.did["retries"] += 1
 
     def wait_for_session(self, jobs: Sequence[Job], cluster: str) -> None:
-        """Jobs stay where they are until `labctl connect CLUSTER`: not failed, no retry spent.
-        Only jobs not yet marked are written."""
-        mark_waiting(self.db, jobs, waiting_message(cluster))
+        """Jobs stay where they are until `labctl connect CLUSTER`: not failed, no retry spent;
+        their owner is told. Only jobs not yet marked are written."""
+        mark_waiting(self.db, jobs, waiting_message(cluster), session=cluster)
         self.did[f"waiting for {cluster}"] += len(jobs)
 
     def setback(self, job: Job, error: TransportError, reason: FailureReason) -> None:

@@ -1,4 +1,5 @@
-"""Stage 3: follow SLURM (one call per cluster), bring results home, verify and record them."""
+"""Stage 3: follow SLURM (one call per cluster), bring results home, verify and record them;
+then tell the members what happened (`notices`)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from labctl.jobs.states import WATCHED, FailureReason, JobState
 from labctl.jobs.submit import JobRequest, dataset_dirs, prepare_job
 from labctl.private import write_private
 from labctl.stages import StageRun, Unconfigured
+from labctl.stages.notices import send_notices
 
 MISSING_POLLS_BEFORE_FAILING = 3
 
@@ -57,6 +59,7 @@ def run_jobs(run: StageRun) -> None:
     run.each(due, partial(retrieve, run))
     run.each(where(JobState.COMPLETED, scratch_cleaned=False), partial(clean_scratch, run))
     run.each(where(JobState.COMPLETED, follow_up_pending=True), partial(queue_follow_up, run))
+    send_notices(run)
 
 
 def poll_cluster(run: StageRun, name: str, jobs: list[Job]) -> None:

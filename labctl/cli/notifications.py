@@ -1,0 +1,87 @@
+"""`labctl notify set|show|test`: how a member hears of their jobs (`labctl.notify`)."""
+
+from __future__ import annotations
+
+import click
+
+from labctl.cli import App, cli
+from labctl.cli.output import echo_json
+from labctl.errors import LabctlError
+from labctl.notify.channels import send_test
+from labctl.notify.notifyconfig import MODES, shown_url
+from labctl.users import check_self_or_admin, get_user, recipient, set_notify
+
+
+class TestFailed(LabctlError):
+    """A channel did not take the test message."""
+
+
+@cli.group("notify")
+def notify_group() -> None:
+    """How you hear of your jobs: each job, a daily digest, or failures only."""
+
+
+_USER = click.option("--user", "username", help="Another member (admins only); default: you.")
+
+
+@notify_group.command("set")
+@_USER
+@click.option("--mode", type=click.Choice(MODES), help="each job, a daily digest, failures only.")
+@click.option("--webhook", help="Your own incoming webhook URL (http/https).")
+@click.option("--no-webhook", is_flag=True, help="Remove your own webhook.")
+@click.pass_obj
+def notify_set(
+    app: App, username: str | None, mode: str | None, webhook: str | None, no_webhook: bool
+) -> None:
+    """Choose how you (or, for an admin, another member) are told of jobs."""
+    if webhook is not None and no_webhook:
+        raise click.UsageError("--webhook and --no-webhook exclude each other")
+    if mode is None and webhook is None and not no_webhook:
+        raise click.UsageError("say what to change: --mode, --webhook or --no-webhook")
+    who = username or app.config.user
+    get_user(app.db, who)
+    set_notify(app.db, who, mode, "" if no_webhook else webhook, actor=app.config.user)
+    click.echo(f"notifications of {who}: {recipient(app.db, who).mode}")
+
+
+@notify_group.command("show")
+@_USER
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def notify_show(app: App, username: str | None, as_json: bool) -> None:
+    """Where and how you (or USER) are told of jobs, and what the lab config sends through."""
+    who = recipient(app.db, username or app.config.user, app.config.email)
+    smtp = app.config.notify.smtp
+    shown = {
+        "user": who.username,
+        "mode": who.mode,
+        "email": who.email or None,
+        "webhook": shown_url(who.webhook) if who.webhook else None,
+        "smtp": f"{smtp.host}:{smtp.port} ({smtp.security})" if smtp else None,
+        "lab_webhook": shown_url(app.config.notify.webhook) if app.config.notify.webhook else None,
+    }
+    if as_json:
+        echo_json(shown)
+        return
+    for name, value in shown.items():
+        click.echo(f"{name}: {value if value is not None else '-'}")
+
+
+@notify_group.command("test")
+@_USER
+@click.pass_obj
+def notify_test(app: App, username: str | None) -> None:
+    """Send a test message through every channel now, and say what each did."""
+    who = recipient(app.db, username or app.config.user, app.config.email)
+    check_self_or_admin(app.db, app.config.user, who.username, f"{who.username}'s channels")
+    outcome = send_test(app.config.notify, who)
+    if not outcome:
+        raise TestFailed(
+            f"nowhere to send to: {who.username} has no e-mail address with an SMTP server "
+            "(notify.smtp) and no webhook"
+        )
+    for name, error in outcome:
+        click.echo(f"{name}: {error or 'sent'}")
+    failed = [name for name, error in outcome if error]
+    if failed:
+        raise TestFailed(f"the test message did not go through: {', '.join(failed)}")
