@@ -20,7 +20,8 @@ from labctl.catalog.query import build_filter, parse_sort
 from labctl.config import Config, DataSchema
 from labctl.db import Database
 from labctl.errors import NotFoundError
-from labctl.jobs.queue import get_job, list_jobs, retry_job
+from labctl.jobs.bulk import Action
+from labctl.jobs.queue import get_job, list_jobs
 from labctl.jobs.submit import JobRequest, batch_script, submit_job
 from labctl.jobs.usage import usage_report
 from labctl.stages.heartbeat import latest
@@ -74,8 +75,11 @@ class Lab(Protocol):
     ) -> list[Doc]: ...
     def job(self, job_id: str) -> Doc: ...
     def heartbeats(self) -> list[Doc]: ...
-    def cancel(self, job_id: str) -> str: ...
-    def retry(self, job_id: str) -> Doc: ...
+    def bulk(
+        self, action: Action, ids: Sequence[str], filter: Mapping[str, Any], *, confirm: bool
+    ) -> Doc:
+        """The jobs `ids` or `filter` select and, if `confirm`, what acting did to them
+        (`labctl.jobs.bulk.report`)."""
     def users(self) -> list[Doc]: ...
     def user(self, username: str) -> Doc: ...
     def add_user(self, user: NewUser) -> Doc: ...
@@ -134,13 +138,14 @@ class LocalLab:
     def heartbeats(self) -> list[Doc]:
         return latest(self.db)
 
-    def cancel(self, job_id: str) -> str:
-        from labctl.stages.cancel import cancel_and_stop  # the watchdog's code: only to cancel
+    def bulk(
+        self, action: Action, ids: Sequence[str], filter: Mapping[str, Any], *, confirm: bool
+    ) -> Doc:
+        from labctl.stages.cancel import bulk_action  # the watchdog's code: only to act
 
-        return cancel_and_stop(self.db, self.config, job_id, self.config.user).message
-
-    def retry(self, job_id: str) -> Doc:
-        return retry_job(self.db, job_id, self.config.user)
+        return bulk_action(
+            self.db, self.config, action, ids, filter, self.config.user, confirm=confirm
+        )
 
     def users(self) -> list[Doc]:
         return list_users(self.db)

@@ -37,6 +37,7 @@ from labctl.errors import (
     TokenRefused,
     ValidationError,
 )
+from labctl.jobs.bulk import Action
 from labctl.jobs.submit import JobRequest
 from labctl.lab import Doc, NewUser, Query
 from labctl.settings import ServiceConfig
@@ -254,13 +255,12 @@ class ServiceLab:
         beats: list[Doc] = self._call("GET", "/watchdog")["heartbeats"]
         return beats
 
-    def cancel(self, job_id: str) -> str:
-        job = self._call("POST", f"/jobs/{_part(job_id)}/cancel")
-        return f"cancelled {job['job_id']} (the service stops it on {job['compute_cluster']})"
-
-    def retry(self, job_id: str) -> Doc:
-        job: Doc = self._call("POST", f"/jobs/{_part(job_id)}/retry")
-        return job
+    def bulk(
+        self, action: Action, ids: Sequence[str], filter: Mapping[str, Any], *, confirm: bool
+    ) -> Doc:
+        body = {"action": str(action), "ids": list(ids), **filter, "confirm": confirm}
+        answer: Doc = self._call("POST", "/jobs/bulk", body)
+        return answer
 
     def users(self) -> list[Doc]:
         items: list[Doc] = self._call("GET", "/users")["items"]

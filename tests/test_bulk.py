@@ -343,6 +343,7 @@ def test_the_api_lists_without_confirm_and_acts_with_it(
             "why": "bob's",
             "detail": f"job {jobs['b_timeout']} belongs to bob; only they or an admin may "
             "change it",
+            "exit_code": 3,
         }
     ]
 

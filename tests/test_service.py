@@ -178,6 +178,14 @@ def test_a_member_cannot_cancel_or_retry_another_s_job(
     assert "belongs to alice" in one_line(run(bob, "retry", job_id), 3)
     assert run(alice, "retry", job_id).stdout.strip() == f"requeued {job_id}"
     assert get_job(server.db, job_id)["status"] == "queued"
+    # A filter through the service: listed first, acted on with --yes, a member's own jobs only.
+    assert "alice" in one_line(run(bob, "cancel", "--user", "alice", "--yes"), 3)
+    listed = run(alice, "cancel", "--status", "queued")
+    assert listed.exit_code == 1 and job_id in listed.stdout, listed.stdout
+    assert "add --yes" in listed.stderr and get_job(server.db, job_id)["status"] == "queued"
+    done = run(alice, "cancel", "--status", "queued", "--yes")
+    assert done.exit_code == 0 and "cancelled 1 job(s)" in done.stdout, done.stdout
+    assert get_job(server.db, job_id)["status"] == "cancelled"
 
 
 def test_a_member_cannot_move_another_s_experiment(

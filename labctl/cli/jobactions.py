@@ -14,10 +14,11 @@ import click
 
 from labctl.cli import App, cli
 from labctl.cli.output import cell, console, echo_json, rich_table
-from labctl.jobs.bulk import Action, Outcome, Plan, choose, parse_filter, plan, report
-from labctl.jobs.job import Job
+from labctl.errors import LabctlError
+from labctl.jobs.bulk import Action, summary_line
 
 F = TypeVar("F", bound=Callable[..., Any])
+Doc = dict[str, Any]
 COLUMNS = ("job", "dataset", "user", "state", "reason", "updated", "then")
 
 
@@ -40,90 +41,110 @@ def _filter_options(command: F) -> F:
     return command
 
 
-def _row(chosen: Plan, job: Job) -> dict[str, str]:
-    why = chosen.why_not(job.job_id)
+def _row(answer: Doc, job: Doc) -> dict[str, str]:
+    why = {skip["job_id"]: skip["why"] for skip in answer["skipped"]}.get(job["job_id"])
+    failure = job.get("failure") or {}
     return {
-        "job": job.job_id,
-        "dataset": job.dataset,
-        "user": job.user,
-        "state": str(job.status),
-        "reason": str(job.failure.reason) if job.failure else "",
-        "updated": cell(job.updated_at),
-        "then": f"skip: {why}" if why else str(chosen.action),
+        "job": job["job_id"],
+        "dataset": job["dataset"],
+        "user": job["user"],
+        "state": job["status"],
+        "reason": failure.get("reason", ""),
+        "updated": cell(job["updated_at"]),
+        "then": f"skip: {why}" if why else answer["action"],
     }
 
 
-def _show(chosen: Plan) -> None:
-    table = rich_table(
-        title=f"{len(chosen.jobs)} job(s) match {chosen.selection.describe()}",
-        header_style="bold",
-    )
+def _show(answer: Doc) -> None:
+    jobs = answer["jobs"]
+    table = rich_table(title=f"{len(jobs)} job(s) match {answer['selection']}", header_style="bold")
     for name in COLUMNS:
         table.add_column(name)
-    for job in chosen.jobs:
-        table.add_row(*_row(chosen, job).values())
+    for job in jobs:
+        table.add_row(*_row(answer, job).values())
     console().print(table)
 
 
-def _confirmed(chosen: Plan, yes: bool, as_json: bool) -> bool:
+def _ready(answer: Doc) -> list[str]:
+    """The selected jobs the action will touch."""
+    skipped = {skip["job_id"] for skip in answer["skipped"]}
+    return [job["job_id"] for job in answer["jobs"] if job["job_id"] not in skipped]
+
+
+def _confirmed(action: Action, count: int, yes: bool, as_json: bool) -> bool:
     """Whether to go on with a filter's jobs: --yes, or a yes typed at a terminal."""
-    count = len(chosen.ready)
     if yes or not count:
         return True
     if sys.stdin.isatty() and not as_json:
-        if click.confirm(f"{chosen.action} these {count} job(s)?", default=False):
+        if click.confirm(f"{action} these {count} job(s)?", default=False):
             return True
         click.echo("nothing done", err=True)
         return False
-    click.echo(f"nothing done: add --yes to {chosen.action} these {count} job(s)", err=True)
+    click.echo(f"nothing done: add --yes to {action} these {count} job(s)", err=True)
     return False
 
 
-def _act(app: App, chosen: Plan) -> Outcome:
-    from labctl.stages.cancel import carry_out_plan  # the watchdog's code: only to act
-
-    return carry_out_plan(app.db, app.config, chosen, app.config.user)
-
-
-def _report(chosen: Plan, outcome: Outcome | None, as_json: bool) -> None:
+def _report(answer: Doc, as_json: bool, *, summary: bool = True) -> None:
     if as_json:
-        echo_json(report(chosen, outcome))
+        echo_json(answer)
         return
-    if outcome is None:
+    if not answer["acted"]:
         return
-    for line in outcome.lines:
+    for line in answer["lines"]:
         click.echo(line)
-    for skip in outcome.skipped:
-        click.echo(f"skipped {skip.job_id}: {skip.error}")
-    if len(chosen.selection.ids) != 1:  # one named job's line says it all
-        click.echo(outcome.summary())
+    for skip in answer["skipped"]:
+        click.echo(f"skipped {skip['job_id']}: {skip['detail']}")
+    if summary:
+        click.echo(answer["summary"])
+
+
+def _refusal(skip: Doc) -> LabctlError:
+    """One named job's skip as the error it was, with its exit code."""
+    error = LabctlError(skip["detail"])
+    error.exit_code = skip["exit_code"]
+    return error
 
 
 def _bulk(
     app: App, action: Action, job_ids: tuple[str, ...], yes: bool, as_json: bool, **filters: Any
 ) -> None:
-    caller = app.config.user
-    selection = choose(job_ids, parse_filter(caller, **filters))
-    chosen = plan(app.db, action, selection, caller)
     ctx = click.get_current_context()
-    if selection.ids:  # named jobs: acted on at once, each reported
-        outcome = _act(app, chosen)
-        if len(selection.ids) == 1 and outcome.skipped and not as_json:
-            raise outcome.skipped[0].error
-        _report(chosen, outcome, as_json)
-        ctx.exit(outcome.exit_code)
-    if not chosen.jobs:
+    if job_ids:  # named jobs: acted on at once, each reported
+        answer = app.lab.bulk(action, job_ids, filters, confirm=True)
+        skipped = answer["skipped"]
+        if len(job_ids) == 1 and skipped and not as_json:
+            raise _refusal(skipped[0])
+        _report(answer, as_json, summary=len(job_ids) != 1)  # one job's line says it all
+        ctx.exit(max((skip["exit_code"] for skip in skipped), default=0))
+    listed = app.lab.bulk(action, (), filters, confirm=False)
+    if not listed["jobs"]:
         if as_json:
-            _report(chosen, None, as_json)
+            echo_json(listed)
         else:
-            click.echo(f"no job matches {chosen.selection.describe()}")
+            click.echo(f"no job matches {listed['selection']}")
         return
     if not as_json:
-        _show(chosen)
-    if not _confirmed(chosen, yes, as_json):
-        _report(chosen, None, as_json)
+        _show(listed)
+    ready = _ready(listed)
+    if not _confirmed(action, len(ready), yes, as_json):
+        _report(listed, as_json)
         ctx.exit(1)
-    _report(chosen, _act(app, chosen), as_json)
+    if not ready:  # all skipped: nothing to do, say why
+        _report({**listed, "acted": True, "lines": []}, as_json)
+        return
+    # Act on exactly the jobs listed, not on what the filter matches by now.
+    done = app.lab.bulk(action, ready, {}, confirm=True)
+    skipped = listed["skipped"] + done["skipped"]
+    _report(
+        {
+            **done,
+            "selection": listed["selection"],
+            "jobs": listed["jobs"],
+            "skipped": skipped,
+            "summary": summary_line(action, len(done["done"]), [skip["why"] for skip in skipped]),
+        },
+        as_json,
+    )
 
 
 @cli.command("retry")

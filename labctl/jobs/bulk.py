@@ -31,6 +31,8 @@ from labctl.jobs.queue import (
 from labctl.jobs.states import FailureReason, JobState
 
 ME = "me"  # `--user me`: the caller
+FILTER_FIELDS = ("status", "reason", "user", "since", "cluster", "job_type")
+"""What a filter may name: `parse_filter`'s keywords."""
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -233,16 +235,7 @@ class Outcome:
     skipped: list[Skip] = field(default_factory=list)
 
     def summary(self) -> str:
-        """`requeued 2 job(s); skipped 3 (2 running, 1 bob's)`."""
-        text = f"{self.action.done} {len(self.done)} job(s)"
-        if self.skipped:
-            why = sorted(Counter(s.why for s in self.skipped).items(), key=lambda w: (-w[1], w[0]))
-            text += (
-                f"; skipped {len(self.skipped)} ("
-                + ", ".join(f"{count} {reason}" for reason, count in why)
-                + ")"
-            )
-        return text
+        return summary_line(self.action, len(self.done), [skip.why for skip in self.skipped])
 
     @property
     def exit_code(self) -> int:
@@ -250,15 +243,34 @@ class Outcome:
         return max((skip.error.exit_code for skip in self.skipped), default=0)
 
 
+def summary_line(action: Action, done: int, skipped: Sequence[str]) -> str:
+    """`requeued 2 job(s); skipped 3 (2 running, 1 bob's)`, from the skips' reasons."""
+    text = f"{action.done} {done} job(s)"
+    if skipped:
+        why = sorted(Counter(skipped).items(), key=lambda w: (-w[1], w[0]))
+        text += f"; skipped {len(skipped)} (" + ", ".join(f"{n} {r}" for r, n in why) + ")"
+    return text
+
+
 def report(chosen: Plan, outcome: Outcome | None) -> dict[str, Any]:
     """The selection, and what was done to it (if it was), as `--json` and the API answer."""
     skipped = outcome.skipped if outcome else chosen.skipped
     return {
+        "action": str(chosen.action),
         "selection": chosen.selection.describe(),
         "jobs": [job.doc() for job in chosen.jobs],
         "acted": outcome is not None,
         "done": outcome.done if outcome else [],
-        "skipped": [{"job_id": s.job_id, "why": s.why, "detail": str(s.error)} for s in skipped],
+        "lines": outcome.lines if outcome else [],
+        "skipped": [
+            {
+                "job_id": s.job_id,
+                "why": s.why,
+                "detail": str(s.error),
+                "exit_code": s.error.exit_code,
+            }
+            for s in skipped
+        ],
         "summary": outcome.summary() if outcome else "nothing done",
     }
 

@@ -4,13 +4,14 @@ cluster cannot be reached now, the watchdog's next `jobs` run stops it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from labctl.compute.cluster import ClusterPool
 from labctl.config import Config
 from labctl.db import Database
-from labctl.jobs.bulk import Action, Outcome, Plan, carry_out
+from labctl.jobs.bulk import Action, Outcome, Plan, carry_out, choose, parse_filter, plan, report
 from labctl.jobs.queue import cancel_job, get_job
 from labctl.stages import StageRun
 from labctl.stages.tracking import stop_cancelled
@@ -78,3 +79,19 @@ def carry_out_plan(db: Database, config: Config, plan: Plan, username: str) -> O
     if plan.action is Action.CANCEL:
         return cancel_many(db, config, plan, username)
     return carry_out(db, plan, username)
+
+
+def bulk_action(
+    db: Database,
+    config: Config,
+    action: Action,
+    ids: Sequence[str],
+    filter: Mapping[str, Any],
+    caller: str,
+    *,
+    confirm: bool,
+) -> dict[str, Any]:
+    """`labctl retry|cancel` and `POST /jobs/bulk`: the jobs `ids` or `filter` select for
+    `caller`, and, if `confirm`, what acting on them did (`labctl.jobs.bulk.report`)."""
+    chosen = plan(db, action, choose(ids, parse_filter(caller, **filter)), caller)
+    return report(chosen, carry_out_plan(db, config, chosen, caller) if confirm else None)

@@ -14,14 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, parse_sort
-from labctl.config import Config
-from labctl.db import Database
-from labctl.jobs.bulk import Action, choose, parse_filter, plan, report
+from labctl.jobs.bulk import FILTER_FIELDS, Action
 from labctl.jobs.queue import get_job, list_jobs, retry_job
 from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest, batch_script, submit_job
 from labctl.jobs.usage import usage_report
-from labctl.stages.cancel import cancel_and_stop, carry_out_plan
+from labctl.stages.cancel import bulk_action, cancel_and_stop
 from labctl.stages.heartbeat import latest, sessions_seen
 from labctl.web.deps import ApiUser, state
 
@@ -128,13 +126,16 @@ class Skipped(BaseModel):
     job_id: str
     why: str = Field(description="in a few words: the job's state, its owner's, not found")
     detail: str
+    exit_code: int = Field(description="the command line's exit code for this reason")
 
 
 class BulkAnswer(BaseModel):
+    action: Action
     selection: str = Field(description="the selection in words")
     jobs: list[Doc] = Field(description="the jobs selected, last changed first")
     acted: bool = Field(description="whether anything was done (`confirm`)")
     done: list[Doc] = Field(description="the jobs touched, as they are now")
+    lines: list[str] = Field(description="what was done to each job, a line each")
     skipped: list[Skipped]
     summary: str
 
@@ -306,19 +307,16 @@ async def retry(request: Request, user: ApiUser, job_id: str) -> Doc:
     return await state(request).store.run(retry_job, job_id, user.username)
 
 
-def _bulk(db: Database, config: Config, body: BulkRequest, caller: str) -> BulkAnswer:
-    wanted = body.model_dump(include={"status", "reason", "user", "since", "cluster", "job_type"})
-    chosen = plan(db, body.action, choose(body.ids, parse_filter(caller, **wanted)), caller)
-    outcome = carry_out_plan(db, config, chosen, caller) if body.confirm else None
-    return BulkAnswer(**report(chosen, outcome))
-
-
 @router.post("/jobs/bulk", responses=_errors(403, 422))
 async def bulk(request: Request, user: ApiUser, body: BulkRequest) -> BulkAnswer:
     """Retry or cancel named jobs, or every job a filter selects (as `labctl retry|cancel`):
     without `confirm` only the selection is listed. A member touches only their own jobs."""
     web = state(request)
-    return await web.store.run(_bulk, web.config, body, user.username)
+    wanted = body.model_dump(include=set(FILTER_FIELDS))
+    answer = await web.store.run(
+        bulk_action, web.config, body.action, body.ids, wanted, user.username, confirm=body.confirm
+    )
+    return BulkAnswer(**answer)
 
 
 @router.get("/watchdog")
