@@ -151,18 +151,20 @@ def update(db: Database, job: Job, note: str | None = None, **fields: Any) -> bo
     return db.queue.update(_as_read(job), change) > 0
 
 
-def mark_waiting(db: Database, jobs: Sequence[Job], message: str) -> None:
-    """Note on each job (still in the state it was read in) what it waits for."""
+def update_all(db: Database, jobs: Sequence[Job], **fields: Any) -> None:
+    """Change `fields` of every job still in the state it was read in: one write per state."""
     by_state: dict[JobState, list[str]] = {}
     for job in jobs:
-        if job.waiting != message:
-            by_state.setdefault(job.status, []).append(job.job_id)
+        by_state.setdefault(job.status, []).append(job.job_id)
     for state, ids in by_state.items():
         db.queue.update(
-            {"job_id": {"$in": ids}, "status": str(state)},
-            {"$set": {"waiting": message}},
-            many=True,
+            {"job_id": {"$in": ids}, "status": str(state)}, {"$set": _changes(fields)}, many=True
         )
+
+
+def mark_waiting(db: Database, jobs: Sequence[Job], message: str) -> None:
+    """Note on each job (still in the state it was read in) what it waits for."""
+    update_all(db, [job for job in jobs if job.waiting != message], waiting=message)
 
 
 def has_work(db: Database, user: str) -> bool:
@@ -190,16 +192,21 @@ def claim(db: Database, filter: Mapping[str, Any], owner: str, lease: dt.timedel
     return None if done is None else Job.of(done)
 
 
-def renew(db: Database, job: Job, owner: str, lease: dt.timedelta) -> None:
-    """Extend `owner`'s lease on a job it is still working on."""
+def renew(db: Database, jobs: Sequence[Job], owner: str, lease: dt.timedelta) -> None:
+    """Extend `owner`'s lease on jobs it is still working on, in one write."""
     db.queue.update(
-        {"job_id": job.job_id, "owner": owner}, {"$set": {"lease_until": utcnow() + lease}}
+        {"job_id": {"$in": [job.job_id for job in jobs]}, "owner": owner},
+        {"$set": {"lease_until": utcnow() + lease}},
+        many=True,
     )
 
 
-def release(db: Database, job_id: str, owner: str) -> None:
+def release(db: Database, job_ids: Sequence[str], owner: str) -> None:
+    """Give up `owner`'s leases on jobs, in one write."""
     db.queue.update(
-        {"job_id": job_id, "owner": owner}, {"$set": {"owner": None, "lease_until": None}}
+        {"job_id": {"$in": list(job_ids)}, "owner": owner},
+        {"$set": {"owner": None, "lease_until": None}},
+        many=True,
     )
 
 
