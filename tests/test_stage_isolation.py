@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from labctl.config import ClusterConfig, Config, DatabaseConfig
-from labctl.db import Database, connect
+from labctl.config import ClusterConfig, Config
+from labctl.db import Database
 from labctl.jobs.jobtypes import JobTypeConfig
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import run_stages
-from tests.jobfixtures import DATASET, local_jobs
+from tests.jobfixtures import DATASET, embedded_jobs, local_jobs
 from tests.testbed import write_config
 
 ALL = ["scan", "transfers", "jobs"]
@@ -57,9 +57,8 @@ def without(cfg: Config, *, cluster: str | None = None, job_type: str | None = N
 @pytest.fixture
 def solo(tmp_path: Path) -> Iterator[tuple[Database, Config]]:
     """The embedded store only, for the test that runs twenty jobs."""
-    base = Config(user="tester", database=DatabaseConfig(path=tmp_path / "store"))
-    with connect(base.database) as db:
-        yield db, local_jobs(base, db, tmp_path)
+    with embedded_jobs(tmp_path) as found:
+        yield found
 
 
 @pytest.mark.parametrize("poison", ["cluster gone while queued", "job type gone while running"])

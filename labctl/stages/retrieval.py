@@ -34,8 +34,8 @@ from labctl.compute.cluster import Cluster
 from labctl.compute.transport import (
     CommandError,
     LocalRunner,
+    SessionDownError,
     TransportError,
-    is_transient,
     rsync_argv,
 )
 from labctl.jobs.batch import JobLayout, array_size, expected_outputs
@@ -71,12 +71,6 @@ _LOG_TAIL = r'for f in "$1"/*; do [ -f "$f" ] && { echo "== ${f##*/}"; tail -n 2
 Sums = dict[PurePosixPath, tuple[int, str] | None]
 
 
-class PullError(TransportError):
-    """rsync could not bring all results home, in a way another try may mend."""
-
-    transient = True
-
-
 @dataclass(frozen=True)
 class Fetch:
     """One job's part of a pull: its folder on the cluster, its files, its results folder."""
@@ -84,8 +78,13 @@ class Fetch:
     job: Job
     layout: JobLayout
     outputs: list[str]
-    dest: Path  # resolved: no symlink on the way, which rsync would refuse to write through
+    dest: Path
     follow_up: bool  # a finished array whose merge job is to be queued
+
+    @property
+    def real(self) -> Path:
+        """`dest` with no symlink on the way, which rsync would refuse to write through."""
+        return self.dest.resolve()
 
     @property
     def inputs(self) -> list[str]:
@@ -105,12 +104,12 @@ class Pull:
 
     @classmethod
     def of(cls, fetches: list[Fetch]) -> Pull:
-        home = Path(os.path.commonpath([fetch.dest for fetch in fetches]))
+        home = Path(os.path.commonpath([fetch.real for fetch in fetches]))
         links = fetches[0].layout.root.parent / f".pull-{secrets.token_hex(6)}"
         return cls(fetches, links, home)
 
     def link(self, fetch: Fetch, name: str) -> str:
-        return f"{os.path.relpath(fetch.dest, self.home)}/{name}"
+        return f"{os.path.relpath(fetch.real, self.home)}/{name}"
 
     def records(self) -> list[tuple[PurePosixPath, str]]:
         """Each file whose checksum a job needs, with where to link it ("-": inputs stay)."""
@@ -195,8 +194,8 @@ def prepare(run: StageRun, into: list[Fetch], job: Job) -> None:
     entry = run.entry_or_fail(job, FailureReason.RETRIEVE)
     if entry is None:
         return
-    dest = (dataset_dirs(entry, run.config)[0] / "results" / job.job_id).resolve()
-    if "\n" in str(dest):  # the lists sent to the cluster hold one path a line
+    dest = dataset_dirs(entry, run.config)[0] / "results" / job.job_id
+    if "\n" in str(dest.resolve()):  # the lists sent to the cluster hold one path a line
         note = f"cannot bring results home to {str(dest)!r}: its name has a line break"
         run.move(job, JobState.FAILED, note, reason=FailureReason.RETRIEVE)
         return
@@ -270,9 +269,7 @@ def pull(
         LocalRunner().run(argv, timeout=24 * 3600, input=listing, every=(every, renew))
     except CommandError as exc:
         cluster.require_session(fresh=True)  # dropped meanwhile: wait for it, spend no retry
-        done = exc.result
-        kind = PullError if is_transient(done.returncode, done.stderr) else TransportError
-        raise kind(f"bringing results home failed: {exc}") from None
+        raise TransportError(f"bringing results home failed: {exc}") from None
 
 
 def sha256_file(path: Path) -> str:
@@ -311,13 +308,15 @@ def complete(
     """Record and complete one job whose files all arrived intact; else retry or fail it."""
     results = verified(fetch, sums)
     if isinstance(results, str):
-        if error is not None:  # the pull failed: that is why
+        if isinstance(error, SessionDownError):  # wait for the session, spend no retry
             run.setback(job, error, FailureReason.RETRIEVE)
             return
         attempt = job.retries + 1
-        run.retry_later(
+        run.retry_later(  # whatever failed the batch's pull may be another job's file
             job,
-            f"{results} arrived damaged (size or checksum differs)",
+            f"{results} arrived damaged (size or checksum differs)"
+            if error is None
+            else f"{results} did not arrive intact ({error})",
             transient=True,
             attempt=attempt,
             reason=FailureReason.RETRIEVE,

@@ -39,7 +39,7 @@ mkdir -- "$3" && echo absent
 _PUBLISH = r"""
 cd "$1" || exit 3
 chmod -R a-w -- "$3/pipelines" && : > "$3/$4" || exit 3
-if mv -T -- "$3" "$2" 2>/dev/null; then chmod a-w -- "$2"; exit 0; fi
+if mv -T -- "$3" "$2" 2>/dev/null; then chmod a-w -- "$2/$4" "$2"; exit 0; fi
 chmod -R u+w -- "$3" && rm -rf -- "$3"
 [ -f "$2/$4" ] || { echo "$1/$2 is there but not complete" >&2; exit 4; }
 """
@@ -67,14 +67,22 @@ def shared_code(run: StageRun, cluster: Cluster, job: Job, layout: JobLayout) ->
         return str(folder)
     root = folder.parent
     temp = f".{commit}.{secrets.token_hex(4)}.partial"
-    args = ["code", str(root), commit, temp, COMPLETE]
-    found = cluster.runner.run(["sh", "-c", _PREPARE, *args], timeout=300).stdout.split()
-    if found != ["present"]:
+    args = [str(root), commit, temp, COMPLETE]
+    if remote(cluster, _PREPARE, args, "preparing the pipelines code") != "present":
         ship(run, cluster, code_folder(run, job), root / temp / "pipelines", job)
-        cluster.runner.run(["sh", "-c", _PUBLISH, *args], timeout=300)
+        remote(cluster, _PUBLISH, args, "publishing the pipelines code")
         run.did["code shipped"] += 1
     run.shipped.add((cluster.name, folder))
     return str(folder)
+
+
+def remote(cluster: Cluster, script: str, args: list[str], what: str) -> str:
+    """The output of one of the scripts above, run on the cluster; a failure in one line."""
+    try:
+        return cluster.runner.run(["sh", "-c", script, "code", *args], timeout=300).stdout.strip()
+    except CommandError as exc:
+        why = exc.result.stderr.strip().splitlines() or [f"exit {exc.result.returncode}"]
+        raise TransportError(f"{what} on {cluster.name} failed: {why[0]}") from None
 
 
 def ship(run: StageRun, cluster: Cluster, source: Path, dest: PurePosixPath, job: Job) -> None:
