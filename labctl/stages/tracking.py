@@ -1,4 +1,5 @@
-"""Stage 3: follow SLURM (one call per cluster), bring results home, verify and record them."""
+"""Stage 3: follow SLURM (one call per cluster), stop what was cancelled, queue merge jobs; the
+results of finished jobs come home in `labctl.stages.retrieval`."""
 
 from __future__ import annotations
 
