@@ -1,6 +1,6 @@
 """N trivial jobs through labctl against the raw scheduler floor, on the testbed's SLURM.
 
-    python -m benchmarks.bench_throughput [--jobs 50]
+    python -m benchmarks.bench_throughput [--jobs 50] [--local]
 
 The floor: N `sbatch --wrap true` over one SSH session, then one `squeue` a second until SLURM
 lists none of them. labctl, on each backend (the embedded store; the MongoDB driver against a
@@ -8,7 +8,9 @@ wire server): N `selftest` jobs queued from one Python process with `dbqueue_job
 watchdog tick --loop 1` until every job is completed. It reports the wall time (as a ratio to
 the floor of the same run), the watchdog's CPU per job (its whole process tree: rsync and ssh
 children included), SSH logins per job, and, from a second pass that runs the same loop inside
-this process, database operations and rsync processes per job.
+this process, database operations, rsync processes and the cluster's commands (remote execs) per
+job, and remote execs per tick. `--local` runs that counted pass alone on the `local` cluster
+(plain processes on this machine: no testbed, no floor).
 SSH logins count what the testbed's sshd logged during the loop: the benchmark's own session to
 the cluster is open already, as `labctl connect` leaves it, so 0 means the watchdog rode it.
 Goals (issue 12): wall <= 1.5x the floor, CPU <= 25 ms/job, 1 login per cluster, <= 12 DB
@@ -42,8 +44,10 @@ from benchmarks.common import (
 )
 from labctl.api import dbqueue_job
 from labctl.catalog.experiments import log_entries
-from labctl.compute.transport import SSHRunner, TransferHandle
-from labctl.config import Config, DatabaseConfig
+from labctl.compute import cluster as clusters
+from labctl.compute.cluster import Cluster
+from labctl.compute.transport import Result, SSHRunner, TransferHandle
+from labctl.config import ClusterConfig, Config, DatabaseConfig
 from labctl.db import Collection, Database, connect
 from labctl.jobs.states import JobState
 from labctl.stages import scan
@@ -61,6 +65,8 @@ class Pass:
     logins: int = 0
     db_ops_per_job: float = 0.0
     rsyncs_per_job: float = 0.0
+    execs_per_job: float = 0.0
+    execs_per_tick: float = 0.0
 
 
 def logins() -> int:
@@ -87,8 +93,8 @@ def floor(shell: SSHRunner, jobs: int) -> float:
 
 @contextmanager
 def counting(counts: Counter[str]) -> Iterator[None]:
-    """Count database operations through the seam, and rsyncs started (in the background by the
-    scan stage, in the foreground for results), meanwhile."""
+    """Count database operations through the seam, rsyncs started (in the background by the
+    scan stage, in the foreground for code and results) and the clusters' commands, meanwhile."""
     originals: dict[str, Callable[..., Any]] = {n: getattr(Collection, n) for n in DB_OPERATIONS}
 
     def counted(name: str) -> Callable[..., Any]:
@@ -111,10 +117,24 @@ def counting(counts: Counter[str]) -> Iterator[None]:
         counts["rsync"] += 1
         return background(argv, log)
 
+    opener = clusters.open_cluster
+
+    def opened(name: str, config: ClusterConfig) -> Cluster:
+        cluster = opener(name, config)
+        run = cluster.runner.run  # its scheduler's commands go through it too
+
+        def command(argv: Sequence[str], **kwargs: Any) -> Result:
+            counts["exec"] += 1
+            return run(argv, **kwargs)
+
+        cluster.runner.run = command  # type: ignore[method-assign]
+        return cluster
+
     for name in DB_OPERATIONS:
         setattr(Collection, name, counted(name))
     subprocess.Popen.__init__ = started  # type: ignore[method-assign]
     scan.start_rsync = transfer
+    clusters.open_cluster = opened
     try:
         yield
     finally:
@@ -122,6 +142,7 @@ def counting(counts: Counter[str]) -> Iterator[None]:
             setattr(Collection, name, original)
         subprocess.Popen.__init__ = popen  # type: ignore[method-assign]
         scan.start_rsync = background
+        clusters.open_cluster = opener
 
 
 def prepared(tmp: Path, database: DatabaseConfig, scratch: str) -> tuple[Config, Path]:
@@ -135,11 +156,11 @@ def prepared(tmp: Path, database: DatabaseConfig, scratch: str) -> tuple[Config,
     return config, write_config(config, tmp / "config.yaml")
 
 
-def submit_all(path: Path, jobs: int) -> list[str]:
+def submit_all(path: Path, jobs: int, cluster: str = "hpc") -> list[str]:
     return [
         dbqueue_job(
             DATASET,
-            "hpc",
+            cluster,
             "selftest",
             job_options={"sleep_seconds": i / 1e6},
             allow_dirty=True,
@@ -178,21 +199,43 @@ def as_cron_runs_it(config: Config, path: Path, jobs: int) -> Pass:
     return Pass(wall, (children_cpu() - cpu) / jobs, logins() - seen)
 
 
-def counted_in_process(config: Config, path: Path, jobs: int) -> Pass:
+def counted_in_process(config: Config, path: Path, jobs: int, cluster: str = "hpc") -> Pass:
     """The same, with the loop in this process so that its operations can be counted."""
     counts: Counter[str] = Counter()
     start = time.perf_counter()
     with counting(counts), connect(config.database) as db:
-        ids = submit_all(path, jobs)
+        ids = submit_all(path, jobs, cluster)
         while True:
             run_stages(db, config, TICK)
+            counts["tick"] += 1
             reap_children()
             with _uncounted(counts):
                 if all_completed(db, ids):
                     break
             time.sleep(1)
     wall = time.perf_counter() - start
-    return Pass(wall, db_ops_per_job=counts["db"] / jobs, rsyncs_per_job=counts["rsync"] / jobs)
+    return Pass(
+        wall,
+        db_ops_per_job=counts["db"] / jobs,
+        rsyncs_per_job=counts["rsync"] / jobs,
+        execs_per_job=counts["exec"] / jobs,
+        execs_per_tick=counts["exec"] / counts["tick"],
+    )
+
+
+def on_this_machine(jobs: int) -> None:
+    """The counted pass on the `local` cluster, embedded store: no testbed needed."""
+    with tempfile.TemporaryDirectory(prefix="labctl-bench-") as tmp:
+        config = bench_config(Path(tmp))
+        with connect(config.database) as db:
+            log_entries(db, config, [(DATASET, {"user": config.user, "data_raw_path": tmp})])
+        found = counted_in_process(config, write_config(config, Path(tmp) / "config.yaml"), jobs,
+                                   "local")  # fmt: skip
+    print(f"\n{jobs} selftest jobs on the local cluster (plain processes), embedded store, "
+          f"in {found.wall:.1f} s")  # fmt: skip
+    print(f"{'DB ops/job':>11} {'rsyncs/job':>11} {'execs/job':>10} {'execs/tick':>11}")
+    print(f"{found.db_ops_per_job:>11.1f} {found.rsyncs_per_job:>11.2f} "
+          f"{found.execs_per_job:>10.2f} {found.execs_per_tick:>11.1f}")  # fmt: skip
 
 
 @contextmanager
@@ -207,7 +250,11 @@ def _uncounted(counts: Counter[str]) -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--local", action="store_true", help="the counted pass alone, locally")
     args = parser.parse_args(argv)
+    if args.local:
+        on_this_machine(args.jobs)
+        return
     if testbed_cluster("/") is None:
         print(f"bench_throughput skipped: {TESTBED_HINT}")
         return
@@ -235,11 +282,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\n{args.jobs} selftest jobs on the testbed's SLURM; floor: {args.jobs} sbatch over one "
           f"ssh session + squeue each second until gone = {raw:.1f} s")  # fmt: skip
     print(f"{'backend':<10} {'wall s':>7} {'x floor':>8} {'CPU ms/job':>11} {'ssh logins':>11} "
-          f"{'DB ops/job':>11} {'rsyncs/job':>11}")  # fmt: skip
+          f"{'DB ops/job':>11} {'rsyncs/job':>11} {'execs/job':>10} "
+          f"{'execs/tick':>11}")  # fmt: skip
     for backend, cron, counted in rows:
         print(f"{backend:<10} {cron.wall:>7.1f} {cron.wall / raw:>8.2f} "
               f"{cron.cpu_per_job * 1000:>11.0f} {cron.logins:>11} "
-              f"{counted.db_ops_per_job:>11.1f} {counted.rsyncs_per_job:>11.2f}")  # fmt: skip
+              f"{counted.db_ops_per_job:>11.1f} {counted.rsyncs_per_job:>11.2f} "
+              f"{counted.execs_per_job:>10.2f} {counted.execs_per_tick:>11.1f}")  # fmt: skip
     print("goals: x floor <= 1.5, CPU <= 25 ms/job, 1 login per cluster and run, DB ops <= 12, "
           "code shipped once per (cluster, commit)")  # fmt: skip
 

@@ -63,13 +63,15 @@ def testbed_shell() -> Iterator[SSHRunner]:
 
 @contextmanager
 def remote_scratch(shell: SSHRunner) -> Iterator[str]:
-    """A fresh folder on the testbed (~/labctl-bench-<random>), removed at the end."""
+    """A fresh folder on the testbed (~/labctl-bench-<random>), removed at the end (the shared
+    copies of the pipelines code in it are read-only)."""
     path = f"{testbed_home()}/labctl-bench-{uuid4().hex[:10]}"
     shell.run(["mkdir", "-p", "--", path])
     try:
         yield path
     finally:
-        shell.run(["rm", "-rf", "--", path], check=False, timeout=300)
+        remove = 'chmod -R u+w -- "$1"; rm -rf -- "$1"'
+        shell.run(["sh", "-c", remove, "rm", path], check=False, timeout=300)
 
 
 @contextmanager

@@ -6,12 +6,14 @@ import functools
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from labctl.catalog.experiments import log_entries
-from labctl.config import ClusterConfig, Config, WatchdogConfig
-from labctl.db import Database
+from labctl.config import ClusterConfig, Config, DatabaseConfig, WatchdogConfig
+from labctl.db import Database, connect
 from labctl.jobs.job import Job
 from labctl.jobs.jobtypes import JobTypeConfig, Resources
 from labctl.jobs.queue import transition
@@ -103,6 +105,14 @@ def local_jobs(config: Config, db: Database, tmp_path: Path) -> Config:
     cfg = base.model_copy(update={"watchdog": watchdog(tmp_path, max_retries=2)})
     dataset_with_files(db, cfg, tmp_path / "data")
     return cfg
+
+
+@contextmanager
+def embedded_jobs(tmp_path: Path) -> Iterator[tuple[Database, Config]]:
+    """`local_jobs` on the embedded store alone, for tests whose subject is not the store."""
+    base = Config(user="tester", database=DatabaseConfig(path=tmp_path / "store"))
+    with connect(base.database) as db:
+        yield db, local_jobs(base, db, tmp_path)
 
 
 def transfer_record(**progress: Any) -> dict[str, Any]:

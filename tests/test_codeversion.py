@@ -104,7 +104,7 @@ def test_job_ships_its_recorded_commit(
         time.sleep(0.1)
     done = get_job(db, job["job_id"])
     assert done["status"] == "completed", done["history"]
-    staged = tmp_path / "state" / job["job_id"] / "staging" / "code" / "pipelines"
-    assert (
-        staged.resolve() == tmp_path / "state" / "code" / job["pipelines"]["commit"] / "pipelines"
-    )
+    shipped = tmp_path / "scratch" / "code" / job["pipelines"]["commit"]
+    assert done["code_dir"] == str(shipped)  # the commit's copy on the cluster, not the tree
+    committed = git(pipelines, "show", "HEAD:pipelines/selftest.py")
+    assert (shipped / "pipelines" / "selftest.py").read_text().strip() == committed

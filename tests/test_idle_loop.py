@@ -90,7 +90,7 @@ def test_work_runs_the_stages_each_time(db: Database, cfg: Config, ops: Counter[
     submit_job(db, cfg, request)
     lines: list[str] = []
     run_loop(db, cfg, ALL, 0.2, 2, lines.append)
-    assert lines[0] == "scan: transferring 1"
+    assert lines[0] == "scan: code shipped 1, transferring 1"
     assert ops["queue.claim"] > 2 * len(ALL)  # the second run looked for work too
 
 

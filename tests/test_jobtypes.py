@@ -166,6 +166,7 @@ def test_the_stages_see_each_job_type_as_its_commit_declares_it(
             "INTERFACE options.n.type: Input should be 'str', 'int', 'float' or 'bool'",
         ),
         ('INTERFACE = {"outputs": ["../up.h5"]}', "must be a relative path without '..'"),
+        ('INTERFACE = {"outputs": ["a\\nb.h5"]}', "without '..' or line break"),
         ('INTERFACE = {"resources": {"mem": "lots"}}', "INTERFACE resources.mem: String should"),
         ('INTERFACE = dict(help="x")', "INTERFACE (line 1) must be a dict literal"),
         ('INTERFACE = {"help": "x"', "not valid Python (line 1)"),

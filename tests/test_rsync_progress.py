@@ -207,7 +207,7 @@ def test_pull_argv_with_files_from_and_bwlimit(target: SSHTarget) -> None:
         files_from="list.txt",
         bwlimit_kib=5000,
     )
-    assert "--files-from=./list.txt" in argv
+    assert argv[argv.index("--files-from=./list.txt") + 1] == "--from0"
     assert "--bwlimit=5000" in argv
     assert argv[-2:] == ["hpc:/scratch/out/", "./results"]
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from labctl.config import ClusterConfig, Config, DatabaseConfig
-from labctl.db import Database, connect
+from labctl.config import ClusterConfig, Config
+from labctl.db import Database
 from labctl.jobs.jobtypes import JobTypeConfig
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import run_stages
-from tests.jobfixtures import DATASET, local_jobs
+from tests.jobfixtures import DATASET, embedded_jobs, local_jobs
 from tests.testbed import write_config
 
 ALL = ["scan", "transfers", "jobs"]
@@ -57,9 +57,8 @@ def without(cfg: Config, *, cluster: str | None = None, job_type: str | None = N
 @pytest.fixture
 def solo(tmp_path: Path) -> Iterator[tuple[Database, Config]]:
     """The embedded store only, for the test that runs twenty jobs."""
-    base = Config(user="tester", database=DatabaseConfig(path=tmp_path / "store"))
-    with connect(base.database) as db:
-        yield db, local_jobs(base, db, tmp_path)
+    with embedded_jobs(tmp_path) as found:
+        yield found
 
 
 @pytest.mark.parametrize("poison", ["cluster gone while queued", "job type gone while running"])
@@ -123,10 +122,10 @@ def test_a_job_keeps_its_folder_when_the_scratch_setting_changes(
     assert not (tmp_path / "new-scratch" / job_id).exists()
 
 
-def _pull_of(job_id: str) -> list[int]:
-    """The pids of the rsyncs bringing `job_id`'s outputs home: one per pull, whatever children
-    each has forked so far (a child's parent is an rsync of the same pull)."""
-    found = subprocess.run(["pgrep", "-f", f"rsync .*--files-from=.*{job_id}/outputs.list"],
+def _pull_of(scratch: str) -> list[int]:
+    """The pids of the rsyncs bringing outputs home from `scratch`: one per pull, whatever
+    children each has forked so far (a child's parent is an rsync of the same pull)."""
+    found = subprocess.run(["pgrep", "-f", f"rsync .*--files-from=- .*{scratch}/[.]pull-"],
                            capture_output=True, text=True)  # fmt: skip
     pids = {int(pid) for pid in found.stdout.split()}
     return sorted(pid for pid in pids if _parent(pid) not in pids)
@@ -155,13 +154,13 @@ def test_a_long_pull_keeps_its_lease(db: Database, cfg: Config, tmp_path: Path) 
     first = subprocess.Popen([LABCTL, "--config", str(path), "watchdog", "jobs"],
                              stdout=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 20
-    while not (pulls := _pull_of(job_id)):
+    while not (pulls := _pull_of(slow.clusters["local"].scratch)):
         assert time.monotonic() < deadline and first.poll() is None, "no pull started"
         time.sleep(0.05)
     time.sleep(3)  # past the 2 s lease
     assert get_job(db, job_id)["owner"].endswith(f":{first.pid}")
     assert run_stages(db, slow, ["jobs"]) == ["jobs: nothing to do"]
-    assert _pull_of(job_id) == pulls  # the one pull, never a second
+    assert _pull_of(slow.clusters["local"].scratch) == pulls  # the one pull, never a second
     out, _ = first.communicate(timeout=60)
     assert first.returncode == 0 and "completed 1" in out, out
     job = get_job(db, job_id)

@@ -83,7 +83,7 @@ def test_job_runs_to_completed_with_verified_results(
     assert entry is not None and entry["results"][job_id]["files"][0]["sha256"] == result["sha256"]
     transfer = job["transfer"]
     assert transfer["percent"] == 100  # type: ignore[index]
-    assert transfer["bytes"] == transfer["total"] > 6000  # type: ignore[index]  # inputs + code
+    assert transfer["bytes"] == transfer["total"] == 6000  # type: ignore[index]  # the inputs
     assert not (tmp_path / "scratch" / job_id).exists()
     assert job["scratch_cleaned"] is True
     assert {b["stage"] for b in latest(db)} == set(ALL)
@@ -100,7 +100,7 @@ def test_the_watchdog_state_is_private(db: Database, cfg: Config) -> None:
     assert found["."] == 0o700 and found[job_id] == 0o700
     own = {name: mode for name, mode in found.items() if name.startswith(f"{job_id}/")}
     files = {name for name in own if (state / name).is_file()}
-    assert {f"{job_id}/{n}" for n in ("transfer.json", "rsync.log", "outputs.list")} <= files
+    assert {f"{job_id}/{n}" for n in ("transfer.json", "rsync.log")} <= files
     assert {name: mode for name, mode in own.items() if name in files} == dict.fromkeys(
         files, 0o600
     )

@@ -358,7 +358,7 @@ def test_pull_files_from(
     ssh.run(["mkdir", f"{remote_dir}/sub"])
     for name in ("a b.txt", "sub/c.txt", "skip.txt"):
         ssh.write_file(f"{remote_dir}/{name}", name)
-    (tmp_path / "list").write_text("a b.txt\nsub/c.txt\n")
+    (tmp_path / "list").write_text("a b.txt\0sub/c.txt\0")  # --from0: NUL-ended names
     argv = rsync_argv(
         [f"{remote_dir}/"],
         str(tmp_path / "got"),

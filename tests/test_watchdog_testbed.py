@@ -161,7 +161,7 @@ def test_job_goes_from_submit_to_verified_results(
     started = utcnow()
     job_id = submit(db, hpc, **INPUTS)
 
-    assert run_stages(db, hpc, ["scan"]) == ["scan: transferring 1"]
+    assert run_stages(db, hpc, ["scan"]) == ["scan: code shipped 1, transferring 1"]
     # let the rsync finish unobserved: the transfers stage first sees it ended
     status_file = Path(get_job(db, job_id)["transfer"]["status_path"])
     deadline = time.monotonic() + 30
@@ -201,7 +201,7 @@ def test_job_goes_from_submit_to_verified_results(
     # the transfer ended complete, the cluster's job folder is gone
     assert job["transfer"]["done"] is True
     assert job["transfer"]["percent"] == 100
-    assert job["transfer"]["bytes"] == job["transfer"]["total"] > 6000  # inputs and code
+    assert job["transfer"]["bytes"] == job["transfer"]["total"] == 6000  # inputs; code apart
     assert job["remote_dir"] == f"{scratch}/{job_id}"
     assert job["scratch_cleaned"] is True
     assert not remote_exists(job["remote_dir"])
@@ -347,7 +347,7 @@ def test_killed_rsync_resumes_where_it_stopped(
     job_id = submit(db, hpc, datarawfiles=["big.bin"])
     inputs = f"{scratch}/{job_id}/inputs/raw"
 
-    assert run_stages(db, hpc, ["scan"]) == ["scan: transferring 1"]
+    assert run_stages(db, hpc, ["scan"]) == ["scan: code shipped 1, transferring 1"]
     pid = get_job(db, job_id)["transfer"]["pid"]
     # Hold the transfer still, then let it run in short slices until a sixth has arrived.
     os.killpg(pid, signal.SIGSTOP)

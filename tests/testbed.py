@@ -64,13 +64,14 @@ def remote_exists(path: str) -> bool:
 
 @contextmanager
 def remote_scratch() -> Iterator[str]:
-    """A fresh scratch root on the testbed (/home/hpcuser/labctl-it-<random>), removed after."""
+    """A fresh scratch root on the testbed (/home/hpcuser/labctl-it-<random>), removed after
+    (the shared copies of the pipelines code in it are read-only)."""
     path = f"/home/{os.environ['HPC_SSH_USER']}/labctl-it-{uuid.uuid4().hex[:10]}"
     ssh(["mkdir", "-p", path])
     try:
         yield path
     finally:
-        ssh(["rm", "-rf", "--", path], check=False)
+        ssh(["sh", "-c", 'chmod -R u+w -- "$1"; rm -rf -- "$1"', "rm", path], check=False)
 
 
 def hpc_cluster(scratch: str) -> ClusterConfig:

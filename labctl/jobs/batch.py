@@ -38,6 +38,12 @@ class JobLayout:
     def code(self) -> PurePosixPath:
         return self.root / "code"
 
+    def shared_code(self, commit: str) -> PurePosixPath:
+        """The read-only copy of pipelines commit `commit` that the cluster's jobs share, beside
+        the job folders: `<scratch>/code/<commit>` (job ids start with `j`: no job folder is
+        called `code`)."""
+        return self.root.parent / "code" / commit
+
     @property
     def script(self) -> PurePosixPath:
         return self.root / "job.sh"
@@ -115,7 +121,7 @@ def render(job: Job, job_type: JobType, cluster: ClusterConfig, layout: JobLayou
         "set -euo pipefail",
         *cluster.setup,
         f"cd {shlex.quote(str(layout.root))}",
-        f"export PYTHONPATH={shlex.quote(str(layout.code))}",
+        f"export PYTHONPATH={shlex.quote(job.code_dir or str(layout.code))}",
     ]
     if job_type.splittable:  # a splittable job always runs as split k of n (n may be 1)
         task = "${SLURM_ARRAY_TASK_ID}" if tasks > 1 else shlex.quote(str(split or 0))

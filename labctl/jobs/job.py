@@ -190,6 +190,7 @@ class Job(_Part):
     lease_until: dt.datetime | None = None
     waiting: str | None = None  # what it waits for, e.g. a cluster's session
     remote_dir: str | None = None
+    code_dir: str | None = None  # its commit's shared copy on the cluster; None: in remote_dir
     transfer: Transfer | None = None
     scheduler: SchedulerStatus | None = None
     batch_script: str | None = None

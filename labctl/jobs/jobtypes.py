@@ -79,8 +79,10 @@ class Interface(Settings):
     @classmethod
     def _relative(cls, outputs: list[str]) -> list[str]:
         for name in outputs:
-            if name.startswith("/") or ".." in name.split("/") or not name:
-                raise ValueError(f"output {name!r} must be a relative path without '..'")
+            if name.startswith("/") or ".." in name.split("/") or not name or "\n" in name:
+                raise ValueError(
+                    f"output {name!r} must be a relative path without '..' or line break"
+                )
         return outputs
 
 

@@ -180,20 +180,28 @@ def update(db: Database, job: Job, note: str | None = None, **fields: Any) -> bo
     return db.queue.update(_as_read(job), change) > 0
 
 
+def update_all(db: Database, jobs: Sequence[Job], **fields: Any) -> None:
+    """Change `fields` of every job still in the state it was read in: one write per state."""
+    _set_all(db, jobs, _changes(fields))
+
+
 def mark_waiting(
     db: Database, jobs: Sequence[Job], message: str, session: str | None = None
 ) -> None:
     """Note on each job (still in the state it was read in) what it waits for; when it waits
     for its owner's `session` to a cluster, with a notice to tell them."""
-    by_state: dict[JobState, list[str]] = {}
-    for job in jobs:
-        if job.waiting != message:
-            by_state.setdefault(job.status, []).append(job.job_id)
     now = utcnow()
     change: dict[str, Any] = {"waiting": message}
     if session is not None:
         notice = Notice(event=NoticeEvent.SESSION, at=now, cluster=session, next_try_at=now)
         change.update(_new_notice(f"session-{now:%Y%m%dT%H%M%S%f}", notice))
+    _set_all(db, [job for job in jobs if job.waiting != message], change)
+
+
+def _set_all(db: Database, jobs: Sequence[Job], change: Mapping[str, Any]) -> None:
+    by_state: dict[JobState, list[str]] = {}
+    for job in jobs:
+        by_state.setdefault(job.status, []).append(job.job_id)
     for state, ids in by_state.items():
         db.queue.update({"job_id": {"$in": ids}, "status": str(state)}, {"$set": change}, many=True)
 
@@ -224,16 +232,21 @@ def claim(db: Database, filter: Mapping[str, Any], owner: str, lease: dt.timedel
     return None if done is None else Job.of(done)
 
 
-def renew(db: Database, job: Job, owner: str, lease: dt.timedelta) -> None:
-    """Extend `owner`'s lease on a job it is still working on."""
+def renew(db: Database, jobs: Sequence[Job], owner: str, lease: dt.timedelta) -> None:
+    """Extend `owner`'s lease on jobs it is still working on, in one write."""
     db.queue.update(
-        {"job_id": job.job_id, "owner": owner}, {"$set": {"lease_until": utcnow() + lease}}
+        {"job_id": {"$in": [job.job_id for job in jobs]}, "owner": owner},
+        {"$set": {"lease_until": utcnow() + lease}},
+        many=True,
     )
 
 
-def release(db: Database, job_id: str, owner: str) -> None:
+def release(db: Database, job_ids: Sequence[str], owner: str) -> None:
+    """Give up `owner`'s leases on jobs, in one write."""
     db.queue.update(
-        {"job_id": job_id, "owner": owner}, {"$set": {"owner": None, "lease_until": None}}
+        {"job_id": {"$in": list(job_ids)}, "owner": owner},
+        {"$set": {"owner": None, "lease_until": None}},
+        many=True,
     )
 
 

@@ -66,6 +66,7 @@ class StageRun:
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     did: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    shipped: set[tuple[str, PurePosixPath]] = field(default_factory=set)  # (cluster, code folder)
     _types_at: dict[str | None, JobTypes] = field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -106,9 +107,9 @@ class StageRun:
             return JobLayout(PurePosixPath(job.remote_dir))
         return JobLayout.of(self.cluster(job).config, job.job_id)
 
-    def renew(self, job: Job) -> None:
-        """Extend this run's lease on a job it is still working on (e.g. a long result pull)."""
-        renew(self.db, job, self.owner, self.lease)
+    def renew(self, *jobs: Job) -> None:
+        """Extend this run's lease on jobs it is still working on (e.g. during a long pull)."""
+        renew(self.db, jobs, self.owner, self.lease)
 
     def each(self, filter: Mapping[str, Any], handle: Callable[[Job], object]) -> None:
         """Claim the matching jobs one at a time and handle each on its own (see `alone`)."""
@@ -131,23 +132,39 @@ class StageRun:
 
     def claimed(self, filter: Mapping[str, Any]) -> Iterator[Job]:
         """Claim matching jobs one at a time (each once per run), releasing each after use."""
+        for [job] in self.batches(filter, 1):
+            yield job
+
+    def batches(self, filter: Mapping[str, Any], size: int) -> Iterator[list[Job]]:
+        """Claim matching jobs up to `size` at a time (each once per run), holding a batch's
+        leases while it is used and releasing them after."""
         seen: list[str] = []
+        while True:
+            jobs: list[Job] = []
+            try:
+                while len(jobs) < size and (job := self._claim(filter, seen)) is not None:
+                    jobs.append(job)
+                if not jobs:
+                    return
+                yield jobs
+            finally:
+                if jobs:
+                    release(self.db, [job.job_id for job in jobs], self.owner)
+
+    def _claim(self, filter: Mapping[str, Any], seen: list[str]) -> Job | None:
+        """Claim one matching job not `seen` yet (and add it); None when there is none."""
         while True:
             try:
                 mine = {**self.mine(filter), "job_id": {"$nin": seen}}
                 job = claim(self.db, mine, self.owner, self.lease)
             except MalformedJob as exc:
                 seen.append(exc.job_id)
-                release(self.db, exc.job_id, self.owner)
+                release(self.db, [exc.job_id], self.owner)
                 self.malformed(exc)
                 continue
-            if job is None:
-                return
-            seen.append(job.job_id)
-            try:
-                yield job
-            finally:
-                release(self.db, job.job_id, self.owner)
+            if job is not None:
+                seen.append(job.job_id)
+            return job
 
     def malformed(self, exc: MalformedJob) -> None:
         """A stored job that cannot be read is left as it is, for a person to look at."""

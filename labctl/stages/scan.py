@@ -17,13 +17,13 @@ from labctl.compute.transport import TransferError, TransferHandle, TransportErr
 from labctl.compute.transport import start_background as start_rsync
 from labctl.errors import ValidationError
 from labctl.jobs.batch import array_size, render
-from labctl.jobs.codeversion import export_commit
 from labctl.jobs.job import Job, SchedulerStatus, Transfer
 from labctl.jobs.queue import read_job, update, where
 from labctl.jobs.states import FailureReason, JobState
 from labctl.jobs.submit import check_inputs, dataset_dirs
 from labctl.private import write_private
 from labctl.stages import StageRun
+from labctl.stages.shipping import code_folder, shared_code
 
 
 def run_scan(run: StageRun) -> None:
@@ -34,10 +34,12 @@ def run_scan(run: StageRun) -> None:
     run.each(arrived, partial(submit, run))
 
 
-def stage_inputs(run: StageRun, job: Job, processed: Path, raw: Path) -> Path:
-    """A local tree of symlinks shaped like the job folder: rsync -L copies what they point at."""
+def stage_inputs(run: StageRun, job: Job, processed: Path, raw: Path, *, code: bool) -> Path:
+    """A local tree of symlinks shaped like the job folder: rsync -L copies what they point at.
+    With `code`, the job carries its pipelines code (a dirty tree's) in its own `code/`."""
     staging = run.state_dir(job.job_id) / "staging"
     shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
     for base, sub, names in (
         (processed, "data", job.datafiles),
         (raw, "raw", job.datarawfiles),
@@ -46,18 +48,10 @@ def stage_inputs(run: StageRun, job: Job, processed: Path, raw: Path) -> Path:
             link = staging / "inputs" / sub / name
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(base / name)
-    (staging / "code").mkdir(parents=True)
-    (staging / "code" / "pipelines").symlink_to(code_folder(run, job))
+    if code:
+        (staging / "code").mkdir()
+        (staging / "code" / "pipelines").symlink_to(code_folder(run, job))
     return staging
-
-
-def code_folder(run: StageRun, job: Job) -> Path:
-    """The pipelines code to ship: the recorded commit, or the working tree a dirty job allowed."""
-    version = job.pipelines
-    pipelines = run.config.watchdog.pipelines
-    if version["dirty"]:
-        return pipelines
-    return export_commit(pipelines, version, run.config.watchdog.state_dir / "code")
 
 
 def start(run: StageRun, job: Job) -> None:
@@ -84,10 +78,11 @@ def start(run: StageRun, job: Job) -> None:
     layout = run.layout(job)
     try:
         cluster.runner.run(["mkdir", "-p", "--", str(layout.logs), str(layout.outputs)])
+        code_dir = shared_code(run, cluster, job, layout)
     except TransportError as exc:
         run.setback(job, exc, FailureReason.TRANSFER)
         return
-    staging = stage_inputs(run, job, processed, raw)
+    staging = stage_inputs(run, job, processed, raw, code=code_dir is None)
     argv = rsync_argv(
         [f"{staging}/"],
         f"{layout.root}/",
@@ -109,7 +104,7 @@ def start(run: StageRun, job: Job) -> None:
         total=total,
         started_at=utcnow(),
     )
-    fields = {"transfer": transfer, "remote_dir": str(layout.root)}
+    fields = {"transfer": transfer, "remote_dir": str(layout.root), "code_dir": code_dir}
     note = f"rsync of {total} bytes to {cluster.name} started"
     if run.move(job, JobState.TRANSFERRING, note, fields=fields) is None:
         stop_if_cancelled(run, job, fields)

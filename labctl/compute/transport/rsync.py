@@ -145,12 +145,15 @@ def rsync_argv(
     files_from: str | None = None,
     bwlimit_kib: int | None = None,
     copy_links: bool = False,
+    implied_dirs: bool = True,
     exclude: Sequence[str] = (),
     chmod: str | None = None,
 ) -> list[str]:
     """rsync argv copying sources to dest: local (no target), pushed to or pulled from target.
 
-    With files_from, sources is one base directory and the file lists paths relative to it;
+    With files_from (a file, or "-": standard input), sources is one base directory and the list
+    gives paths relative to it, each ended by a NUL (`--from0`: no name is taken for a comment);
+    without `implied_dirs`, the folders of those paths must exist at dest and keep their modes;
     `chmod` changes the copies' modes (rsync's `--chmod`, e.g. `o-rwx`).
     """
     if not sources:
@@ -159,9 +162,12 @@ def rsync_argv(
     if bwlimit_kib is not None:
         argv.append(f"--bwlimit={bwlimit_kib}")
     if files_from is not None:
-        argv.append(f"--files-from={_local(files_from)}")
+        listing = files_from if files_from == "-" else _local(files_from)
+        argv += [f"--files-from={listing}", "--from0"]
     if copy_links:  # send what symlinks point at (a staging tree of links to the inputs)
         argv.append("--copy-links")
+    if not implied_dirs:
+        argv.append("--no-implied-dirs")
     argv += [f"--exclude={pattern}" for pattern in exclude]
     if chmod is not None:
         argv.append(f"--chmod={chmod}")
