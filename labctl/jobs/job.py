@@ -34,6 +34,11 @@ class TaskStatus:
     detail: str
     exit_code: int | None
     array_task: int | None = None
+    usage: TaskUsage | None = None  # once finished, where the scheduler's accounting has it
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in (JobState.PENDING, JobState.RUNNING)
 
     @property
     def key(self) -> str:
@@ -121,6 +126,16 @@ class TaskUsage(_Part):
     nodes: str = ""
 
 
+class Resubmission(_Part):
+    """An automatic resubmission after SLURM ended the job for reasons of its own (time limit,
+    memory, a lost node, preemption); see `labctl.jobs.resubmit`."""
+
+    count: int  # 1 for the first resubmission
+    resources: dict[str, Any]  # what this run asks for: time, mem, cpus, partition
+    tasks: list[int] = Field(default_factory=list)  # the array tasks run again; empty: all
+    ends: list[FailureReason] = Field(default_factory=list)  # why each earlier run ended
+
+
 class HistoryItem(_Part):
     state: JobState
     at: dt.datetime
@@ -168,6 +183,7 @@ class Job(_Part):
     follow_up_job: str | None = None
     parent_job: str | None = None
     usage: list[TaskUsage] = Field(default_factory=list)  # per task, once it has finished
+    resubmission: Resubmission | None = None  # the latest automatic resubmission, if any
 
     @model_validator(mode="before")
     @classmethod

@@ -30,6 +30,7 @@ from labctl.jobs.states import WATCHED, FailureReason, JobState
 from labctl.jobs.submit import JobRequest, dataset_dirs, prepare_job
 from labctl.private import write_private
 from labctl.stages import StageRun, Unconfigured
+from labctl.stages.resubmitting import resubmit_or_note, run_resubmissions, with_usage
 
 MISSING_POLLS_BEFORE_FAILING = 3
 
@@ -53,6 +54,7 @@ def run_jobs(run: StageRun) -> None:
         by_cluster[job.compute_cluster].append(job)
     for name, jobs in by_cluster.items():
         poll_cluster(run, name, jobs)
+    run_resubmissions(run)
     due = where(JobState.RETRIEVING, next_try_at={"$lte": utcnow()})
     run.each(due, partial(retrieve, run))
     run.each(where(JobState.COMPLETED, scratch_cleaned=False), partial(clean_scratch, run))
@@ -67,9 +69,10 @@ def poll_cluster(run: StageRun, name: str, jobs: list[Job]) -> None:
         return
     cluster = run.pool.get(name)
     asked = {sid: run.layout(job) for job in jobs if (sid := job.scheduler_id)}
+    times = [s.submitted_at for job in jobs if (s := job.scheduler) and s.submitted_at]
     try:
         cluster.require_session()
-        statuses = cluster.scheduler.poll(asked)
+        statuses = cluster.scheduler.poll(asked, since=min(times, default=None))
     except SessionDownError:
         run.wait_for_session(jobs, name)
         return
@@ -122,9 +125,15 @@ def follow(
         update(run.db, job, **fields, waiting=None)
         return
     note = f"{cluster.scheduler.label} {task.detail}"
+    if state not in (JobState.RUNNING, JobState.PENDING):
+        fields["usage"] = with_usage(job, tasks)
     if state is JobState.FAILED:
         note += f" (exit {task.exit_code})" if task.exit_code else ""
         fields["log_tail"] = log_tail(cluster, run.layout(job))
+        failed = resubmit_or_note(run, cluster, job, tasks, note, fields)
+        if failed is None:
+            return
+        note = failed
     run.move(job, state, note, fields=fields, reason=task.reason)
 
 
