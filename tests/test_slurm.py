@@ -212,6 +212,8 @@ def test_parse_sacct_pending_arrays_and_older_states() -> None:
     }
     assert statuses["138_3"].usage is None  # not finished: nothing to account yet
     assert statuses["138_2"].usage is not None and statuses["138_2"].usage.task == "138_2"
+    odd = parse_sacct(line("16", "COMPLETED", req="16?"))["16"].usage  # seen from slurmdbd
+    assert odd is not None and odd.req_mem_bytes is None and odd.elapsed_s == 5
 
 
 @pytest.mark.parametrize(
@@ -223,7 +225,10 @@ def test_parse_sacct_pending_arrays_and_older_states() -> None:
         (line("16", "COMPLETED", "0"), "unrecognised sacct exit code '0'"),
         (line("16", "COMPLETED", "x:0"), "unrecognised sacct exit code 'x:0'"),
         (line("16.batch", "COMPLETED"), "sacct printed step '16.batch' before its job"),
-        (line("16", "COMPLETED", req="lots"), "unrecognised SLURM size 'lots'"),
+        (
+            line("16", "COMPLETED") + "\n" + line("16.batch", "COMPLETED", rss="lots"),
+            "unrecognised SLURM size 'lots'",
+        ),
     ],
 )
 def test_parse_sacct_rejects_garbage(text: str, message: str) -> None:

@@ -64,6 +64,15 @@ def duration_seconds(text: str) -> float | None:
     return int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
 
 
+def _lenient(req_mem: str) -> tuple[int, str] | None:
+    """ReqMem, or None where sacct prints none we can read: slurmdbd was seen to print `16?`
+    for a job it had just been told about. Usage is an extra; it never stops a job's tracking."""
+    try:
+        return size_bytes(req_mem, "M")
+    except SacctError:
+        return None
+
+
 def _when(text: str) -> dt.datetime | None:
     """An epoch-seconds time; None for `Unknown`/`None` (not started or not ended yet)."""
     return dt.datetime.fromtimestamp(int(text), dt.UTC) if text.isdigit() else None
@@ -93,7 +102,7 @@ class SacctRecord:
         f = self.fields
         cpus = int(f["AllocCPUS"]) if f["AllocCPUS"].isdigit() else 1
         nodes = int(f["NNodes"]) if f["NNodes"].isdigit() else 1
-        asked = size_bytes(f["ReqMem"], "M")
+        asked = _lenient(f["ReqMem"])
         req_mem = None
         if asked is not None:
             req_mem = asked[0] * {"c": cpus, "n": nodes}.get(asked[1], 1)

@@ -31,6 +31,8 @@ from labctl.jobs.states import FailureReason, JobState
 class Scheduler(Protocol):
     label: str
     """How people know it: "SLURM", "process"."""
+    accounts: bool
+    """Whether `poll` reports each finished task's usage (SLURM with slurmdbd)."""
 
     def submit(self, layout: JobLayout, tasks: int) -> str:
         """Submit the job folder's script; return the scheduler's job id."""
@@ -66,6 +68,7 @@ class SlurmScheduler:
     def __init__(self, runner: Runner, *, jobcomp: bool = False) -> None:
         self.runner = runner
         self.jobcomp = jobcomp
+        self.accounts = not jobcomp
         self.calls = 0
 
     def _run(self, argv: list[str]) -> str:
@@ -153,6 +156,7 @@ class ProcessScheduler:
     """Jobs as detached process groups on the runner's machine; the id is the group's pid."""
 
     label = "process"
+    accounts = False
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner

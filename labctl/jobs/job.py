@@ -89,7 +89,7 @@ class SchedulerStatus(_Part):
     tasks: int = 1
     state: str | None = None  # the scheduler's word (TaskStatus.detail)
     exit_code: int | None = None
-    missing: int = 0  # polls in a row that did not find it
+    missing: int = 0  # polls in a row that did not find it (or, finished, its accounting)
     task_states: dict[str, str] = Field(default_factory=dict)
     submitted_at: dt.datetime | None = None
 

@@ -214,7 +214,7 @@ def room_for(run: StageRun, job: Job, tasks: int) -> bool:
 
 def wait_to_submit(run: StageRun, job: Job, message: str) -> None:
     """Leave the job where it is, to be submitted by a later run (noted once in its history)."""
-    delay = max(30.0, run.config.watchdog.backoff_seconds)
+    delay = run.config.watchdog.backoff_seconds
     note = message if job.waiting != message else None
     later = utcnow() + dt.timedelta(seconds=delay)
     update(run.db, job, note, scheduler=SchedulerStatus(), waiting=message, next_try_at=later)

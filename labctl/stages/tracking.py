@@ -24,7 +24,7 @@ from labctl.compute.transport import (
 )
 from labctl.errors import DuplicateError, NotFoundError, ValidationError
 from labctl.jobs.batch import JobLayout, array_size, expected_outputs
-from labctl.jobs.job import Job, ResultFile, TaskStatus, store_value
+from labctl.jobs.job import Job, ResultFile, SchedulerStatus, TaskStatus, store_value
 from labctl.jobs.queue import add_job, find_jobs, update, where
 from labctl.jobs.states import WATCHED, FailureReason, JobState
 from labctl.jobs.submit import JobRequest, dataset_dirs, prepare_job
@@ -112,6 +112,10 @@ def follow(
             update(run.db, job, scheduler=known.model_copy(update={"missing": missing}))
         return
     state, task = summarize(tasks)
+    if state not in (JobState.RUNNING, JobState.PENDING) and unaccounted(cluster, known, tasks):
+        # slurmdbd records a job's end a moment after squeue shows it: decide with its record
+        update(run.db, job, scheduler=known.model_copy(update={"missing": known.missing + 1}))
+        return
     heard = known.model_copy(
         update={
             "state": task.detail,
@@ -135,6 +139,13 @@ def follow(
             return
         note = failed
     run.move(job, state, note, fields=fields, reason=task.reason)
+
+
+def unaccounted(cluster: Cluster, known: SchedulerStatus, tasks: Sequence[TaskStatus]) -> bool:
+    """Whether a finished job's accounting record is still incomplete (for a few polls)."""
+    if not cluster.scheduler.accounts or known.missing >= MISSING_POLLS_BEFORE_FAILING:
+        return False
+    return any(t.usage is None or t.usage.req_mem_bytes is None for t in tasks)
 
 
 def log_tail(cluster: Cluster, layout: JobLayout) -> str:
