@@ -71,6 +71,7 @@ def notes(job: dict[str, Any]) -> list[str]:
     return [item["note"] for item in job["history"]]
 
 
+@pytest.mark.parametrize("db_config", ["embedded"], indirect=True)  # one slow test: one backend
 def test_a_timed_out_job_runs_again_with_twice_the_time(db: Database, hpc: Config) -> None:
     job_id = submit(db, hpc, sleep_seconds=100)  # a 1-minute limit ends it at 60-90 s
     tick_until(db, hpc, status_in(db, job_id, "completed", "failed"), timeout=330, pause=2)
