@@ -84,7 +84,7 @@ def test_a_timed_out_job_runs_again_with_twice_the_time(db: Database, hpc: Confi
     assert "#SBATCH --job-name=labctl-" + job_id + "-r1" in job["batch_script"]
     said = notes(job)
     first = next(n for n in said if "TIMEOUT" in n)
-    assert "resubmitting with time 00:02:00 (resubmission 1 of 2)" in first
+    assert "; resubmitting with time 00:02:00, mem 100M, cpus 1 (resubmission 1 of 2)" in first
     submitted = [n for n in said if " submitted on hpc " in n]
     assert len(submitted) == 2 and "(time 00:01:00, mem 100M" in submitted[0]
     assert "(time 00:02:00, mem 100M" in submitted[1]
