@@ -64,7 +64,8 @@ def test_completed_is_final_and_says_so() -> None:
 
 
 def test_error_lists_the_allowed_states() -> None:
-    with pytest.raises(InvalidTransition, match=r"allowed: cancelled, failed, retrieving, submitted\)$"):
+    allowed = r"allowed: cancelled, failed, retrieving, submitted\)$"
+    with pytest.raises(InvalidTransition, match=allowed):
         check_transition(JobState.RUNNING, JobState.PENDING)
 
 
