@@ -181,3 +181,37 @@ def test_a_jobs_run_asks_squeue_once_and_sacct_at_most_once(db: Database, hpc: C
     assert all(get_job(db, j)["status"] == "completed" for j in job_ids)
     assert all(len(get_job(db, j)["usage"]) == 1 for j in job_ids)
     assert calls and max(calls) <= 2, calls
+
+
+def test_a_run_killed_around_a_resubmission_sbatch_is_adopted_not_repeated(
+    db: Database, hpc: Config
+) -> None:
+    """The state a run SIGKILLed right after a resubmission's sbatch leaves: the job marked
+    submitting, its SLURM job (`labctl-ID-r1`) already there. The next run adopts that job."""
+    job_id = submit(db, hpc, sleep_seconds=1)
+    tick_until(db, hpc, status_in(db, job_id, "completed", "failed"), timeout=60)
+    first = get_job(db, job_id)
+    assert first["status"] == "completed"
+    folder = first["remote_dir"]
+    name = f"labctl-{job_id}-r1"
+    again = {"count": 1, "resources": {"time": "00:02:00", "mem": "100M"}, "ends": ["timeout"]}
+    db.queue.update(
+        {"job_id": job_id},
+        {
+            "$set": {
+                "status": "submitted",
+                "scheduler": {"submitting": True},
+                "resubmission": again,
+                "next_try_at": first["updated_at"],
+            }
+        },
+    )
+    ssh(["mkdir", "-p", folder])  # the completed job's folder was cleaned away
+    slurm_id = ssh(
+        ["sbatch", "--parsable", f"--job-name={name}", "--output=/dev/null", "--wrap=true"]
+    ).strip()
+    run_stages(db, hpc, ["jobs"])
+    job = get_job(db, job_id)
+    assert job["scheduler"]["job_id"] == slurm_id
+    assert [e.job_id for e in slurm_jobs_named([name])[name]] == [slurm_id]  # submitted once
+    assert f"job {slurm_id} submitted on hpc (time 00:02:00, mem 100M" in job["history"][-1]["note"]
