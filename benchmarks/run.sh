@@ -34,6 +34,7 @@ if $quick; then
   bench bench_transfer --mb 100 --repeat 3
   bench bench_tick --finished 10000 --repeat 3 --cron-repeat 2
   bench bench_calls --sizes 1,10 --repeat 2
+  bench bench_polling --sizes 1,100 --repeat 2
   bench bench_throughput --jobs 10
   bench bench_pipelines --frames 20 --size 256 --repeat 3
   bench bench_splits --frames 400 --repeat 1
@@ -43,6 +44,7 @@ else
   bench bench_transfer
   bench bench_tick
   bench bench_calls
+  bench bench_polling
   bench bench_throughput
   bench bench_pipelines
   bench bench_splits --frames 2000

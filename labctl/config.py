@@ -21,6 +21,7 @@ import yaml
 from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from labctl.compute.policy import SchedulerPolicy
 from labctl.errors import ConfigError, redact
 from labctl.jobs.jobtypes import JobTypeConfig, Resources
 from labctl.notify.notifyconfig import NotifyConfig
@@ -120,7 +121,7 @@ HOST = r"^[A-Za-z0-9_.-]+$|^\[?[0-9A-Fa-f:.]+\]?$"
 HOP = r"^([A-Za-z0-9_.-]+@)?([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$"
 
 
-class ClusterConfig(Settings):
+class ClusterConfig(SchedulerPolicy):
     """A compute cluster: reached over SSH (`ssh`) or this machine itself (`local`)."""
 
     type: Literal["ssh", "local"] = "ssh"
@@ -152,9 +153,6 @@ class ClusterConfig(Settings):
     scratch: str = Field(description="absolute directory on the cluster for job folders")
     scheduler: Literal["slurm", "process"] = Field(
         default="slurm", description="slurm, or plain background processes (local only)"
-    )
-    accounting: Literal["slurmdbd", "jobcomp"] = Field(
-        default="slurmdbd", description="where sacct reads finished jobs: slurmdbd or jobcomp log"
     )
     account: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     setup: list[str] = Field(default_factory=list, description="shell lines run before a job")

@@ -1,7 +1,8 @@
 """`selftest`: checks that a cluster runs the lab's code; reports the environment it ran in.
 
-Options: `sleep_seconds` (to watch a job run) and `exit_code` (to see how a failing job is
-reported end to end).
+Options: `sleep_seconds` (to watch a job run, or overrun its time), `hold_mb` (memory to hold
+meanwhile, to overrun its --mem) and `exit_code` (to see how a failing job is reported end to
+end).
 """
 
 from __future__ import annotations
@@ -23,13 +24,17 @@ INTERFACE = {
             "default": 0,
             "help": "pause first (to watch a job run)",
         },
+        "hold_mb": {"type": "int", "default": 0, "help": "megabytes to hold while pausing"},
         "exit_code": {"type": "int", "default": 0, "help": "exit status to end with"},
     },
 }
 
 
 def run(dataset: str, inputs: Path, outputs: Path, options: dict[str, Any]) -> int:
+    held = bytearray(int(options.get("hold_mb") or 0) << 20)
+    held[::4096] = b"x" * len(held[::4096])  # touch every page: resident, not just reserved
     time.sleep(float(options.get("sleep_seconds") or 0))
+    del held
     report = {
         "dataset": dataset,
         "host": socket.gethostname(),

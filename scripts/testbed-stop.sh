@@ -18,7 +18,7 @@ for user in "$HPC_USER" mfauser totpuser; do
   fi
 done
 # The listeners only: sessions (and ControlMaster connections) through them end with their clients.
-for name in sshd-mfa sshd-gw sshd-hpc crond slurmd slurmctld munged; do
+for name in sshd-mfa sshd-gw sshd-hpc crond slurmd slurmctld slurmdbd mariadbd munged; do
   pidfile=$HPC_DIR/pids/$name.pid
   [ -s "$pidfile" ] || continue
   pid=$(cat "$pidfile")

@@ -1,12 +1,14 @@
 #!/bin/bash
 # testbed.sh - a one-node "HPC cluster" for labctl's integration tests (Debian 12, as root, no systemd):
-# munge + slurmctld + slurmd (partition "debug"), sshd on 127.0.0.1:$SSH_PORT with key-only login for
+# munge + slurmctld + slurmd (partition "debug") with accounting (MariaDB + slurmdbd: plain `sacct`,
+# MaxRSS/TotalCPU from jobacct_gather/linux, a QOS that caps submitted jobs), sshd on 127.0.0.1:$SSH_PORT with key-only login for
 # $HPC_USER, and cron. Also an MPCDF-like login host (sshd on $MFA_PORT: no keys, password + one-time
 # password through PAM) and a gateway in front of it (sshd on $GW_PORT, also password + OTP) for
 # ProxyJump. Safe to re-run: packages already installed and daemons already running are left
 # alone, so a second run is a quick no-op. SLURM settings apply when slurmctld starts; to change them,
 # run scripts/testbed-stop.sh first.
 #   Knobs: HPC_DIR=/tmp/hpc-testbed  HPC_USER=hpcuser  SSH_PORT=2222  SLURM_CPUS=8
+#          WITH_DBD=1 (0: no MariaDB/slurmdbd; finished jobs only in the jobcomp log, `sacct -c`)
 #          MFA_PORT=2223  GW_PORT=2224  MFA_GATEWAY_ONLY=0 (1: the login host listens on 127.0.0.2 and
 #          an iptables owner rule lets only the gateway's user connect to it, as from outside MPG)
 #   Use:   source "$HPC_DIR/env.sh"; ssh -F "$HPC_SSH_CONFIG" hpc sinfo
@@ -18,6 +20,7 @@ SLURM_CPUS=${SLURM_CPUS:-8}
 MFA_PORT=${MFA_PORT:-2223}
 GW_PORT=${GW_PORT:-2224}
 MFA_GATEWAY_ONLY=${MFA_GATEWAY_ONLY:-0}
+WITH_DBD=${WITH_DBD:-1}
 PIDS=$HPC_DIR/pids KEYS=$HPC_DIR/keys SLURM_DIR=$HPC_DIR/slurm OATH_DIR=$HPC_DIR/oath
 mkdir -p "$PIDS" "$KEYS" "$SLURM_DIR"/{state,spool,log}
 # The MFA accounts: fixed test values (a throw-away testbed). mfauser and gwuser have counter-based
@@ -56,6 +59,7 @@ PKGS=(slurmctld slurmd slurm-client munge openssh-server openssh-client rsync cr
       libpam-oath oathtool
       python3-numpy python3-scipy python3-h5py)  # the last three: what pipelines/ needs on a cluster
 [ "$MFA_GATEWAY_ONLY" != 1 ] || PKGS+=(iptables)
+[ "$WITH_DBD" != 1 ] || PKGS+=(mariadb-server slurmdbd)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
@@ -80,9 +84,27 @@ start munged /run/munge/munged.pid 'munge -n | unmunge' runuser -u munge -- /usr
 # 3. The cluster user: no password (not locked, so sshd accepts its key)
 id "$HPC_USER" >/dev/null 2>&1 || useradd -m -s /bin/bash -p '*' "$HPC_USER"
 
-# 4. SLURM. No cgroups without systemd: Linux process tracking, no task plugin, no accounting.
-# Jobs start at once (no scheduler delay), stay visible in squeue for an hour, and their final
-# state is appended to the jobcomp file that `sacct -c` reads (there is no slurmdbd).
+# 4. SLURM. No cgroups without systemd: Linux process tracking, no task plugin. Jobs start at once
+# (no scheduler delay), stay visible in squeue for an hour, and their final state is appended to
+# the jobcomp file that `sacct -c` reads. With WITH_DBD=1 (4a) slurmdbd keeps accounting as on a
+# real cluster: jobacct_gather/linux samples each step every 2 s (MaxRSS, TotalCPU), and
+# OverMemoryKill kills a step whose RSS exceeds its --mem (the nearest SLURM comes without cgroups).
+# Limits are enforced: QOS `capped` allows 2 submitted jobs per user (account `capped`), and the
+# association of account `assoccap` allows 2 (MaxSubmitJobs): sbatch is refused beyond them.
+ACCT_USERS=("$HPC_USER" "$MFA_USER" "$TOTP_USER" "$GW_USER" root)
+if [ "$WITH_DBD" = 1 ]; then
+  ACCOUNTING="AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStorageEnforce=limits,qos
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=2
+JobAcctGatherParams=OverMemoryKill"
+  SELECT=CR_CPU_Memory  # memory is allocated (a job without --mem gets DefMemPerCPU per CPU)
+else
+  ACCOUNTING="AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none"
+  SELECT=CR_CPU
+fi
 if ! alive /run/slurmctld.pid; then
   MEM=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
   cat >/etc/slurm/slurm.conf <<EOF
@@ -98,10 +120,10 @@ SlurmctldLogFile=$SLURM_DIR/log/slurmctld.log
 SlurmdLogFile=$SLURM_DIR/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+$ACCOUNTING
 SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
+SelectTypeParameters=$SELECT
+DefMemPerCPU=$((MEM / SLURM_CPUS))
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 SlurmdParameters=config_overrides
 ReturnToService=2
@@ -112,6 +134,40 @@ KillWait=5
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$SLURM_CPUS RealMemory=$MEM State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
+fi
+if [ "$WITH_DBD" = 1 ]; then  # 4a. MariaDB (socket only) and slurmdbd, before slurmctld
+  install -d -o mysql -g mysql /run/mysqld
+  start mariadbd /run/mysqld/mysqld.pid "mariadb -e 'select 1'" sh -c "setsid /usr/sbin/mariadbd \
+    --user=mysql --skip-networking --socket=/run/mysqld/mysqld.sock --pid-file=/run/mysqld/mysqld.pid \
+    --log-error=$HPC_DIR/mariadb.log </dev/null >/dev/null 2>&1 &"
+  mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+    CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm-testbed';
+    GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
+  cat >/etc/slurm/slurmdbd.conf <<EOF
+AuthType=auth/munge
+DbdHost=localhost
+DbdPort=6819
+SlurmUser=root
+LogFile=$SLURM_DIR/log/slurmdbd.log
+PidFile=/run/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=slurm
+StoragePass=slurm-testbed
+StorageLoc=slurm_acct_db
+EOF
+  chmod 600 /etc/slurm/slurmdbd.conf
+  start slurmdbd /run/slurmdbd.pid 'sacctmgr -n -P list cluster' slurmdbd
+  # The cluster, accounts, QOS and users, once (a database kept from an earlier run has them)
+  if ! sacctmgr -n -P list user "$HPC_USER" | grep -q .; then
+    sacctmgr -i add cluster testbed >/dev/null
+    sacctmgr -i add qos capped MaxSubmitJobsPerUser=2 >/dev/null
+    sacctmgr -i add account lab,capped,assoccap cluster=testbed >/dev/null
+    sacctmgr -i modify account capped set qos=capped defaultqos=capped >/dev/null
+    sacctmgr -i modify account assoccap set MaxSubmitJobs=2 >/dev/null
+    users=$(IFS=,; echo "${ACCT_USERS[*]}")
+    sacctmgr -i add user "$users" account=lab,capped,assoccap defaultaccount=lab >/dev/null
+  fi
 fi
 start slurmctld /run/slurmctld.pid 'scontrol ping | grep -q UP' slurmctld
 start slurmd /run/slurmd.pid 'sinfo -h -N -o %T | grep -Eq "idle|mixed|allocated"' slurmd -N localhost
@@ -223,6 +279,7 @@ export HPC_MFA_USER=$MFA_USER HPC_MFA_PASSWORD=$MFA_PASSWORD HPC_MFA_SEED=$MFA_S
 export HPC_TOTP_USER=$TOTP_USER HPC_TOTP_PASSWORD=$TOTP_PASSWORD HPC_TOTP_SEED=$TOTP_SEED
 export HPC_GW_HOST=127.0.0.1 HPC_GW_PORT=$GW_PORT HPC_GW_USER=$GW_USER HPC_GW_PASSWORD=$GW_PASSWORD
 export HPC_GW_SEED=$GW_SEED HPC_OATH_USERS=$OATH_USERS
+export HPC_WITH_DBD=$WITH_DBD
 export HPC_MFA_LOG=$HPC_DIR/sshd-mfa.log HPC_GW_LOG=$HPC_DIR/sshd-gw.log HPC_SSHD_LOG=$HPC_DIR/sshd.log
 EOF
 mv "$HPC_DIR/env.sh.tmp" "$HPC_DIR/env.sh"

@@ -186,7 +186,7 @@ def test_job_options_may_ask_for_more_resources_within_limits(db: Database, jcfg
         request(job_type="selftest", job_options={"time": "12:00:00", "mem": "8G", "cpus": "2"}),
     )
     assert job["resources"] == {"time": "12:00:00", "mem": "8G", "cpus": 2}
-    assert job["job_options"] == {"sleep_seconds": 0.0, "exit_code": 0}  # not passed to the code
+    assert job["job_options"] == {"sleep_seconds": 0.0, "hold_mb": 0, "exit_code": 0}  # not passed
     spec = job_types_at(cfg, job["pipelines"]).get("selftest", "local")
     assert spec is not None and spec.outputs == ["selftest.json"]  # the rest as declared
     script = render(

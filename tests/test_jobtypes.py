@@ -233,7 +233,7 @@ def test_the_config_restricts_replaces_and_adds_resources_per_cluster(tmp_path: 
     assert on_big.max_resources == Resources(time="12:00:00", mem="1T", cpus=8)
     mine = types.get("mine")
     assert mine is not None and mine.entry == "selftest" and mine.outputs == ["mine.json"]
-    assert set(mine.options) == {"sleep_seconds", "exit_code"}  # from selftest's declaration
+    assert set(mine.options) == {"sleep_seconds", "hold_mb", "exit_code"}  # as selftest declares
 
     again = load_config(write_config(config, tmp_path / "saved.yaml"))
     assert job_types_at(again).listing("big") == types.listing("big")  # saved as given

@@ -1,15 +1,17 @@
 """`SlurmScheduler.poll` over a runner that replays output captured on the testbed."""
 
+import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 import pytest
 
-from labctl.compute.scheduler import SlurmScheduler
+from labctl.clock import utcnow
+from labctl.compute.scheduler import SlurmScheduler, SubmitLimitError
 from labctl.compute.slurm import SchedulerError
 from labctl.compute.transport import Result
 from labctl.jobs.batch import JobLayout
-from labctl.jobs.states import JobState
+from labctl.jobs.states import FailureReason, JobState
 
 CAPTURED = Path(__file__).parent / "captured"
 LAYOUT = JobLayout(PurePosixPath("/scratch/j1"))
@@ -21,6 +23,7 @@ class Replay:
     def __init__(self, answers: dict[str, tuple[int, str, str]]) -> None:
         self.answers = answers
         self.asked: list[str] = []
+        self.argvs: list[list[str]] = []
 
     def run(
         self,
@@ -30,8 +33,10 @@ class Replay:
         timeout: float | None = None,
         input: str | None = None,
     ) -> Result:
-        self.asked.append(argv[0])
-        code, out, err = self.answers[argv[0]]
+        program = argv[2] if argv[0] == "env" else argv[0]  # env SLURM_TIME_FORMAT=%s sacct
+        self.asked.append(program)
+        self.argvs.append(list(argv))
+        code, out, err = self.answers[program]
         return Result(tuple(argv), code, out, err)
 
     def write_file(self, path: str, content: str, mode: int = 0o644) -> None:
@@ -49,14 +54,67 @@ def test_poll_asks_accounting_when_squeue_lists_none_of_the_jobs() -> None:
     runner = Replay(
         {
             "squeue": (1, "", unknown),
-            "sacct": (0, (CAPTURED / "sacct-jobcomp.txt").read_text(), ""),
+            "sacct": (0, (CAPTURED / "sacct-usage-jobcomp.txt").read_text(), ""),
         }
     )
     scheduler = SlurmScheduler(runner, jobcomp=True)
-    statuses = scheduler.poll({"16": LAYOUT, "21": LAYOUT})
+    statuses = scheduler.poll({"6226": LAYOUT, "6228": LAYOUT})
     assert runner.asked == ["squeue", "sacct"] and scheduler.calls == 2
-    assert statuses["16"].state is JobState.RETRIEVING
-    assert (statuses["21"].state, statuses["21"].exit_code) == (JobState.FAILED, 3)
+    assert statuses["6226"].state is JobState.RETRIEVING
+    assert (statuses["6228"].state, statuses["6228"].exit_code) == (JobState.FAILED, 3)
+
+
+def test_poll_asks_squeue_once_and_sacct_once_for_the_finished_only() -> None:
+    """Jobs squeue shows running need no accounting; finished ones get accounting's record,
+    with usage, in the same single sacct call, from the oldest job's submission on."""
+    running = "7001|RUNNING|0\n7002_[0-9]|PENDING|0\n"
+    runner = Replay(
+        {
+            "squeue": (0, running + (CAPTURED / "squeue-usage.txt").read_text(), ""),
+            "sacct": (0, (CAPTURED / "sacct-usage.txt").read_text(), ""),
+        }
+    )
+    ids = ["7001", "7002", "6226", "6227", "6228", "6229", "6230", "6231", "6232"]
+    since = utcnow() - dt.timedelta(hours=2)
+    statuses = SlurmScheduler(runner).poll(dict.fromkeys(ids, LAYOUT), since=since)
+    assert runner.asked == ["squeue", "sacct"]
+    sacct = runner.argvs[1]
+    assert sacct[-1] == "--jobs=6226,6227,6228,6229,6230,6231,6232"  # not 7001, 7002
+    assert "--starttime=now-10800" in sacct  # two hours back, and an hour's margin
+    assert statuses["7001"].usage is None and statuses["7002_9"].state is JobState.PENDING
+    memory = statuses["6229"]
+    assert memory.reason is FailureReason.OUT_OF_MEMORY and memory.usage is not None
+    assert memory.usage.max_rss_bytes == 316824 * 1024
+    assert memory.usage.req_mem_bytes == 50 * 2**20
+    task = statuses["6232_2"].usage
+    assert task is not None and (task.task, task.state, task.elapsed_s) == ("6232_2", "TIMEOUT", 85)
+
+
+def test_poll_keeps_squeue_word_while_accounting_lags() -> None:
+    """squeue has the job finished, accounting does not yet: squeue's state stands."""
+    runner = Replay(
+        {
+            "squeue": (0, "6226|COMPLETED|0\n", ""),
+            "sacct": (0, "6226|RUNNING|0:0|0||1||1G|1|100|101|Unknown|localhost\n", ""),
+        }
+    )
+    status = SlurmScheduler(runner).poll({"6226": LAYOUT})["6226"]
+    assert (status.state, status.usage) == (JobState.RETRIEVING, None)
+
+
+def test_submit_refused_for_a_submit_limit() -> None:
+    for name, limit in [
+        ("sbatch-qos-limit.stderr", "QOSMaxSubmitJobPerUserLimit"),
+        ("sbatch-assoc-limit.stderr", "AssocMaxSubmitJobLimit"),
+    ]:
+        runner = Replay({"sbatch": (1, "", (CAPTURED / name).read_text())})
+        with pytest.raises(SubmitLimitError) as refused:
+            SlurmScheduler(runner).submit(LAYOUT, 1)
+        assert refused.value.limit == limit
+    bad = (CAPTURED / "sbatch-bad-partition.stderr").read_text()
+    with pytest.raises(SchedulerError) as other:
+        SlurmScheduler(Replay({"sbatch": (1, "", bad)})).submit(LAYOUT, 1)
+    assert not isinstance(other.value, SubmitLimitError)
 
 
 def test_poll_still_fails_on_other_squeue_errors() -> None:

@@ -15,6 +15,7 @@ from labctl.compute.slurm import (
     squeue_command,
     to_job_state,
 )
+from labctl.errors import LabctlError
 from labctl.jobs.job import TaskStatus
 from labctl.jobs.states import FailureReason, JobState, check_transition
 
@@ -62,9 +63,16 @@ def test_squeue_command_asks_once_for_all_jobs_finished_included() -> None:
 
 
 def test_sacct_command_with_and_without_jobcomp() -> None:
-    common = ["--allocations", "--parsable2", "--noheader", "--format=JobID,State,ExitCode"]
-    assert sacct_command(["21", "24"]) == ["sacct", *common, "--jobs=21,24"]
-    assert sacct_command(("21",), jobcomp=True) == ["sacct", "--completion", *common, "--jobs=21"]
+    fields = "JobID,State,ExitCode,ElapsedRaw,TotalCPU,AllocCPUS,MaxRSS,ReqMem,NNodes,Submit,"
+    fmt = f"--format={fields}Start,End,NodeList"
+    epoch = ["env", "SLURM_TIME_FORMAT=%s", "sacct"]
+    common = ["--parsable2", "--noheader"]
+    assert sacct_command(["21", "24"], since_seconds=7200) == [
+        *epoch, *common, "--starttime=now-7200", fmt, "--jobs=21,24",
+    ]  # fmt: skip
+    assert sacct_command(("21",), since_seconds=5, jobcomp=True) == [
+        *epoch, "--completion", *common, "--starttime=now-60", fmt, "--jobs=21",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("ids", [[], ["abc"], ["1;rm -rf ~"], ["17_[0-3]"], [" 16"]])
@@ -72,7 +80,7 @@ def test_commands_refuse_missing_or_odd_ids(ids: list[str]) -> None:
     with pytest.raises(ValueError):
         squeue_command(ids)
     with pytest.raises(ValueError):
-        sacct_command(ids)
+        sacct_command(ids, since_seconds=60)
 
 
 # --- squeue ---------------------------------------------------------------------------------
@@ -148,46 +156,83 @@ def test_parse_squeue_rejects_garbage(text: str, message: str) -> None:
 # --- sacct ----------------------------------------------------------------------------------
 
 
+def test_parse_sacct_from_slurmdbd() -> None:
+    """Real slurmdbd output (tests/captured/README.md): steps folded into their job or task; a
+    job jobacct_gather killed above its --mem (6229: FAILED, signal 9) counts as out of memory."""
+    assert summary(parse_sacct(captured("sacct-usage.txt"))) == {
+        "6226": (S.RETRIEVING, None, 0),
+        "6228": (S.FAILED, R.EXIT_CODE, 3),
+        "6229": (S.FAILED, R.OUT_OF_MEMORY, 128 + 9),
+        "6230": (S.FAILED, R.TIMEOUT, 0),
+        "6231": (S.CANCELLED, R.CANCELLED, 0),
+        "6227_0": (S.RETRIEVING, None, 0),
+        "6227_1": (S.RETRIEVING, None, 0),
+        "6227_2": (S.RETRIEVING, None, 0),
+        "6232_0": (S.RETRIEVING, None, 0),
+        "6232_1": (S.RETRIEVING, None, 0),
+        "6232_2": (S.FAILED, R.TIMEOUT, 0),
+        "6232_3": (S.RETRIEVING, None, 0),
+    }
+
+
 def test_parse_sacct_from_the_jobcomp_log() -> None:
-    assert summary(parse_sacct(captured("sacct-jobcomp.txt"))) == {
-        "16": (S.RETRIEVING, None, 0),
-        "17": (S.RETRIEVING, None, 0),  # really task 17_3: the jobcomp log knows no arrays
-        "21": (S.FAILED, R.EXIT_CODE, 3),
-        "22": (S.FAILED, R.EXIT_CODE, 128 + 9),
-        "23": (S.FAILED, R.EXIT_CODE, 128 + 53),
-        "24": (S.FAILED, R.TIMEOUT, 0),
-        "25": (S.CANCELLED, R.CANCELLED, 0),
-        "26": (S.CANCELLED, R.CANCELLED, 0),
-        "27": (S.CANCELLED, R.CANCELLED, 0),
-        "28": (S.CANCELLED, R.CANCELLED, 0),
-        "29": (S.CANCELLED, R.CANCELLED, 0),
-        "30": (S.CANCELLED, R.CANCELLED, 0),
+    assert summary(parse_sacct(captured("sacct-usage-jobcomp.txt"))) == {
+        "6226": (S.RETRIEVING, None, 0),
+        "6227": (S.RETRIEVING, None, 0),  # one of its tasks: the jobcomp log knows no arrays
+        "6228": (S.FAILED, R.EXIT_CODE, 3),
+        "6229": (S.FAILED, R.EXIT_CODE, 128 + 9),  # no MaxRSS in that log: not known as memory
+        "6230": (S.FAILED, R.TIMEOUT, 0),
+        "6231": (S.CANCELLED, R.CANCELLED, 0),
+        "6232": (S.RETRIEVING, None, 0),
     }
 
 
-def test_parse_sacct_slurmdbd_style() -> None:
-    # Hand-written in the documented slurmdbd format (no slurmdbd on the testbed).
-    text = "138_2|CANCELLED by 1001|0:15\n138_[3-4]|PENDING|0:0\n139|OUT_OF_MEMORY|0:125\n"
-    assert parse_sacct(text) == {
-        "138_2": TaskStatus("138", S.CANCELLED, R.CANCELLED, "CANCELLED by 1001", 143, 2),
-        "138_3": TaskStatus("138", S.PENDING, None, "PENDING", None, 3),
-        "138_4": TaskStatus("138", S.PENDING, None, "PENDING", None, 4),
-        "139": TaskStatus("139", S.FAILED, R.OUT_OF_MEMORY, "OUT_OF_MEMORY", 253, None),
+def line(job_id: str, state: str, exit_code: str = "0:0", rss: str = "", req: str = "") -> str:
+    return f"{job_id}|{state}|{exit_code}|5|00:01.500|2|{rss}|{req}|1|100|110|115|node1"
+
+
+def test_parse_sacct_pending_arrays_and_older_states() -> None:
+    text = "\n".join(
+        [
+            line("138_2", "CANCELLED by 1001", "0:15"),
+            line("138_[3-4]", "PENDING"),
+            line("139", "OUT_OF_MEMORY", "0:125"),
+            line("140", "PREEMPTED"),
+            line("141", "NODE_FAIL", "1:0"),
+        ]
+    )
+    statuses = parse_sacct(text)
+    assert summary(statuses) == {
+        "138_2": (S.CANCELLED, R.CANCELLED, 143),
+        "138_3": (S.PENDING, None, None),
+        "138_4": (S.PENDING, None, None),
+        "139": (S.FAILED, R.OUT_OF_MEMORY, 253),
+        "140": (S.FAILED, R.PREEMPTED, 0),
+        "141": (S.FAILED, R.NODE_FAIL, 1),
     }
+    assert statuses["138_3"].usage is None  # not finished: nothing to account yet
+    assert statuses["138_2"].usage is not None and statuses["138_2"].usage.task == "138_2"
+    odd = parse_sacct(line("16", "COMPLETED", req="16?"))["16"].usage  # seen from slurmdbd
+    assert odd is not None and odd.req_mem_bytes is None and odd.elapsed_s == 5
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (captured("squeue-live.txt"), "unrecognised sacct exit code '15'"),
-        (captured("sacct-jobcomp.stderr"), "expected 'id|state|exit code'"),
-        ("16|COMPLETED|0", "unrecognised sacct exit code '0'"),
-        ("16|COMPLETED|x:0", "unrecognised sacct exit code 'x:0'"),
-        ("16.batch|COMPLETED|0:0", "unrecognised SLURM job id '16.batch'"),
+        (captured("squeue-live.txt"), "expected 13 fields from sacct"),
+        (captured("sacct-jobcomp.txt"), "expected 13 fields from sacct"),  # an older format
+        (captured("sacct-usage-jobcomp.stderr"), "expected 13 fields from sacct"),
+        (line("16", "COMPLETED", "0"), "unrecognised sacct exit code '0'"),
+        (line("16", "COMPLETED", "x:0"), "unrecognised sacct exit code 'x:0'"),
+        (line("16.batch", "COMPLETED"), "sacct printed step '16.batch' before its job"),
+        (
+            line("16", "COMPLETED") + "\n" + line("16.batch", "COMPLETED", rss="lots"),
+            "unrecognised SLURM size 'lots'",
+        ),
     ],
 )
 def test_parse_sacct_rejects_garbage(text: str, message: str) -> None:
-    with pytest.raises(SchedulerError, match=re.escape(message)):
+    with pytest.raises(LabctlError, match=re.escape(message)):
         parse_sacct(text)
 
 
@@ -215,7 +260,7 @@ MAPPING = [
     ("OUT_OF_MEMORY", S.FAILED, R.OUT_OF_MEMORY),
     ("NODE_FAIL", S.FAILED, R.NODE_FAIL),
     ("BOOT_FAIL", S.FAILED, R.NODE_FAIL),
-    ("PREEMPTED", S.FAILED, R.SLURM),
+    ("PREEMPTED", S.FAILED, R.PREEMPTED),
     ("REVOKED", S.FAILED, R.SLURM),
     ("CANCELLED", S.CANCELLED, R.CANCELLED),
     ("CANCELLED by 0", S.CANCELLED, R.CANCELLED),

@@ -1,5 +1,6 @@
 """sbatch, squeue and sacct over ssh against the real testbed (scripts/testbed.sh)."""
 
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -60,5 +61,24 @@ def test_jobs_run_and_end_as_parsed() -> None:
     assert statuses[f"{array}_1"].state is JobState.RETRIEVING
     assert statuses[f"{array}_1"].array_task == 1
 
-    finished = parse_sacct(ssh(sacct_command([ok, bad], jobcomp=True)))
-    assert finished == {ok: statuses[ok], bad: statuses[bad]}
+    def plain(found: dict[str, TaskStatus]) -> dict[str, TaskStatus]:
+        return {key: dataclasses.replace(s, usage=None) for key, s in found.items()}
+
+    logged = parse_sacct(ssh(sacct_command([ok, bad], since_seconds=600, jobcomp=True)))
+    assert plain(logged) == {ok: statuses[ok], bad: statuses[bad]}
+    if os.environ.get("HPC_WITH_DBD") != "1":
+        return
+    # slurmdbd: every task of the array, each with its usage
+    deadline = time.monotonic() + 10
+    while True:
+        accounted = parse_sacct(ssh(sacct_command([ok, bad, array], since_seconds=600)))
+        usage = {key: s.usage for key, s in accounted.items()}
+        if all(u is not None and u.req_mem_bytes for u in usage.values()):
+            break
+        assert time.monotonic() < deadline, usage  # slurmdbd's record is complete in a moment
+        time.sleep(0.5)
+    assert plain(accounted) == statuses
+    for key, record in usage.items():
+        assert record is not None and record.task == key and record.nodes == "localhost"
+        assert record.submit and record.start and record.end and record.submit <= record.end
+    assert usage[bad] is not None and usage[bad].exit_code == 3

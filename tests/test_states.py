@@ -18,9 +18,10 @@ SPECIFIED = {
     "queued": {"awaiting_data", "transferring", "cancelled", "failed"},
     "awaiting_data": {"transferring", "cancelled", "failed"},
     "transferring": {"transferring", "submitted", "cancelled", "failed"},
-    "submitted": {"pending", "running", "retrieving", "failed", "cancelled"},
-    "pending": {"running", "retrieving", "failed", "cancelled"},
-    "running": {"retrieving", "failed", "cancelled"},
+    # -> submitted: resubmitted automatically after TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED
+    "submitted": {"submitted", "pending", "running", "retrieving", "failed", "cancelled"},
+    "pending": {"submitted", "running", "retrieving", "failed", "cancelled"},
+    "running": {"submitted", "retrieving", "failed", "cancelled"},
     "retrieving": {"retrieving", "completed", "failed"},
     "failed": {"queued"},
     "cancelled": {"queued"},
@@ -39,8 +40,8 @@ def test_state_values_are_the_stored_strings() -> None:
 
 def test_failure_reason_values() -> None:
     assert {r.value for r in FailureReason} == {
-        "transfer", "submit", "timeout", "out_of_memory", "node_fail", "exit_code", "cancelled",
-        "retrieve", "slurm", "config",
+        "transfer", "submit", "timeout", "out_of_memory", "node_fail", "preempted", "exit_code",
+        "cancelled", "retrieve", "slurm", "config",
     }  # fmt: skip
 
 
@@ -63,7 +64,8 @@ def test_completed_is_final_and_says_so() -> None:
 
 
 def test_error_lists_the_allowed_states() -> None:
-    with pytest.raises(InvalidTransition, match=r"allowed: cancelled, failed, retrieving\)$"):
+    allowed = r"allowed: cancelled, failed, retrieving, submitted\)$"
+    with pytest.raises(InvalidTransition, match=allowed):
         check_transition(JobState.RUNNING, JobState.PENDING)
 
 

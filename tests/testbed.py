@@ -1,6 +1,7 @@
 """Helpers for tests on the real sshd + SLURM testbed (scripts/testbed.sh, then source env.sh).
 
-`hpc_config` adds a cluster `hpc` (type ssh, SLURM with jobcomp accounting, partition debug)
+`hpc_config` adds a cluster `hpc` (type ssh, SLURM with slurmdbd accounting, or the jobcomp log
+on a testbed started with WITH_DBD=0; partition debug)
 whose scratch root is a fresh folder on the testbed (`remote_scratch`, removed at the end).
 """
 
@@ -34,6 +35,8 @@ HOST = os.environ.get("HPC_SSH_HOST")
 needs_testbed = pytest.mark.skipif(
     HOST is None, reason="HPC_SSH_HOST unset: run scripts/testbed.sh and source its env.sh"
 )
+ACCOUNTING = "jobcomp" if os.environ.get("HPC_WITH_DBD", "1") == "0" else "slurmdbd"
+"""How the testbed accounts for finished jobs (scripts/testbed.sh WITH_DBD)."""
 TICK = ["scan", "transfers", "jobs"]
 SQUEUE_NAMES = ["squeue", "--noheader", "--states=all", "--format=%F|%K|%j|%T"]
 """Every job SLURM still remembers: array job id (the plain id if none), task(s), name, state."""
@@ -84,7 +87,7 @@ def hpc_cluster(scratch: str) -> ClusterConfig:
         key_file=Path(os.environ["HPC_SSH_KEY"]),
         known_hosts=Path(os.environ["HPC_KNOWN_HOSTS"]),
         scratch=scratch,
-        accounting="jobcomp",
+        accounting=ACCOUNTING,
         python="/usr/bin/python3",
         resources=Resources(time="00:10:00", cpus=1, partition="debug"),
     )
@@ -109,7 +112,7 @@ def mfa_cluster(scratch: str, *, via_gateway: bool = True, **changes: Any) -> Cl
         "proxy_jump": [mfa_gateway()] if via_gateway else [],
         "known_hosts": env["HPC_KNOWN_HOSTS"],
         "scratch": scratch,
-        "accounting": "jobcomp",
+        "accounting": ACCOUNTING,
         "python": "/usr/bin/python3",
         "resources": Resources(time="00:10:00", cpus=1, partition="debug"),
     }

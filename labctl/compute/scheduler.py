@@ -8,9 +8,11 @@ keyed `ID` or `ID_TASK`.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Protocol
 
+from labctl.clock import utcnow
 from labctl.compute.slurm import (
     SchedulerError,
     parse_sacct,
@@ -18,6 +20,7 @@ from labctl.compute.slurm import (
     parse_squeue,
     sacct_command,
     squeue_command,
+    submit_limit,
 )
 from labctl.compute.transport import Runner
 from labctl.jobs.batch import JobLayout
@@ -28,6 +31,8 @@ from labctl.jobs.states import FailureReason, JobState
 class Scheduler(Protocol):
     label: str
     """How people know it: "SLURM", "process"."""
+    accounts: bool
+    """Whether `poll` reports each finished task's usage (SLURM with slurmdbd)."""
 
     def submit(self, layout: JobLayout, tasks: int) -> str:
         """Submit the job folder's script; return the scheduler's job id."""
@@ -35,8 +40,11 @@ class Scheduler(Protocol):
     def find(self, name: str, layout: JobLayout) -> str | None:
         """The id of a job already submitted for this folder, if any (for safe resubmission)."""
 
-    def poll(self, jobs: Mapping[str, JobLayout]) -> dict[str, TaskStatus]:
-        """Status of all these jobs (and their array tasks) in one round trip."""
+    def poll(
+        self, jobs: Mapping[str, JobLayout], since: dt.datetime | None = None
+    ) -> dict[str, TaskStatus]:
+        """Status of all these jobs (and their array tasks), submitted since `since`, in one
+        round trip; finished ones with their usage where the scheduler accounts for it."""
 
     def cancel(self, job_id: str, layout: JobLayout) -> None: ...
 
@@ -46,18 +54,30 @@ class Scheduler(Protocol):
 _NONE_LISTED = "Invalid job id specified"
 
 
+class SubmitLimitError(SchedulerError):
+    """The scheduler refused a job for a per-user, QOS or association submit limit: try later."""
+
+    def __init__(self, limit: str) -> None:
+        super().__init__(f"the cluster's submit limit is reached ({limit})")
+        self.limit = limit
+
+
 class SlurmScheduler:
     label = "SLURM"
 
     def __init__(self, runner: Runner, *, jobcomp: bool = False) -> None:
         self.runner = runner
         self.jobcomp = jobcomp
+        self.accounts = not jobcomp
         self.calls = 0
 
     def _run(self, argv: list[str]) -> str:
         self.calls += 1
         result = self.runner.run(argv, check=False, timeout=120)
         if result.returncode != 0:
+            limit = submit_limit(result.stderr)
+            if limit is not None:
+                raise SubmitLimitError(limit)
             first = (result.stderr.strip().splitlines() or ["(no message)"])[0]
             raise SchedulerError(f"{argv[0]} failed: {first}")
         return result.stdout
@@ -70,7 +90,11 @@ class SlurmScheduler:
         ids = sorted({line.strip() for line in out.splitlines() if line.strip()})
         return ids[0] if ids else None
 
-    def poll(self, jobs: Mapping[str, JobLayout]) -> dict[str, TaskStatus]:
+    def poll(
+        self, jobs: Mapping[str, JobLayout], since: dt.datetime | None = None
+    ) -> dict[str, TaskStatus]:
+        """One squeue for all the jobs; then one sacct for those it shows finished (for their
+        usage) or no longer shows (finished longer ago than it remembers)."""
         if not jobs:
             return {}
         try:
@@ -80,10 +104,20 @@ class SlurmScheduler:
                 raise
             listed = ""  # squeue remembers none of them: all are for accounting
         statuses = parse_squeue(listed)
+        going = {s.job_id for s in statuses.values() if not s.finished}
+        ended = [job_id for job_id in jobs if job_id not in going]
+        if not ended:
+            return statuses
         seen = {status.job_id for status in statuses.values()}
-        gone = [job_id for job_id in jobs if job_id not in seen]
-        if gone:  # finished longer ago than squeue remembers: ask accounting
-            statuses.update(parse_sacct(self._run(sacct_command(gone, jobcomp=self.jobcomp))))
+        seconds = int(((utcnow() - since).total_seconds() if since else 86400) + 3600)
+        argv = sacct_command(ended, since_seconds=seconds, jobcomp=self.jobcomp)
+        for key, status in parse_sacct(self._run(argv)).items():
+            # accounting's final word (with usage) replaces squeue's; for a job squeue still
+            # shows, only for the tasks it shows (the jobcomp log names array tasks otherwise)
+            if status.finished and (status.job_id not in seen or key in statuses):
+                statuses[key] = status
+            elif status.job_id not in seen:
+                statuses.setdefault(key, status)
         return statuses
 
     def cancel(self, job_id: str, layout: JobLayout) -> None:
@@ -122,6 +156,7 @@ class ProcessScheduler:
     """Jobs as detached process groups on the runner's machine; the id is the group's pid."""
 
     label = "process"
+    accounts = False
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
@@ -140,7 +175,9 @@ class ProcessScheduler:
     def find(self, name: str, layout: JobLayout) -> str | None:
         return None  # a process job is started and recorded in one step; nothing to adopt
 
-    def poll(self, jobs: Mapping[str, JobLayout]) -> dict[str, TaskStatus]:
+    def poll(
+        self, jobs: Mapping[str, JobLayout], since: dt.datetime | None = None
+    ) -> dict[str, TaskStatus]:
         if not jobs:
             return {}
         self.calls += 1

@@ -3,12 +3,14 @@
 `to_job_state` is the one place that reads SLURM's own state names. Array tasks are reported one
 by one, keyed `"138_2"`; a pending array that SLURM still shows as one record (`138_[0-3]`) is
 expanded into its tasks. Exit codes are shell-style (the exit status, or 128 + the signal number)
-and None until the job has finished.
+and None until the job has finished. `sacct` also yields each finished task's `TaskUsage`
+(`labctl.compute.sacct` reads its units).
 """
 
 import re
 from collections.abc import Callable, Iterable
 
+from labctl.compute.sacct import SACCT_FORMAT, SacctRecord, read_sacct
 from labctl.errors import LabctlError
 from labctl.jobs.job import TaskStatus
 from labctl.jobs.states import FailureReason, JobState
@@ -16,8 +18,9 @@ from labctl.jobs.states import FailureReason, JobState
 SQUEUE_FORMAT = "JobArrayID:|,State:|,exit_code:"
 """`squeue --Format`: `|`-separated job id (`138`, `138_2`, `138_[0-3]`), state, wait status."""
 
-SACCT_FORMAT = "JobID,State,ExitCode"
-"""`sacct --format` with `--parsable2`: job id, state (`CANCELLED by 1001`), `exit:signal`."""
+SUBMIT_LIMITS = re.compile(r"\b((?:QOS|Assoc)(?:Max|Grp)\w*Submit\w*)")
+"""What sbatch names when a per-user, QOS or association submit limit refuses a job
+(`sbatch: error: QOSMaxSubmitJobPerUserLimit`, tests/captured/sbatch-*-limit.stderr)."""
 
 _JOB_ID = re.compile(r"\d+(_\d+)?")
 _REPORTED_ID = re.compile(r"(\d+)(?:_(\d+)|_\[([\d,\-]+)(?:%\d+)?\])?")
@@ -53,7 +56,7 @@ _SLURM_STATES: dict[str, tuple[JobState, FailureReason | None]] = {
     "OUT_OF_MEMORY": (JobState.FAILED, FailureReason.OUT_OF_MEMORY),
     "NODE_FAIL": (JobState.FAILED, FailureReason.NODE_FAIL),
     "BOOT_FAIL": (JobState.FAILED, FailureReason.NODE_FAIL),
-    "PREEMPTED": (JobState.FAILED, FailureReason.SLURM),
+    "PREEMPTED": (JobState.FAILED, FailureReason.PREEMPTED),
     "REVOKED": (JobState.FAILED, FailureReason.SLURM),
     "CANCELLED": (JobState.CANCELLED, FailureReason.CANCELLED),
 }
@@ -82,6 +85,12 @@ def parse_sbatch(stdout: str) -> str:
     return job_id
 
 
+def submit_limit(stderr: str) -> str | None:
+    """The name of the submit limit that made sbatch refuse a job, if that is why it did."""
+    match = SUBMIT_LIMITS.search(stderr)
+    return match[1] if match else None
+
+
 def squeue_command(job_ids: Iterable[str]) -> list[str]:
     """The one `squeue` call that reports all these jobs, finished ones included."""
     return [
@@ -93,19 +102,25 @@ def squeue_command(job_ids: Iterable[str]) -> list[str]:
     ]
 
 
-def sacct_command(job_ids: Iterable[str], *, jobcomp: bool = False) -> list[str]:
-    """The one `sacct` call that reports these jobs once they are finished.
+def sacct_command(
+    job_ids: Iterable[str], *, since_seconds: int, jobcomp: bool = False
+) -> list[str]:
+    """The one `sacct` call that reports these jobs, with their steps, once they are finished:
+    over the last `since_seconds` (from the oldest job's submission), times as epoch seconds.
 
     `jobcomp=True` reads the job completion log instead of slurmdbd (`sacct --completion`), for
-    clusters without accounting. That log knows no arrays: a task shows under its own raw job id.
+    clusters without accounting. That log knows no arrays (a task shows under its own raw job
+    id) and no steps, MaxRSS or TotalCPU.
     """
     source = ["--completion"] if jobcomp else []
     return [
+        "env",
+        "SLURM_TIME_FORMAT=%s",
         "sacct",
         *source,
-        "--allocations",
         "--parsable2",
         "--noheader",
+        f"--starttime=now-{max(60, since_seconds)}",
         f"--format={SACCT_FORMAT}",
         _jobs_option(job_ids),
     ]
@@ -117,8 +132,34 @@ def parse_squeue(text: str) -> dict[str, TaskStatus]:
 
 
 def parse_sacct(text: str) -> dict[str, TaskStatus]:
-    """Read the output of `sacct_command`, keyed by `TaskStatus.key`."""
-    return _parse_records(text, _exit_from_pair)
+    """Read the output of `sacct_command`, keyed by `TaskStatus.key`; a finished task comes
+    with its usage. A job that jobacct_gather killed for exceeding its --mem (OverMemoryKill,
+    without cgroups) ends FAILED by signal 9 with MaxRSS above its request: out of memory."""
+    statuses: dict[str, TaskStatus] = {}
+    for record in read_sacct(text):
+        line = f"{record.job_id}|{record.state}|{record.exit_code}"
+        for key, status in _parse_records(line, _exit_from_pair).items():
+            statuses[key] = _with_usage(status, record)
+    return statuses
+
+
+def _with_usage(status: TaskStatus, record: SacctRecord) -> TaskStatus:
+    if status.state in _NOT_FINISHED:
+        return status
+    usage = record.usage(status.key, status.exit_code)
+    reason = status.reason
+    rss, asked = usage.max_rss_bytes, usage.req_mem_bytes
+    if status.exit_code == 128 + 9 and rss and asked and rss > asked:
+        reason = FailureReason.OUT_OF_MEMORY
+    return TaskStatus(
+        status.job_id,
+        status.state,
+        reason,
+        status.detail,
+        status.exit_code,
+        status.array_task,
+        usage,
+    )
 
 
 def _jobs_option(job_ids: Iterable[str]) -> str:

@@ -84,18 +84,41 @@ def expected_outputs(job: Job, job_type: JobType) -> list[str]:
     return names
 
 
-def render(job: Job, job_type: JobType, cluster: ClusterConfig, layout: JobLayout) -> str:
-    """The complete batch script for `job`."""
+def job_name(job: Job) -> str:
+    """The scheduler's name for the job's current submission: `labctl-ID`, `labctl-ID-r1`
+    for its first automatic resubmission (so that a killed run adopts the right one)."""
+    again = job.resubmission
+    return f"labctl-{job.job_id}" + (f"-r{again.count}" if again else "")
+
+
+def resources_of(job: Job, job_type: JobType, defaults: Resources) -> Resources:
+    """What the job's current submission asks for: as resubmitted, else as the job asked,
+    its type declares and its cluster defaults (`defaults`)."""
+    if job.resubmission:
+        return Resources.model_validate(job.resubmission.resources)
     asked = Resources.model_validate(job.resources)
-    res = asked.over(job_type.resources.over(cluster.resources))
+    return asked.over(job_type.resources.over(defaults))
+
+
+def submitted_tasks(job: Job) -> list[int]:
+    """The array tasks the job's current submission runs (`[]` for a single job)."""
+    if job.resubmission and job.resubmission.tasks:
+        return job.resubmission.tasks
     tasks = array_size(job)
-    log_name = "slurm-%A_%a.out" if tasks > 1 else "slurm-%j.out"
+    return list(range(tasks)) if tasks > 1 else []
+
+
+def render(job: Job, job_type: JobType, cluster: ClusterConfig, layout: JobLayout) -> str:
+    """The complete batch script for `job` (for a resubmission: only the tasks it runs again)."""
+    res = resources_of(job, job_type, cluster.resources)
+    tasks = submitted_tasks(job)
+    log_name = "slurm-%A_%a.out" if array_size(job) > 1 else "slurm-%j.out"
     directives = [
-        f"--job-name=labctl-{job.job_id}",
+        f"--job-name={job_name(job)}",
         f"--output={layout.logs / log_name}",
         *_resource_directives(res),
         *([f"--account={cluster.account}"] if cluster.account else []),
-        *([f"--array=0-{tasks - 1}"] if tasks > 1 else []),
+        *([f"--array={_task_ranges(tasks)}"] if tasks else []),
     ]
     options = job.job_options
     split = options.get("split_idx")
@@ -124,13 +147,20 @@ def render(job: Job, job_type: JobType, cluster: ClusterConfig, layout: JobLayou
         f"export PYTHONPATH={shlex.quote(job.code_dir or str(layout.code))}",
     ]
     if job_type.splittable:  # a splittable job always runs as split k of n (n may be 1)
-        task = "${SLURM_ARRAY_TASK_ID}" if tasks > 1 else shlex.quote(str(split or 0))
+        task = "${SLURM_ARRAY_TASK_ID}" if tasks else shlex.quote(str(split or 0))
         lines.append(f"split_idx={task}")
         tail = ' --split-idx "$split_idx" --num-splits ' + shlex.quote(str(options["num_splits"]))
     else:
         tail = ""
     lines.append("exec " + shlex.join(command) + tail)
     return "\n".join(lines) + "\n"
+
+
+def _task_ranges(tasks: list[int]) -> str:
+    """`--array` of these tasks: `0-39`, or `3,7` for tasks run again."""
+    if len(tasks) > 1 and tasks == list(range(tasks[0], tasks[-1] + 1)):
+        return f"{tasks[0]}-{tasks[-1]}"
+    return ",".join(str(t) for t in tasks)
 
 
 def _resource_directives(res: Resources) -> list[str]:

@@ -35,6 +35,11 @@ class TaskStatus:
     detail: str
     exit_code: int | None
     array_task: int | None = None
+    usage: TaskUsage | None = None  # once finished, where the scheduler's accounting has it
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in (JobState.PENDING, JobState.RUNNING)
 
     @property
     def key(self) -> str:
@@ -85,7 +90,7 @@ class SchedulerStatus(_Part):
     tasks: int = 1
     state: str | None = None  # the scheduler's word (TaskStatus.detail)
     exit_code: int | None = None
-    missing: int = 0  # polls in a row that did not find it
+    missing: int = 0  # polls in a row that did not find it (or, finished, its accounting)
     task_states: dict[str, str] = Field(default_factory=dict)
     submitted_at: dt.datetime | None = None
 
@@ -158,6 +163,16 @@ class Notice(_Part):
     sent_at: dt.datetime | None = None
 
 
+class Resubmission(_Part):
+    """An automatic resubmission after SLURM ended the job for reasons of its own (time limit,
+    memory, a lost node, preemption); see `labctl.jobs.resubmit`."""
+
+    count: int  # 1 for the first resubmission
+    resources: dict[str, Any]  # what this run asks for: time, mem, cpus, partition
+    tasks: list[int] = Field(default_factory=list)  # the array tasks run again; empty: all
+    ends: list[FailureReason] = Field(default_factory=list)  # why each earlier run ended
+
+
 class HistoryItem(_Part):
     state: JobState
     at: dt.datetime
@@ -208,6 +223,7 @@ class Job(_Part):
     usage: list[TaskUsage] = Field(default_factory=list)  # per task, once it has finished
     notices: dict[str, Notice] = Field(default_factory=dict)  # by event key
     notify_at: dt.datetime | None = None  # the earliest time a notice is due
+    resubmission: Resubmission | None = None  # the latest automatic resubmission, if any
 
     @model_validator(mode="before")
     @classmethod

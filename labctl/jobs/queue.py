@@ -369,6 +369,7 @@ def retry_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
             "next_try_at": utcnow(),
             "transfer": None,
             "scheduler": None,
+            "resubmission": None,
             "owner": None,
             "lease_until": None,
             "attempt": job.attempt + 1,

@@ -28,6 +28,7 @@ class FailureReason(StrEnum):
     TIMEOUT = "timeout"
     OUT_OF_MEMORY = "out_of_memory"
     NODE_FAIL = "node_fail"
+    PREEMPTED = "preempted"
     EXIT_CODE = "exit_code"
     CANCELLED = "cancelled"
     RETRIEVE = "retrieve"
@@ -40,9 +41,12 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     _S.QUEUED: frozenset({_S.AWAITING_DATA, _S.TRANSFERRING, _S.CANCELLED, _S.FAILED}),
     _S.AWAITING_DATA: frozenset({_S.TRANSFERRING, _S.CANCELLED, _S.FAILED}),
     _S.TRANSFERRING: frozenset({_S.TRANSFERRING, _S.SUBMITTED, _S.CANCELLED, _S.FAILED}),
-    _S.SUBMITTED: frozenset({_S.PENDING, _S.RUNNING, _S.RETRIEVING, _S.FAILED, _S.CANCELLED}),
-    _S.PENDING: frozenset({_S.RUNNING, _S.RETRIEVING, _S.FAILED, _S.CANCELLED}),
-    _S.RUNNING: frozenset({_S.RETRIEVING, _S.FAILED, _S.CANCELLED}),
+    # -> submitted again: resubmitted automatically (labctl.jobs.resubmit)
+    _S.SUBMITTED: frozenset(
+        {_S.SUBMITTED, _S.PENDING, _S.RUNNING, _S.RETRIEVING, _S.FAILED, _S.CANCELLED}
+    ),
+    _S.PENDING: frozenset({_S.SUBMITTED, _S.RUNNING, _S.RETRIEVING, _S.FAILED, _S.CANCELLED}),
+    _S.RUNNING: frozenset({_S.SUBMITTED, _S.RETRIEVING, _S.FAILED, _S.CANCELLED}),
     _S.RETRIEVING: frozenset({_S.RETRIEVING, _S.COMPLETED, _S.FAILED}),
     _S.COMPLETED: frozenset(),
     _S.FAILED: frozenset({_S.QUEUED}),

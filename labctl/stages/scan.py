@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import socket
@@ -12,14 +13,16 @@ from typing import Any
 
 from labctl.catalog.fields import get_dotted
 from labctl.clock import utcnow
+from labctl.compute.scheduler import SubmitLimitError
 from labctl.compute.slurm import SchedulerError
 from labctl.compute.transport import TransferError, TransferHandle, TransportError, rsync_argv
 from labctl.compute.transport import start_background as start_rsync
 from labctl.errors import ValidationError
-from labctl.jobs.batch import array_size, render
+from labctl.jobs.batch import job_name, render, resources_of, submitted_tasks
 from labctl.jobs.job import Job, SchedulerStatus, Transfer
 from labctl.jobs.queue import read_job, update, where
-from labctl.jobs.states import FailureReason, JobState
+from labctl.jobs.resubmit import describe_resources
+from labctl.jobs.states import WATCHED, FailureReason, JobState
 from labctl.jobs.submit import check_inputs, dataset_dirs
 from labctl.private import write_private
 from labctl.stages import StageRun
@@ -133,20 +136,27 @@ def launch(state_dir: Path, argv: list[str]) -> TransferHandle | None:
 
 
 def submit(run: StageRun, job: Job) -> None:
-    """transferring (data arrived) -> submitted: upload the batch script and submit it once."""
+    """transferring (data arrived) -> submitted, or a resubmission (submitted, no scheduler id
+    yet): upload the batch script and submit it once. A cluster's submit limit (its own, or
+    `max_submitted`) leaves the job waiting to try again, not failed and no retry spent."""
     cluster = run.cluster(job)
     layout = run.layout(job)
-    script = render(job, run.job_type(job), cluster.config, layout)
-    name = f"labctl-{job.job_id}"
-    tasks = array_size(job)
+    spec = run.job_type(job)
+    script = render(job, spec, cluster.config, layout)
+    tasks = max(1, len(submitted_tasks(job)))
+    if not room_for(run, job, tasks):
+        return
     try:
         scheduler_id = None
         if job.scheduler and job.scheduler.submitting:  # a run died around sbatch: adopt it
-            scheduler_id = cluster.scheduler.find(name, layout)
+            scheduler_id = cluster.scheduler.find(job_name(job), layout)
         if scheduler_id is None:
             cluster.runner.write_file(str(layout.script), script, 0o755)
             update(run.db, job, scheduler=SchedulerStatus(submitting=True))
             scheduler_id = cluster.scheduler.submit(layout, tasks)
+    except SubmitLimitError as exc:
+        wait_to_submit(run, job, f"{exc}; trying again later")
+        return
     except SchedulerError as exc:
         run.move(job, JobState.FAILED, str(exc), reason=FailureReason.SUBMIT)
         return
@@ -155,6 +165,52 @@ def submit(run: StageRun, job: Job) -> None:
         return
     status = SchedulerStatus(job_id=scheduler_id, tasks=tasks, submitted_at=utcnow())
     fields = {"scheduler": status, "batch_script": script}
-    note = f"job {scheduler_id} submitted on {cluster.name}"
-    if run.move(job, JobState.SUBMITTED, note, fields=fields) is None:
+    asked = describe_resources(resources_of(job, spec, cluster.config.resources))
+    note = f"job {scheduler_id} submitted on {cluster.name} ({asked})"
+    if job.status is JobState.SUBMITTED:  # a resubmission: it stays submitted
+        if not update(run.db, job, note, **fields, waiting=None):
+            stop_if_cancelled(run, job, fields)
+        run.did["resubmitted"] += 1
+    elif run.move(job, JobState.SUBMITTED, note, fields=fields) is None:
         stop_if_cancelled(run, job, fields)
+
+
+def room_for(run: StageRun, job: Job, tasks: int) -> bool:
+    """Whether `tasks` more jobs fit under the cluster's `max_submitted`, counting each array
+    task as SLURM does. The count is this member's jobs at the cluster's scheduler as the queue
+    records them (no extra scheduler call, the same in every stage), which is never less than
+    SLURM's own: an array's finished tasks count until the whole array has ended."""
+    limit = run.cluster(job).config.max_submitted
+    if limit is None:
+        return True
+    if tasks > limit:
+        note = f"the job has {tasks} tasks but max_submitted on {job.compute_cluster} is {limit}"
+        run.move(job, JobState.FAILED, note, reason=FailureReason.CONFIG)
+        return False
+    at_scheduler = {"$or": [{"scheduler.job_id": {"$ne": None}}, {"scheduler.submitting": True}]}
+    others = where(
+        JobState.TRANSFERRING,
+        *WATCHED,
+        compute_cluster=job.compute_cluster,
+        job_id={"$ne": job.job_id},
+    )
+    found = run.db.queue.find(run.mine({**others, **at_scheduler}), ["scheduler"])
+    submitted = sum(int((doc.get("scheduler") or {}).get("tasks") or 1) for doc in found)
+    if submitted + tasks <= limit:
+        return True
+    wait_to_submit(
+        run,
+        job,
+        f"{submitted} of max_submitted {limit} jobs are submitted on "
+        f"{job.compute_cluster}; waiting for room",
+    )
+    return False
+
+
+def wait_to_submit(run: StageRun, job: Job, message: str) -> None:
+    """Leave the job where it is, to be submitted by a later run (noted once in its history)."""
+    delay = run.config.watchdog.backoff_seconds
+    note = message if job.waiting != message else None
+    later = utcnow() + dt.timedelta(seconds=delay)
+    update(run.db, job, note, scheduler=SchedulerStatus(), waiting=message, next_try_at=later)
+    run.did["waiting to submit"] += 1

@@ -14,12 +14,13 @@ from labctl.compute.cluster import Cluster
 from labctl.compute.slurm import SchedulerError
 from labctl.compute.transport import LocalRunner, SessionDownError, TransportError
 from labctl.errors import DuplicateError, NotFoundError, ValidationError
-from labctl.jobs.job import Job, TaskStatus
+from labctl.jobs.job import Job, SchedulerStatus, TaskStatus
 from labctl.jobs.queue import add_job, find_jobs, update, where
 from labctl.jobs.states import WATCHED, FailureReason, JobState
 from labctl.jobs.submit import JobRequest, prepare_job
 from labctl.stages import StageRun, Unconfigured
 from labctl.stages.notices import send_notices
+from labctl.stages.resubmitting import resubmit_or_note, run_resubmissions, with_usage
 from labctl.stages.retrieval import log_tail, run_retrieval
 
 MISSING_POLLS_BEFORE_FAILING = 3
@@ -33,6 +34,7 @@ def run_jobs(run: StageRun) -> None:
         by_cluster[job.compute_cluster].append(job)
     for name, jobs in by_cluster.items():
         poll_cluster(run, name, jobs)
+    run_resubmissions(run)
     run_retrieval(run)
     run.each(where(JobState.COMPLETED, follow_up_pending=True), partial(queue_follow_up, run))
     send_notices(run)
@@ -46,9 +48,10 @@ def poll_cluster(run: StageRun, name: str, jobs: list[Job]) -> None:
         return
     cluster = run.pool.get(name)
     asked = {sid: run.layout(job) for job in jobs if (sid := job.scheduler_id)}
+    times = [s.submitted_at for job in jobs if (s := job.scheduler) and s.submitted_at]
     try:
         cluster.require_session()
-        statuses = cluster.scheduler.poll(asked)
+        statuses = cluster.scheduler.poll(asked, since=min(times, default=None))
     except SessionDownError:
         run.wait_for_session(jobs, name)
         return
@@ -88,6 +91,10 @@ def follow(
             update(run.db, job, scheduler=known.model_copy(update={"missing": missing}))
         return
     state, task = summarize(tasks)
+    if state not in (JobState.RUNNING, JobState.PENDING) and unaccounted(cluster, known, tasks):
+        # slurmdbd records a job's end a moment after squeue shows it: decide with its record
+        update(run.db, job, scheduler=known.model_copy(update={"missing": known.missing + 1}))
+        return
     heard = known.model_copy(
         update={
             "state": task.detail,
@@ -101,10 +108,23 @@ def follow(
         update(run.db, job, **fields, waiting=None)
         return
     note = f"{cluster.scheduler.label} {task.detail}"
+    if state not in (JobState.RUNNING, JobState.PENDING):
+        fields["usage"] = with_usage(job, tasks)
     if state is JobState.FAILED:
         note += f" (exit {task.exit_code})" if task.exit_code else ""
         fields["log_tail"] = log_tail(cluster, run.layout(job))
+        failed = resubmit_or_note(run, cluster, job, tasks, note, fields)
+        if failed is None:
+            return
+        note = failed
     run.move(job, state, note, fields=fields, reason=task.reason)
+
+
+def unaccounted(cluster: Cluster, known: SchedulerStatus, tasks: Sequence[TaskStatus]) -> bool:
+    """Whether a finished job's accounting record is still incomplete (for a few polls)."""
+    if not cluster.scheduler.accounts or known.missing >= MISSING_POLLS_BEFORE_FAILING:
+        return False
+    return any(t.usage is None or t.usage.req_mem_bytes is None for t in tasks)
 
 
 def queue_follow_up(run: StageRun, job: Job) -> None:
