@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import ParseResult
 
 from labctl.config import DatabaseConfig
+from labctl.embedded import embedded_filter
 from labctl.errors import (
     DatabaseError,
     DatabaseUnreachable,
@@ -35,7 +36,6 @@ from labctl.errors import (
     ValidationError,
 )
 from labctl.private import narrow_tree, open_private, private_dir
-from labctl.regex import linear_regexes
 
 Doc = dict[str, Any]
 Filter = Mapping[str, Any]
@@ -143,7 +143,7 @@ class Collection:
             yield
 
     def _filter(self, filter: Filter | None) -> Doc:
-        return linear_regexes(filter or {}) if self._lock else dict(filter or {})
+        return embedded_filter(filter or {}) if self._lock else dict(filter or {})
 
     def insert(self, doc: Doc) -> None:
         with self._op():

@@ -3,7 +3,6 @@ in the text: a `~` condition cannot hold a server however it is written."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import re2
@@ -36,13 +35,3 @@ class LinearRegex(Regex[str]):
 
     def try_compile(self) -> Any:
         return self._compiled
-
-
-def linear_regexes(filter: Any) -> Any:
-    """`filter` with every `$regex` pattern text made a `LinearRegex`."""
-    if isinstance(filter, Mapping):
-        items = filter.items()
-        return {k: LinearRegex(v) if k == "$regex" else linear_regexes(v) for k, v in items}
-    if isinstance(filter, list):
-        return [linear_regexes(item) for item in filter]
-    return filter

@@ -97,6 +97,16 @@ def test_filter_operators(filled: Database, filter: dict[str, Any], expected: li
     assert _datasets(found) == [_ds(i) for i in expected]
 
 
+def test_not_null_through_a_null_parent_matches_as_mongodb_does(db: Database) -> None:
+    """`{"a.b": {"$ne": None}}` is false for `a: null` on MongoDB; litemongo alone matched it."""
+    docs = [{"k": 1, "a": None}, {"k": 2, "a": {"b": None}}, {"k": 3, "a": {"b": "x"}}, {"k": 4}]
+    db["scratch"].insert_many(docs)
+    found = db["scratch"].find({"a.b": {"$ne": None}}, ["k"])
+    assert [doc["k"] for doc in found] == [3]
+    either = {"$or": [{"a.b": {"$ne": None}}, {"k": 4}]}
+    assert sorted(doc["k"] for doc in db["scratch"].find(either, ["k"])) == [3, 4]
+
+
 def test_datetime_range_is_tz_aware_utc_and_exact(filled: Database) -> None:
     found = filled.data.find(
         {"acquired_at": {"$gt": T0 + timedelta(hours=1), "$lt": T0 + timedelta(hours=4)}},
