@@ -13,6 +13,7 @@ from labctl.compute.slurm import SchedulerError, to_job_state
 from labctl.config import Config
 from labctl.db import Database
 from labctl.jobs.job import SCHEMA_VERSION
+from labctl.jobs.queue import archive_settled
 from labctl.jobs.states import JobState
 
 _SCHEMA_KEY = "schema"
@@ -52,21 +53,24 @@ def scheduler_of(slurm: dict[str, Any], process: bool) -> dict[str, Any]:
 
 def migrate(db: Database, config: Config) -> int:
     """Bring every stored job to SCHEMA_VERSION; return how many were changed."""
-    changed = 0
+    changed: set[str] = set()
     fields = ["job_id", "compute_cluster", "slurm", "scheduler"]
-    for doc in db.queue.find({"slurm": {"$exists": True}}, fields):
+    for doc in db.queue.find({"slurm": {"$exists": True}}, fields):  # version 2
         cluster = config.clusters.get(doc["compute_cluster"])
         process = cluster is not None and cluster.scheduler == "process"
         new: dict[str, Any] = {"$unset": {"slurm": ""}}
         if doc["slurm"] is not None and "scheduler" not in doc:  # a newer labctl wrote none yet
             new["$set"] = {"scheduler": scheduler_of(doc["slurm"], process)}
-        changed += db.queue.update({"job_id": doc["job_id"], "slurm": {"$exists": True}}, new)
+        if db.queue.update({"job_id": doc["job_id"], "slurm": {"$exists": True}}, new):
+            changed.add(doc["job_id"])
+    while moved := archive_settled(db):  # version 3
+        changed.update(moved)
     db.meta.update(
         {"key": _SCHEMA_KEY},
         {"$set": {"kind": _SCHEMA_KEY, "version": SCHEMA_VERSION}},
         upsert=True,
     )
-    return changed
+    return len(changed)
 
 
 def migrate_if_needed(db: Database, config: Config) -> int:

@@ -1,21 +1,27 @@
-"""The `queue` collection: reading jobs and moving them through their states.
+"""The jobs: reading them and moving them through their states.
 
 Every state change goes through `transition`, a compare-and-set on the current state that also
 appends to the job's history; watchdog stages take jobs with `claim` (owner + lease), so that
 overlapping cron runs never work on the same job.
+
+Jobs in flight live in `queue`, the only collection the watchdog's stages read; a finished job no
+stage works on any more is moved to `archive` (`archive_settled`), so that a stage's cost does not
+grow with the lab's history, and back by `retry_job`. A move copies, then deletes: a run killed
+in between leaves the job in both, and every reader here takes the queue's copy.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from typing import Any
 
 from labctl.clock import utcnow
-from labctl.db import Database
-from labctl.errors import NotFoundError, PermissionDenied, ValidationError
+from labctl.db import Database, Doc, SortSpec
+from labctl.errors import DuplicateError, NotFoundError, PermissionDenied, ValidationError
 from labctl.jobs.job import Failure, HistoryItem, Job, MalformedJob, store_value
-from labctl.jobs.states import ACTIVE, FailureReason, JobState, check_transition
+from labctl.jobs.states import ACTIVE, TERMINAL, FailureReason, JobState, check_transition
 
 
 def history_item(state: JobState, note: str, now: dt.datetime) -> HistoryItem:
@@ -30,22 +36,75 @@ def where(*states: JobState, **fields: Any) -> dict[str, Any]:
     return filter
 
 
+def settled(**fields: Any) -> dict[str, Any]:
+    """A queue filter: finished jobs no stage has anything left to do for (cancelled ones
+    stopped, completed ones cleaned up and followed up), whose other fields match `fields`."""
+    return {
+        **where(*TERMINAL, **fields),
+        "cleanup_pending": {"$ne": True},
+        "follow_up_pending": {"$ne": True},
+        "$or": [{"status": {"$ne": str(JobState.COMPLETED)}}, {"scratch_cleaned": True}],
+    }
+
+
 def get_job(db: Database, job_id: str) -> dict[str, Any]:
     """One job as the CLI, the REST API and the Python API show it."""
     return read_job(db, job_id).doc()
 
 
 def read_job(db: Database, job_id: str) -> Job:
-    doc = db.queue.find_one({"job_id": job_id})
+    """A job in flight or archived."""
+    # Moves copy before they delete, so a job moving out of the queue is in the archive once it
+    # has left, and one moving back (a retry) in the queue again before it leaves the archive.
+    doc = (
+        db.queue.find_one({"job_id": job_id})
+        or db.archive.find_one({"_id": job_id})
+        or db.queue.find_one({"job_id": job_id})
+    )
     if doc is None:
         raise NotFoundError(f"no job {job_id}")
     return Job.of(doc)
 
 
+def all_jobs(
+    db: Database, filter: Mapping[str, Any], sort: SortSpec = (), limit: int = 0
+) -> list[Doc]:
+    """The stored documents of every job matching `filter`, in flight or archived, each once
+    (the queue's copy of one being moved), in the order of `sort`, the first `limit` of them."""
+    live = db.queue.find(filter, sort=sort, limit=limit)
+    # Each queue copy hides one archive copy at most: read that many more to keep `limit`.
+    old = db.archive.find(filter, sort=sort, limit=limit + len(live) if limit else 0)
+    again = db.queue.find(filter, sort=sort, limit=limit)  # see read_job
+    by_id = {doc["job_id"]: doc for doc in [*old, *live, *again]}
+    jobs = list(by_id.values())
+    for field, direction in reversed(sort):
+        jobs.sort(
+            key=lambda doc: (doc.get(field) is not None, doc.get(field)), reverse=direction < 0
+        )
+    return jobs[:limit] if limit else jobs
+
+
+def archive_settled(db: Database, user: str | None = None, batch: int = 500) -> list[str]:
+    """Move up to `batch` settled jobs (of `user`, or everyone's) from the queue to the archive;
+    return their ids. A job changed since it was read stays in the queue."""
+    moved = []
+    for doc in db.queue.find(settled(**({"user": user} if user else {})), limit=batch):
+        copy = {**doc, "_id": doc["job_id"]}
+        try:
+            db.archive.insert(copy)
+        except DuplicateError:  # copied by a run killed before its delete: copy it again
+            db.archive.replace({"_id": doc["job_id"]}, copy)
+        as_read = {"job_id": doc["job_id"], "status": doc["status"]}
+        if db.queue.delete({**as_read, "updated_at": doc.get("updated_at")}):
+            moved.append(doc["job_id"])
+    return moved
+
+
 def find_jobs(
     db: Database, filter: Mapping[str, Any], malformed: Callable[[MalformedJob], object]
 ) -> list[Job]:
-    """The jobs matching `filter`; each that cannot be read goes to `malformed` instead."""
+    """The jobs in flight matching `filter` (the archive is not read); each that cannot be
+    read goes to `malformed` instead."""
     jobs = []
     for doc in db.queue.find(filter):
         try:
@@ -70,7 +129,7 @@ def list_jobs(
         filter["dataset"] = dataset
     if status:
         filter["status"] = str(JobState(status))
-    jobs = db.queue.find(filter, sort=[("created_at", -1)], limit=limit)
+    jobs = all_jobs(db, filter, sort=[("created_at", -1)], limit=limit)
     return [Job.of(job).doc() for job in jobs]
 
 
@@ -168,12 +227,13 @@ def mark_waiting(db: Database, jobs: Sequence[Job], message: str) -> None:
 def has_work(db: Database, user: str) -> bool:
     """Whether a watchdog stage may have something to do for `user`, in one read: a job of
     theirs is active, or cancelled and still to stop, or completed and still to clean or to
-    follow up (the stages' own filters, all at once)."""
+    follow up, or finished and still to archive (the stages' own filters, all at once)."""
     pending = [
         where(*ACTIVE),
         where(JobState.CANCELLED, cleanup_pending=True),
         where(JobState.COMPLETED, scratch_cleaned=False),
         where(JobState.COMPLETED, follow_up_pending=True),
+        settled(),
     ]
     return db.queue.find_one({"user": user, "$or": pending}, ["job_id"]) is not None
 
@@ -235,13 +295,17 @@ def cancel_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
 
 
 def retry_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
-    """Put a failed or cancelled job back in the queue, from the start."""
+    """Put a failed or cancelled job back in the queue, from the start (out of the archive)."""
     job = read_job(db, job_id)
     check_may_change(db, job, username)
     if job.status not in (JobState.FAILED, JobState.CANCELLED):
         raise ValidationError(
             f"only failed or cancelled jobs can be retried; {job_id} is {job.status}"
         )
+    archived = db.archive.find_one({"_id": job_id})
+    if archived is not None:  # copied back before it leaves the archive (see `read_job`)
+        with suppress(DuplicateError):  # still in the queue too: a move killed half-way
+            db.queue.insert(archived)
     done = transition(
         db,
         job,
@@ -260,4 +324,6 @@ def retry_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
     )
     if done is None:
         raise ValidationError(f"job {job_id} changed state meanwhile; look again")
+    if archived is not None:
+        db.archive.delete({"_id": job_id})
     return done.doc()

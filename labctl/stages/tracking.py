@@ -25,7 +25,7 @@ from labctl.compute.transport import (
 from labctl.errors import DuplicateError, NotFoundError, ValidationError
 from labctl.jobs.batch import JobLayout, array_size, expected_outputs
 from labctl.jobs.job import Job, ResultFile, TaskStatus, store_value
-from labctl.jobs.queue import add_job, find_jobs, update, where
+from labctl.jobs.queue import add_job, archive_settled, find_jobs, update, where
 from labctl.jobs.states import WATCHED, FailureReason, JobState
 from labctl.jobs.submit import JobRequest, dataset_dirs, prepare_job
 from labctl.private import write_private
@@ -57,6 +57,8 @@ def run_jobs(run: StageRun) -> None:
     run.each(due, partial(retrieve, run))
     run.each(where(JobState.COMPLETED, scratch_cleaned=False), partial(clean_scratch, run))
     run.each(where(JobState.COMPLETED, follow_up_pending=True), partial(queue_follow_up, run))
+    if archived := archive_settled(run.db, run.config.user):
+        run.did["archived"] += len(archived)
 
 
 def poll_cluster(run: StageRun, name: str, jobs: list[Job]) -> None:
