@@ -38,6 +38,12 @@ from labctl.stages.loop import reap_children, run_stages
 from tests.jobfixtures import DATASET, local_jobs
 
 ALL = ["scan", "transfers", "jobs"]
+LEASE = dt.timedelta(seconds=0.5)
+
+
+def move(db: Database, batch: int = 500) -> list[str]:
+    """Archive settled jobs as a watchdog run on this process would."""
+    return archive_settled(db, f"test:{os.getpid()}", LEASE, batch=batch)
 
 
 @pytest.fixture
@@ -125,7 +131,7 @@ def test_a_move_killed_after_its_copy_shows_the_job_once(cfg: Config, db: Databa
     db.queue.update({"job_id": job_id}, {"$set": {"log_tail": "the queue's copy"}})
     assert ids_shown(db) == [job_id]
     assert get_job(db, job_id)["log_tail"] == "the queue's copy"
-    assert archive_settled(db) == [job_id]  # the next move replaces the older copy
+    assert move(db) == [job_id]  # the next move replaces the older copy
     assert db.queue.count({}) == 0
     assert get_job(db, job_id)["log_tail"] == "the queue's copy"
     assert ids_shown(db) == [job_id]
@@ -133,7 +139,7 @@ def test_a_move_killed_after_its_copy_shows_the_job_once(cfg: Config, db: Databa
 
 def test_retry_brings_an_archived_job_back(cfg: Config, db: Database) -> None:
     (job_id,) = finished(db, cfg, 1, JobState.CANCELLED)
-    assert archive_settled(db) == [job_id]
+    assert move(db) == [job_id]
     done = retry_job(db, job_id, cfg.user)
     assert done["status"] == str(JobState.QUEUED)
     assert db.archive.count({}) == 0
@@ -157,7 +163,7 @@ def test_lists_keep_their_order_and_limit_across_queue_and_archive(
     cfg: Config, db: Database
 ) -> None:
     ids = finished(db, cfg, 6, JobState.FAILED)
-    archive_settled(db, batch=3)  # the three oldest (natural order) move
+    move(db, batch=3)  # the three oldest (natural order) move
     doc = db.queue.find_one({"job_id": ids[3]})
     assert doc is not None
     db.archive.insert({**doc, "_id": ids[3]})  # and one is half-way
@@ -175,7 +181,7 @@ def _archiver(config_json: str) -> None:
     """Archive one job at a time (as slowly as the store lets it), printing each id moved."""
     with connect(DatabaseConfig.model_validate_json(config_json)) as db:
         print("ready", flush=True)
-        while moved := archive_settled(db, batch=1):
+        while moved := move(db, batch=1):
             print(moved[0], flush=True)
 
 
@@ -200,7 +206,8 @@ def test_a_sigkilled_archiver_loses_and_doubles_nothing(cfg: Config, db: Databas
         assert sorted(shown) == sorted(ids)  # each job once, none lost
         assert all(read_job(db, job_id).status is JobState.FAILED for job_id in ids)
     assert kills >= 2, "the archiver finished before it could be killed twice"
-    while archive_settled(db):
+    time.sleep(LEASE.total_seconds())  # the job a killed run held is free again
+    while move(db):
         pass
     assert db.queue.count({}) == 0
     assert sorted(doc["_id"] for doc in db.archive.find({}, ["_id"])) == sorted(ids)

@@ -7,6 +7,7 @@ tests/captured/README.md for how they were made).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -17,10 +18,17 @@ from bson import json_util
 from click.testing import CliRunner
 
 from labctl.cli import cli
+from labctl.clock import utcnow
 from labctl.config import Config
 from labctl.db import Database
 from labctl.jobs.job import SCHEMA_VERSION
-from labctl.jobs.migrate import migrate, scheduler_of, stored_version
+from labctl.jobs.migrate import (
+    UpgradeBusy,
+    migrate,
+    migrate_if_needed,
+    scheduler_of,
+    stored_version,
+)
 from labctl.jobs.queue import all_jobs, get_job, list_jobs, read_job
 from labctl.jobs.states import TERMINAL, JobState
 from labctl.jobs.submit import JobRequest, submit_job
@@ -127,6 +135,19 @@ def test_migrate_moves_the_history_to_the_archive(old_store: Config, db: Databas
     assert db.archive.count({}) == 600 + 2
     assert {job["job_id"] for job in list_jobs(db)} >= {*settled, *unsettled}
     assert migrate(db, old_store) == 0
+
+
+def test_one_process_upgrades_at_a_time(old_store: Config, db: Database) -> None:
+    held = {"owner": "other:1", "lease_until": utcnow() + dt.timedelta(minutes=5)}
+    db.meta.update({"key": "schema-upgrade"}, {"$set": held}, upsert=True)
+    with pytest.raises(UpgradeBusy, match="another process is upgrading"):
+        migrate(db, old_store)
+    assert migrate_if_needed(db, old_store) == 0  # the watchdog goes on meanwhile
+    assert stored_version(db) == 1
+    died = {"lease_until": utcnow() - dt.timedelta(seconds=1)}
+    db.meta.update({"key": "schema-upgrade"}, {"$set": died})
+    assert migrate(db, old_store) == 3
+    assert stored_version(db) == SCHEMA_VERSION
 
 
 def test_a_slurm_record_keeps_slurm_s_words() -> None:

@@ -18,7 +18,7 @@ from contextlib import suppress
 from typing import Any
 
 from labctl.clock import utcnow
-from labctl.db import Database, Doc, SortSpec
+from labctl.db import Collection, Database, Doc, SortSpec
 from labctl.errors import DuplicateError, NotFoundError, PermissionDenied, ValidationError
 from labctl.jobs.job import Failure, HistoryItem, Job, MalformedJob, store_value
 from labctl.jobs.states import ACTIVE, TERMINAL, FailureReason, JobState, check_transition
@@ -36,15 +36,19 @@ def where(*states: JobState, **fields: Any) -> dict[str, Any]:
     return filter
 
 
+# Of the finished jobs, those no stage has anything left to do for: cancelled ones stopped,
+# completed ones cleaned up and followed up.
+_SETTLED = {
+    "cleanup_pending": {"$ne": True},
+    "follow_up_pending": {"$ne": True},
+    "$nor": [{"status": str(JobState.COMPLETED), "scratch_cleaned": {"$ne": True}}],
+}
+
+
 def settled(**fields: Any) -> dict[str, Any]:
-    """A queue filter: finished jobs no stage has anything left to do for (cancelled ones
-    stopped, completed ones cleaned up and followed up), whose other fields match `fields`."""
-    return {
-        **where(*TERMINAL, **fields),
-        "cleanup_pending": {"$ne": True},
-        "follow_up_pending": {"$ne": True},
-        "$or": [{"status": {"$ne": str(JobState.COMPLETED)}}, {"scratch_cleaned": True}],
-    }
+    """A queue filter: finished jobs no stage has anything left to do for, whose other fields
+    match `fields`."""
+    return {**where(*TERMINAL, **fields), **_SETTLED}
 
 
 def get_job(db: Database, job_id: str) -> dict[str, Any]:
@@ -84,18 +88,28 @@ def all_jobs(
     return jobs[:limit] if limit else jobs
 
 
-def archive_settled(db: Database, user: str | None = None, batch: int = 500) -> list[str]:
-    """Move up to `batch` settled jobs (of `user`, or everyone's) from the queue to the archive;
-    return their ids. A job changed since it was read stays in the queue."""
+def archive_settled(
+    db: Database, owner: str, lease: dt.timedelta, user: str | None = None, batch: int = 500
+) -> list[str]:
+    """Move up to `batch` settled jobs (of `user`, or everyone's) from the queue to the archive,
+    each claimed by `owner` for `lease` meanwhile; return their ids. A job that changed once
+    copied (a retry) stays in the queue."""
     moved = []
-    for doc in db.queue.find(settled(**({"user": user} if user else {})), limit=batch):
-        copy = {**doc, "_id": doc["job_id"]}
+    for found in db.queue.find(
+        settled(**({"user": user} if user else {})), ["job_id"], limit=batch
+    ):
+        # Still settled, with its state not planned by litemongo: `$in` of the finished states
+        # would collect every finished job in the queue for each claim.
+        still = {"job_id": found["job_id"], "status": {"$nin": [str(s) for s in ACTIVE]}}
+        doc = take(db.queue, {**still, **_SETTLED}, owner, lease)
+        if doc is None:  # another run is moving it, or it changed
+            continue
+        copy = {**doc, "_id": doc["job_id"], "owner": None, "lease_until": None}
         try:
             db.archive.insert(copy)
         except DuplicateError:  # copied by a run killed before its delete: copy it again
             db.archive.replace({"_id": doc["job_id"]}, copy)
-        as_read = {"job_id": doc["job_id"], "status": doc["status"]}
-        if db.queue.delete({**as_read, "updated_at": doc.get("updated_at")}):
+        if db.queue.delete({"job_id": doc["job_id"], "owner": owner}):
             moved.append(doc["job_id"])
     return moved
 
@@ -240,14 +254,21 @@ def has_work(db: Database, user: str) -> bool:
 
 def claim(db: Database, filter: Mapping[str, Any], owner: str, lease: dt.timedelta) -> Job | None:
     """Take one job matching `filter` whose lease is free or expired, for `lease`."""
+    done = take(db.queue, filter, owner, lease)
+    return None if done is None else Job.of(done)
+
+
+def take(
+    collection: Collection, filter: Mapping[str, Any], owner: str, lease: dt.timedelta
+) -> Doc | None:
+    """Take the oldest document matching `filter` whose lease is free or expired, for `lease`."""
     now = utcnow()
     free = {"$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
-    done = db.queue.claim(
+    return collection.claim(
         {**filter, **free},
         {"$set": {"owner": owner, "lease_until": now + lease}},
         sort=[("created_at", 1)],
     )
-    return None if done is None else Job.of(done)
 
 
 def renew(db: Database, job: Job, owner: str, lease: dt.timedelta) -> None:

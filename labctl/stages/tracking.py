@@ -57,7 +57,7 @@ def run_jobs(run: StageRun) -> None:
     run.each(due, partial(retrieve, run))
     run.each(where(JobState.COMPLETED, scratch_cleaned=False), partial(clean_scratch, run))
     run.each(where(JobState.COMPLETED, follow_up_pending=True), partial(queue_follow_up, run))
-    if archived := archive_settled(run.db, run.config.user):
+    if archived := archive_settled(run.db, run.owner, run.lease, run.config.user):
         run.did["archived"] += len(archived)
 
 
