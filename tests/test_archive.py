@@ -41,9 +41,9 @@ ALL = ["scan", "transfers", "jobs"]
 LEASE = dt.timedelta(seconds=0.5)
 
 
-def move(db: Database, batch: int = 500) -> list[str]:
+def move(db: Database, limit: int = 0) -> list[str]:
     """Archive settled jobs as a watchdog run on this process would."""
-    return archive_settled(db, f"test:{os.getpid()}", LEASE, batch=batch)
+    return archive_settled(db, f"test:{os.getpid()}", LEASE, limit=limit)
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def test_lists_keep_their_order_and_limit_across_queue_and_archive(
     cfg: Config, db: Database
 ) -> None:
     ids = finished(db, cfg, 6, JobState.FAILED)
-    move(db, batch=3)  # the three oldest (natural order) move
+    move(db, limit=3)  # the three oldest (natural order) move
     doc = db.queue.find_one({"job_id": ids[3]})
     assert doc is not None
     db.archive.insert({**doc, "_id": ids[3]})  # and one is half-way
@@ -181,7 +181,7 @@ def _archiver(config_json: str) -> None:
     """Archive one job at a time (as slowly as the store lets it), printing each id moved."""
     with connect(DatabaseConfig.model_validate_json(config_json)) as db:
         print("ready", flush=True)
-        while moved := move(db, batch=1):
+        while moved := move(db, limit=1):
             print(moved[0], flush=True)
 
 

@@ -124,7 +124,7 @@ def test_the_watchdog_upgrades_an_old_store_and_runs_new_jobs_in_it(
 
 def test_migrate_moves_the_history_to_the_archive(old_store: Config, db: Database) -> None:
     migrate(db, old_store)  # labctl 0.1's jobs, then a version-2 store's history:
-    settled = finished(db, old_store, 600, JobState.COMPLETED)  # more than one batch
+    settled = finished(db, old_store, 600, JobState.COMPLETED)
     unsettled = finished(db, old_store, 1, JobState.COMPLETED)
     db.queue.update({"job_id": unsettled[0]}, {"$set": {"scratch_cleaned": False}})
     db.meta.update({"key": "schema"}, {"$set": {"version": 2}})

@@ -14,7 +14,6 @@ import os
 import socket
 from typing import Any
 
-from labctl.clock import utcnow
 from labctl.compute.slurm import SchedulerError, to_job_state
 from labctl.config import Config
 from labctl.db import Database
@@ -25,7 +24,7 @@ from labctl.jobs.states import JobState
 
 _SCHEMA_KEY = "schema"
 _UPGRADE_KEY = "schema-upgrade"
-_UPGRADE_LEASE = dt.timedelta(minutes=10)  # renewed after every batch of jobs moved
+_UPGRADE_LEASE = dt.timedelta(hours=1)  # a store of 100k jobs: about 10 minutes
 
 
 class UpgradeBusy(LabctlError):
@@ -90,10 +89,7 @@ def _upgrade(db: Database, config: Config, owner: str) -> int:
             new["$set"] = {"scheduler": scheduler_of(doc["slurm"], process)}
         if db.queue.update({"job_id": doc["job_id"], "slurm": {"$exists": True}}, new):
             changed.add(doc["job_id"])
-    while moved := archive_settled(db, owner, _UPGRADE_LEASE):  # version 3
-        changed.update(moved)
-        renewed = {"lease_until": utcnow() + _UPGRADE_LEASE}
-        db.meta.update({"key": _UPGRADE_KEY, "owner": owner}, {"$set": renewed})
+    changed.update(archive_settled(db, owner, _UPGRADE_LEASE))  # version 3
     db.meta.update(
         {"key": _SCHEMA_KEY},
         {"$set": {"kind": _SCHEMA_KEY, "version": SCHEMA_VERSION}},

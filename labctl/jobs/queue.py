@@ -89,15 +89,15 @@ def all_jobs(
 
 
 def archive_settled(
-    db: Database, owner: str, lease: dt.timedelta, user: str | None = None, batch: int = 500
+    db: Database, owner: str, lease: dt.timedelta, user: str | None = None, limit: int = 0
 ) -> list[str]:
-    """Move up to `batch` settled jobs (of `user`, or everyone's) from the queue to the archive,
-    each claimed by `owner` for `lease` meanwhile; return their ids. A job that changed once
-    copied (a retry) stays in the queue."""
+    """Move the settled jobs (of `user`, or everyone's; the first `limit`) from the queue to the
+    archive, each claimed by `owner` for `lease` meanwhile; return their ids. A job that changed
+    once copied (a retry) stays in the queue."""
     moved = []
-    for found in db.queue.find(
-        settled(**({"user": user} if user else {})), ["job_id"], limit=batch
-    ):
+    # One read for all: litemongo reads every match of a query whatever its limit.
+    mine = settled(**({"user": user} if user else {}))
+    for found in db.queue.find(mine, ["job_id"], limit=limit):
         # Still settled, with its state not planned by litemongo: `$in` of the finished states
         # would collect every finished job in the queue for each claim.
         still = {"job_id": found["job_id"], "status": {"$nin": [str(s) for s in ACTIVE]}}
