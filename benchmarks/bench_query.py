@@ -12,7 +12,8 @@ the server at `--uri` (a fresh database in it, dropped at the end) or, without i
 MongoDB-wire server started for the run (tests/mongoserver.py). `user` is indexed (by
 `ensure_indexes`), `runclass.id` is not; both take 20 values, so both filters match ~N/20 entries
 and any difference between them is the index. Seconds are the median of `--repeat` runs after one
-warm-up; "x raw" is the ratio to the raw call with the same filter.
+warm-up, the raw call and labctl's taking turns; "x raw" is the median of the ratios of each
+turn to the raw call with the same filter.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence, Sized
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any
 from urllib.parse import ParseResult
@@ -40,25 +42,21 @@ RUNCLASSES = [f"RC{i:02d}" for i in range(20)]
 T0 = datetime(2019, 3, 1, 8, 0, tzinfo=UTC)
 
 
-def make_entries(n: int, seed: int = 1) -> list[dict[str, Any]]:
+def make_entries(n: int, seed: int = 1) -> Iterator[dict[str, Any]]:
     """N entries like the lab's: timestamp dataset ids (one every ~7 min), 20 users, 20 classes."""
     rng = random.Random(seed)
-    entries = []
     for i in range(n):
         acquired = T0 + timedelta(minutes=7 * i, seconds=rng.randrange(60))
         dataset = acquired.strftime("%Y%m%d_%H%M%S")
         user = rng.choice(USERS)
-        entries.append(
-            {
-                "dataset": dataset,
-                "user": user,
-                "acquired_at": acquired,
-                "data_raw_path": f"/data/raw/{user}/{dataset}",
-                "runclass": {"id": rng.choice(RUNCLASSES), "version": rng.randrange(3)},
-                "temperature": round(rng.uniform(18.0, 24.0), 2),
-            }
-        )
-    return entries
+        yield {
+            "dataset": dataset,
+            "user": user,
+            "acquired_at": acquired,
+            "data_raw_path": f"/data/raw/{user}/{dataset}",
+            "runclass": {"id": rng.choice(RUNCLASSES), "version": rng.randrange(3)},
+            "temperature": round(rng.uniform(18.0, 24.0), 2),
+        }
 
 
 def _materialise(find: Callable[[dict[str, Any]], Any], flt: dict[str, Any]) -> list[Any]:
@@ -74,6 +72,25 @@ def timed(call: Callable[[], Any], repeat: int) -> tuple[float, int]:
         call()
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds), len(result) if isinstance(result, Sized) else 0
+
+
+def paired(
+    raw: Callable[[], Any], seam: Callable[[], Any], repeat: int
+) -> tuple[float, float, int, float]:
+    """`timed` for a raw call and labctl's, taking turns (one warm-up each): their median
+    seconds, the size of the result, and the median of the ratios of each round."""
+    raw(), seam()
+    rounds = []
+    for i in range(repeat):
+        pair = []
+        for call in (raw, seam) if i % 2 == 0 else (seam, raw):
+            start = time.perf_counter()
+            result = call()
+            pair.append(time.perf_counter() - start)
+        rounds.append(pair if i % 2 == 0 else pair[::-1])
+    hits = len(result) if isinstance(result, Sized) else 0
+    raw_s, seam_s = (statistics.median(r[k] for r in rounds) for k in (0, 1))
+    return raw_s, seam_s, hits, statistics.median(r[1] / r[0] for r in rounds)
 
 
 @contextmanager
@@ -110,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per operation")
     parser.add_argument("--backend", choices=["embedded", "mongodb"], default="embedded")
     parser.add_argument("--uri", help="a MongoDB server to use (default: start SecantusDB)")
+    parser.add_argument(
+        "--indexed-only", action="store_true", help="skip the full scans (for large N)"
+    )
     args = parser.parse_args(argv)
 
     with (
@@ -119,38 +139,39 @@ def main(argv: Sequence[str] | None = None) -> None:
         entries = make_entries(args.n)
         start = time.perf_counter()
         with connect(config) as db:
-            for i in range(0, len(entries), 10_000):
-                db.data.insert_many(entries[i : i + 10_000])
-        del entries[:-1]
+            while chunk := list(islice(entries, 10_000)):
+                db.data.insert_many(chunk)
         print(f"filled {args.n} entries in {time.perf_counter() - start:.1f} s ({args.backend})")
 
-        probe = make_entries(args.n // 2 + 1)[-1]
+        probe = next(islice(make_entries(args.n), args.n // 2, None))
         filters = {
             "user (indexed)": {"user": probe["user"]},
             "runclass.id (not indexed)": {"runclass.id": probe["runclass"]["id"]},
             "dataset, 1 hit (indexed)": {"dataset": probe["dataset"]},
             "data_raw_path, 1 hit (not indexed)": {"data_raw_path": probe["data_raw_path"]},
         }
+        if args.indexed_only:
+            filters = {label: flt for label, flt in filters.items() if "not" not in label}
         rows: list[tuple[str, float, int, float | None]] = []
 
         raw_seconds: dict[str, float] = {}
         with connect(config) as db:
             for label, flt in filters.items():
-                seconds, hits = timed(partial(_materialise, raw.find, flt), args.repeat)
-                raw_seconds[label] = seconds
-                rows.append((f"raw find  {label}", seconds, hits, 1.0))
-                seconds, hits = timed(partial(db.data.find, flt), args.repeat)
-                rows.append((f"seam find {label}", seconds, hits, seconds / raw_seconds[label]))
+                raw_find = partial(_materialise, raw.find, flt)
+                found = paired(raw_find, partial(db.data.find, flt), args.repeat)
+                raw_seconds[label], seconds, hits, ratio = found
+                rows.append((f"raw find  {label}", raw_seconds[label], hits, 1.0))
+                rows.append((f"seam find {label}", seconds, hits, ratio))
 
             # labctl's `query` (projection, default sort by dataset) against the same raw call.
             by_dataset = [("dataset", 1)]
             for label in ("user (indexed)", "dataset, 1 hit (indexed)"):
                 flt = filters[label]
                 raw_sorted = partial(lambda f: list(raw.find(f).sort(by_dataset)), flt)
-                raw_query, hits = timed(raw_sorted, args.repeat)
+                found = paired(raw_sorted, partial(query, db, [], flt), args.repeat)
+                raw_query, seconds, hits, ratio = found
                 rows.append((f"raw find+sort {label}", raw_query, hits, 1.0))
-                seconds, hits = timed(partial(query, db, [], flt), args.repeat)
-                rows.append((f"labctl query {label}", seconds, hits, seconds / raw_query))
+                rows.append((f"labctl query {label}", seconds, hits, ratio))
 
             # A long-lived process (the dashboard) after another process wrote to `data`.
             user_filter = filters["user (indexed)"]
