@@ -131,6 +131,11 @@ def test_a_move_killed_after_its_copy_shows_the_job_once(cfg: Config, db: Databa
     db.queue.update({"job_id": job_id}, {"$set": {"log_tail": "the queue's copy"}})
     assert ids_shown(db) == [job_id]
     assert get_job(db, job_id)["log_tail"] == "the queue's copy"
+    retried = {"status": str(JobState.QUEUED)}
+    db.queue.update({"job_id": job_id}, {"$set": retried})  # a retry since: the copy is older
+    assert list_jobs(db, status=str(JobState.FAILED)) == []
+    assert [job["status"] for job in list_jobs(db)] == [str(JobState.QUEUED)]
+    db.queue.update({"job_id": job_id}, {"$set": {"status": str(JobState.FAILED)}})
     assert move(db) == [job_id]  # the next move replaces the older copy
     assert db.queue.count({}) == 0
     assert get_job(db, job_id)["log_tail"] == "the queue's copy"

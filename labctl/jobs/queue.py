@@ -76,8 +76,11 @@ def all_jobs(
     """The stored documents of every job matching `filter`, in flight or archived, each once
     (the queue's copy of one being moved), in the order of `sort`, the first `limit` of them."""
     live = db.queue.find(filter, sort=sort, limit=limit)
-    # Each queue copy hides one archive copy at most: read that many more to keep `limit`.
-    old = db.archive.find(filter, sort=sort, limit=limit + len(live) if limit else 0)
+    # An archive copy of a job in the queue is older than the queue's (a move killed half-way,
+    # or a retry): it is left out, even if only it matches. Read as many more as there are.
+    queued = {doc["job_id"] for doc in db.queue.find({}, ["job_id"])}
+    archived = db.archive.find(filter, sort=sort, limit=limit + len(queued) if limit else 0)
+    old = [doc for doc in archived if doc["job_id"] not in queued]
     again = db.queue.find(filter, sort=sort, limit=limit)  # see read_job
     by_id = {doc["job_id"]: doc for doc in [*old, *live, *again]}
     jobs = list(by_id.values())
