@@ -49,7 +49,7 @@ from labctl.catalog.experiments import log_entries
 from labctl.clock import utcnow
 from labctl.config import ClusterConfig, Config
 from labctl.db import Database, connect
-from labctl.jobs.queue import get_job
+from labctl.jobs.queue import archive_settled, get_job
 from labctl.jobs.states import TERMINAL
 from labctl.jobs.submit import JobRequest, new_job_id, submit_job
 from labctl.stages.loop import reap_children, run_stages
@@ -75,16 +75,23 @@ def run_one_job(config: Config) -> dict[str, Any]:
             run_stages(db, config, TICK)
             time.sleep(0.2)
         assert job["status"] == "completed", job["history"]
-        db.queue.delete({"job_id": job_id})
+        run_stages(db, config, ["jobs"])  # cleans its scratch if not yet, archives it
+        job = get_job(db, job_id)
+        assert db.archive.delete({"_id": job_id}) == 1, job
     reap_children()
     return job
 
 
 def fill(config: Config, model: dict[str, Any], finished: int) -> None:
+    """The finished jobs, queued as an older labctl kept them, then moved to the archive as the
+    upgrade to schema 3 (and every jobs stage since) does."""
     with connect(config.database) as db:
         for first in range(0, finished, 5000):
             last = min(first + 5000, finished)
             db.queue.insert_many([finished_copy(model, i) for i in range(first, last)])
+        start = time.perf_counter()
+        moved = len(archive_settled(db, "bench", timedelta(hours=1)))
+        print(f"archived {moved} of them in {time.perf_counter() - start:.1f} s")
 
 
 def finished_copy(model: dict[str, Any], i: int) -> dict[str, Any]:

@@ -60,6 +60,11 @@ INDEXES: dict[str, list[tuple[str, bool]]] = {
         ("follow_up_pending", False),
         ("notify_at", False),
     ],
+    # Finished jobs no stage works on any more (`labctl.jobs.queue.archive_settled`), keyed by
+    # `_id` = job id: its own file on the embedded store, which the watchdog's stages never read,
+    # so that their queue stays as small as the work in flight. No unique index but `_id`: on
+    # the embedded store, checking one reads the whole collection on every insert.
+    "archive": [("user", False), ("dataset", False), ("status", False)],
     "users": [("username", True)],
     "meta": [("key", True)],
 }
@@ -203,6 +208,11 @@ class Collection:
             method = self._raw.update_many if many else self._raw.update_one
             return int(method(self._filter(filter), dict(update), upsert=upsert).matched_count)
 
+    def replace(self, filter: Filter, doc: Doc) -> int:
+        """Replace the first matching document by `doc`; return how many matched."""
+        with self._op():
+            return int(self._raw.replace_one(self._filter(filter), dict(doc)).matched_count)
+
     def delete(self, filter: Filter) -> int:
         with self._op():
             return int(self._raw.delete_one(self._filter(filter)).deleted_count)
@@ -241,7 +251,8 @@ def _projection(fields: Sequence[str] | None) -> dict[str, int] | None:
 
 
 class Database:
-    """The three collections (`data`, `queue`, `users`) and `meta` (heartbeats)."""
+    """The collections `data`, `queue` (jobs in flight), `archive` (finished jobs), `users` and
+    `meta` (heartbeats, the schema version)."""
 
     def __init__(
         self, raw_db: Any, client: Any, lock: _FileLock | None, where: str, max_ms: int | None
@@ -262,6 +273,10 @@ class Database:
     @property
     def queue(self) -> Collection:
         return self["queue"]
+
+    @property
+    def archive(self) -> Collection:
+        return self["archive"]
 
     @property
     def users(self) -> Collection:

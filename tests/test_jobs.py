@@ -10,16 +10,18 @@ import pytest
 from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import ConfigError, DuplicateError, NotFoundError, ValidationError
+from labctl.jobs.actions import (
+    cancel_job,
+    retry_job,
+)
 from labctl.jobs.job import Job, Transfer
 from labctl.jobs.jobtypes import JobTypeConfig, Resources, job_types_at
 from labctl.jobs.queue import (
     PermissionDenied,
-    cancel_job,
     claim,
     get_job,
     read_job,
     release,
-    retry_job,
     transition,
 )
 from labctl.jobs.states import FailureReason, InvalidTransition, JobState

@@ -7,6 +7,7 @@ tests/captured/README.md for how they were made).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -17,15 +18,23 @@ from bson import json_util
 from click.testing import CliRunner
 
 from labctl.cli import cli
+from labctl.clock import utcnow
 from labctl.config import Config
 from labctl.db import Database
 from labctl.jobs.job import SCHEMA_VERSION
-from labctl.jobs.migrate import migrate, scheduler_of, stored_version
-from labctl.jobs.queue import get_job, read_job
+from labctl.jobs.migrate import (
+    UpgradeBusy,
+    migrate,
+    migrate_if_needed,
+    scheduler_of,
+    stored_version,
+)
+from labctl.jobs.queue import all_jobs, get_job, list_jobs, read_job
 from labctl.jobs.states import TERMINAL, JobState
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import reap_children, run_stages
 from tests.jobfixtures import DATASET, local_jobs
+from tests.test_archive import finished
 from tests.testbed import write_config
 
 CAPTURED = Path(__file__).parent / "captured" / "queue-v1.json"
@@ -65,13 +74,19 @@ def test_migrate_upgrades_every_old_job_once(old_store: Config, db: Database) ->
     assert migrate(db, old_store) == 3  # the queued job has no scheduler record
     assert db.queue.count({"slurm": {"$exists": True}}) == 0
     assert stored_version(db) == SCHEMA_VERSION
-    by_state = {doc["status"]: doc for doc in db.queue.find({})}
+    by_state = {doc["status"]: doc for doc in all_jobs(db, {})}
     words = {
         state: by_state[state]["scheduler"]["state"] for state in by_state if state != "queued"
     }
     assert words == {"completed": "exited", "failed": "exited", "running": "alive"}
     assert by_state["failed"]["scheduler"]["exit_code"] == 3
     assert "scheduler" not in by_state["queued"]
+    live = sorted(doc["status"] for doc in db.queue.find({}, ["status"]))
+    assert live == ["queued", "running"]  # version 3: the finished ones are archived
+    assert sorted(doc["status"] for doc in db.archive.find({}, ["status"])) == [
+        "completed",
+        "failed",
+    ]
     assert migrate(db, old_store) == 0  # safe to rerun
 
 
@@ -105,6 +120,34 @@ def test_the_watchdog_upgrades_an_old_store_and_runs_new_jobs_in_it(
     assert job.status is JobState.COMPLETED, job.failure
     assert stored_version(db) == SCHEMA_VERSION
     assert db.queue.count({"slurm": {"$exists": True}}) == 0
+
+
+def test_migrate_moves_the_history_to_the_archive(old_store: Config, db: Database) -> None:
+    migrate(db, old_store)  # labctl 0.1's jobs, then a version-2 store's history:
+    settled = finished(db, old_store, 600, JobState.COMPLETED)
+    unsettled = finished(db, old_store, 1, JobState.COMPLETED)
+    db.queue.update({"job_id": unsettled[0]}, {"$set": {"scratch_cleaned": False}})
+    db.meta.update({"key": "schema"}, {"$set": {"version": 2}})
+    assert migrate(db, old_store) == 600
+    assert stored_version(db) == SCHEMA_VERSION == 3
+    in_queue = {doc["job_id"] for doc in db.queue.find({}, ["job_id"])}
+    assert unsettled[0] in in_queue and not in_queue & set(settled)
+    assert db.archive.count({}) == 600 + 2
+    assert {job["job_id"] for job in list_jobs(db)} >= {*settled, *unsettled}
+    assert migrate(db, old_store) == 0
+
+
+def test_one_process_upgrades_at_a_time(old_store: Config, db: Database) -> None:
+    held = {"owner": "other:1", "lease_until": utcnow() + dt.timedelta(minutes=5)}
+    db.meta.update({"key": "schema-upgrade"}, {"$set": held}, upsert=True)
+    with pytest.raises(UpgradeBusy, match="another process is upgrading"):
+        migrate(db, old_store)
+    assert migrate_if_needed(db, old_store) == 0  # the watchdog goes on meanwhile
+    assert stored_version(db) == 1
+    died = {"lease_until": utcnow() - dt.timedelta(seconds=1)}
+    db.meta.update({"key": "schema-upgrade"}, {"$set": died})
+    assert migrate(db, old_store) == 3
+    assert stored_version(db) == SCHEMA_VERSION
 
 
 def test_a_slurm_record_keeps_slurm_s_words() -> None:

@@ -16,8 +16,9 @@ import pytest
 
 from labctl.config import ClusterConfig, Config
 from labctl.db import Database, connect
+from labctl.jobs.actions import retry_job
 from labctl.jobs.job import NoticeState
-from labctl.jobs.queue import read_job, retry_job, transition
+from labctl.jobs.queue import read_job, transition
 from labctl.jobs.states import FailureReason, JobState
 from labctl.notify.notifyconfig import NotifyConfig, SmtpConfig
 from labctl.stages import stage_run

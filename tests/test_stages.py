@@ -13,8 +13,9 @@ import pytest
 from labctl.catalog.experiments import log_entries
 from labctl.config import ClusterConfig, Config
 from labctl.db import Database
+from labctl.jobs.actions import cancel_job, retry_job
 from labctl.jobs.jobtypes import JobTypeConfig
-from labctl.jobs.queue import cancel_job, get_job, retry_job
+from labctl.jobs.queue import get_job
 from labctl.jobs.states import TERMINAL
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.heartbeat import latest

@@ -38,8 +38,9 @@ from labctl.compute.transport import parse_progress
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
 from labctl.errors import ValidationError
+from labctl.jobs.actions import cancel_job
 from labctl.jobs.jobtypes import JobTypeConfig, OptionSpec
-from labctl.jobs.queue import cancel_job, get_job, read_job
+from labctl.jobs.queue import get_job, read_job
 from labctl.jobs.states import TERMINAL, JobState
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages import stage_run

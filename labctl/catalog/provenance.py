@@ -6,14 +6,14 @@ from typing import Any
 
 from labctl.catalog.experiments import get_entry
 from labctl.db import Database
-from labctl.jobs.queue import where
+from labctl.jobs.queue import all_jobs, where
 from labctl.jobs.states import JobState
 
 
 def provenance(db: Database, dataset: str) -> list[dict[str, Any]]:
     """One record per completed job of `dataset`, oldest first."""
     get_entry(db, dataset)  # a clear error for an unknown or malformed dataset id
-    jobs = db.queue.find(where(JobState.COMPLETED, dataset=dataset), sort=[("created_at", 1)])
+    jobs = all_jobs(db, where(JobState.COMPLETED, dataset=dataset), sort=[("created_at", 1)])
     return [
         {
             "job_id": job["job_id"],

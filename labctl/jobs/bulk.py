@@ -18,15 +18,17 @@ from typing import Any, TypeVar
 from labctl.catalog.query import parse_day
 from labctl.db import Database
 from labctl.errors import LabctlError, NotFoundError, PermissionDenied, ValidationError
-from labctl.jobs.job import Job, MalformedJob
-from labctl.jobs.queue import (
+from labctl.jobs.actions import (
     cancel_job,
     check_cancellable,
     check_may_change,
     check_retryable,
-    find_jobs,
     is_admin,
     retry_job,
+)
+from labctl.jobs.job import Job, MalformedJob
+from labctl.jobs.queue import (
+    find_jobs,
 )
 from labctl.jobs.states import FailureReason, JobState
 
@@ -203,7 +205,7 @@ def plan(db: Database, action: Action, selection: Selection, caller: str) -> Pla
     another member's, one in a state it does not apply to, one unreadable or not found."""
     selection = scoped(db, selection, caller)
     unreadable: list[MalformedJob] = []
-    jobs = find_jobs(db, selection.query(), unreadable.append)
+    jobs = find_jobs(db, selection.query(), unreadable.append, archived=True)
     jobs.sort(key=lambda job: job.updated_at, reverse=True)
     skipped = [Skip(exc.job_id, "unreadable", exc) for exc in unreadable]
     found = {job.job_id for job in jobs} | {exc.job_id for exc in unreadable}

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from labctl.errors import LabctlError
 from labctl.jobs.states import FailureReason, JobState
 
-SCHEMA_VERSION = 2
-"""Version 2 replaced the job's `slurm` field by the scheduler-neutral `scheduler`."""
+SCHEMA_VERSION = 3
+"""Version 2 replaced the job's `slurm` field by the scheduler-neutral `scheduler`; version 3
+moved finished jobs no stage works on any more from `queue` to `archive`."""
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,35 @@
 """Upgrading stored jobs written by an older labctl (`labctl db migrate`, run by the watchdog
 too when it finds an older store).
 
-Each upgrade is idempotent and guarded per job, so two watchdogs upgrading at once, or a run
-killed half-way, leave every job either old or new, never half of each.
+Each upgrade is idempotent and guarded per job, so a run killed half-way leaves every job either
+old or new, never half of each, and every reader reads both. One process upgrades at a time (a
+lease in `meta`): on the embedded store, two writing the same large queue would each rebuild its
+indexes after every write of the other.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import socket
 from typing import Any
 
 from labctl.compute.slurm import SchedulerError, to_job_state
 from labctl.config import Config
 from labctl.db import Database
+from labctl.errors import LabctlError
 from labctl.jobs.job import SCHEMA_VERSION
+from labctl.jobs.queue import archive_settled, take
 from labctl.jobs.states import JobState
 
 _SCHEMA_KEY = "schema"
+_UPGRADE_KEY = "schema-upgrade"
+_UPGRADE_LEASE = dt.timedelta(hours=1)  # a store of 100k jobs: about 10 minutes
+
+
+class UpgradeBusy(LabctlError):
+    """Another process is upgrading the store."""
+
 
 # What labctl 0.1's process scheduler recorded in SLURM's words, by what those words mean, is
 # said today as the process scheduler says it.
@@ -51,24 +65,45 @@ def scheduler_of(slurm: dict[str, Any], process: bool) -> dict[str, Any]:
 
 
 def migrate(db: Database, config: Config) -> int:
-    """Bring every stored job to SCHEMA_VERSION; return how many were changed."""
-    changed = 0
+    """Bring every stored job to SCHEMA_VERSION; return how many were changed. UpgradeBusy if
+    another process is at it."""
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    lock = {"key": _UPGRADE_KEY}
+    db.meta.update(lock, {"$set": {"kind": _UPGRADE_KEY}}, upsert=True)
+    if take(db.meta, lock, owner, _UPGRADE_LEASE) is None:
+        raise UpgradeBusy(f"{db.where}: another process is upgrading the store; try again later")
+    try:
+        return _upgrade(db, config, owner)
+    finally:
+        db.meta.update({**lock, "owner": owner}, {"$set": {"owner": None, "lease_until": None}})
+
+
+def _upgrade(db: Database, config: Config, owner: str) -> int:
+    changed: set[str] = set()
     fields = ["job_id", "compute_cluster", "slurm", "scheduler"]
-    for doc in db.queue.find({"slurm": {"$exists": True}}, fields):
+    for doc in db.queue.find({"slurm": {"$exists": True}}, fields):  # version 2
         cluster = config.clusters.get(doc["compute_cluster"])
         process = cluster is not None and cluster.scheduler == "process"
         new: dict[str, Any] = {"$unset": {"slurm": ""}}
         if doc["slurm"] is not None and "scheduler" not in doc:  # a newer labctl wrote none yet
             new["$set"] = {"scheduler": scheduler_of(doc["slurm"], process)}
-        changed += db.queue.update({"job_id": doc["job_id"], "slurm": {"$exists": True}}, new)
+        if db.queue.update({"job_id": doc["job_id"], "slurm": {"$exists": True}}, new):
+            changed.add(doc["job_id"])
+    changed.update(archive_settled(db, owner, _UPGRADE_LEASE))  # version 3
     db.meta.update(
         {"key": _SCHEMA_KEY},
         {"$set": {"kind": _SCHEMA_KEY, "version": SCHEMA_VERSION}},
         upsert=True,
     )
-    return changed
+    return len(changed)
 
 
 def migrate_if_needed(db: Database, config: Config) -> int:
-    """`migrate` when the store is older than this labctl: one read otherwise."""
-    return migrate(db, config) if stored_version(db) < SCHEMA_VERSION else 0
+    """`migrate` when the store is older than this labctl and no other process is at it: one
+    read otherwise."""
+    if stored_version(db) >= SCHEMA_VERSION:
+        return 0
+    try:
+        return migrate(db, config)
+    except UpgradeBusy:
+        return 0

@@ -1,8 +1,13 @@
-"""The `queue` collection: reading jobs and moving them through their states.
+"""The jobs: reading them and moving them through their states.
 
 Every state change goes through `transition`, a compare-and-set on the current state that also
 appends to the job's history; watchdog stages take jobs with `claim` (owner + lease), so that
 overlapping cron runs never work on the same job.
+
+Jobs in flight live in `queue`, the only collection the watchdog's stages read; a finished job no
+stage works on any more is moved to `archive` (`archive_settled`), so that a stage's cost does not
+grow with the lab's history, and back by `retry_job`. A move copies, then deletes: a run killed
+in between leaves the job in both, and every reader here takes the queue's copy.
 
 An event the job's owner is told of (it completed, failed, waits for a session) is recorded on
 the job in the same write that makes it happen (`Job.notices`); each notice is then claimed on its
@@ -16,8 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from labctl.clock import utcnow
-from labctl.db import Database
-from labctl.errors import NotFoundError, PermissionDenied, ValidationError
+from labctl.db import Collection, Database, Doc, SortSpec
+from labctl.errors import DuplicateError, NotFoundError
 from labctl.jobs.job import (
     Failure,
     HistoryItem,
@@ -25,10 +30,15 @@ from labctl.jobs.job import (
     MalformedJob,
     Notice,
     NoticeEvent,
-    NoticeState,
     store_value,
 )
-from labctl.jobs.states import ACTIVE, RETRYABLE, FailureReason, JobState, check_transition
+from labctl.jobs.states import (
+    ACTIVE,
+    TERMINAL,
+    FailureReason,
+    JobState,
+    check_transition,
+)
 
 
 def history_item(state: JobState, note: str, now: dt.datetime) -> HistoryItem:
@@ -43,24 +53,106 @@ def where(*states: JobState, **fields: Any) -> dict[str, Any]:
     return filter
 
 
+# Of the finished jobs, those no stage has anything left to do for: cancelled ones stopped,
+# completed ones cleaned up and followed up.
+_SETTLED = {
+    "cleanup_pending": {"$ne": True},
+    "follow_up_pending": {"$ne": True},
+    "notify_at": None,  # no notice still to send
+    "$nor": [{"status": str(JobState.COMPLETED), "scratch_cleaned": {"$ne": True}}],
+}
+
+
+def settled(**fields: Any) -> dict[str, Any]:
+    """A queue filter: finished jobs no stage has anything left to do for, whose other fields
+    match `fields`."""
+    return {**where(*TERMINAL, **fields), **_SETTLED}
+
+
 def get_job(db: Database, job_id: str) -> dict[str, Any]:
     """One job as the CLI, the REST API and the Python API show it."""
     return read_job(db, job_id).doc()
 
 
 def read_job(db: Database, job_id: str) -> Job:
-    doc = db.queue.find_one({"job_id": job_id})
+    """A job in flight or archived."""
+    # Moves copy before they delete, so a job moving out of the queue is in the archive once it
+    # has left, and one moving back (a retry) in the queue again before it leaves the archive.
+    doc = (
+        db.queue.find_one({"job_id": job_id})
+        or db.archive.find_one({"_id": job_id})
+        or db.queue.find_one({"job_id": job_id})
+    )
     if doc is None:
         raise NotFoundError(f"no job {job_id}")
     return Job.of(doc)
 
 
+def all_jobs(
+    db: Database,
+    filter: Mapping[str, Any],
+    sort: SortSpec = (),
+    limit: int = 0,
+    fields: Sequence[str] | None = None,
+) -> list[Doc]:
+    """The stored documents of every job matching `filter`, in flight or archived, each once
+    (the queue's copy of one being moved), in the order of `sort`, the first `limit` of them;
+    only `fields` of them (and `job_id`) if given."""
+    fields = None if fields is None else [*fields, "job_id"]
+    live = db.queue.find(filter, fields, sort=sort, limit=limit)
+    # An archive copy of a job in the queue is older than the queue's (a move killed half-way,
+    # or a retry): it is left out, even if only it matches. Read as many more as there are.
+    queued = {doc["job_id"] for doc in db.queue.find({}, ["job_id"])}
+    more = limit + len(queued) if limit else 0
+    archived = db.archive.find(filter, fields, sort=sort, limit=more)
+    old = [doc for doc in archived if doc["job_id"] not in queued]
+    again = db.queue.find(filter, fields, sort=sort, limit=limit)  # see read_job
+    by_id = {doc["job_id"]: doc for doc in [*old, *live, *again]}
+    jobs = list(by_id.values())
+    for field, direction in reversed(sort):
+        jobs.sort(
+            key=lambda doc: (doc.get(field) is not None, doc.get(field)), reverse=direction < 0
+        )
+    return jobs[:limit] if limit else jobs
+
+
+def archive_settled(
+    db: Database, owner: str, lease: dt.timedelta, user: str | None = None, limit: int = 0
+) -> list[str]:
+    """Move the settled jobs (of `user`, or everyone's; the first `limit`) from the queue to the
+    archive, each claimed by `owner` for `lease` meanwhile; return their ids. A job that changed
+    once copied (a retry) stays in the queue."""
+    moved = []
+    # One read for all: litemongo reads every match of a query whatever its limit.
+    mine = settled(**({"user": user} if user else {}))
+    for found in db.queue.find(mine, ["job_id"], limit=limit):
+        # Still settled, with its state not planned by litemongo: `$in` of the finished states
+        # would collect every finished job in the queue for each claim.
+        still = {"job_id": found["job_id"], "status": {"$nin": [str(s) for s in ACTIVE]}}
+        doc = take(db.queue, {**still, **_SETTLED}, owner, lease)
+        if doc is None:  # another run is moving it, or it changed
+            continue
+        copy = {**doc, "_id": doc["job_id"], "owner": None, "lease_until": None}
+        try:
+            db.archive.insert(copy)
+        except DuplicateError:  # copied by a run killed before its delete: copy it again
+            db.archive.replace({"_id": doc["job_id"]}, copy)
+        if db.queue.delete({"job_id": doc["job_id"], "owner": owner}):
+            moved.append(doc["job_id"])
+    return moved
+
+
 def find_jobs(
-    db: Database, filter: Mapping[str, Any], malformed: Callable[[MalformedJob], object]
+    db: Database,
+    filter: Mapping[str, Any],
+    malformed: Callable[[MalformedJob], object],
+    *,
+    archived: bool = False,
 ) -> list[Job]:
-    """The jobs matching `filter`; each that cannot be read goes to `malformed` instead."""
+    """The jobs in flight matching `filter` (and archived ones if `archived`: the stages never
+    read those); each that cannot be read goes to `malformed` instead."""
     jobs = []
-    for doc in db.queue.find(filter):
+    for doc in all_jobs(db, filter) if archived else db.queue.find(filter):
         try:
             jobs.append(Job.of(doc))
         except MalformedJob as exc:
@@ -72,8 +164,8 @@ def job_fields(
     db: Database, filter: Mapping[str, Any], fields: Sequence[str]
 ) -> list[dict[str, Any]]:
     """Only `fields` of the jobs matching `filter`, as stored: for reports over many jobs, which
-    need neither whole documents nor their validation."""
-    return db.queue.find(filter, fields)
+    need neither whole documents nor their validation; archived jobs too."""
+    return all_jobs(db, filter, fields=fields)
 
 
 def list_jobs(
@@ -93,7 +185,7 @@ def list_jobs(
         filter["dataset"] = dataset
     if status:
         filter["status"] = str(JobState(status))
-    jobs = db.queue.find(filter, sort=[("created_at", -1)], limit=limit)
+    jobs = all_jobs(db, filter, sort=[("created_at", -1)], limit=limit)
     return [Job.of(job).doc() for job in jobs]
 
 
@@ -209,27 +301,36 @@ def _set_all(db: Database, jobs: Sequence[Job], change: Mapping[str, Any]) -> No
 def has_work(db: Database, user: str) -> bool:
     """Whether a watchdog stage may have something to do for `user`, in one read: a job of
     theirs is active, or cancelled and still to stop, or completed and still to clean or to
-    follow up, or a notice of theirs is due (the stages' own filters, all at once)."""
+    follow up, or finished and still to archive, or a notice of theirs is due (the stages' own
+    filters, all at once)."""
     pending = [
         where(*ACTIVE),
         where(JobState.CANCELLED, cleanup_pending=True),
         where(JobState.COMPLETED, scratch_cleaned=False),
         where(JobState.COMPLETED, follow_up_pending=True),
         {"notify_at": {"$lte": utcnow()}},
+        settled(),
     ]
     return db.queue.find_one({"user": user, "$or": pending}, ["job_id"]) is not None
 
 
 def claim(db: Database, filter: Mapping[str, Any], owner: str, lease: dt.timedelta) -> Job | None:
     """Take one job matching `filter` whose lease is free or expired, for `lease`."""
+    done = take(db.queue, filter, owner, lease)
+    return None if done is None else Job.of(done)
+
+
+def take(
+    collection: Collection, filter: Mapping[str, Any], owner: str, lease: dt.timedelta
+) -> Doc | None:
+    """Take the oldest document matching `filter` whose lease is free or expired, for `lease`."""
     now = utcnow()
     free = {"$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
-    done = db.queue.claim(
+    return collection.claim(
         {**filter, **free},
         {"$set": {"owner": owner, "lease_until": now + lease}},
         sort=[("created_at", 1)],
     )
-    return None if done is None else Job.of(done)
 
 
 def renew(db: Database, jobs: Sequence[Job], owner: str, lease: dt.timedelta) -> None:
@@ -248,133 +349,3 @@ def release(db: Database, job_ids: Sequence[str], owner: str) -> None:
         {"$set": {"owner": None, "lease_until": None}},
         many=True,
     )
-
-
-def claim_notice(
-    db: Database, job_id: str, key: str, owner: str, lease: dt.timedelta
-) -> Job | None:
-    """Take one notice that is due, or whose claim by a run that stopped has expired, for
-    `lease`; the job as it is then, or None if another run has it or it is settled."""
-    now = utcnow()
-    n = f"notices.{key}"
-    due = {f"{n}.state": str(NoticeState.NEW), f"{n}.next_try_at": {"$lte": now}}
-    stale = {f"{n}.state": str(NoticeState.SENDING), f"{n}.lease_until": {"$lt": now}}
-    done = db.queue.claim(
-        {"job_id": job_id, "$or": [due, stale]},
-        {
-            "$set": {
-                f"{n}.state": str(NoticeState.SENDING),
-                f"{n}.owner": owner,
-                f"{n}.lease_until": now + lease,
-            },
-            "$inc": {f"{n}.claims": 1},
-        },
-    )
-    return None if done is None else Job.of(done)
-
-
-def settle_notice(
-    db: Database, job_id: str, key: str, owner: str, state: NoticeState, **fields: Any
-) -> bool:
-    """Change a notice that `owner` has claimed to `state` (releasing it unless it stays
-    `SENDING`), with `fields` of `Notice`; `delivered` is added to, not replaced. False if
-    `owner` does not hold it (any more)."""
-    n = f"notices.{key}"
-    guard = {f"{n}.owner": owner, f"{n}.state": str(NoticeState.SENDING)}
-    change: dict[str, Any] = {f"{n}.state": str(state)}
-    if state is not NoticeState.SENDING:
-        change.update({f"{n}.owner": None, f"{n}.lease_until": None})
-    delivered = fields.pop("delivered", [])
-    unknown = set(fields) - set(Notice.model_fields)
-    if unknown:
-        raise ValueError(f"a notice has no field {', '.join(sorted(unknown))}")
-    change.update({f"{n}.{name}": store_value(value) for name, value in fields.items()})
-    update: dict[str, Any] = {"$set": change}
-    if delivered:
-        update["$addToSet"] = {f"{n}.delivered": {"$each": delivered}}
-    return db.queue.update({"job_id": job_id, **guard}, update) > 0
-
-
-def reschedule_notices(db: Database, job_id: str) -> None:
-    """Set the job's `notify_at` to when its next notice is due (None: none is), unless another
-    run recorded a notice meanwhile."""
-    job = read_job(db, job_id)
-    times = [
-        n.next_try_at if n.state is NoticeState.NEW else n.lease_until
-        for n in job.notices.values()
-        if n.state in (NoticeState.NEW, NoticeState.SENDING)
-    ]
-    due = min((t for t in times if t is not None), default=None)
-    if due != job.notify_at:
-        db.queue.update(
-            {"job_id": job_id, "notify_at": job.notify_at}, {"$set": {"notify_at": due}}
-        )
-
-
-def is_admin(db: Database, username: str) -> bool:
-    user = db.users.find_one({"username": username}, ["role"])
-    return bool(user and user.get("role") == "admin")
-
-
-def check_may_change(db: Database, job: Job, username: str) -> None:
-    if job.user != username and not is_admin(db, username):
-        raise PermissionDenied(
-            f"job {job.job_id} belongs to {job.user}; only they or an admin may change it"
-        )
-
-
-def check_cancellable(job: Job) -> None:
-    if job.status not in ACTIVE:
-        raise ValidationError(f"job {job.job_id} is already {job.status}")
-
-
-def check_retryable(job: Job) -> None:
-    if job.status not in RETRYABLE:
-        raise ValidationError(
-            f"only failed or cancelled jobs can be retried; {job.job_id} is {job.status}"
-        )
-
-
-def cancel_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
-    """Mark a job cancelled; the watchdog stops its transfer or SLURM job on the cluster."""
-    job = read_job(db, job_id)
-    check_may_change(db, job, username)
-    check_cancellable(job)
-    done = transition(
-        db,
-        job,
-        JobState.CANCELLED,
-        f"cancelled by {username}",
-        fields={"cleanup_pending": True},
-        reason=FailureReason.CANCELLED,
-    )
-    if done is None:
-        raise ValidationError(f"job {job_id} changed state meanwhile; look again")
-    return done.doc()
-
-
-def retry_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
-    """Put a failed or cancelled job back in the queue, from the start."""
-    job = read_job(db, job_id)
-    check_may_change(db, job, username)
-    check_retryable(job)
-    done = transition(
-        db,
-        job,
-        JobState.QUEUED,
-        f"retried by {username}",
-        fields={
-            "failure": None,
-            "retries": 0,
-            "next_try_at": utcnow(),
-            "transfer": None,
-            "scheduler": None,
-            "resubmission": None,
-            "owner": None,
-            "lease_until": None,
-            "attempt": job.attempt + 1,
-        },
-    )
-    if done is None:
-        raise ValidationError(f"job {job_id} changed state meanwhile; look again")
-    return done.doc()

@@ -11,8 +11,9 @@ from typing import Any
 from labctl.compute.cluster import ClusterPool
 from labctl.config import Config
 from labctl.db import Database
+from labctl.jobs.actions import cancel_job
 from labctl.jobs.bulk import Action, Outcome, Plan, carry_out, choose, parse_filter, plan, report
-from labctl.jobs.queue import cancel_job, get_job
+from labctl.jobs.queue import get_job
 from labctl.stages import StageRun
 from labctl.stages.tracking import stop_cancelled
 

@@ -17,13 +17,8 @@ from collections import defaultdict
 from labctl.clock import utcnow
 from labctl.errors import NotFoundError
 from labctl.jobs.job import Job, NoticeEvent, NoticeState
-from labctl.jobs.queue import (
-    claim_notice,
-    find_jobs,
-    read_job,
-    reschedule_notices,
-    settle_notice,
-)
+from labctl.jobs.noticeboard import claim_notice, reschedule_notices, settle_notice
+from labctl.jobs.queue import find_jobs, read_job
 from labctl.jobs.states import JobState
 from labctl.notify.channels import Channel, DeliveryError, channels
 from labctl.notify.messages import Event, message

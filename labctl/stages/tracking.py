@@ -15,7 +15,7 @@ from labctl.compute.slurm import SchedulerError
 from labctl.compute.transport import LocalRunner, SessionDownError, TransportError
 from labctl.errors import DuplicateError, NotFoundError, ValidationError
 from labctl.jobs.job import Job, SchedulerStatus, TaskStatus
-from labctl.jobs.queue import add_job, find_jobs, update, where
+from labctl.jobs.queue import add_job, archive_settled, find_jobs, update, where
 from labctl.jobs.states import WATCHED, FailureReason, JobState
 from labctl.jobs.submit import JobRequest, prepare_job
 from labctl.stages import StageRun, Unconfigured
@@ -38,6 +38,8 @@ def run_jobs(run: StageRun) -> None:
     run_retrieval(run)
     run.each(where(JobState.COMPLETED, follow_up_pending=True), partial(queue_follow_up, run))
     send_notices(run)
+    if archived := archive_settled(run.db, run.owner, run.lease, run.config.user):
+        run.did["archived"] += len(archived)
 
 
 def poll_cluster(run: StageRun, name: str, jobs: list[Job]) -> None:

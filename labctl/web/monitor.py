@@ -13,8 +13,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from labctl.db import Database
 from labctl.errors import ValidationError
+from labctl.jobs.actions import retry_job
 from labctl.jobs.bulk import Selection, parse_action, parse_filter, plan
-from labctl.jobs.queue import get_job, list_jobs, retry_job
+from labctl.jobs.queue import get_job, list_jobs
 from labctl.jobs.states import FailureReason, JobState
 from labctl.stages.cancel import cancel_and_stop, carry_out_plan
 from labctl.stages.heartbeat import latest, sessions_seen

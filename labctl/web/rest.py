@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, parse_sort
+from labctl.jobs.actions import retry_job
 from labctl.jobs.bulk import FILTER_FIELDS, Action
-from labctl.jobs.queue import get_job, list_jobs, retry_job
+from labctl.jobs.queue import get_job, list_jobs
 from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest, batch_script, submit_job
 from labctl.jobs.usage import usage_report
