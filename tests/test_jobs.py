@@ -9,7 +9,13 @@ import pytest
 
 from labctl.config import Config
 from labctl.db import Database
-from labctl.errors import ConfigError, DuplicateError, NotFoundError, ValidationError
+from labctl.errors import (
+    ConfigError,
+    DuplicateError,
+    NotFoundError,
+    PermissionDenied,
+    ValidationError,
+)
 from labctl.jobs.actions import (
     cancel_job,
     retry_job,
@@ -17,7 +23,6 @@ from labctl.jobs.actions import (
 from labctl.jobs.job import Job, Transfer
 from labctl.jobs.jobtypes import JobTypeConfig, Resources, job_types_at
 from labctl.jobs.queue import (
-    PermissionDenied,
     claim,
     get_job,
     read_job,
