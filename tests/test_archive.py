@@ -198,10 +198,10 @@ def test_a_sigkilled_archiver_loses_and_doubles_nothing(cfg: Config, db: Databas
     kills = 0
     while db.queue.count({}) and kills < 6:
         proc = subprocess.Popen(
-            [sys.executable, __file__, cfg.database.model_dump_json()],
+            [sys.executable, "-m", "tests.test_archive", cfg.database.model_dump_json()],
             stdout=subprocess.PIPE,
             text=True,
-            cwd=Path(__file__).parent,
+            cwd=Path(__file__).parent.parent,  # the repository: `tests` is importable there
         )
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"

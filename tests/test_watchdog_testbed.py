@@ -292,7 +292,7 @@ def test_cancelled_job_is_stopped_on_slurm(db: Database, hpc: Config) -> None:
     assert cancelled["failure"] == {"reason": "cancelled", "message": "cancelled by tester"}
 
     lines = run_stages(db, hpc, ["jobs"])
-    assert lines == ["jobs: stopped 1"]
+    assert lines == ["jobs: archived 1, stopped 1"]  # stopped, it is settled: archived at once
     job = get_job(db, job_id)
     assert job["cleanup_pending"] is False
     deadline = time.monotonic() + 20
