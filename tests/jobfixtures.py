@@ -127,6 +127,18 @@ def transfer_record(**progress: Any) -> dict[str, Any]:
     }
 
 
+def submit_as(db: Database, config: Config, user: str = "alice") -> dict[str, Any]:
+    """A new `file_stats` job of `user` on DATASET, queued as they would queue it."""
+    request = JobRequest(
+        dataset=DATASET,
+        compute_cluster="local",
+        job_type="file_stats",
+        datarawfiles=["fl_a.roli"],
+        user=user,
+    )
+    return submit_job(db, config.model_copy(update={"user": user}), request, force=True)
+
+
 def job_in_state(
     db: Database,
     config: Config,
@@ -136,16 +148,7 @@ def job_in_state(
 ) -> str:
     """The id of a new `file_stats` job of `user` moved to `state` (queued, transferring, failed
     for `reason`, or cancelled) as the watchdog would move it, with no process behind it."""
-    request = JobRequest(
-        dataset=DATASET,
-        compute_cluster="local",
-        job_type="file_stats",
-        datarawfiles=["fl_a.roli"],
-        user=user,
-    )
-    job: Job | None = Job.of(
-        submit_job(db, config.model_copy(update={"user": user}), request, force=True)
-    )
+    job: Job | None = Job.of(submit_as(db, config, user))
     if state is not JobState.QUEUED:
         assert job is not None
         why = reason if state is JobState.FAILED else None

@@ -36,7 +36,6 @@ from labctl.errors import (
 from labctl.jobs.job import Job
 from labctl.jobs.queue import get_job, read_job, transition
 from labctl.jobs.states import FailureReason, InvalidTransition, JobState
-from labctl.jobs.submit import JobRequest, submit_job
 from labctl.limits import REQUEST_BYTES
 from labctl.stages.heartbeat import beat, record_sessions
 from labctl.users import add_user
@@ -44,7 +43,7 @@ from labctl.web import create_app
 from labctl.web.auth import LoginLimiter, open_session, session_principal
 from labctl.web.problems import status_of
 from tests.hostile import alias_bomb, nested
-from tests.jobfixtures import DATASET, transfer_record
+from tests.jobfixtures import DATASET, submit_as, transfer_record
 from tests.mongoserver import free_port
 from tests.webfixtures import csrf_token, login, password, seed, web_config
 
@@ -80,17 +79,6 @@ def browser(app: FastAPI) -> Browser:
         return client
 
     return open_as
-
-
-def submit(db: Database, cfg: Config, user: str = "alice") -> dict[str, Any]:
-    request = JobRequest(
-        dataset=DATASET,
-        compute_cluster="local",
-        job_type="file_stats",
-        datarawfiles=["fl_a.roli"],
-        user=user,
-    )
-    return submit_job(db, cfg.model_copy(update={"user": user}), request, force=True)
 
 
 def move_to_transferring(db: Database, job: dict[str, Any], percent: int) -> None:
@@ -484,7 +472,7 @@ def test_browse_reports_a_bad_condition(browser: Browser) -> None:
 def test_entry_page_shows_all_fields_and_jobs_with_results(
     browser: Browser, db: Database, cfg: Config
 ) -> None:
-    job = submit(db, cfg)
+    job = submit_as(db, cfg)
     result = {"name": "file_stats.json", "path": "/r/file_stats.json", "size": 2048}
     db.queue.update(
         {"job_id": job["job_id"]}, {"$set": {"results": [{**result, "sha256": "ab" * 32}]}}
@@ -585,8 +573,8 @@ def test_a_form_beyond_the_body_limit_is_413(browser: Browser, db: Database) -> 
 def test_monitor_shows_state_progress_slurm_age_and_heartbeats(
     browser: Browser, db: Database, cfg: Config
 ) -> None:
-    queued = submit(db, cfg)
-    moving = submit(db, cfg, "bob")
+    queued = submit_as(db, cfg)
+    moving = submit_as(db, cfg, "bob")
     move_to_transferring(db, moving, 40)
     db.queue.update(
         {"job_id": moving["job_id"]},
@@ -615,7 +603,7 @@ def test_monitor_shows_state_progress_slurm_age_and_heartbeats(
 def test_monitor_shows_each_cluster_session_and_why_a_job_waits(
     browser: Browser, db: Database, cfg: Config
 ) -> None:
-    job = submit(db, cfg)
+    job = submit_as(db, cfg)
     until = dt.datetime(2026, 12, 8, 9, 0, tzinfo=dt.UTC)
     since = until - dt.timedelta(days=7)
     up = Session("raven", True, "interactive", "abc@gate1.mpcdf.mpg.de", since, until, 4242)
@@ -639,7 +627,7 @@ def test_monitor_shows_each_cluster_session_and_why_a_job_waits(
 def test_job_page_shows_history_log_tail_and_updates_live(
     browser: Browser, db: Database, cfg: Config
 ) -> None:
-    job = submit(db, cfg)
+    job = submit_as(db, cfg)
     move_to_transferring(db, job, 10)
     moved = read_job(db, job["job_id"])
     transition(
@@ -663,7 +651,7 @@ def test_job_page_shows_history_log_tail_and_updates_live(
 def test_cancel_and_retry_are_for_the_owner_or_an_admin(
     browser: Browser, db: Database, cfg: Config
 ) -> None:
-    job_id = submit(db, cfg)["job_id"]
+    job_id = submit_as(db, cfg)["job_id"]
     bob, alice, root = browser("bob"), browser("alice"), browser("root")
     assert "Cancel" not in bob.get(f"/jobs/{job_id}").text
     token = csrf_token(bob, f"/entry/{DATASET}")

@@ -25,7 +25,12 @@ from typing import TYPE_CHECKING, Any
 from labctl.catalog.experiments import get_entry
 from labctl.clock import utcnow
 from labctl.compute.cluster import Cluster, ClusterPool
-from labctl.compute.transport import SessionDownError, TransportError, waiting_message
+from labctl.compute.transport import (
+    SessionDownError,
+    TransportError,
+    rsync_argv,
+    waiting_message,
+)
 from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import LabctlError, NotFoundError
@@ -106,6 +111,18 @@ class StageRun:
         if job.remote_dir:
             return JobLayout(PurePosixPath(job.remote_dir))
         return JobLayout.of(self.cluster(job).config, job.job_id)
+
+    def push_argv(self, cluster: Cluster, source: Path, dest: PurePosixPath) -> list[str]:
+        """The rsync that ships a local folder's contents (links followed, no `__pycache__`)
+        into `dest` on the cluster, at the watchdog's bandwidth limit."""
+        return rsync_argv(
+            [f"{source}/"],
+            f"{dest}/",
+            target=cluster.target,
+            copy_links=True,
+            exclude=["__pycache__"],
+            bwlimit_kib=self.config.watchdog.bwlimit_kib,
+        )
 
     def renew(self, *jobs: Job) -> None:
         """Extend this run's lease on jobs it is still working on (e.g. during a long pull)."""

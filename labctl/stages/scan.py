@@ -15,7 +15,7 @@ from labctl.catalog.fields import get_dotted
 from labctl.clock import utcnow
 from labctl.compute.scheduler import SubmitLimitError
 from labctl.compute.slurm import SchedulerError
-from labctl.compute.transport import TransferError, TransferHandle, TransportError, rsync_argv
+from labctl.compute.transport import TransferError, TransferHandle, TransportError
 from labctl.compute.transport import start_background as start_rsync
 from labctl.errors import ValidationError
 from labctl.jobs.batch import job_name, render, resources_of, submitted_tasks
@@ -86,14 +86,7 @@ def start(run: StageRun, job: Job) -> None:
         run.setback(job, exc, FailureReason.TRANSFER)
         return
     staging = stage_inputs(run, job, processed, raw, code=code_dir is None)
-    argv = rsync_argv(
-        [f"{staging}/"],
-        f"{layout.root}/",
-        target=cluster.target,
-        copy_links=True,
-        exclude=["__pycache__"],
-        bwlimit_kib=run.config.watchdog.bwlimit_kib,
-    )
+    argv = run.push_argv(cluster, staging, layout.root)
     handle = launch(run.state_dir(job.job_id), argv)
     if handle is None:
         return  # an rsync a dead run started is still going; start afresh once it ends

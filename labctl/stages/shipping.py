@@ -16,7 +16,7 @@ import string
 from pathlib import Path, PurePosixPath
 
 from labctl.compute.cluster import Cluster
-from labctl.compute.transport import CommandError, LocalRunner, TransportError, rsync_argv
+from labctl.compute.transport import CommandError, LocalRunner, TransportError
 from labctl.jobs.batch import JobLayout
 from labctl.jobs.codeversion import export_commit, shipped_commit
 from labctl.jobs.job import Job
@@ -88,14 +88,7 @@ def remote(cluster: Cluster, script: str, args: list[str], what: str) -> str:
 def ship(run: StageRun, cluster: Cluster, source: Path, dest: PurePosixPath, job: Job) -> None:
     """rsync the code into its temporary folder, in the foreground (it is small), renewing the
     job's lease meanwhile."""
-    argv = rsync_argv(
-        [f"{source}/"],
-        f"{dest}/",
-        target=cluster.target,
-        copy_links=True,
-        exclude=["__pycache__"],
-        bwlimit_kib=run.config.watchdog.bwlimit_kib,
-    )
+    argv = run.push_argv(cluster, source, dest)
     every = max(1.0, run.lease.total_seconds() / 3)
     try:
         LocalRunner().run(argv, timeout=3600, every=(every, lambda: run.renew(job)))
