@@ -126,15 +126,33 @@ def call(
     params: Sequence[tuple[str, Any]] = (),
 ) -> Any:
     """One request to the service's API; its JSON answer, or a labctl error in one line."""
-    url = f"{service.url}/api/v1{path}" + (f"?{urlencode(params)}" if params else "")
     data = None if body is None else json.dumps(body, default=_no_json).encode()
+    answer = send(service, method, path, data, token, params)
+    try:
+        return _dates(json.loads(answer))
+    except ValueError as exc:
+        raise ServiceError(f"{service.url} did not answer as a labctl service: {exc}") from None
+
+
+def send(
+    service: ServiceConfig,
+    method: str,
+    path: str,
+    data: bytes | None,
+    token: str | None,
+    params: Sequence[tuple[str, Any]] = (),
+) -> bytes:
+    """One request with a JSON body to the service's API; the answer's body, or a labctl error
+    in one line."""
+    url = f"{service.url}/api/v1{path}" + (f"?{urlencode(params)}" if params else "")
     headers = {"Accept": "application/json", "Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data, headers, method=method)
     try:
         with _opener.open(request, timeout=service.timeout_seconds) as answer:
-            return _dates(json.loads(answer.read()))
+            body: bytes = answer.read()
+            return body
     except urllib.error.HTTPError as exc:
         raise _refusal(service, exc, bool(token)) from None
     except urllib.error.URLError as exc:
@@ -145,7 +163,7 @@ def call(
             f"the labctl service at {service.url} did not answer within "
             f"{service.timeout_seconds:g} s"
         ) from None
-    except (OSError, ValueError) as exc:  # a connection dropped, an answer that is not JSON
+    except (OSError, ValueError) as exc:  # a connection dropped, a malformed answer
         raise ServiceError(f"{service.url} did not answer as a labctl service: {exc}") from None
 
 

@@ -96,9 +96,9 @@ def test_work_runs_the_stages_each_time(db: Database, cfg: Config, ops: Counter[
 
 def test_a_pacer_writes_what_was_done_and_nothing_twice_a_minute(db: Database) -> None:
     pacer = Pacer()
-    pacer.beat(db, "scan", {})
+    pacer.beat(db, "scan", {}, "alice")
     first = latest(db)[0]["at"]
-    pacer.beat(db, "scan", {})
+    pacer.beat(db, "scan", {}, "alice")
     assert latest(db)[0]["at"] == first
-    pacer.beat(db, "scan", {"transferring": 1})
+    pacer.beat(db, "scan", {"transferring": 1}, "alice")
     assert latest(db)[0]["did"] == {"transferring": 1}

@@ -366,7 +366,7 @@ def test_a_token_file_others_may_read_is_refused(member: MemberConfig) -> None:
 
 
 def test_a_member_machine_has_no_database(member: MemberConfig) -> None:
-    for args in (["db", "init"], ["provenance", DATASET], ["watchdog", "tick"]):
+    for args in (["db", "init"], ["provenance", DATASET]):  # the watchdog: test_service_watchdog
         assert "run it where the database is" in one_line(run(member("alice"), *args), 2)
 
 

@@ -580,7 +580,7 @@ def test_monitor_shows_state_progress_slurm_age_and_heartbeats(
         {"job_id": moving["job_id"]},
         {"$set": {"scheduler": {"job_id": "4242", "state": "PENDING"}}},
     )
-    beat(db, "scan", {"started": 1})
+    beat(db, "scan", {"started": 1}, "alice")
     alice = browser("alice")
     page = alice.get("/monitor")
     assert page.status_code == 200 and 'hx-trigger="every 2s"' in page.text
@@ -608,7 +608,7 @@ def test_monitor_shows_each_cluster_session_and_why_a_job_waits(
     since = until - dt.timedelta(days=7)
     up = Session("raven", True, "interactive", "abc@gate1.mpcdf.mpg.de", since, until, 4242)
     down = Session("viper", False, "interactive", "abc@gate2.mpcdf.mpg.de", detail="no session")
-    record_sessions(db, [up, down])
+    record_sessions(db, [up, down], "alice")
     message = "waiting for a session to viper: run `labctl connect viper`"
     db.queue.update({"job_id": job["job_id"]}, {"$set": {"waiting": message}})
     alice = browser("alice")

@@ -285,7 +285,7 @@ def test_cancel_and_retry_through_the_api(client: TestClient, tokens: Any, db: D
 def test_watchdog_heartbeats(client: TestClient, tokens: Any, db: Database) -> None:
     empty = {"heartbeats": [], "sessions": []}
     assert client.get(f"{V1}/watchdog", headers=tokens["bob"]).json() == empty
-    beat(db, "jobs", {"completed": 2})
+    beat(db, "jobs", {"completed": 2}, "alice")
     [heartbeat] = client.get(f"{V1}/watchdog", headers=tokens["bob"]).json()["heartbeats"]
     assert heartbeat["stage"] == "jobs" and heartbeat["did"] == {"completed": 2}
 

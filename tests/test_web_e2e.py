@@ -149,8 +149,8 @@ def test_log_in_add_browse_submit_and_watch_the_job(
     page.screenshot(path=shots / "browse.png", full_page=True)
 
     # 4. A job submitted through the REST API with alice's token.
-    beat(db, "scan", {"started": 1})
-    beat(db, "transfers", {"progress": 1})
+    beat(db, "scan", {"started": 1}, "alice")
+    beat(db, "transfers", {"progress": 1}, "alice")
     headers = {"Authorization": f"Bearer {create_token(db, 'alice')}"}
     body = {"dataset": DATASET, "compute_cluster": "local", "job_type": "file_stats"}
     body |= {"datarawfiles": ["fl_a.roli"], "data_transfer_await": True}

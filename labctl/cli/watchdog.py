@@ -1,11 +1,30 @@
-"""`labctl watchdog scan|transfers|jobs|tick`: the stages cron runs, or a loop for testing."""
+"""`labctl watchdog scan|transfers|jobs|tick`: the stages cron runs, or a loop for testing.
+
+On a member's machine that reaches the lab through the service (`service:`), the watchdog works
+through it too, as the member whose token it holds (whatever the config's `user` says).
+"""
 
 from __future__ import annotations
 
 import click
 
 from labctl.cli import App, cli
+from labctl.config import Config
+from labctl.db import Database
 from labctl.stages.loop import STAGES, run_loop, run_stages
+
+
+def watchdog_store(app: App) -> tuple[Database, Config]:
+    """The store the member's watchdog works on, and its config acting as that member."""
+    service = app.config.service
+    if service is None:
+        return app.db, app.config
+    from labctl.service import ServiceLab
+    from labctl.servicedb import service_database
+
+    lab = ServiceLab.of(service)
+    member = str(lab.whoami()["username"])
+    return service_database(service, lab.token), app.config.model_copy(update={"user": member})
 
 
 @cli.command("watchdog")
@@ -16,8 +35,9 @@ from labctl.stages.loop import STAGES, run_loop, run_stages
 def watchdog_cmd(app: App, stage: str, loop: float | None, runs: int | None) -> None:
     """Run a watchdog stage (tick: scan, transfers, jobs in order)."""
     names = list(STAGES) if stage == "tick" else [stage]
+    db, config = watchdog_store(app)
     if loop is None:
-        for line in run_stages(app.db, app.config, names):
+        for line in run_stages(db, config, names):
             click.echo(line)
     else:
-        run_loop(app.db, app.config, names, loop, runs, click.echo)
+        run_loop(db, config, names, loop, runs, click.echo)

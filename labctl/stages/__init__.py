@@ -269,8 +269,8 @@ def stage_run(
         yield run
     finally:
         try:
-            record_sessions(db, run.pool.sessions(every=stage == "jobs"))
+            record_sessions(db, run.pool.sessions(every=stage == "jobs"), config.user)
         except TransportError as exc:
             run.notes.append(f"sessions: {exc}")
         run.pool.close()
-        (pacer or Pacer()).beat(db, stage, run.did)
+        (pacer or Pacer()).beat(db, stage, run.did, config.user)

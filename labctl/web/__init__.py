@@ -17,7 +17,8 @@ from fastapi.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from labctl.config import Config
-from labctl.web import login, members, monitor, pages
+from labctl.jobs.migrate import migrate_if_needed
+from labctl.web import deputy, login, members, monitor, pages
 from labctl.web import problems as errors
 from labctl.web import rest as api
 from labctl.web.auth import LoginLimiter
@@ -47,6 +48,9 @@ async def _security_headers(
 def create_app(config: Config) -> FastAPI:
     """The dashboard and API over the configured database (opened now, closed at shutdown)."""
     store = Store(config.database)
+    # Members' watchdogs reach the store through this service, and may not upgrade it: it is
+    # brought up to this labctl's schema before anything is served.
+    store.call(migrate_if_needed, config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,7 +73,7 @@ def create_app(config: Config) -> FastAPI:
     )
     app.state.web = WebState(config, store, limiter, make_templates())
     app.mount("/static", StaticFiles(packages=[("labctl.web", "static")]), name="static")
-    for module in (login, pages, monitor, api, members):
+    for module in (login, pages, monitor, api, members, deputy):
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(BodyLimit)  # inside the next, which would wrap its 413 in an exception group

@@ -35,6 +35,12 @@ class Store:
         """`fn(db, *args, **kwargs)` on the database thread."""
         return await asyncio.wrap_future(self._thread.submit(fn, self.db, *args, **kwargs))
 
+    def call(
+        self, fn: Callable[Concatenate[Database, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`fn(db, *args, **kwargs)` on the database thread, waited for (before serving)."""
+        return self._thread.submit(fn, self.db, *args, **kwargs).result()
+
     def close(self) -> None:
         self._thread.submit(self.db.close).result()
         self._thread.shutdown()

@@ -1,0 +1,133 @@
+"""Members' watchdogs through the labctl service (issue 11): the real app under uvicorn over each
+backend, two members' machines with a token and no database, and their real watchdogs (the
+`labctl watchdog` command, the local cluster, real rsync) running their jobs to completed.
+
+A watchdog acts for its token's owner whatever its config claims, and only on their jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from labctl.cli import cli
+from labctl.config import Config, DatabaseConfig
+from labctl.db import Database, connect
+from labctl.errors import PermissionDenied
+from labctl.jobs.queue import get_job
+from labctl.jobs.submit import JobRequest
+from labctl.lab import Lab
+from labctl.private import write_private
+from labctl.service import ServiceLab
+from labctl.servicedb import service_database
+from labctl.settings import ServiceConfig
+from labctl.users import create_token
+from tests.jobfixtures import DATASET, job_config
+from tests.testbed import write_config
+from tests.webfixtures import seed, served, web_config
+
+JOB = JobRequest(
+    dataset=DATASET, compute_cluster="local", job_type="file_stats", datarawfiles=("fl_a.roli",)
+)
+
+
+@dataclass
+class Lab2:
+    """The lab server's store and service, and two members' machines."""
+
+    db: Database
+    url: str
+    root: Path
+    tokens: dict[str, str]
+
+    def machine(self, member: str, claims: str) -> Path:
+        """`member`'s config: the service, their token, the local cluster; `user: claims`."""
+        home = self.root / f"machine-{member}"
+        token_file = home / "token"
+        home.mkdir(exist_ok=True)
+        write_private(token_file, self.tokens[member] + "\n")
+        service = ServiceConfig(url=self.url, token_file=token_file)
+        config = job_config(Config(user=claims, service=service), home / "scratch")
+        return write_config(config, home / "config.yaml")
+
+    def lab(self, member: str) -> Lab:
+        return ServiceLab(ServiceConfig(url=self.url), self.tokens[member])
+
+
+@pytest.fixture
+def lab(db_config: DatabaseConfig, tmp_path: Path) -> Iterator[Lab2]:
+    config = web_config(Config(user="labserver", database=db_config), tmp_path / "server")
+    with connect(db_config) as db:
+        seed(db, config, tmp_path / "server")
+        with served(config) as url:
+            tokens = {u: create_token(db, u) for u in ("alice", "bob")}
+            yield Lab2(db, url, tmp_path, tokens)
+
+
+def tick(config: Path) -> str:
+    done = CliRunner().invoke(cli, ["--config", str(config), "watchdog", "tick"])
+    assert done.exit_code == 0, (done.stdout, done.stderr)
+    return done.stdout
+
+
+def tick_until_finished(lab: Lab2, config: Path, job_id: str, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    runs = 0
+    while get_job(lab.db, job_id)["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline, get_job(lab.db, job_id)
+        tick(config)
+        runs += 1
+        time.sleep(0.2)
+    return runs
+
+
+def test_each_member_s_watchdog_runs_their_jobs_alone(lab: Lab2, isolated_home: Path) -> None:
+    alices = lab.lab("alice").submit(JOB)["job_id"]
+    bobs = lab.lab("bob").submit(JOB, force=True)["job_id"]
+    bob = lab.machine("bob", claims="alice")  # the config's word changes nothing
+    tick_until_finished(lab, bob, bobs)
+
+    assert get_job(lab.db, bobs)["status"] == "completed", get_job(lab.db, bobs)
+    untouched = get_job(lab.db, alices)
+    assert untouched["status"] == "queued" and len(untouched["history"]) == 1
+    assert untouched["owner"] is None and untouched["transfer"] is None
+    results = lab.db.data.find_one({"dataset": DATASET})["results"]
+    assert list(results) == [bobs] and results[bobs]["files"]
+    beats = lab.db.meta.find({"kind": "heartbeat"})
+    assert {b["user"] for b in beats} == {"bob"} and len(beats) == 3
+
+    tick_until_finished(lab, lab.machine("alice", claims="alice"), alices)
+    assert get_job(lab.db, alices)["status"] == "completed"
+    assert set(lab.db.data.find_one({"dataset": DATASET})["results"]) == {alices, bobs}
+    assert {b["user"] for b in lab.db.meta.find({"kind": "heartbeat"})} == {"alice", "bob"}
+    # Neither machine opened a store of its own: the default one was never made.
+    assert not (isolated_home / ".local" / "share" / "labctl" / "db").exists()
+
+
+def test_a_forged_watchdog_cannot_reach_another_s_job(lab: Lab2) -> None:
+    """bob's token used as a watchdog would, but writing what his watchdog never writes."""
+    alices = lab.lab("alice").submit(JOB)["job_id"]
+    db = service_database(ServiceConfig(url=lab.url), lab.tokens["bob"])
+    assert db.queue.find({}) == [] and db.queue.find_one({"job_id": alices}) is None
+    assert db.queue.update({"job_id": alices}, {"$set": {"waiting": "x"}}) == 0
+    with pytest.raises(PermissionDenied, match="may not change a job's user"):
+        db.queue.update({"job_id": alices}, {"$set": {"user": "bob"}})
+    forged = {"$set": {f"results.{alices}": {"dir": "/tmp/forged"}}}
+    with pytest.raises(PermissionDenied, match="being retrieved"):
+        db.data.update({"dataset": DATASET}, forged)
+    assert "results" not in lab.db.data.find_one({"dataset": DATASET})
+    assert get_job(lab.db, alices)["waiting"] is None
+
+
+def test_a_refused_token_stops_the_watchdog_in_one_line(lab: Lab2) -> None:
+    bob = lab.machine("bob", claims="bob")
+    create_token(lab.db, "bob")  # replaces (revokes) the one on bob's machine
+    done = CliRunner().invoke(cli, ["--config", str(bob), "watchdog", "tick"])
+    assert done.exit_code != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refused the token" in lines[0], done.stderr
