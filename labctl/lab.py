@@ -25,7 +25,16 @@ from labctl.jobs.queue import get_job, list_jobs
 from labctl.jobs.submit import JobRequest, batch_script, submit_job
 from labctl.jobs.usage import usage_report
 from labctl.stages.heartbeat import latest
-from labctl.users import add_user, create_token, get_user, list_users, set_password, set_role
+from labctl.users import (
+    add_user,
+    create_token,
+    get_user,
+    list_users,
+    notify_settings,
+    set_notify,
+    set_password,
+    set_role,
+)
 
 Doc = dict[str, Any]
 
@@ -87,6 +96,12 @@ class Lab(Protocol):
     def set_role(self, username: str, role: str) -> None: ...
     def set_password(self, username: str, password: str) -> None: ...
     def new_token(self, username: str, days: float | None = None) -> str: ...
+    def notify_of(self, username: str) -> Doc:
+        """How `username` is told of their jobs (`labctl.users.notify_settings`)."""
+
+    def set_notify(self, username: str, mode: str | None, webhook: str | None) -> None:
+        """Change `username`'s notification mode and own webhook ("": none)."""
+
     def usage(self, by: Sequence[str], since: str | None) -> Doc: ...
 
 
@@ -173,6 +188,13 @@ class LocalLab:
 
     def new_token(self, username: str, days: float | None = None) -> str:
         return create_token(self.db, username, days)
+
+    def notify_of(self, username: str) -> Doc:
+        return notify_settings(self.db, username, actor=self.config.user)
+
+    def set_notify(self, username: str, mode: str | None, webhook: str | None) -> None:
+        get_user(self.db, username)
+        set_notify(self.db, username, mode, webhook, actor=self.config.user)
 
     def usage(self, by: Sequence[str], since: str | None) -> Doc:
         return usage_report(self.db, by, since)

@@ -301,6 +301,14 @@ class ServiceLab:
     def new_token(self, username: str, days: float | None = None) -> str:
         return str(self._call("POST", f"/users/{_part(username)}/token", {"days": days})["token"])
 
+    def notify_of(self, username: str) -> Doc:
+        found: Doc = self._call("GET", f"/users/{_part(username)}/notify")
+        return found
+
+    def set_notify(self, username: str, mode: str | None, webhook: str | None) -> None:
+        body = {"mode": mode, "webhook": webhook}
+        self._call("PUT", f"/users/{_part(username)}/notify", body)
+
     def usage(self, by: Sequence[str], since: str | None) -> Doc:
         report: Doc = self._call("GET", "/usage", by=list(by) or None, since=since)
         return report

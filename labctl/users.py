@@ -9,6 +9,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any, Literal
 
 from argon2 import PasswordHasher
@@ -133,12 +134,12 @@ def set_role(db: Database, username: str, role: str) -> None:
 
 
 def check_self_or_admin(db: Database, actor: str, username: str, what: str) -> None:
-    """PermissionDenied unless `actor` is `username` or an admin."""
+    """PermissionDenied unless `actor` is `username` or an admin (who alone may do `what`)."""
     if actor == username:
         return
     doc = db.users.find_one({"username": actor}, ["role"])
     if not doc or doc.get("role") != "admin":
-        raise PermissionDenied(f"only {username} or an admin may change {what}")
+        raise PermissionDenied(f"only {username} or an admin may {what}")
 
 
 def set_notify(
@@ -151,13 +152,20 @@ def set_notify(
 ) -> None:
     """Change how a member is told of their jobs: `mode`, and their own `webhook` ("": none);
     they do so themselves, or an admin does it for them."""
-    check_self_or_admin(db, actor, username, f"how {username} is notified")
+    check_self_or_admin(db, actor, username, f"change how {username} is notified")
     fields: dict[str, Any] = {}
     if mode is not None:
         fields["notify_mode"] = check_mode(mode)
     if webhook is not None:
         fields["notify_webhook"] = check_webhook(webhook) if webhook else None
     _change(db, username, fields)
+
+
+def notify_settings(db: Database, username: str, *, actor: str) -> dict[str, Any]:
+    """How `username` is told of their jobs, for them or an admin (their webhook is theirs)."""
+    check_self_or_admin(db, actor, username, f"see how {username} is notified")
+    get_user(db, username)
+    return asdict(recipient(db, username))
 
 
 def recipient(db: Database, username: str, fallback_email: str = "") -> Recipient:

@@ -89,7 +89,9 @@ def test_a_state_moves_only_as_the_state_machine_allows(lab: tuple[Database, Con
         ask(db, "bob", "queue", "claim", filter=queued, update=done)
     assert get_job(db, bobs)["status"] == JobState.QUEUED
     moving = {"$set": {"status": str(JobState.AWAITING_DATA)}}
-    assert ask(db, "bob", "queue", "claim", filter=queued, update=moving)["status"] == "awaiting_data"
+    assert (
+        ask(db, "bob", "queue", "claim", filter=queued, update=moving)["status"] == "awaiting_data"
+    )
 
 
 def test_new_jobs_are_the_member_s_and_queued(lab: tuple[Database, Config]) -> None:
@@ -139,7 +141,9 @@ def test_results_only_of_the_member_s_job_being_retrieved(lab: tuple[Database, C
     record = {"$set": {f"results.{bobs}": {"dir": "/somewhere"}}}
     with pytest.raises(PermissionDenied, match="being retrieved"):  # bob's, but only queued
         ask(db, "bob", "data", "update", filter={"dataset": DATASET}, update=record)
-    db.queue.update({"job_id": {"$in": [bobs, alices]}}, {"$set": {"status": "retrieving"}}, many=True)
+    db.queue.update(
+        {"job_id": {"$in": [bobs, alices]}}, {"$set": {"status": "retrieving"}}, many=True
+    )
     theirs = {"$set": {f"results.{alices}": {"dir": "/forged"}}}
     others = {"$set": {"data_raw_path": "/home/alice/.config/labctl"}}
     for update in (theirs, others):
@@ -159,7 +163,9 @@ def test_users_shows_the_member_alone_and_no_secret(lab: tuple[Database, Config]
     assert [u["username"] for u in found] == ["bob"]
     assert "password_hash" not in found[0] and "api_token_sha256" not in found[0]
     asked = ["username", "password_hash"]
-    assert ask(db, "bob", "users", "find_one", filter={"username": "root"}, projection=asked) is None
+    assert (
+        ask(db, "bob", "users", "find_one", filter={"username": "root"}, projection=asked) is None
+    )
     assert ask(db, "bob", "users", "find_one", filter={}, projection=asked) == {"username": "bob"}
     with pytest.raises(PermissionDenied):
         ask(db, "bob", "users", "update", filter={}, update={"$set": {"role": "admin"}})
@@ -221,5 +227,7 @@ def test_no_other_collection_and_no_upsert(lab: tuple[Database, Config], collect
     with pytest.raises(PermissionDenied):
         ask(db, "bob", collection, "insert", doc={"username": "eve", "role": "admin"})
     with pytest.raises(PermissionDenied):
-        ask(db, "bob", "queue", "update", filter={"job_id": "new"}, update={"$set": {}}, upsert=True)
+        ask(
+            db, "bob", "queue", "update", filter={"job_id": "new"}, update={"$set": {}}, upsert=True
+        )
     assert db.users.find_one({"username": "eve"}) is None

@@ -35,6 +35,7 @@ from labctl.settings import ServiceConfig
 from labctl.users import authenticate, create_token, get_user, token_user
 from tests.jobfixtures import DATASET
 from tests.mongoserver import free_port
+from tests.notifyfixtures import http_receiver
 from tests.testbed import write_config
 from tests.usagefixtures import seed_usage
 from tests.webfixtures import password, seed, served, web_config
@@ -498,3 +499,29 @@ def test_usage_is_the_same_through_the_service(
     assert first["by"] == ["month", "user"] and len(first["groups"]) > 1
     assert one_line(run(member("bob"), "usage", "--since", "2026-13-01"), 2).startswith("error:")
     here.db.close()
+
+
+def test_notification_settings_through_the_service(server: LabServer, member: MemberConfig) -> None:
+    alice, bob, root = member("alice"), member("bob"), member("root")
+    with http_receiver() as hook:
+        assert (
+            run(alice, "notify", "set", "--mode", "failures", "--webhook", hook.url).exit_code == 0
+        )
+        shown = json.loads(run(alice, "notify", "show", "--json").stdout)
+        assert shown["user"] == "alice" and shown["mode"] == "failures"
+        assert shown["webhook"].startswith("http://127.0.0.1:") and "s3cret" not in shown["webhook"]
+        tested = run(alice, "notify", "test")
+        assert tested.exit_code == 0 and "webhook: sent" in tested.stdout
+        assert len(hook.posts) == 1 and "alice" in json.dumps(hook.posts[0][0])
+    assert "only alice or an admin may see" in one_line(
+        run(bob, "notify", "show", "--user", "alice"), 3
+    )
+    changed = run(bob, "notify", "set", "--user", "alice", "--mode", "each")
+    assert "only alice or an admin may" in one_line(changed, 3)
+    assert "only alice or an admin may" in one_line(
+        run(bob, "notify", "test", "--user", "alice"), 3
+    )
+    assert server.db.users.find_one({"username": "alice"})["notify_mode"] == "failures"
+    assert run(root, "notify", "set", "--user", "alice", "--mode", "digest").exit_code == 0
+    assert "mode: digest" in run(root, "notify", "show", "--user", "alice").stdout
+    assert "no user 'eve'" in one_line(run(root, "notify", "show", "--user", "eve"), 1)

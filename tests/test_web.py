@@ -594,7 +594,8 @@ def test_monitor_shows_state_progress_slurm_age_and_heartbeats(
     assert "transferring" in row[0] and "Cancel" not in row[0]  # bob's job: not alice's to cancel
     mine = re.search(rf'<tr id="job-{queued["job_id"]}">.*?</tr>', live, re.S)
     assert mine and "Cancel" in mine[0]
-    assert re.search(r"<td>scan</td><td>[^<]+</td><td>\d+s ago</td>\s*<td>started 1</td>", live)
+    beat_row = r"<td>scan</td><td>alice</td><td>[^<]+</td><td>\d+s ago</td>\s*<td>started 1</td>"
+    assert re.search(beat_row, live)
     only = alice.get("/monitor/live", params={"status": "transferring", "user": "bob"}).text
     assert moving["job_id"] in only and queued["job_id"] not in only
     assert "has not run yet" not in live
@@ -615,7 +616,9 @@ def test_monitor_shows_each_cluster_session_and_why_a_job_waits(
     live = alice.get("/monitor/live").text
     row = re.search(rf'<tr id="job-{job["job_id"]}">.*?</tr>', live, re.S)
     assert row and "waiting for a session to viper: run `labctl connect viper`" in row[0]
-    raven = re.search(r'<tr id="session-raven-[^"]+">.*?</tr>', live, re.S)
+    raven = re.search(
+        r'<tr id="session-raven-[^"]+-alice"><td>raven</td><td>alice</td>.*?</tr>', live, re.S
+    )
     viper = re.search(r'<tr id="session-viper-[^"]+">.*?</tr>', live, re.S)
     assert raven and ">up<" in raven[0] and "2026-12-08" in raven[0] and "gate1" in raven[0]
     assert viper and ">down<" in viper[0] and "labctl connect viper" in viper[0]

@@ -82,6 +82,9 @@ ROUTES = [
     ("PUT", "/users/alice/role"),
     ("PUT", "/users/alice/password"),
     ("POST", "/users/alice/token"),
+    ("GET", "/users/alice/notify"),
+    ("PUT", "/users/alice/notify"),
+    ("POST", "/watchdog/db"),
 ]
 
 

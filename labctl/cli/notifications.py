@@ -8,8 +8,7 @@ from labctl.cli import App, cli
 from labctl.cli.output import echo_json
 from labctl.errors import LabctlError
 from labctl.notify.channels import send_test
-from labctl.notify.notifyconfig import MODES, shown_url
-from labctl.users import check_self_or_admin, get_user, recipient, set_notify
+from labctl.notify.notifyconfig import MODES, Recipient, shown_url
 
 
 class TestFailed(LabctlError):
@@ -38,10 +37,23 @@ def notify_set(
         raise click.UsageError("--webhook and --no-webhook exclude each other")
     if mode is None and webhook is None and not no_webhook:
         raise click.UsageError("say what to change: --mode, --webhook or --no-webhook")
-    who = username or app.config.user
-    get_user(app.db, who)
-    set_notify(app.db, who, mode, "" if no_webhook else webhook, actor=app.config.user)
-    click.echo(f"notifications of {who}: {recipient(app.db, who).mode}")
+    who = username or _me(app)
+    app.lab.set_notify(who, mode, "" if no_webhook else webhook)
+    click.echo(f"notifications of {who}: {app.lab.notify_of(who)['mode']}")
+
+
+def _me(app: App) -> str:
+    """Who you are to the lab: your token's owner through the service, else the config's user."""
+    return str(app.lab.whoami()["username"])
+
+
+def _recipient(app: App, username: str | None) -> Recipient:
+    """How the member (you, or for an admin USER) is told of jobs; your config's e-mail if the
+    lab has none for you."""
+    me = _me(app)
+    found = app.lab.notify_of(username or me)
+    mine = found["username"] == me
+    return Recipient(**{**found, "email": found["email"] or (app.config.email if mine else "")})
 
 
 @notify_group.command("show")
@@ -50,7 +62,7 @@ def notify_set(
 @click.pass_obj
 def notify_show(app: App, username: str | None, as_json: bool) -> None:
     """Where and how you (or USER) are told of jobs, and what the lab config sends through."""
-    who = recipient(app.db, username or app.config.user, app.config.email)
+    who = _recipient(app, username)
     smtp = app.config.notify.smtp
     shown = {
         "user": who.username,
@@ -72,8 +84,7 @@ def notify_show(app: App, username: str | None, as_json: bool) -> None:
 @click.pass_obj
 def notify_test(app: App, username: str | None) -> None:
     """Send a test message through every channel now, and say what each did."""
-    who = recipient(app.db, username or app.config.user, app.config.email)
-    check_self_or_admin(app.db, app.config.user, who.username, f"{who.username}'s channels")
+    who = _recipient(app, username)
     outcome = send_test(app.config.notify, who)
     if not outcome:
         raise TestFailed(

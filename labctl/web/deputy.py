@@ -333,7 +333,7 @@ def serve(db: Database, body: bytes, member: str) -> bytes:
     return encode({"result": execute(db, op)})
 
 
-@router.post(PATH, include_in_schema=False)
+@router.post(PATH)
 async def watchdog_db(request: Request, user: ApiUser) -> Response:
     """One collection operation of `user`'s watchdog (see the module's docstring)."""
     answer = await state(request).store.run(serve, await request.body(), user.username)

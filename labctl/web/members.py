@@ -19,6 +19,8 @@ from labctl.users import (
     create_token,
     get_user,
     list_users,
+    notify_settings,
+    set_notify,
     set_password,
     set_role,
 )
@@ -55,6 +57,18 @@ class TokenWish(_In):
 class Credentials(TokenWish):
     username: str
     password: str
+
+
+class NotifyChange(_In):
+    mode: str | None = Field(default=None, description="each, digest or failures; none: as is")
+    webhook: str | None = Field(default=None, description='their own webhook; "": none')
+
+
+class Notify(BaseModel):
+    username: str
+    email: str
+    mode: str
+    webhook: str | None
 
 
 class Token(BaseModel):
@@ -116,6 +130,24 @@ async def new_token(request: Request, user: ApiUser, username: str, body: TokenW
     _self_or_admin(user, username, "make their token")
     token = await state(request).store.run(create_token, username, body.days)
     return Token(username=username, token=token)
+
+
+@router.get("/users/{username}/notify")
+async def notify_of(request: Request, user: ApiUser, username: str) -> Notify:
+    """How a member is told of their jobs: yours, or anyone's as an admin."""
+    found = await state(request).store.run(notify_settings, username, actor=user.username)
+    return Notify(**found)
+
+
+@router.put("/users/{username}/notify")
+async def change_notify(
+    request: Request, user: ApiUser, username: str, body: NotifyChange
+) -> Notify:
+    """Change how a member is told of their jobs: yours, or anyone's as an admin."""
+    store = state(request).store
+    await store.run(notify_settings, username, actor=user.username)  # theirs to change
+    await store.run(set_notify, username, body.mode, body.webhook, actor=user.username)
+    return Notify(**await store.run(notify_settings, username, actor=user.username))
 
 
 @router.post("/token", responses=_errors(429))
