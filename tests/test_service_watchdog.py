@@ -7,6 +7,7 @@ A watchdog acts for its token's owner whatever its config claims, and only on th
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,3 +132,21 @@ def test_a_refused_token_stops_the_watchdog_in_one_line(lab: Lab2) -> None:
     assert done.exit_code != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "refused the token" in lines[0], done.stderr
+
+
+def test_doctor_checks_the_service_and_the_member_s_own_watchdog(lab: Lab2) -> None:
+    bob, alice = lab.machine("bob", claims="alice"), lab.machine("alice", claims="alice")
+    tick(alice)  # alice's watchdog beats; bob's has never run
+
+    def doctor(config: Path) -> str:
+        return CliRunner().invoke(cli, ["--config", str(config), "doctor"]).stdout
+
+    before = doctor(bob)
+    assert f"✓ service: the labctl service at {lab.url}, as bob" in before
+    assert "✗ watchdog heartbeat: the watchdog has never run" in before
+    assert "database" not in before  # no store of its own to check
+    tick(bob)
+    assert re.search(r"✓ watchdog heartbeat: jobs \d+ s ago, scan \d+ s ago", doctor(bob))
+    create_token(lab.db, "bob")
+    refused = doctor(bob)
+    assert "✗ service: the labctl service" in refused and "refused the token" in refused

@@ -26,7 +26,8 @@ from labctl.db import Database, connect
 from labctl.errors import ConfigError, LabctlError
 from labctl.install.cron import CronSpec, installed_block
 from labctl.install.onboarding import config_file
-from labctl.stages.heartbeat import latest
+from labctl.lab import Lab, LocalLab
+from labctl.settings import ServiceConfig
 
 HEARTBEAT_MAX_AGE = dt.timedelta(minutes=5)
 
@@ -60,6 +61,19 @@ def _describe_server(hello: Mapping[str, Any]) -> str:
     return f"replica set {name}, primary {hello.get('primary')}, {members} member(s)"
 
 
+def check_service(service: ServiceConfig) -> tuple[Check, Lab | None]:
+    """The service answers and takes the token (which the watchdog uses too)."""
+    from labctl.service import ServiceLab
+
+    try:
+        lab = ServiceLab.of(service)
+        me = lab.whoami()
+    except LabctlError as exc:
+        hint = f"check service.url and the network; 'labctl login {service.url}' for a new token"
+        return Check("service", False, str(exc), hint), None
+    return Check("service", True, f"{lab.where}, as {me['username']}"), lab
+
+
 def check_database(config: DatabaseConfig) -> tuple[Check, Database | None]:
     """The database opens; on MongoDB, its replica set has a primary."""
     try:
@@ -76,7 +90,8 @@ def check_database(config: DatabaseConfig) -> tuple[Check, Database | None]:
 def check_heartbeat(
     beats: Sequence[Mapping[str, Any]], now: dt.datetime, max_age: dt.timedelta = HEARTBEAT_MAX_AGE
 ) -> Check:
-    """Every watchdog stage that ever ran has run within `max_age` (on any host)."""
+    """Every stage of the watchdog in `beats` that ever ran has run within `max_age` (on any
+    host); doctor gives it the heartbeats of its member's watchdog."""
     hint = "is the crontab block installed ('labctl cron show') and cron running? see its logs"
     newest: dict[str, dt.datetime] = {}
     for beat in beats:
@@ -245,7 +260,12 @@ def run_checks(
     yield check
     if config is None:
         return
-    db_check, db = check_database(config.database)
+    if config.service is not None:
+        db_check, lab = check_service(config.service)
+        db = None
+    else:
+        db_check, db = check_database(config.database)
+        lab = None if db is None else LocalLab(config, db)
     yield db_check
     try:
         yield check_local_rsync()
@@ -254,8 +274,10 @@ def run_checks(
             if cluster.mount_point is not None:
                 yield check_mount(name, cluster)
         yield check_crontab(LocalRunner(), cron or CronSpec(config, config_file(config_path)))
-        if db is not None:
-            yield check_heartbeat(latest(db), now or dt.datetime.now(dt.UTC))
+        if lab is not None:
+            me = lab.whoami()["username"]
+            mine = [beat for beat in lab.heartbeats() if beat.get("user") == me]
+            yield check_heartbeat(mine, now or dt.datetime.now(dt.UTC))
     finally:
         if db is not None:
             db.close()
