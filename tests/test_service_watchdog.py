@@ -10,14 +10,15 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from labctl.cli import cli
-from labctl.config import Config, DatabaseConfig
+from labctl.config import ClusterConfig, Config, DatabaseConfig
 from labctl.db import Database, connect
 from labctl.errors import PermissionDenied
 from labctl.jobs.queue import get_job
@@ -29,7 +30,14 @@ from labctl.servicedb import service_database
 from labctl.settings import ServiceConfig
 from labctl.users import create_token
 from tests.jobfixtures import DATASET, job_config
-from tests.testbed import write_config
+from tests.testbed import (
+    hpc_cluster,
+    hpc_config,
+    needs_testbed,
+    remote_scratch,
+    slurm_jobs_named,
+    write_config,
+)
 from tests.webfixtures import seed, served, web_config
 
 JOB = JobRequest(
@@ -46,28 +54,41 @@ class Lab2:
     root: Path
     tokens: dict[str, str]
 
-    def machine(self, member: str, claims: str) -> Path:
-        """`member`'s config: the service, their token, the local cluster; `user: claims`."""
+    def machine(self, member: str, claims: str, hpc_scratch: str | None = None) -> Path:
+        """`member`'s config: the service, their token, the local cluster (and with
+        `hpc_scratch`, the testbed's SLURM cluster `hpc`); `user: claims`."""
         home = self.root / f"machine-{member}"
         token_file = home / "token"
         home.mkdir(exist_ok=True)
         write_private(token_file, self.tokens[member] + "\n")
-        service = ServiceConfig(url=self.url, token_file=token_file)
-        config = job_config(Config(user=claims, service=service), home / "scratch")
+        base = Config(user=claims, service=ServiceConfig(url=self.url, token_file=token_file))
+        config = (
+            job_config(base, home / "scratch")
+            if hpc_scratch is None
+            else hpc_config(base, hpc_scratch, home)
+        )
         return write_config(config, home / "config.yaml")
 
     def lab(self, member: str) -> Lab:
         return ServiceLab(ServiceConfig(url=self.url), self.tokens[member])
 
 
-@pytest.fixture
-def lab(db_config: DatabaseConfig, tmp_path: Path) -> Iterator[Lab2]:
-    config = web_config(Config(user="labserver", database=db_config), tmp_path / "server")
+@contextmanager
+def lab_server(db_config: DatabaseConfig, root: Path, **clusters: ClusterConfig) -> Iterator[Lab2]:
+    """The lab server's service over `db_config`, knowing the local cluster and `clusters`."""
+    config = web_config(Config(user="labserver", database=db_config), root / "server")
+    config = config.model_copy(update={"clusters": {**config.clusters, **clusters}})
     with connect(db_config) as db:
-        seed(db, config, tmp_path / "server")
+        seed(db, config, root / "server")
         with served(config) as url:
             tokens = {u: create_token(db, u) for u in ("alice", "bob")}
-            yield Lab2(db, url, tmp_path, tokens)
+            yield Lab2(db, url, root, tokens)
+
+
+@pytest.fixture
+def lab(db_config: DatabaseConfig, tmp_path: Path) -> Iterator[Lab2]:
+    with lab_server(db_config, tmp_path) as served_lab:
+        yield served_lab
 
 
 def tick(config: Path) -> str:
@@ -150,3 +171,23 @@ def test_doctor_checks_the_service_and_the_member_s_own_watchdog(lab: Lab2) -> N
     create_token(lab.db, "bob")
     refused = doctor(bob)
     assert "✗ service: the labctl service" in refused and "refused the token" in refused
+
+
+@pytest.mark.testbed
+@needs_testbed
+def test_a_member_s_watchdog_runs_a_slurm_job_through_the_service(tmp_path: Path) -> None:
+    """The real SLURM over the testbed's sshd, driven by bob's watchdog through the service."""
+    on_hpc = replace(JOB, compute_cluster="hpc", datafiles=("phase.h5",))
+    store = DatabaseConfig(uri="embedded", path=tmp_path / "store")
+    with remote_scratch() as scratch, lab_server(store, tmp_path, hpc=hpc_cluster(scratch)) as lab:
+        bobs = lab.lab("bob").submit(on_hpc)["job_id"]
+        alices = lab.lab("alice").submit(on_hpc, force=True)["job_id"]
+        tick_until_finished(lab, lab.machine("bob", claims="alice", hpc_scratch=scratch), bobs, 120)
+        job = get_job(lab.db, bobs)
+        assert job["status"] == "completed", job
+        assert [h["state"] for h in job["history"]][-2:] == ["retrieving", "completed"]
+        assert job["results"] and all(Path(r["path"]).is_file() for r in job["results"])
+        slurm = slurm_jobs_named([f"labctl-{bobs}", f"labctl-{alices}"])
+        assert {e.job_id for e in slurm[f"labctl-{bobs}"]} == {job["scheduler"]["job_id"]}
+        assert not slurm.get(f"labctl-{alices}")  # alice's job is her watchdog's alone
+        assert get_job(lab.db, alices)["status"] == "queued"
