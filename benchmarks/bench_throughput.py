@@ -9,8 +9,10 @@ watchdog tick --loop 1` until every job is completed. It reports the wall time (
 the floor of the same run), the watchdog's CPU per job (its whole process tree: rsync and ssh
 children included), SSH logins per job, and, from a second pass that runs the same loop inside
 this process, database operations, rsync processes and the cluster's commands (remote execs) per
-job, and remote execs per tick. `--local` runs that counted pass alone on the `local` cluster
-(plain processes on this machine: no testbed, no floor).
+job, and remote execs per tick. The `service` row is a member's watchdog through the labctl
+service (`labctl web` in its own process, over an embedded store) with a token: its DB
+operations are the service's requests. `--local` runs that counted pass alone on the `local`
+cluster (plain processes on this machine: no testbed, no floor).
 SSH logins count what the testbed's sshd logged during the loop: the benchmark's own session to
 the cluster is open already, as `labctl connect` leaves it, so 0 means the watchdog rode it.
 Goals (issue 12): wall <= 1.5x the floor, CPU <= 25 ms/job, 1 login per cluster, <= 12 DB
@@ -49,12 +51,19 @@ from labctl.compute.cluster import Cluster
 from labctl.compute.transport import Result, SSHRunner, TransferHandle
 from labctl.config import ClusterConfig, Config, DatabaseConfig
 from labctl.db import Collection, Database, connect
+from labctl.errors import ServiceError
 from labctl.jobs.states import JobState
+from labctl.private import write_private
+from labctl.service import ServiceLab, read_token
+from labctl.servicedb import service_database
+from labctl.settings import ServiceConfig
 from labctl.stages import scan
 from labctl.stages.loop import reap_children, run_stages
-from tests.mongoserver import secantus
+from labctl.users import add_user, create_token
+from tests.mongoserver import free_port, secantus
 from tests.testbed import sshd_logins, write_config
 
+LABCTL = str(Path(sys.executable).parent / "labctl")
 DB_OPERATIONS = ("find", "find_one", "claim", "update", "insert", "insert_many", "count", "delete")
 
 
@@ -145,7 +154,16 @@ def counting(counts: Counter[str]) -> Iterator[None]:
         clusters.open_cluster = opener
 
 
-def prepared(tmp: Path, database: DatabaseConfig, scratch: str) -> tuple[Config, Path]:
+@dataclass(frozen=True)
+class Setup:
+    """The watchdog's config (and its file), and the store where the benchmark watches jobs."""
+
+    config: Config
+    path: Path
+    store: DatabaseConfig
+
+
+def prepared(tmp: Path, database: DatabaseConfig, scratch: str) -> Setup:
     """A fresh config on `database` with the testbed cluster, the dataset logged."""
     hpc = testbed_cluster(scratch)
     assert hpc is not None
@@ -153,7 +171,61 @@ def prepared(tmp: Path, database: DatabaseConfig, scratch: str) -> tuple[Config,
     config = bench_config(tmp, hpc=hpc).model_copy(update={"database": database})
     with connect(config.database) as db:
         log_entries(db, config, [(DATASET, {"user": config.user, "data_raw_path": str(tmp)})])
-    return config, write_config(config, tmp / "config.yaml")
+    return Setup(config, write_config(config, tmp / "config.yaml"), database)
+
+
+@contextmanager
+def through_the_service(tmp: Path, scratch: str) -> Iterator[Setup]:
+    """`labctl web` for the lab server's store (`prepared`), in its own process, and a member's
+    config that reaches it with their token only."""
+    server = prepared(tmp / "server", DatabaseConfig(path=tmp / "server" / "store"), scratch)
+    with connect(server.store) as db:
+        add_user(db, server.config.user)
+        token = create_token(db, server.config.user)
+    token_file = tmp / "token"
+    write_private(token_file, token)
+    port = free_port()
+    service = ServiceConfig(url=f"http://127.0.0.1:{port}", token_file=token_file)
+    web = subprocess.Popen([LABCTL, "--config", str(server.path), "web", "--port", str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ServiceLab(service, token).whoami()
+                break
+            except ServiceError:
+                if web.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("labctl web did not start") from None
+                time.sleep(0.2)
+        hpc = testbed_cluster(scratch)
+        assert hpc is not None
+        member = bench_config(tmp, hpc=hpc).model_copy(update={"service": service})
+        yield Setup(member, write_config(member, tmp / "config.yaml"), server.store)
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+
+
+@contextmanager
+def setup_for(backend: str, where: Path, scratch: str, mongo: str) -> Iterator[Setup]:
+    if backend == "service":
+        with through_the_service(where, scratch) as setup:
+            yield setup
+        return
+    database = (
+        DatabaseConfig(uri="embedded", path=where / "store")
+        if backend == "embedded"
+        else DatabaseConfig(uri=mongo, name=f"bench_{where.name}")
+    )
+    yield prepared(where, database, scratch)
+
+
+def watchdog_db(config: Config) -> Database:
+    """The store as the watchdog reaches it: through the service with a token, or itself."""
+    if config.service is None:
+        return connect(config.database)
+    return service_database(config.service, read_token(config.service))
 
 
 def submit_all(path: Path, jobs: int, cluster: str = "hpc") -> list[str]:
@@ -178,16 +250,15 @@ def all_completed(db: Database, ids: Sequence[str]) -> bool:
     return all(job["status"] == JobState.COMPLETED for job in found)
 
 
-def as_cron_runs_it(config: Config, path: Path, jobs: int) -> Pass:
+def as_cron_runs_it(setup: Setup, jobs: int) -> Pass:
     """`labctl watchdog tick --loop 1` in its own process until the jobs are completed."""
-    ids = submit_all(path, jobs)
-    labctl = str(Path(sys.executable).parent / "labctl")
+    ids = submit_all(setup.path, jobs)
     cpu, seen = children_cpu(), logins()
     start = time.perf_counter()
-    loop = subprocess.Popen([labctl, "--config", str(path), "watchdog", "tick", "--loop", "1"],
-                            stdout=subprocess.DEVNULL)  # fmt: skip
+    loop = subprocess.Popen([LABCTL, "--config", str(setup.path), "watchdog", "tick", "--loop",
+                             "1"], stdout=subprocess.DEVNULL)  # fmt: skip
     try:
-        with connect(config.database) as db:
+        with connect(setup.store) as db:
             while not all_completed(db, ids):
                 if loop.poll() is not None:
                     raise RuntimeError(f"the watchdog loop ended with {loop.returncode}")
@@ -199,18 +270,23 @@ def as_cron_runs_it(config: Config, path: Path, jobs: int) -> Pass:
     return Pass(wall, (children_cpu() - cpu) / jobs, logins() - seen)
 
 
-def counted_in_process(config: Config, path: Path, jobs: int, cluster: str = "hpc") -> Pass:
+def counted_in_process(setup: Setup, jobs: int, cluster: str = "hpc") -> Pass:
     """The same, with the loop in this process so that its operations can be counted."""
     counts: Counter[str] = Counter()
+    config = setup.config
+    if config.service is not None:  # the watchdog acts as its token's owner
+        config = config.model_copy(
+            update={"user": ServiceLab.of(config.service).whoami()["username"]}
+        )
     start = time.perf_counter()
-    with counting(counts), connect(config.database) as db:
-        ids = submit_all(path, jobs, cluster)
+    with counting(counts), watchdog_db(config) as db, connect(setup.store) as store:
+        ids = submit_all(setup.path, jobs, cluster)
         while True:
             run_stages(db, config, TICK)
             counts["tick"] += 1
             reap_children()
             with _uncounted(counts):
-                if all_completed(db, ids):
+                if all_completed(store, ids):
                     break
             time.sleep(1)
     wall = time.perf_counter() - start
@@ -229,8 +305,8 @@ def on_this_machine(jobs: int) -> None:
         config = bench_config(Path(tmp))
         with connect(config.database) as db:
             log_entries(db, config, [(DATASET, {"user": config.user, "data_raw_path": tmp})])
-        found = counted_in_process(config, write_config(config, Path(tmp) / "config.yaml"), jobs,
-                                   "local")  # fmt: skip
+        path = write_config(config, Path(tmp) / "config.yaml")
+        found = counted_in_process(Setup(config, path, config.database), jobs, "local")
     print(f"\n{jobs} selftest jobs on the local cluster (plain processes), embedded store, "
           f"in {found.wall:.1f} s")  # fmt: skip
     print(f"{'DB ops/job':>11} {'rsyncs/job':>11} {'execs/job':>10} {'execs/tick':>11}")
@@ -266,17 +342,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         secantus(Path(tmp) / "mongo") as uri,
     ):
         raw = floor(shell, args.jobs)
-        for backend in ("embedded", "mongodb"):
+        for backend in ("embedded", "mongodb", "service"):
             passes = []
             for kind, run in (("cron", as_cron_runs_it), ("counted", counted_in_process)):
-                where = Path(tmp) / backend / kind
-                database = (
-                    DatabaseConfig(uri="embedded", path=where / "store")
-                    if backend == "embedded"
-                    else DatabaseConfig(uri=uri, name=f"bench_{kind}")
-                )
-                config, path = prepared(where, database, scratch)
-                passes.append(run(config, path, args.jobs))
+                with setup_for(backend, Path(tmp) / backend / kind, scratch, uri) as setup:
+                    passes.append(run(setup, args.jobs))
             rows.append((backend, passes[0], passes[1]))
 
     print(f"\n{args.jobs} selftest jobs on the testbed's SLURM; floor: {args.jobs} sbatch over one "

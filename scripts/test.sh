@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the tests need (venv, the sshd + SLURM testbed) and run the whole suite:
 # lint, type check, pytest, then the compatibility matrix on the other Pythons
-# (scripts/matrix.sh). Extra arguments go to the full pytest run.
+# (scripts/matrix.sh). Extra arguments make it one pytest run with them instead of the whole suite.
 source "$(dirname "$0")/bootstrap.sh"
 cd "$ROOT"
 if [ -f scripts/testbed.sh ]; then
@@ -21,9 +21,23 @@ if ! dpkg -s chromium 2>/dev/null | grep -q '^Status: install ok installed'; the
 fi
 echo "[test] ruff";  ruff check .
 echo "[test] mypy";  mypy
-echo "[test] pytest"
 status=0
-pytest --durations=15 "$@" || status=$?
+if [ "$#" -gt 0 ]; then
+  echo "[test] pytest $*"
+  pytest --durations=15 "$@" || status=$?
+else
+  # Two processes side by side: the tests that share the testbed (marked `testbed`, see
+  # tests/conftest.py) one after another in the background, every other test meanwhile.
+  echo "[test] pytest, in two processes: -m testbed (shown after) and -m 'not testbed'"
+  shared_log=$(mktemp)
+  pytest --durations=10 -m testbed --basetemp=/tmp/labctl-pytest-testbed >"$shared_log" 2>&1 &
+  shared=$!
+  pytest --durations=10 -m "not testbed" --basetemp=/tmp/labctl-pytest-others || status=$?
+  wait "$shared" || status=$?
+  echo "[test] pytest -m testbed"
+  cat "$shared_log"
+  rm -f "$shared_log"
+fi
 echo "[test] compatibility matrix"
 bash scripts/matrix.sh || status=1
 exit "$status"

@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated home for every test, and both database backends.
+"""Shared fixtures: an isolated home for every test, and both database backends; and which tests
+share the testbed.
 
 The MongoDB backend runs through the real pymongo driver over TCP against SecantusDB, a
 wire-compatible server started here once per test session (no real mongod can be installed on
@@ -21,6 +22,31 @@ from labctl.compute.transport.target import short_dir
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
 from tests.mongoserver import ServerError, secantus
+
+# The files whose tests share state beyond their own folders: the testbed's sshd (whose logs
+# count logins), SLURM and slurmdbd, and this account's crontab. They are all marked `testbed`,
+# so that scripts/test.sh runs them in one pytest process, one at a time, beside a second
+# process for every other test (`-m testbed`, `-m "not testbed"`).
+SHARE_THE_TESTBED = {
+    "test_cron_live.py",
+    "test_doctor.py",
+    "test_install.py",
+    "test_mfa_testbed.py",
+    "test_mount.py",
+    "test_pipelines_testbed.py",
+    "test_resubmit_testbed.py",
+    "test_sessions_mfa.py",
+    "test_slurm_live.py",
+    "test_ssh.py",
+    "test_transport.py",
+    "test_watchdog_testbed.py",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SHARE_THE_TESTBED:
+            item.add_marker(pytest.mark.testbed)
 
 
 @pytest.fixture(autouse=True)
