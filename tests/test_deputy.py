@@ -213,7 +213,16 @@ def test_malformed_or_dangerous_operations(
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[]", b'{"collection": "queue", "op": "drop", "args": {}}', b"[" * 100_000],
+    [
+        b"not json",
+        b"[]",
+        b'{"collection": "queue", "op": "drop", "args": {}}',
+        b"[" * 100_000,
+        b'{"collection": "queue", "op": "find", "args": {"filter": {"a": '
+        + b"[" * 900
+        + b"]" * 900
+        + b"}}}",
+    ],
 )
 def test_what_is_not_an_operation_is_one_line(lab: tuple[Database, Config], body: bytes) -> None:
     with pytest.raises(ValidationError) as refused:

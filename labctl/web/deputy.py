@@ -17,6 +17,7 @@ data. Anything else is refused (403 or 422), and nothing is written.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from labctl.db import Database
 from labctl.errors import PermissionDenied, ValidationError
 from labctl.jobs.job import Job, MalformedJob
 from labctl.jobs.states import JobState, check_transition
+from labctl.limits import DEPTH
 from labctl.servicedb import OPS, PATH, decode, encode
 from labctl.stages.heartbeat import SESSION_KIND, beat_key
 from labctl.users import PUBLIC_FIELDS
@@ -53,6 +55,7 @@ JOB_UPDATES: dict[str, set[str] | None] = {
 USER_FIELDS = [*PUBLIC_FIELDS, "notify_webhook"]
 META_KINDS = ["schema", "heartbeat", SESSION_KIND]
 _PLAIN = (str, int, float, bool, type(None))
+MAX_DEPTH = 2 * DEPTH  # an operation's own nesting (filter, update) around a document's
 
 
 @dataclass(frozen=True)
@@ -111,18 +114,19 @@ def _check_args(op: Op) -> None:
         raise ValidationError("a sort is a list of [field, 1 or -1]")
 
 
-def _check_plain(value: Any) -> None:
-    """Plain data and date-times only: no code, no regular expressions, no binary."""
-    import datetime as dt
-
+def _check_plain(value: Any, depth: int = 0) -> None:
+    """Plain data and date-times only (no code, no regular expressions, no binary), nested at
+    most `MAX_DEPTH` deep."""
+    if depth > MAX_DEPTH:
+        raise ValidationError(f"nested more than {MAX_DEPTH} deep")
     if isinstance(value, dict):
         for key, item in value.items():
-            _check_plain(item)
+            _check_plain(item, depth + 1)
             if not isinstance(key, str):
                 raise ValidationError("field names are text")
     elif isinstance(value, list):
         for item in value:
-            _check_plain(item)
+            _check_plain(item, depth + 1)
     elif type(value) not in (*_PLAIN, dt.datetime):  # exactly: bson's Code is a str
         raise ValidationError(f"a {type(value).__name__} cannot be sent to the watchdog's store")
 
