@@ -84,6 +84,8 @@ def test_a_state_moves_only_as_the_state_machine_allows(lab: tuple[Database, Con
     done = {"$set": {"status": str(JobState.COMPLETED)}}
     with pytest.raises(PermissionDenied, match="from the state the write names"):
         ask(db, "bob", "queue", "update", filter={"job_id": bobs}, update=done)
+    with pytest.raises(PermissionDenied, match="set whole"):
+        ask(db, "bob", "queue", "update", filter={"job_id": bobs}, update={"$set": {"status.x": 1}})
     queued = {"job_id": bobs, "status": str(JobState.QUEUED)}
     with pytest.raises(InvalidTransition, match="cannot become completed"):
         ask(db, "bob", "queue", "claim", filter=queued, update=done)
@@ -155,6 +157,8 @@ def test_results_only_of_the_member_s_job_being_retrieved(lab: tuple[Database, C
     assert ask(db, "bob", "data", "update", filter={"dataset": DATASET}, update=record) == 1
     assert db.data.find_one({"dataset": DATASET})["results"] == {bobs: {"dir": "/somewhere"}}
     assert ask(db, "bob", "data", "find_one", filter={"dataset": DATASET})["user"] == "charlie"
+    with pytest.raises(PermissionDenied, match="may not find in data"):  # the whole catalog
+        ask(db, "bob", "data", "find", filter={})
 
 
 def test_users_shows_the_member_alone_and_no_secret(lab: tuple[Database, Config]) -> None:

@@ -7,8 +7,8 @@ credential, only their token, and sends each of its stages' collection operation
   queued; what a job was asked to do (dataset, inputs, type, cluster, options, code) and whose it
   is never change; its state moves only as the state machine allows, from the state the write
   names; an archive copy is the queue's own; a job leaves the queue only once archived.
-- `data`: reading, as every member may; the one write is `results.JOB` of one of the member's
-  jobs being retrieved, on that job's dataset.
+- `data`: reading one entry at a time, as every member may (the REST API pages through many);
+  the one write is `results.JOB` of one of the member's jobs being retrieved, on its dataset.
 - `users`: the member's own public fields and notification settings.
 - `meta`: the schema version, heartbeats and cluster sessions; only their own are written.
 Filters take comparison and logic operators only (no `$where`, no `$regex`); values are plain
@@ -202,6 +202,8 @@ def _check_job_update(filter: Doc, update: Any) -> None:
                 raise PermissionDenied(f"a watchdog may not change a job's {root}")
             if allowed is not None and root not in allowed:
                 raise PermissionDenied(f"a watchdog may not use {operator} on a job's {root}")
+            if root == "status" and name != "status":
+                raise PermissionDenied("a job's state is set whole")
     new = update.get("$set", {}).get("status")
     if new is not None:
         old = filter.get("status")
@@ -248,8 +250,9 @@ def _stored(doc: Doc) -> Doc:
 
 
 def _data(db: Database, op: Op, member: str) -> Op:
-    """data: reading; writing only the result record of a job of theirs being retrieved."""
-    if op.name in ("find", "find_one", "count", "distinct"):
+    """data: reading one entry at a time (the REST API pages through many); writing only the
+    result record of a job of theirs being retrieved."""
+    if op.name == "find_one":
         return op
     if op.name != "update" or op.args.get("upsert") or op.args.get("many"):
         raise _refuse(op)
