@@ -525,3 +525,21 @@ def test_notification_settings_through_the_service(server: LabServer, member: Me
     assert run(root, "notify", "set", "--user", "alice", "--mode", "digest").exit_code == 0
     assert "mode: digest" in run(root, "notify", "show", "--user", "alice").stdout
     assert "no user 'eve'" in one_line(run(root, "notify", "show", "--user", "eve"), 1)
+
+
+def test_setup_on_a_member_machine_checks_the_service_not_a_store(
+    server: LabServer, member: MemberConfig, isolated_home: Path
+) -> None:
+    alice = member("alice")
+    done = run(alice, "setup", "--non-interactive", "--no-cron", "--user", "alice")
+    assert done.exit_code == 0, done.output
+    written = yaml.safe_load(alice.read_text())
+    assert written["service"]["url"] == server.url and "uri" not in written.get("database", {})
+    assert not (isolated_home / ".local" / "share" / "labctl" / "db").exists()
+    asked = run(alice, "setup", "--non-interactive", "--no-cron", "--db-uri", "mongodb://x/y")
+    assert "takes no --db-uri" in one_line(asked, 2)
+    create_token(server.db, "alice")  # revokes the token on alice's machine
+    before = alice.read_text()
+    refused = run(alice, "setup", "--non-interactive", "--no-cron", "--email", "a@lab.org")
+    assert "refused the token" in one_line(refused, refused.exit_code)
+    assert refused.exit_code != 0 and alice.read_text() == before

@@ -173,9 +173,13 @@ def setup_cmd(
     settings = merge(read_settings(path), read_settings(lab_config))
     user = _ask(interactive, user, "Lab username", settings.get("user") or getpass.getuser())
     email = _ask(interactive, email, "E-mail", settings.get("email", ""))
-    current_uri = (settings.get("database") or {}).get("uri", EMBEDDED)
-    db_uri = _ask(interactive, db_uri, "MongoDB URI ('embedded': no server)", current_uri)
-    password = _ask_password(interactive, store_db_password, db_uri or current_uri)
+    password = None
+    if not settings.get("service"):  # else the lab is reached through the service (labctl login)
+        current_uri = (settings.get("database") or {}).get("uri", EMBEDDED)
+        db_uri = _ask(interactive, db_uri, "MongoDB URI ('embedded': no server)", current_uri)
+        password = _ask_password(interactive, store_db_password, db_uri or current_uri)
+    elif db_uri is not None:
+        raise ConfigError("this config reaches the lab through its service: it takes no --db-uri")
     clusters = _ask_clusters(
         settings.get("clusters") or {},
         interactive,

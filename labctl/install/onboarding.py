@@ -163,7 +163,8 @@ def authorized_keys_line(key_file: Path) -> str:
 
 
 def verify(config: Config, clusters: Iterable[str], database: bool) -> None:
-    """Log in to each named cluster and (if asked) reach the database; raise naming what failed."""
+    """Log in to each named cluster and (if asked) reach the database, or the service with the
+    member's token; raise naming what failed."""
     for name in clusters:
         cluster = open_cluster(name, config.clusters[name])
         try:
@@ -172,7 +173,11 @@ def verify(config: Config, clusters: Iterable[str], database: bool) -> None:
             raise SetupError(f"cluster {name}: {exc}") from None
         finally:
             cluster.close()
-    if database and not config.database.embedded:
+    if database and config.service is not None:
+        from labctl.service import ServiceLab
+
+        ServiceLab.of(config.service).whoami()
+    elif database and not config.database.embedded:
         connect(config.database).close()
 
 
