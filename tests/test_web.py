@@ -648,6 +648,17 @@ def test_job_page_shows_history_log_tail_and_updates_live(
     assert f'hx-get="/jobs/{job["job_id"]}/live"' in html and "Retry" in html
     live = alice.get(f"/jobs/{job['job_id']}/live").text
     assert "<html" not in live and "failed" in live
+    [key] = read_job(db, job["job_id"]).notices  # the failure, still to tell alice of
+    notice = re.search(rf'<tr id="notice-{key}"><td>failed</td>.*?</tr>', live, re.S)
+    assert notice and "<td>new</td>" in notice[0]
+    db.queue.update(
+        {"job_id": job["job_id"]},
+        {"$set": {f"notices.{key}.state": "sent", f"notices.{key}.delivered": ["email"]}},
+    )
+    notice = re.search(
+        rf'<tr id="notice-{key}">.*?</tr>', alice.get(f"/jobs/{job['job_id']}/live").text, re.S
+    )
+    assert notice and "<td>sent</td><td>email</td>" in notice[0]
     assert alice.get("/jobs/j000000000000").status_code == 404
 
 
