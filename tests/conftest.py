@@ -119,3 +119,14 @@ def config(db_config: DatabaseConfig) -> Config:
 def db(db_config: DatabaseConfig) -> Iterator[Database]:
     with connect(db_config) as database:
         yield database
+
+
+@pytest.fixture
+def cfg(config: Config, db: Database, tmp_path: Path) -> Config:
+    """The web tests' config over `db` (the local cluster, the pipelines' job types, a typed
+    schema), seeded with alice and bob (members), root (admin) and alice's dataset with files."""
+    from tests.webfixtures import seed, web_config
+
+    seeded = web_config(config, tmp_path)
+    seed(db, seeded, tmp_path)
+    return seeded

@@ -30,17 +30,9 @@ from labctl.users import create_token
 from labctl.web import create_app
 from tests.jobfixtures import job_in_state
 from tests.test_cli_terminal import read_until
-from tests.webfixtures import csrf_token, login, seed, web_config
+from tests.webfixtures import csrf_token, login
 
 F, C, T, Q = JobState.FAILED, JobState.CANCELLED, JobState.TRANSFERRING, JobState.QUEUED
-
-
-@pytest.fixture
-def cfg(config: Config, db: Database, tmp_path: Path) -> Config:
-    """alice and bob (members), root (admin), and the dataset the jobs run on."""
-    cfg = web_config(config, tmp_path)
-    seed(db, cfg, tmp_path)
-    return cfg
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ The end-to-end runs (the real service, real watchdogs) are in test_service_watch
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,13 +21,10 @@ from labctl.servicedb import decode, encode
 from labctl.stages.heartbeat import beat_key
 from labctl.web.deputy import serve
 from tests.jobfixtures import DATASET, job_in_state
-from tests.webfixtures import seed, web_config
 
 
 @pytest.fixture
-def lab(db: Database, config: Config, tmp_path: Path) -> tuple[Database, Config]:
-    cfg = web_config(config, tmp_path)
-    seed(db, cfg, tmp_path)
+def lab(db: Database, cfg: Config) -> tuple[Database, Config]:
     return db, cfg
 
 

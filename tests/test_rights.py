@@ -27,17 +27,9 @@ from labctl.users import create_token
 from labctl.web import create_app
 from tests.jobfixtures import DATASET
 from tests.testbed import write_config
-from tests.webfixtures import seed, web_config
 
 V1 = "/api/v1"
 MINE = "20230101_090000"  # alice's own experiment
-
-
-@pytest.fixture
-def cfg(config: Config, db: Database, tmp_path: Path) -> Config:
-    cfg = web_config(config, tmp_path)
-    seed(db, cfg, tmp_path)
-    return cfg
 
 
 @pytest.fixture

@@ -45,16 +45,9 @@ from labctl.web.problems import status_of
 from tests.hostile import alias_bomb, nested
 from tests.jobfixtures import DATASET, submit_as, transfer_record
 from tests.mongoserver import free_port
-from tests.webfixtures import csrf_token, login, password, seed, web_config
+from tests.webfixtures import csrf_token, login, password
 
 Browser = Callable[[str], TestClient]
-
-
-@pytest.fixture
-def cfg(config: Config, db: Database, tmp_path: Path) -> Config:
-    cfg = web_config(config, tmp_path)
-    seed(db, cfg, tmp_path)
-    return cfg
 
 
 @pytest.fixture

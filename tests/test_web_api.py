@@ -25,7 +25,7 @@ from labctl.users import create_token
 from labctl.web import create_app
 from tests.hostile import alias_bomb, nested
 from tests.jobfixtures import DATASET
-from tests.webfixtures import csrf_token, login, seed, web_config
+from tests.webfixtures import csrf_token, login
 
 V1 = "/api/v1"
 JOB = {
@@ -36,13 +36,6 @@ JOB = {
     "datafiles": ["phase.h5"],
     "job_options": {"sleep_seconds": "0.5"},
 }
-
-
-@pytest.fixture
-def cfg(config: Config, db: Database, tmp_path: Path) -> Config:
-    cfg = web_config(config, tmp_path)
-    seed(db, cfg, tmp_path)
-    return cfg
 
 
 @pytest.fixture
