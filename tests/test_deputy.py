@@ -129,6 +129,9 @@ def test_the_archive_holds_only_the_queue_s_own_copies(lab: tuple[Database, Conf
         ask(db, "bob", "queue", "delete", filter={"job_id": alices})
     assert ask(db, "bob", "queue", "delete", filter={"job_id": bobs}) == 1
     assert [d["job_id"] for d in db.archive.find({})] == [bobs]
+    with pytest.raises(PermissionDenied, match="may not update in archive"):
+        ask(db, "bob", "archive", "update", filter={}, update={"$set": {"log_tail": "fine"}})
+    assert db.archive.find_one({"_id": bobs})["log_tail"] == copy["log_tail"]
     assert db.queue.find_one({"job_id": alices}) is not None
 
 

@@ -6,7 +6,8 @@ credential, only their token, and sends each of its stages' collection operation
 - `queue` and `archive`: every filter is narrowed to the member's jobs. A new job is theirs and
   queued; what a job was asked to do (dataset, inputs, type, cluster, options, code) and whose it
   is never change; its state moves only as the state machine allows, from the state the write
-  names; an archive copy is the queue's own; a job leaves the queue only once archived.
+  names; an archive copy is the queue's own, and is not changed after; a job leaves the queue
+  only once archived.
 - `data`: reading one entry at a time, as every member may (the REST API pages through many);
   the one write is `results.JOB` of one of the member's jobs being retrieved, on its dataset.
 - `users`: the member's own public fields and notification settings.
@@ -172,7 +173,7 @@ def _jobs(db: Database, op: Op, member: str) -> Op:
         return mine
     if op.args.get("upsert"):
         raise _refuse(op)
-    if op.name in ("update", "claim"):
+    if op.collection == "queue" and op.name in ("update", "claim"):
         _check_job_update(op.filter, op.args.get("update"))
         return mine
     if op.collection == "queue" and op.name == "insert":
