@@ -39,9 +39,12 @@ def test_jobs_past_max_submitted_wait_for_room(
 ) -> None:
     """max_submitted 2, one job running: a 2-task array counts as two and waits."""
     cfg = capped(config, db, tmp_path, 2)
-    single = submit(db, cfg, "selftest", sleep_seconds=3)
+    single = submit(db, cfg, "selftest", sleep_seconds=10)  # long past the array's transfer
+    deadline = time.monotonic() + 60
+    while get_job(db, single)["status"] not in ("submitted", "running"):
+        assert time.monotonic() < deadline, get_job(db, single)
+        run_stages(db, cfg, ALL)
     array = submit(db, cfg, "file_stats_split", num_splits=2)
-    deadline = time.monotonic() + 30
     while get_job(db, array)["waiting"] is None:
         assert time.monotonic() < deadline, get_job(db, array)
         run_stages(db, cfg, ALL)
