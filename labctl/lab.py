@@ -20,7 +20,7 @@ from labctl.catalog.query import build_filter, parse_sort
 from labctl.config import Config, DataSchema
 from labctl.db import Database
 from labctl.errors import NotFoundError
-from labctl.jobs.bulk import Action
+from labctl.jobs.bulk import Action, parse_filter
 from labctl.jobs.queue import get_job, list_jobs
 from labctl.jobs.submit import JobRequest, batch_script, submit_job
 from labctl.jobs.usage import usage_report
@@ -79,9 +79,10 @@ class Lab(Protocol):
     def show(self, dataset: str) -> Doc: ...
     def submit(self, request: JobRequest, *, force: bool = False) -> Doc: ...
     def batch_script(self, request: JobRequest) -> str: ...
-    def jobs(
-        self, *, user: str | None = None, status: str | None = None, limit: int = 0
-    ) -> list[Doc]: ...
+    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> list[Doc]:
+        """The newest `limit` jobs (0: all) a filter selects, its fields as typed
+        (`labctl.jobs.bulk.parse_filter`: `{"status": ["failed"], "user": "me"}`)."""
+
     def job(self, job_id: str) -> Doc: ...
     def heartbeats(self) -> list[Doc]: ...
     def bulk(
@@ -143,10 +144,9 @@ class LocalLab:
     def batch_script(self, request: JobRequest) -> str:
         return batch_script(self.db, self.config, request)
 
-    def jobs(
-        self, *, user: str | None = None, status: str | None = None, limit: int = 0
-    ) -> list[Doc]:
-        return list_jobs(self.db, user=user, status=status, limit=limit)
+    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> list[Doc]:
+        selection = parse_filter(self.config.user, **(filter or {}))
+        return list_jobs(self.db, matching=selection.query(), limit=limit)
 
     def job(self, job_id: str) -> Doc:
         return get_job(self.db, job_id)

@@ -256,13 +256,12 @@ class ServiceLab:
     def batch_script(self, request: JobRequest) -> str:
         return str(self._call("POST", "/jobs/script", self._job_body(request))["batch_script"])
 
-    def jobs(
-        self, *, user: str | None = None, status: str | None = None, limit: int = 0
-    ) -> list[Doc]:
+    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> list[Doc]:
         """The newest `limit` jobs (at most `PAGE`)."""
-        items: list[Doc] = self._call(
-            "GET", "/jobs", user=user, status=status, limit=min(limit or PAGE, PAGE)
-        )["items"]
+        asked = {k: list(v) if isinstance(v, tuple) else v for k, v in (filter or {}).items()}
+        items: list[Doc] = self._call("GET", "/jobs", **asked, limit=min(limit or PAGE, PAGE))[
+            "items"
+        ]
         return items
 
     def job(self, job_id: str) -> Doc:

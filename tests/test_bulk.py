@@ -232,6 +232,46 @@ def test_a_filter_lists_first_and_acts_only_with_yes(
     )
 
 
+def test_queue_lists_what_the_same_filter_selects(
+    labctl: Callable[[str], Run], jobs: dict[str, str]
+) -> None:
+    alice = labctl("alice")
+
+    def listed(*filter: str) -> set[str]:
+        done = alice("queue", *filter, "--json")
+        assert done.exit_code == 0, done.output
+        return {job["job_id"] for job in json.loads(done.stdout)["jobs"]}
+
+    timeouts = {jobs["a_timeout"], jobs["a_timeout2"], jobs["b_timeout"]}
+    assert listed("--status", "failed", "--reason", "timeout") == timeouts  # anyone's: a listing
+    assert listed("--status", "failed,transferring", "--user", "me") == timeouts - {
+        jobs["b_timeout"]
+    } | {jobs["a_oom"], jobs["a_moving"]}
+    assert listed("--user", "bob", "--cluster", "local", "--job-type", "file_stats") == {
+        jobs["b_timeout"]
+    }
+    assert listed("--cluster", "raven") == set()
+    assert listed("--since", "2999-01-01") == set()
+    refused = alice("queue", "--status", "faild")
+    assert refused.exit_code == 2 and refused.stderr.startswith("error: unknown state 'faild'")
+    assert refused.stderr.count("\n") == 1
+
+
+def test_the_api_lists_jobs_by_the_same_filter(
+    client: TestClient, db: Database, jobs: dict[str, str]
+) -> None:
+    bob = bearer(db, "bob")
+    answer = client.get("/api/v1/jobs", params={"status": "failed", "user": "me"}, headers=bob)
+    assert [job["job_id"] for job in answer.json()["items"]] == [jobs["b_timeout"]]
+    params = [("status", "failed"), ("reason", "out_of_memory"), ("reason", "timeout")]
+    answer = client.get("/api/v1/jobs", params=params, headers=bob)
+    assert {job["job_id"] for job in answer.json()["items"]} == {
+        jobs["a_timeout"], jobs["a_timeout2"], jobs["a_oom"], jobs["b_timeout"]
+    }  # fmt: skip
+    bad = client.get("/api/v1/jobs", params={"since": "2026-13-01"}, headers=bob)
+    assert bad.status_code == 422 and "since takes a date" in bad.json()["detail"]
+
+
 def test_a_member_naming_another_is_refused_in_one_line(
     labctl: Callable[[str], Run], db: Database, jobs: dict[str, str]
 ) -> None:

@@ -243,7 +243,7 @@ def scenario(lab: Lab, raw: Path) -> dict[str, Any]:
         "shown": lab.show("20230102_090000"),
         "script": script,
         "job": job,
-        "listed": lab.jobs(user="alice"),
+        "listed": lab.jobs({"user": "alice"}),
         "one": lab.job(job["job_id"]),
     }
 
@@ -301,6 +301,17 @@ def test_the_cli_prints_the_same_either_way(
         ("submit", DATASET, "--cluster", "local", "--job-type", "file_stats", "--json"),
         ("submit", DATASET, "--cluster", "local", "--job-type", "file_stats", "--dry-run"),
         ("queue", "--json"),
+        (
+            "queue",
+            "--status",
+            "queued,failed",
+            "--user",
+            "me",
+            "--job-type",
+            "file_stats",
+            "--json",
+        ),
+        ("queue", "--status", "failed", "--json"),
         ("show", DATASET, "--json"),
     ]
     for args in commands:

@@ -11,12 +11,12 @@ import click
 from labctl.catalog.fields import parse_assignments
 from labctl.catalog.provenance import provenance
 from labctl.cli import App, cli
+from labctl.cli.jobactions import FILTER_OPTIONS, F, with_options
 from labctl.cli.output import cell, console, echo_document, echo_json, rich_table
 from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
 from labctl.jobs.job import TaskUsage
 from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
-from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest
 from labctl.jobs.usage import describe
 
@@ -86,15 +86,25 @@ def progress_bar(transfer: Mapping[str, Any] | None, width: int = 12) -> str:
     return " ".join(p for p in parts if p)
 
 
+def _queue_options(command: F) -> F:
+    limit = click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
+    as_json = click.option("--json", "as_json", is_flag=True)
+    return with_options(command, [*FILTER_OPTIONS, limit, as_json])
+
+
 @cli.command("queue")
-@click.option("--user", help="Only this user's jobs.")
-@click.option("--status", type=click.Choice([str(s) for s in JobState]), help="Only this state.")
-@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@_queue_options
 @click.pass_obj
-def queue_cmd(app: App, user: str | None, status: str | None, limit: int, as_json: bool) -> None:
-    """List jobs with their state, transfer progress, scheduler id and age."""
-    jobs = app.lab.jobs(user=user, status=status, limit=limit)
+def queue_cmd(
+    app: App,
+    /,
+    limit: int,
+    as_json: bool,
+    **filter: Any,  # FILTER_OPTIONS' values
+) -> None:
+    """List jobs with their state, transfer progress, scheduler id and age; a filter as
+    `labctl retry|cancel` take it narrows them."""
+    jobs = app.lab.jobs(filter, limit=limit)
     beats = app.lab.heartbeats()
     if as_json:
         echo_json({"jobs": jobs, "heartbeats": beats})

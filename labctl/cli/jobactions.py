@@ -22,23 +22,40 @@ Doc = dict[str, Any]
 COLUMNS = ("job", "dataset", "user", "state", "reason", "updated", "then")
 
 
-def _filter_options(command: F) -> F:
-    """The options that make a filter, and --yes, --json."""
-    options = [
-        click.option("--status", multiple=True, help="Only jobs in this state (repeat, or a,b)."),
-        click.option(
-            "--reason", multiple=True, help="Only jobs failed for this reason (repeat, or a,b)."
-        ),
-        click.option("--user", help="Only this member's jobs; `me` for yours."),
-        click.option("--since", help="Only jobs last changed on or after this date."),
-        click.option("--cluster", help="Only jobs on this cluster."),
-        click.option("--job-type", help="Only jobs of this type."),
-        click.option("--yes", "-y", is_flag=True, help="Act on a filter's jobs without asking."),
-        click.option("--json", "as_json", is_flag=True, help="The selection and outcome as JSON."),
-    ]
+FILTER_OPTIONS = [
+    click.option("--status", multiple=True, help="Only jobs in this state (repeat, or a,b)."),
+    click.option(
+        "--reason", multiple=True, help="Only jobs failed for this reason (repeat, or a,b)."
+    ),
+    click.option("--user", help="Only this member's jobs; `me` for yours."),
+    click.option("--since", help="Only jobs last changed on or after this date."),
+    click.option("--cluster", help="Only jobs on this cluster."),
+    click.option("--job-type", help="Only jobs of this type."),
+]
+"""The options that make a filter (`labctl.jobs.bulk.parse_filter`), here and in `labctl queue`."""
+
+
+def with_options(command: F, options: list[Callable[[F], F]]) -> F:
+    """`command` with `options`, the first listed first in its help."""
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _filter_options(command: F) -> F:
+    """The options that make a filter, and --yes, --json."""
+    return with_options(
+        command,
+        [
+            *FILTER_OPTIONS,
+            click.option(
+                "--yes", "-y", is_flag=True, help="Act on a filter's jobs without asking."
+            ),
+            click.option(
+                "--json", "as_json", is_flag=True, help="The selection and outcome as JSON."
+            ),
+        ],
+    )
 
 
 def _row(answer: Doc, job: Doc) -> dict[str, str]:

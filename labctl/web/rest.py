@@ -15,9 +15,8 @@ from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, parse_sort
 from labctl.jobs.actions import retry_job
-from labctl.jobs.bulk import FILTER_FIELDS, Action
+from labctl.jobs.bulk import FILTER_FIELDS, Action, parse_filter
 from labctl.jobs.queue import get_job, list_jobs
-from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest, batch_script, submit_job
 from labctl.jobs.usage import usage_report
 from labctl.stages.cancel import bulk_action, cancel_and_stop
@@ -260,14 +259,27 @@ async def update_experiment(
 async def list_queue(
     request: Request,
     user: ApiUser,
-    owner: Annotated[str | None, Query(alias="user")] = None,
-    status: JobState | None = None,
+    owner: Annotated[str | None, Query(alias="user", description="a member; `me`: you")] = None,
+    status: Annotated[list[str], Query(description="states (repeat, or a,b)")] = [],  # noqa: B006
+    reason: Annotated[list[str], Query(description="failure reasons (repeat, or a,b)")] = [],  # noqa: B006
+    since: Annotated[str | None, Query(description="last changed on or after (date)")] = None,
+    cluster: str | None = None,
+    job_type: str | None = None,
     dataset: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JobList:
-    """Jobs, newest first."""
+    """Jobs, newest first, filtered as `labctl queue` and the bulk actions filter them."""
+    selection = parse_filter(
+        user.username,
+        status=status,
+        reason=reason,
+        user=owner,
+        since=since,
+        cluster=cluster,
+        job_type=job_type,
+    )
     jobs = await state(request).store.run(
-        list_jobs, user=owner, status=status, dataset=dataset, limit=limit
+        list_jobs, matching=selection.query(), dataset=dataset, limit=limit
     )
     return JobList(items=jobs)
 
