@@ -54,8 +54,8 @@ from labctl.db import Collection, Database, connect
 from labctl.errors import ServiceError
 from labctl.jobs.states import JobState
 from labctl.private import write_private
-from labctl.service import ServiceLab, read_token
-from labctl.servicedb import service_database
+from labctl.service import ServiceLab
+from labctl.servicedb import member_watchdog
 from labctl.settings import ServiceConfig
 from labctl.stages import scan
 from labctl.stages.loop import reap_children, run_stages
@@ -221,13 +221,6 @@ def setup_for(backend: str, where: Path, scratch: str, mongo: str) -> Iterator[S
     yield prepared(where, database, scratch)
 
 
-def watchdog_db(config: Config) -> Database:
-    """The store as the watchdog reaches it: through the service with a token, or itself."""
-    if config.service is None:
-        return connect(config.database)
-    return service_database(config.service, read_token(config.service))
-
-
 def submit_all(path: Path, jobs: int, cluster: str = "hpc") -> list[str]:
     return [
         dbqueue_job(
@@ -273,13 +266,14 @@ def as_cron_runs_it(setup: Setup, jobs: int) -> Pass:
 def counted_in_process(setup: Setup, jobs: int, cluster: str = "hpc") -> Pass:
     """The same, with the loop in this process so that its operations can be counted."""
     counts: Counter[str] = Counter()
-    config = setup.config
-    if config.service is not None:  # the watchdog acts as its token's owner
-        config = config.model_copy(
-            update={"user": ServiceLab.of(config.service).whoami()["username"]}
-        )
+    service = setup.config.service
+    db, config = (
+        (connect(setup.config.database), setup.config)
+        if service is None
+        else member_watchdog(setup.config, service)
+    )
     start = time.perf_counter()
-    with counting(counts), watchdog_db(config) as db, connect(setup.store) as store:
+    with counting(counts), db, connect(setup.store) as store:
         ids = submit_all(setup.path, jobs, cluster)
         while True:
             run_stages(db, config, TICK)

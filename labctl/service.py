@@ -205,7 +205,7 @@ class ServiceLab:
             (k, item)
             for k, v in params.items()
             if v is not None
-            for item in (v if isinstance(v, list) else [v])
+            for item in (v if isinstance(v, list | tuple) else [v])
         ]
         return call(self.service, method, path, body, self.token, query)
 
@@ -258,10 +258,8 @@ class ServiceLab:
 
     def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> list[Doc]:
         """The newest `limit` jobs (at most `PAGE`)."""
-        asked = {k: list(v) if isinstance(v, tuple) else v for k, v in (filter or {}).items()}
-        items: list[Doc] = self._call("GET", "/jobs", **asked, limit=min(limit or PAGE, PAGE))[
-            "items"
-        ]
+        found = self._call("GET", "/jobs", **(filter or {}), limit=min(limit or PAGE, PAGE))
+        items: list[Doc] = found["items"]
         return items
 
     def job(self, job_id: str) -> Doc:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import ConfigError, ServiceError
 from labctl.settings import ServiceConfig
@@ -173,3 +174,13 @@ def service_database(service: ServiceConfig, token: str) -> Database:
     """The store as a member's watchdog reaches it: through the service, as its token's owner."""
     client = ServiceClient(service, token)
     return Database(client, client, None, f"the labctl service at {service.url}", None)
+
+
+def member_watchdog(config: Config, service: ServiceConfig) -> tuple[Database, Config]:
+    """The store a member's watchdog works on through `service`, and `config` acting as the
+    member whose token it holds (whatever its `user` says)."""
+    from labctl.service import ServiceLab
+
+    lab = ServiceLab.of(service)
+    member = str(lab.whoami()["username"])
+    return service_database(service, lab.token), config.model_copy(update={"user": member})

@@ -16,15 +16,11 @@ from labctl.stages.loop import STAGES, run_loop, run_stages
 
 def watchdog_store(app: App) -> tuple[Database, Config]:
     """The store the member's watchdog works on, and its config acting as that member."""
-    service = app.config.service
-    if service is None:
+    if app.config.service is None:
         return app.db, app.config
-    from labctl.service import ServiceLab
-    from labctl.servicedb import service_database
+    from labctl.servicedb import member_watchdog
 
-    lab = ServiceLab.of(service)
-    member = str(lab.whoami()["username"])
-    return service_database(service, lab.token), app.config.model_copy(update={"user": member})
+    return member_watchdog(app.config, app.config.service)
 
 
 @cli.command("watchdog")

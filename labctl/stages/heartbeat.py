@@ -17,6 +17,7 @@ from labctl.clock import utcnow
 from labctl.compute.transport import Session
 from labctl.db import Database
 
+HEARTBEAT_KIND = "heartbeat"
 SESSION_KIND = "cluster_session"
 
 
@@ -28,10 +29,10 @@ def beat_key(kind: str, name: str, host: str, user: str) -> str:
 def beat(db: Database, stage: str, did: Mapping[str, int], user: str) -> None:
     """Record one run of `stage` for `user` on this host, e.g. `did={"cleaned": 2}`."""
     host = socket.gethostname()
-    key = beat_key("heartbeat", stage, host, user)
+    key = beat_key(HEARTBEAT_KIND, stage, host, user)
     doc = {
         "key": key,
-        "kind": "heartbeat",
+        "kind": HEARTBEAT_KIND,
         "stage": stage,
         "host": host,
         "user": user,
@@ -64,7 +65,7 @@ class Pacer:
 def latest(db: Database) -> list[dict[str, Any]]:
     """The last run of each stage on each host for each member, newest first."""
     fields = ["stage", "host", "user", "at", "did"]
-    return db.meta.find({"kind": "heartbeat"}, fields, sort=[("at", -1)])
+    return db.meta.find({"kind": HEARTBEAT_KIND}, fields, sort=[("at", -1)])
 
 
 def record_sessions(db: Database, sessions: list[Session], user: str) -> None:

@@ -32,7 +32,7 @@ from labctl.jobs.job import Job, MalformedJob
 from labctl.jobs.states import JobState, check_transition
 from labctl.limits import DEPTH
 from labctl.servicedb import OPS, PATH, decode, encode
-from labctl.stages.heartbeat import SESSION_KIND, beat_key
+from labctl.stages.heartbeat import HEARTBEAT_KIND, SESSION_KIND, beat_key
 from labctl.users import PUBLIC_FIELDS
 from labctl.web.deps import ApiUser, state
 from labctl.web.rest import _errors
@@ -54,7 +54,7 @@ JOB_UPDATES: dict[str, set[str] | None] = {
     "$addToSet": {"notices"},
 }
 USER_FIELDS = [*PUBLIC_FIELDS, "notify_webhook"]
-META_KINDS = ["schema", "heartbeat", SESSION_KIND]
+META_KINDS = ["schema", HEARTBEAT_KIND, SESSION_KIND]
 _PLAIN = (str, int, float, bool, type(None))
 MAX_DEPTH = 2 * DEPTH  # an operation's own nesting (filter, update) around a document's
 
@@ -292,7 +292,7 @@ def _meta(db: Database, op: Op, member: str) -> Op:
     doc = update.get("$set") if isinstance(update, dict) and set(update) == {"$set"} else None
     if op.name != "update" or op.args.get("many") or not isinstance(doc, dict):
         raise _refuse(op)
-    name = doc.get("stage") if doc.get("kind") == "heartbeat" else doc.get("cluster")
+    name = doc.get("stage") if doc.get("kind") == HEARTBEAT_KIND else doc.get("cluster")
     key = beat_key(str(doc.get("kind")), str(name), str(doc.get("host")), member)
     if doc.get("kind") not in META_KINDS[1:] or doc.get("user") != member:
         raise PermissionDenied(f"a watchdog writes only {member}'s heartbeats and sessions")
