@@ -46,6 +46,7 @@ from labctl.db import Database, connect
 from labctl.jobs.submit import JobRequest, new_job_id, prepare_job
 from labctl.stages import stage_run
 from labctl.stages.loop import STAGES
+from labctl.stages.seam import LocalStore
 from tests.mfa import connect_answers, run_on_pty
 from tests.testbed import mfa_cluster, sshd_logins, write_config
 
@@ -78,7 +79,8 @@ def counted_tick(db: Database, config: Config) -> tuple[list[int], int, int, flo
     before, processes, calls, notes = logins(), 0, 0, []
     start = time.perf_counter()
     for name in TICK:
-        with stage_run(db, config, name) as run:  # what run_stages does, counting before close
+        # what run_stages does, counting before close
+        with stage_run(LocalStore.of(db, config), config, name) as run:
             STAGES[name](run)
             opened = list(run.pool.opened.values())
         processes += sum(c.runner.ssh_processes for c in opened if isinstance(c.runner, SSHRunner))

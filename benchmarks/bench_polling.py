@@ -36,6 +36,7 @@ from labctl.config import Config
 from labctl.db import Database, connect
 from labctl.jobs.submit import JobRequest, new_job_id, prepare_job
 from labctl.stages import stage_run
+from labctl.stages.seam import LocalStore
 from labctl.stages.tracking import run_jobs
 
 
@@ -53,7 +54,7 @@ def jobs_run(db: Database, config: Config) -> tuple[int, float]:
     """One jobs-stage run: its scheduler calls and this process's CPU seconds."""
     db.queue.update({}, {"$set": {"scheduler.missing": 0}}, many=True)  # the gone one stays
     cpu = time.process_time()
-    with stage_run(db, config, "jobs") as run:
+    with stage_run(LocalStore.of(db, config), config, "jobs") as run:
         run_jobs(run)
         scheduler = run.pool.get("hpc").scheduler
         assert isinstance(scheduler, SlurmScheduler)

@@ -33,6 +33,7 @@ from labctl.db import connect
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import run_stages
+from labctl.stages.seam import LocalStore
 from tests.jobfixtures import REGISTRATION_TYPES
 
 
@@ -53,7 +54,7 @@ def run_job(config: Config, splits: int) -> tuple[float, float]:
         final = f"{job_id}m" if splits > 1 else job_id
         own = 0.0
         while True:
-            run_stages(db, config, ["scan", "transfers", "jobs"])
+            run_stages(LocalStore.of(db, config), config, ["scan", "transfers", "jobs"])
             if not own and get_job(db, job_id)["status"] == "completed":
                 own = time.monotonic() - start
             found = db.queue.find_one({"job_id": final}, ["status"])

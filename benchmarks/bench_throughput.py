@@ -22,6 +22,7 @@ operations per job, code shipped once per (cluster, commit).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import subprocess
@@ -55,10 +56,11 @@ from labctl.errors import ServiceError
 from labctl.jobs.states import JobState
 from labctl.private import write_private
 from labctl.service import ServiceLab
-from labctl.servicedb import member_watchdog
+from labctl.servicedb import ServiceStore, member_watchdog
 from labctl.settings import ServiceConfig
 from labctl.stages import scan
 from labctl.stages.loop import reap_children, run_stages
+from labctl.stages.seam import LocalStore, WatchdogStore
 from labctl.users import add_user, create_token
 from tests.mongoserver import free_port, secantus
 from tests.testbed import sshd_logins, write_config
@@ -121,6 +123,11 @@ def counting(counts: Counter[str]) -> Iterator[None]:
         popen(self, args, *rest, **kwargs)
 
     background = scan.start_rsync
+    sent = ServiceStore.run
+
+    def sent_op(self: ServiceStore, op: Any) -> Any:
+        counts["db"] += 1  # through the service: one request per operation
+        return sent(self, op)
 
     def transfer(argv: Sequence[str], log: str | os.PathLike[str]) -> TransferHandle:
         counts["rsync"] += 1
@@ -144,6 +151,7 @@ def counting(counts: Counter[str]) -> Iterator[None]:
     subprocess.Popen.__init__ = started  # type: ignore[method-assign]
     scan.start_rsync = transfer
     clusters.open_cluster = opened
+    ServiceStore.run = sent_op  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -152,6 +160,7 @@ def counting(counts: Counter[str]) -> Iterator[None]:
         subprocess.Popen.__init__ = popen  # type: ignore[method-assign]
         scan.start_rsync = background
         clusters.open_cluster = opener
+        ServiceStore.run = sent  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)
@@ -267,16 +276,30 @@ def counted_in_process(setup: Setup, jobs: int, cluster: str = "hpc") -> Pass:
     """The same, with the loop in this process so that its operations can be counted."""
     counts: Counter[str] = Counter()
     service = setup.config.service
-    db, config = (
-        (connect(setup.config.database), setup.config)
-        if service is None
-        else member_watchdog(setup.config, service)
-    )
+    config = setup.config
+    with contextlib.ExitStack() as held:
+        if service is None:
+            watchdog: WatchdogStore = LocalStore.of(
+                held.enter_context(connect(config.database)), config
+            )
+        else:
+            watchdog, config = member_watchdog(config, service)
+        return _counted(setup, watchdog, config, jobs, cluster, counts)
+
+
+def _counted(
+    setup: Setup,
+    watchdog: WatchdogStore,
+    config: Config,
+    jobs: int,
+    cluster: str,
+    counts: Counter[str],
+) -> Pass:
     start = time.perf_counter()
-    with counting(counts), db, connect(setup.store) as store:
+    with counting(counts), connect(setup.store) as store:
         ids = submit_all(setup.path, jobs, cluster)
         while True:
-            run_stages(db, config, TICK)
+            run_stages(watchdog, config, TICK)
             counts["tick"] += 1
             reap_children()
             with _uncounted(counts):

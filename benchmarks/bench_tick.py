@@ -53,6 +53,7 @@ from labctl.jobs.queue import archive_settled, get_job
 from labctl.jobs.states import TERMINAL
 from labctl.jobs.submit import JobRequest, new_job_id, submit_job
 from labctl.stages.loop import reap_children, run_stages
+from labctl.stages.seam import LocalStore
 
 Timings = dict[str, float]
 
@@ -72,10 +73,11 @@ def run_one_job(config: Config) -> dict[str, Any]:
         deadline = time.monotonic() + 120
         while (job := get_job(db, job_id))["status"] not in TERMINAL:
             assert time.monotonic() < deadline, f"the model job is stuck: {job['history']}"
-            run_stages(db, config, TICK)
+            run_stages(LocalStore.of(db, config), config, TICK)
             time.sleep(0.2)
         assert job["status"] == "completed", job["history"]
-        run_stages(db, config, ["jobs"])  # cleans its scratch if not yet, archives it
+        # cleans its scratch if not yet, archives it
+        run_stages(LocalStore.of(db, config), config, ["jobs"])
         job = get_job(db, job_id)
         assert db.archive.delete({"_id": job_id}) == 1, job
     reap_children()
@@ -154,9 +156,9 @@ def tick(config: Config, db: Database | None) -> Timings:
         start = time.perf_counter()
         if db is None:
             with connect(config.database) as fresh:
-                run_stages(fresh, config, [stage])
+                run_stages(LocalStore.of(fresh, config), config, [stage])
         else:
-            run_stages(db, config, [stage])
+            run_stages(LocalStore.of(db, config), config, [stage])
         seconds[stage] = time.perf_counter() - start
     seconds["tick"] = sum(seconds.values())
     return seconds

@@ -49,6 +49,7 @@ from labctl.db import Database, connect
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import reap_children, run_stages
+from labctl.stages.seam import LocalStore
 
 PROGRESS = "--info=progress2,stats1"
 
@@ -82,11 +83,11 @@ def labctl_run(
     request = JobRequest(DATASET, "hpc", "file_stats", datarawfiles=inputs, allow_dirty=True)
     job = submit_job(db, config, request, force=True)
     start, start_wall = time.perf_counter(), time.time()
-    run_stages(db, config, ["scan"])
+    run_stages(LocalStore.of(db, config), config, ["scan"])
     started = time.perf_counter() - start  # the rsync runs from (just before) here
     polls, seen = 0, set()
     while True:
-        run_stages(db, config, ["transfers"])
+        run_stages(LocalStore.of(db, config), config, ["transfers"])
         polls += 1
         found = get_job(db, job["job_id"])
         transfer = found["transfer"]

@@ -8,4 +8,5 @@ REQUEST_BYTES = 2_000_000  # one request body to the web server (REST or dashboa
 NAME_PARTS = 10  # dotted parts of a field name: runclass.id has 2
 NAME_PART_CHARS = 128  # characters of each part of a field name, and of each key in a value
 DEPTH = 20  # nesting of mappings and lists in an entry, dotted parts included
+WATCHDOG_IDS = 10_000  # job ids one watchdog operation names (a run's claimed jobs, a batch)
 FIELDS = 1_000  # keys in one entry, counted at every depth

@@ -30,13 +30,14 @@ from labctl.jobs.queue import (
     all_jobs,
     archive_settled,
     get_job,
-    has_work,
     list_jobs,
     read_job,
 )
 from labctl.jobs.states import TERMINAL, JobState
 from labctl.jobs.submit import JobRequest, new_job_id, submit_job
 from labctl.stages.loop import reap_children, run_stages
+from labctl.stages.ops import HasWork
+from labctl.stages.seam import LocalStore
 from tests.jobfixtures import DATASET, local_jobs
 
 ALL = ["scan", "transfers", "jobs"]
@@ -88,21 +89,21 @@ def test_a_job_run_by_the_watchdog_ends_in_the_archive(cfg: Config, db: Database
     deadline = time.monotonic() + 60
     while db.archive.count({"_id": job_id}) == 0:
         assert time.monotonic() < deadline, get_job(db, job_id)["history"]
-        run_stages(db, cfg, ALL)
+        run_stages(LocalStore.of(db, cfg), cfg, ALL)
         reap_children()
         time.sleep(0.2)
     assert db.queue.count({}) == 0
     assert get_job(db, job_id)["status"] == str(JobState.COMPLETED)
     assert ids_shown(db) == [job_id]
     assert [record["job_id"] for record in provenance(db, DATASET)] == [job_id]
-    assert not has_work(db, cfg.user)
+    assert not LocalStore.of(db, cfg).run(HasWork())
 
 
 def test_the_stages_never_read_the_archive(
     cfg: Config, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     finished(db, cfg, 3, JobState.FAILED)
-    run_stages(db, cfg, ALL)  # archives them
+    run_stages(LocalStore.of(db, cfg), cfg, ALL)  # archives them
     assert db.archive.count({}) == 3
     finished(db, cfg, 2, JobState.CANCELLED)
     request = JobRequest(DATASET, "local", "selftest", datarawfiles=["fl_a.roli"])
@@ -118,7 +119,7 @@ def test_the_stages_never_read_the_archive(
             return _real(self, *args, **kw)
 
         monkeypatch.setattr(Collection, method, spy)
-    run_stages(db, cfg, ALL)
+    run_stages(LocalStore.of(db, cfg), cfg, ALL)
     reap_children()
     assert ("queue", "claim") in calls
     assert [call for call in calls if call[0] == "archive"] == [("archive", "insert")] * 2
@@ -152,7 +153,7 @@ def test_retry_brings_an_archived_job_back(cfg: Config, db: Database) -> None:
     assert db.archive.count({}) == 0
     assert db.queue.find_one({"job_id": job_id}, ["status"]) == {"status": "queued"}
     assert [job["status"] for job in list_jobs(db)] == [str(JobState.QUEUED)]
-    assert has_work(db, cfg.user)
+    assert LocalStore.of(db, cfg).run(HasWork())
 
 
 def test_retry_after_a_move_killed_half_way(cfg: Config, db: Database) -> None:

@@ -16,6 +16,7 @@ from labctl.jobs.codeversion import code_version, export_commit
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import run_stages
+from labctl.stages.seam import LocalStore
 from tests.jobfixtures import DATASET, committed_pipelines, dataset_with_files, job_config, watchdog
 
 
@@ -100,7 +101,7 @@ def test_job_ships_its_recorded_commit(
     deadline = time.monotonic() + 30
     while get_job(db, job["job_id"])["status"] not in ("completed", "failed"):
         assert time.monotonic() < deadline
-        run_stages(db, cfg, ["scan", "transfers", "jobs"])
+        run_stages(LocalStore.of(db, cfg), cfg, ["scan", "transfers", "jobs"])
         time.sleep(0.1)
     done = get_job(db, job["job_id"])
     assert done["status"] == "completed", done["history"]

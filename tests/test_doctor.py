@@ -30,6 +30,8 @@ from tests.testbed import hpc_cluster, needs_testbed, remote_scratch
 
 NOW = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
 
+HOST = socket.gethostname()
+
 
 def ago(seconds: float) -> dt.datetime:
     return NOW - dt.timedelta(seconds=seconds)
@@ -52,7 +54,7 @@ def test_heartbeat_wants_every_stage_recent() -> None:
 
 def test_heartbeats_as_the_watchdog_records_them(db: Database) -> None:
     for stage in ("scan", "transfers", "jobs"):
-        beat(db, stage, {"errors": 0}, "alice")
+        beat(db, stage, {"errors": 0}, "alice", HOST)
     check = check_heartbeat(latest(db), dt.datetime.now(dt.UTC))
     assert check.ok, check
 

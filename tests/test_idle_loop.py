@@ -17,8 +17,9 @@ from labctl.db import Collection, Database
 from labctl.jobs.migrate import migrate
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages import heartbeat
-from labctl.stages.heartbeat import Pacer, latest
+from labctl.stages.heartbeat import IDLE_BEAT_SECONDS, Pacer, latest
 from labctl.stages.loop import run_loop
+from labctl.stages.seam import LocalStore
 from tests.jobfixtures import DATASET, local_jobs
 
 ALL = ["scan", "transfers", "jobs"]
@@ -59,7 +60,7 @@ def loop(db: Database, cfg: Config, runs: int, ops: Counter[str]) -> list[int]:
         if line.startswith(f"{ALL[-1]}:"):
             after.append(sum(ops.values()))
 
-    run_loop(db, cfg, ALL, 0.2, runs, echo)
+    run_loop(LocalStore.of(db, cfg), cfg, ALL, 0.2, runs, echo)
     return after
 
 
@@ -89,16 +90,16 @@ def test_work_runs_the_stages_each_time(db: Database, cfg: Config, ops: Counter[
     request = JobRequest(DATASET, "local", "file_stats", datarawfiles=("fl_a.roli",))
     submit_job(db, cfg, request)
     lines: list[str] = []
-    run_loop(db, cfg, ALL, 0.2, 2, lines.append)
+    run_loop(LocalStore.of(db, cfg), cfg, ALL, 0.2, 2, lines.append)
     assert lines[0] == "scan: code shipped 1, transferring 1"
     assert ops["queue.claim"] > 2 * len(ALL)  # the second run looked for work too
 
 
 def test_a_pacer_writes_what_was_done_and_nothing_twice_a_minute(db: Database) -> None:
     pacer = Pacer()
-    pacer.beat(db, "scan", {}, "alice")
-    first = latest(db)[0]["at"]
-    pacer.beat(db, "scan", {}, "alice")
-    assert latest(db)[0]["at"] == first
-    pacer.beat(db, "scan", {"transferring": 1}, "alice")
-    assert latest(db)[0]["did"] == {"transferring": 1}
+    assert pacer.beats("scan", {})
+    assert not pacer.beats("scan", {})
+    assert not pacer.due("scan")
+    assert pacer.beats("scan", {"transferring": 1})
+    pacer.written["scan"] -= IDLE_BEAT_SECONDS
+    assert pacer.due("scan") and pacer.beats("scan", {})

@@ -152,9 +152,9 @@ def test_claim_takes_each_job_once_until_the_lease_expires(db: Database, jcfg: C
     mine = claim(db, {"status": "queued"}, "watchdog-a", hour)
     assert mine is not None and mine.owner == "watchdog-a"
     assert claim(db, {"status": "queued"}, "watchdog-b", hour) is None
-    release(db, [job["job_id"]], "watchdog-b")  # not the owner: no effect
+    release(db, [job["job_id"]], "watchdog-b", job["user"])  # not the owner: no effect
     assert claim(db, {"status": "queued"}, "watchdog-b", hour) is None
-    release(db, [job["job_id"]], "watchdog-a")
+    release(db, [job["job_id"]], "watchdog-a", job["user"])
     theirs = claim(db, {"status": "queued"}, "watchdog-b", -hour)  # a lease already expired
     assert theirs is not None and theirs.owner == "watchdog-b"
     again = claim(db, {"status": "queued"}, "watchdog-c", hour)

@@ -22,6 +22,7 @@ from labctl.jobs.job import Job
 from labctl.jobs.jobtypes import Resources, declared, job_types_at
 from labctl.jobs.submit import JobRequest, prepare_job, submit_job
 from labctl.stages import StageRun, Unconfigured
+from labctl.stages.seam import LocalStore
 from pipelines.__main__ import job_types as shipped_job_types
 from tests.jobfixtures import (
     DATASET,
@@ -145,7 +146,7 @@ def test_the_stages_see_each_job_type_as_its_commit_declares_it(
     (pipelines / "newer.py").write_text('INTERFACE = {"outputs": ["newer.txt"]}\n')
     commit(pipelines, "echo counts; a newer job type")
     new = Job.of(submit_job(db, cfg, request()))
-    run = StageRun(db, cfg, "scan", ClusterPool(cfg))
+    run = StageRun(LocalStore.of(db, cfg), cfg, "scan", ClusterPool(cfg))
     assert set(run.job_type(old).options) == {"label"}
     assert set(run.job_type(new).options) == {"count"}
     with pytest.raises(Unconfigured, match="job type 'newer' is no longer configured"):
@@ -154,7 +155,7 @@ def test_the_stages_see_each_job_type_as_its_commit_declares_it(
     shutil.move(pipelines.parent / ".git", pipelines.parent / "moved.git")
     assert set(run.job_type(old).options) == {"label"}  # read once per commit and run
     with pytest.raises(ValidationError, match="git ls-tree"):
-        StageRun(db, cfg, "scan", ClusterPool(cfg)).job_type(old)
+        StageRun(LocalStore.of(db, cfg), cfg, "scan", ClusterPool(cfg)).job_type(old)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from labctl.jobs.queue import get_job
 from labctl.jobs.states import TERMINAL
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import run_stages
+from labctl.stages.seam import LocalStore
 from tests.jobfixtures import DATASET, local_jobs
 
 ALL = ["scan", "transfers", "jobs"]
@@ -43,18 +44,18 @@ def test_jobs_past_max_submitted_wait_for_room(
     deadline = time.monotonic() + 60
     while get_job(db, single)["status"] not in ("submitted", "running"):
         assert time.monotonic() < deadline, get_job(db, single)
-        run_stages(db, cfg, ALL)
+        run_stages(LocalStore.of(db, cfg), cfg, ALL)
     array = submit(db, cfg, "file_stats_split", num_splits=2)
     while get_job(db, array)["waiting"] is None:
         assert time.monotonic() < deadline, get_job(db, array)
-        run_stages(db, cfg, ALL)
+        run_stages(LocalStore.of(db, cfg), cfg, ALL)
     job = get_job(db, array)
     assert job["status"] == "transferring" and job["failure"] is None and job["retries"] == 0
     assert job["waiting"] == "1 of max_submitted 2 jobs are submitted on local; waiting for room"
     assert get_job(db, single)["status"] in ("submitted", "running")
     while get_job(db, array)["status"] not in TERMINAL:
         assert time.monotonic() < deadline, get_job(db, array)
-        run_stages(db, cfg, ALL)
+        run_stages(LocalStore.of(db, cfg), cfg, ALL)
         time.sleep(0.2)
     job = get_job(db, array)
     assert job["status"] == "completed" and job["waiting"] is None
@@ -74,7 +75,7 @@ def test_a_job_larger_than_max_submitted_fails_saying_why(
     deadline = time.monotonic() + 30
     while get_job(db, job_id)["status"] not in TERMINAL:
         assert time.monotonic() < deadline, get_job(db, job_id)
-        run_stages(db, cfg, ALL)
+        run_stages(LocalStore.of(db, cfg), cfg, ALL)
     job = get_job(db, job_id)
     assert job["failure"] == {
         "reason": "config",

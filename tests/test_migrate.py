@@ -33,6 +33,7 @@ from labctl.jobs.queue import all_jobs, get_job, list_jobs, read_job
 from labctl.jobs.states import TERMINAL, JobState
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import reap_children, run_stages
+from labctl.stages.seam import LocalStore
 from tests.jobfixtures import DATASET, local_jobs
 from tests.test_archive import finished
 from tests.testbed import write_config
@@ -114,7 +115,7 @@ def test_the_watchdog_upgrades_an_old_store_and_runs_new_jobs_in_it(
     deadline = time.monotonic() + 30
     while (job := read_job(db, job_id)).status not in TERMINAL:
         assert time.monotonic() < deadline, job.history
-        run_stages(db, old_store, ["scan", "transfers", "jobs"])
+        run_stages(LocalStore.of(db, old_store), old_store, ["scan", "transfers", "jobs"])
         reap_children()
         time.sleep(0.2)
     assert job.status is JobState.COMPLETED, job.failure

@@ -24,6 +24,7 @@ from labctl.notify.notifyconfig import NotifyConfig, SmtpConfig
 from labctl.stages import stage_run
 from labctl.stages.loop import run_stages
 from labctl.stages.notices import send_notices
+from labctl.stages.seam import LocalStore
 from labctl.users import add_user, set_notify
 from tests.jobfixtures import DATASET, local_jobs
 from tests.notifyfixtures import (
@@ -65,7 +66,7 @@ def notifying(cfg: Config, port: int, **settings: object) -> Config:
 
 def notify_once(db: Database, cfg: Config, owner: str | None = None) -> int:
     """One run of the notify step (as `owner`); how many notices it sent."""
-    with stage_run(db, cfg, "jobs") as run:
+    with stage_run(LocalStore.of(db, cfg), cfg, "jobs") as run:
         run.owner = owner or run.owner
         send_notices(run)
     return run.did["notices sent"]
@@ -120,7 +121,7 @@ def test_completed_job_tells_where_the_verified_results_are(
     notice = read_job(db, job_id).notices
     assert [n.state for n in notice.values()] == [NoticeState.SENT]
     assert read_job(db, job_id).notify_at is None
-    run_stages(db, cfg, ["jobs"])
+    run_stages(LocalStore.of(db, cfg), cfg, ["jobs"])
     assert len(box.mails) == 1
 
 
@@ -164,7 +165,7 @@ def test_a_session_down_is_told_once_with_the_connect_line(
     first = submit(db, cfg, compute_cluster="raven")
     second = submit(db, cfg, compute_cluster="raven", job_type="selftest")
     for _ in range(2):
-        run_stages(db, cfg, ["scan", "transfers", "jobs"])
+        run_stages(LocalStore.of(db, cfg), cfg, ["scan", "transfers", "jobs"])
     assert read_job(db, first).waiting and read_job(db, second).waiting
     assert box.subjects() == ["[labctl] 2 job(s) wait for your session to raven"]
     body = box.body()
@@ -174,7 +175,7 @@ def test_a_session_down_is_told_once_with_the_connect_line(
     later = submit(
         db, cfg, compute_cluster="raven", job_type="selftest", job_options={"exit_code": 1}
     )
-    run_stages(db, cfg, ["scan", "transfers", "jobs"])
+    run_stages(LocalStore.of(db, cfg), cfg, ["scan", "transfers", "jobs"])
     assert read_job(db, later).waiting and len(box.mails) == 1  # the same outage: told once
     [notice] = read_job(db, later).notices.values()
     assert notice.state is NoticeState.SKIPPED and notice.note in (
@@ -263,8 +264,9 @@ from labctl.config import Config
 from labctl.db import connect
 from labctl.stages import stage_run
 from labctl.stages.notices import send_notices
+from labctl.stages.seam import LocalStore
 cfg = Config.model_validate_json(open(sys.argv[1]).read())
-with connect(cfg.database) as db, stage_run(db, cfg, "jobs") as run:
+with connect(cfg.database) as db, stage_run(LocalStore.of(db, cfg), cfg, "jobs") as run:
     send_notices(run)
 """
 
@@ -356,7 +358,7 @@ def test_a_split_array_and_its_merge_send_one_message(
     assert run_until_final(db, cfg, array)["status"] == "completed"
     merge = str(read_job(db, array).follow_up_job)
     assert run_until_final(db, cfg, merge)["status"] == "completed"
-    run_stages(db, cfg, ["jobs"])
+    run_stages(LocalStore.of(db, cfg), cfg, ["jobs"])
     assert box.subjects() == [f"[labctl] job {merge} completed: file_stats on {DATASET}"]
     assert f"It merged the 3 tasks of array job {array} (their parts: " in box.body()
     [notice] = read_job(db, array).notices.values()

@@ -23,6 +23,7 @@ from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages import stage_run
 from labctl.stages.loop import run_stages
+from labctl.stages.seam import LocalStore
 from labctl.stages.tracking import run_jobs
 from tests.jobfixtures import DATASET, dataset_with_files
 from tests.testbed import (
@@ -172,8 +173,8 @@ def test_a_jobs_run_asks_squeue_once_and_sacct_at_most_once(db: Database, hpc: C
     deadline = time.monotonic() + 90
     while not all(get_job(db, j)["status"] in ("completed", "failed") for j in job_ids):
         assert time.monotonic() < deadline, [get_job(db, j)["status"] for j in job_ids]
-        run_stages(db, hpc, ["scan", "transfers"])
-        with stage_run(db, hpc, "jobs") as run:
+        run_stages(LocalStore.of(db, hpc), hpc, ["scan", "transfers"])
+        with stage_run(LocalStore.of(db, hpc), hpc, "jobs") as run:
             run_jobs(run)
             if "hpc" in run.pool.opened:
                 calls.append(run.pool.get("hpc").scheduler.calls)
@@ -214,7 +215,7 @@ def test_a_run_killed_around_a_resubmission_sbatch_is_adopted_not_repeated(
     slurm_id = ssh(
         ["sbatch", "--parsable", f"--job-name={name}", "--output=/dev/null", "--wrap=true"]
     ).strip()
-    run_stages(db, hpc, ["jobs"])
+    run_stages(LocalStore.of(db, hpc), hpc, ["jobs"])
     job = get_job(db, job_id)
     assert job["scheduler"]["job_id"] == slurm_id
     assert [e.job_id for e in slurm_jobs_named([name])[name]] == [slurm_id]  # submitted once

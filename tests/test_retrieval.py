@@ -29,6 +29,7 @@ from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages import StageRun
 from labctl.stages.loop import run_stages
+from labctl.stages.seam import LocalStore
 from labctl.stages.tracking import run_jobs
 from tests.jobfixtures import DATASET, dataset_with_files, embedded_jobs
 from tests.testbed import write_config
@@ -57,7 +58,7 @@ def ran(db: Database, cfg: Config, ids: Sequence[str]) -> None:
     deadline = time.monotonic() + 60
     while not all(get_job(db, job_id)["status"] == "submitted" for job_id in ids):
         assert time.monotonic() < deadline, [get_job(db, j)["history"][-1] for j in ids]
-        run_stages(db, cfg, ["scan", "transfers"])
+        run_stages(LocalStore.of(db, cfg), cfg, ["scan", "transfers"])
         time.sleep(0.1)
     for job_id in ids:
         while not (folder(cfg, job_id) / "logs" / "task-0.exit").exists():
@@ -92,7 +93,7 @@ class Counting(LocalRunner):
 def jobs_run(db: Database, cfg: Config, runner: Counting) -> StageRun:
     """One run of the jobs stage whose `local` cluster runs its commands through `runner`."""
     cluster = Cluster("local", cfg.clusters["local"], runner, ProcessScheduler(runner), None)
-    run = StageRun(db, cfg, "jobs", ClusterPool(cfg, opened={"local": cluster}))
+    run = StageRun(LocalStore.of(db, cfg), cfg, "jobs", ClusterPool(cfg, opened={"local": cluster}))
     run_jobs(run)
     return run
 
@@ -142,7 +143,7 @@ def test_results_reach_a_dataset_folder_behind_a_symlink(
     dataset_with_files(db, cfg, tmp_path / "other", dataset=other)
     ids = [submit(db, cfg), submit(db, cfg, dataset=other)]
     ran(db, cfg, ids)
-    run_stages(db, cfg, ["jobs"])
+    run_stages(LocalStore.of(db, cfg), cfg, ["jobs"])
     for job_id, results in zip(ids, (behind, tmp_path / "other" / "processed"), strict=True):
         job = get_job(db, job_id)
         assert job["status"] == "completed", job["history"][-1]
@@ -175,7 +176,7 @@ def test_a_bad_job_in_a_batch_fails_or_retries_alone(solo: tuple[Database, Confi
     )
     entry = db.data.find_one({"dataset": DATASET})
     assert entry is not None and sorted(entry["results"]) == sorted(good)  # nothing unverified
-    run_stages(db, cfg, ["jobs"])
+    run_stages(LocalStore.of(db, cfg), cfg, ["jobs"])
     done = get_job(db, damaged)
     assert done["status"] == "completed"  # as it is on the cluster now, verified
     assert done["results"][0]["sha256"] == sha256(Path(done["result_dir"]) / "file_stats.json")
@@ -196,7 +197,7 @@ def test_a_pull_failed_by_one_jobs_file_completes_the_others(
     assert (retried["status"], retried["retries"]) == ("retrieving", 1)
     note = retried["history"][-1]["note"]
     assert note.startswith("file_stats.json did not arrive intact (bringing results home failed:")
-    run_stages(db, cfg, ["jobs"])
+    run_stages(LocalStore.of(db, cfg), cfg, ["jobs"])
     failed = get_job(db, vanished)
     assert failed["failure"] == {
         "reason": "retrieve",
@@ -259,7 +260,7 @@ def test_a_pull_killed_anywhere_leaves_every_job_recoverable(
     deadline = time.monotonic() + 60
     while any(not get_job(db, job_id)["scratch_cleaned"] for job_id in ids):
         assert time.monotonic() < deadline, [get_job(db, j)["history"][-1] for j in ids]
-        run_stages(db, slow, ["jobs"])
+        run_stages(LocalStore.of(db, slow), slow, ["jobs"])
     entry = db.data.find_one({"dataset": DATASET})
     assert entry is not None
     for job_id in ids:

@@ -23,6 +23,7 @@ from labctl.db import Database
 from labctl.jobs.queue import get_job
 from labctl.jobs.states import TERMINAL
 from labctl.stages.loop import reap_children, run_stages
+from labctl.stages.seam import LocalStore
 from labctl.users import create_token
 from labctl.web import create_app
 from tests.jobfixtures import DATASET
@@ -112,7 +113,7 @@ def _run_until_final(db: Database, cfg: Config, job_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while (job := get_job(db, job_id))["status"] not in TERMINAL:
         assert time.monotonic() < deadline, job["history"]
-        run_stages(db, cfg, ["scan", "transfers", "jobs"])
+        run_stages(LocalStore.of(db, cfg), cfg, ["scan", "transfers", "jobs"])
         reap_children()
         time.sleep(0.2)
     return job

@@ -7,6 +7,7 @@ A watchdog acts for its token's owner whatever its config claims, and only on th
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -20,14 +21,18 @@ from click.testing import CliRunner
 from labctl.cli import cli
 from labctl.config import ClusterConfig, Config, DatabaseConfig
 from labctl.db import Database, connect
-from labctl.errors import PermissionDenied
+from labctl.errors import NotFoundError
+from labctl.jobs.job import JobRef, Progress
 from labctl.jobs.queue import get_job
+from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest
+from labctl.jobs.work import Selection, Work
 from labctl.lab import Lab
 from labctl.private import write_private
-from labctl.service import ServiceLab
-from labctl.servicedb import service_database
+from labctl.service import ServiceLab, send
+from labctl.servicedb import ServiceStore
 from labctl.settings import ServiceConfig
+from labctl.stages.ops import Find, RecordResult, Update
 from labctl.users import create_token
 from tests.jobfixtures import DATASET, job_config
 from tests.testbed import (
@@ -132,16 +137,19 @@ def test_each_member_s_watchdog_runs_their_jobs_alone(lab: Lab2, isolated_home: 
 
 
 def test_a_forged_watchdog_cannot_reach_another_s_job(lab: Lab2) -> None:
-    """bob's token used as a watchdog would, but writing what his watchdog never writes."""
+    """bob's token used as a watchdog would, claiming to be alice and aiming at her job."""
     alices = lab.lab("alice").submit(JOB)["job_id"]
-    db = service_database(ServiceConfig(url=lab.url), lab.tokens["bob"])
-    assert db.queue.find({}) == [] and db.queue.find_one({"job_id": alices}) is None
-    assert db.queue.update({"job_id": alices}, {"$set": {"waiting": "x"}}) == 0
-    with pytest.raises(PermissionDenied, match="may not change a job's user"):
-        db.queue.update({"job_id": alices}, {"$set": {"user": "bob"}})
-    forged = {"$set": {f"results.{alices}": {"dir": "/tmp/forged"}}}
-    with pytest.raises(PermissionDenied, match="being retrieved"):
-        db.data.update({"dataset": DATASET}, forged)
+    store = ServiceStore(ServiceConfig(url=lab.url), lab.tokens["bob"], member="alice")
+    assert store.run(Find(selection=Selection(work=Work.NEW))).jobs == []
+    queued = JobRef(job_id=alices, status=JobState.QUEUED)
+    with pytest.raises(NotFoundError, match="bob has no job"):
+        store.run(Update(job=queued, progress=Progress(waiting="x")))
+    retrieving = queued.model_copy(update={"status": JobState.RETRIEVING})
+    with pytest.raises(NotFoundError, match="bob has no job"):
+        store.run(RecordResult(job=retrieving, dir="/tmp/forged", files=[]))
+    old_route = json.dumps({"collection": "queue", "op": "find", "args": {"filter": {}}})
+    with pytest.raises(NotFoundError):
+        send(ServiceConfig(url=lab.url), "POST", "/watchdog/db", old_route.encode(), store.token)
     assert "results" not in lab.db.data.find_one({"dataset": DATASET})
     assert get_job(lab.db, alices)["waiting"] is None
 

@@ -22,6 +22,7 @@ from labctl.jobs.queue import get_job, read_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages import StageRun
 from labctl.stages.loop import run_stages
+from labctl.stages.seam import LocalStore
 from labctl.stages.shipping import shared_code
 from tests.jobfixtures import DATASET, committed_pipelines, embedded_jobs
 
@@ -45,7 +46,7 @@ def until(db: Database, cfg: Config, ids: Sequence[str], *states: str, stages: l
     deadline = time.monotonic() + timeout
     while not all(get_job(db, job_id)["status"] in states for job_id in ids):
         assert time.monotonic() < deadline, [get_job(db, j)["history"][-1] for j in ids]
-        run_stages(db, cfg, stages)
+        run_stages(LocalStore.of(db, cfg), cfg, stages)
         time.sleep(0.1)
 
 
@@ -67,7 +68,7 @@ def test_the_jobs_of_one_commit_share_one_read_only_copy_shipped_once(
 ) -> None:
     db, cfg = solo
     ids = [submit(db, cfg) for _ in range(3)]
-    [scan] = run_stages(db, cfg, ["scan"])
+    [scan] = run_stages(LocalStore.of(db, cfg), cfg, ["scan"])
     assert "code shipped 1" in scan and "transferring 3" in scan, scan
     commit = get_job(db, ids[0])["pipelines"]["commit"]
     shared = scratch_of(cfg) / "code" / commit
@@ -84,7 +85,7 @@ def test_the_jobs_of_one_commit_share_one_read_only_copy_shipped_once(
     assert sorted(p.name for p in (scratch_of(cfg) / "code").iterdir()) == [commit]
     until(db, cfg, ids, "completed")  # each ran the shared copy: it has no other
     later = submit(db, cfg)
-    [scan] = run_stages(db, cfg, ["scan"])
+    [scan] = run_stages(LocalStore.of(db, cfg), cfg, ["scan"])
     assert "code shipped" not in scan and get_job(db, later)["code_dir"] == str(shared)
 
 
@@ -131,7 +132,9 @@ def test_two_runs_shipping_one_commit_at_once_keep_one_complete_copy(
 ) -> None:
     db, cfg = solo
     job = read_job(db, submit(db, cfg))
-    first, second = (StageRun(db, cfg, "scan", ClusterPool(cfg)) for _ in range(2))
+    first, second = (
+        StageRun(LocalStore.of(db, cfg), cfg, "scan", ClusterPool(cfg)) for _ in range(2)
+    )
     layout = first.layout(job)
     other = open_cluster("local", cfg.clusters["local"])
     found: list[str | None] = []

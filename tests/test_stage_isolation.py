@@ -20,6 +20,7 @@ from labctl.jobs.jobtypes import JobTypeConfig
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import run_stages
+from labctl.stages.seam import LocalStore
 from tests.jobfixtures import DATASET, embedded_jobs, local_jobs
 from tests.testbed import write_config
 
@@ -44,7 +45,7 @@ def until(db: Database, cfg: Config, done: Any, timeout: float = 60, **kw: Any) 
             (j["job_id"], j["status"], (j.get("failure") or {}).get("message"))
             for j in db.queue.find({})
         ]
-        run_stages(db, cfg, kw.get("stages", ALL))
+        run_stages(LocalStore.of(db, cfg), cfg, kw.get("stages", ALL))
         time.sleep(0.1)
 
 
@@ -159,7 +160,7 @@ def test_a_long_pull_keeps_its_lease(db: Database, cfg: Config, tmp_path: Path) 
         time.sleep(0.05)
     time.sleep(3)  # past the 2 s lease
     assert get_job(db, job_id)["owner"].endswith(f":{first.pid}")
-    assert run_stages(db, slow, ["jobs"]) == ["jobs: nothing to do"]
+    assert run_stages(LocalStore.of(db, slow), slow, ["jobs"]) == ["jobs: nothing to do"]
     assert _pull_of(slow.clusters["local"].scratch) == pulls  # the one pull, never a second
     out, _ = first.communicate(timeout=60)
     assert first.returncode == 0 and "completed 1" in out, out

@@ -20,6 +20,7 @@ from labctl.jobs.states import TERMINAL
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.heartbeat import latest
 from labctl.stages.loop import run_stages
+from labctl.stages.seam import LocalStore
 from tests.jobfixtures import DATASET, local_jobs
 from tests.modes import modes
 
@@ -36,7 +37,7 @@ def run_until_final(
 ) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while True:
-        run_stages(db, cfg, ALL)
+        run_stages(LocalStore.of(db, cfg), cfg, ALL)
         job = get_job(db, job_id)
         if job["status"] in TERMINAL and not job.get("cleanup_pending"):
             return job
@@ -162,7 +163,7 @@ def test_await_transfer_waits_for_the_complete_flag(
 ) -> None:
     job_id = submit(db, cfg, datarawfiles=["late.roli"], data_transfer_await=True)
     for _ in range(2):
-        run_stages(db, cfg, ALL)
+        run_stages(LocalStore.of(db, cfg), cfg, ALL)
     assert get_job(db, job_id)["status"] == "awaiting_data"
     (tmp_path / "data/raw/late.roli").write_bytes(b"late")
     log_entries(db, cfg, [(DATASET, {"data_complete": "true"})], update=True)
@@ -199,7 +200,7 @@ def test_cancel_stops_the_running_job_and_retry_runs_it_again(db: Database, cfg:
     job_id = submit(db, cfg, job_type="selftest", job_options={"sleep_seconds": 60})
     deadline = time.monotonic() + 30
     while get_job(db, job_id)["status"] != "running":
-        run_stages(db, cfg, ALL)
+        run_stages(LocalStore.of(db, cfg), cfg, ALL)
         assert time.monotonic() < deadline
     pid = int(get_job(db, job_id)["scheduler"]["job_id"])
     cancel_job(db, job_id, "tester")

@@ -46,6 +46,7 @@ from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages import stage_run
 from labctl.stages.heartbeat import latest
 from labctl.stages.loop import run_stages
+from labctl.stages.seam import LocalStore
 from labctl.stages.tracking import follow
 from tests.jobfixtures import DATASET, dataset_with_files
 from tests.testbed import (
@@ -162,14 +163,16 @@ def test_job_goes_from_submit_to_verified_results(
     started = utcnow()
     job_id = submit(db, hpc, **INPUTS)
 
-    assert run_stages(db, hpc, ["scan"]) == ["scan: code shipped 1, transferring 1"]
+    assert run_stages(LocalStore.of(db, hpc), hpc, ["scan"]) == [
+        "scan: code shipped 1, transferring 1"
+    ]
     # let the rsync finish unobserved: the transfers stage first sees it ended
     status_file = Path(get_job(db, job_id)["transfer"]["status_path"])
     deadline = time.monotonic() + 30
     while not status_file.exists():
         assert time.monotonic() < deadline, "the rsync did not finish"
         time.sleep(0.1)
-    assert run_stages(db, hpc, ["transfers"]) == ["transfers: transferred 1"]
+    assert run_stages(LocalStore.of(db, hpc), hpc, ["transfers"]) == ["transfers: transferred 1"]
     tick_until(db, hpc, status_in(db, job_id, *FINAL))
 
     job = get_job(db, job_id)
@@ -291,7 +294,7 @@ def test_cancelled_job_is_stopped_on_slurm(db: Database, hpc: Config) -> None:
     assert cancelled["cleanup_pending"] is True
     assert cancelled["failure"] == {"reason": "cancelled", "message": "cancelled by tester"}
 
-    lines = run_stages(db, hpc, ["jobs"])
+    lines = run_stages(LocalStore.of(db, hpc), hpc, ["jobs"])
     assert lines == ["jobs: archived 1, stopped 1"]  # stopped, it is settled: archived at once
     job = get_job(db, job_id)
     assert job["cleanup_pending"] is False
@@ -300,7 +303,7 @@ def test_cancelled_job_is_stopped_on_slurm(db: Database, hpc: Config) -> None:
         assert time.monotonic() < deadline, f"SLURM still shows {entries}"
         time.sleep(0.3)
     # later runs leave the cancelled job alone
-    run_stages(db, hpc, ["scan", "transfers", "jobs"])
+    run_stages(LocalStore.of(db, hpc), hpc, ["scan", "transfers", "jobs"])
     assert get_job(db, job_id)["history"] == job["history"]
     assert_lifecycle(job, "cancelled")
 
@@ -314,7 +317,7 @@ def test_a_late_poll_does_not_rewrite_a_finished_job(solo: tuple[Database, Confi
     tick_until(db, hpc, status_in(db, job_id, "running", *FINAL))
     stale = read_job(db, job_id)
     assert stale.status is JobState.RUNNING and stale.scheduler_id
-    with stage_run(db, hpc, "jobs") as late:
+    with stage_run(LocalStore.of(db, hpc), hpc, "jobs") as late:
         cluster = late.pool.get("hpc")
         seen = cluster.scheduler.poll({stale.scheduler_id: late.layout(stale)})
         tick_until(db, hpc, status_in(db, job_id, *FINAL))  # meanwhile, another run finishes it
@@ -348,7 +351,9 @@ def test_killed_rsync_resumes_where_it_stopped(
     job_id = submit(db, hpc, datarawfiles=["big.bin"])
     inputs = f"{scratch}/{job_id}/inputs/raw"
 
-    assert run_stages(db, hpc, ["scan"]) == ["scan: code shipped 1, transferring 1"]
+    assert run_stages(LocalStore.of(db, hpc), hpc, ["scan"]) == [
+        "scan: code shipped 1, transferring 1"
+    ]
     pid = get_job(db, job_id)["transfer"]["pid"]
     # Hold the transfer still, then let it run in short slices until a sixth has arrived.
     os.killpg(pid, signal.SIGSTOP)
@@ -371,12 +376,14 @@ def test_killed_rsync_resumes_where_it_stopped(
     kept = partial["big.bin"]
     assert size // 6 <= kept < size
 
-    assert run_stages(db, hpc, ["transfers"]) == ["transfers: interrupted 1, retries 1"]
+    assert run_stages(LocalStore.of(db, hpc), hpc, ["transfers"]) == [
+        "transfers: interrupted 1, retries 1"
+    ]
     job = get_job(db, job_id)
     assert job["history"][-1]["state"] == "transferring"
     assert job["history"][-1]["note"] == "rsync was killed; retry 1 in 0:00:00"
     assert job["transfer"]["resume"] is True
-    assert run_stages(db, hpc, ["transfers"]) == ["transfers: resumed 1"]
+    assert run_stages(LocalStore.of(db, hpc), hpc, ["transfers"]) == ["transfers: resumed 1"]
     assert get_job(db, job_id)["transfer"]["attempts"] == 2
     tick_until(db, hpc, lambda: get_job(db, job_id)["transfer"]["done"], stages=["transfers"])
 
@@ -670,7 +677,7 @@ def test_symlinks_out_of_the_dataset_are_refused(
     (processed / "phase.h5").unlink()
     (processed / "phase.h5").symlink_to("/etc/passwd")
 
-    assert run_stages(db, hpc, ["scan"]) == ["scan: failed 1"]
+    assert run_stages(LocalStore.of(db, hpc), hpc, ["scan"]) == ["scan: failed 1"]
     job = get_job(db, job_id)
     assert job["failure"]["reason"] == "transfer"
     assert "leads outside" in job["failure"]["message"]

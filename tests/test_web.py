@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -37,7 +38,7 @@ from labctl.jobs.job import Job
 from labctl.jobs.queue import get_job, read_job, transition
 from labctl.jobs.states import FailureReason, InvalidTransition, JobState
 from labctl.limits import REQUEST_BYTES
-from labctl.stages.heartbeat import beat, record_sessions
+from labctl.stages.heartbeat import SessionReport, beat, record_sessions
 from labctl.users import add_user
 from labctl.web import create_app
 from labctl.web.auth import LoginLimiter, open_session, session_principal
@@ -48,6 +49,8 @@ from tests.mongoserver import free_port
 from tests.webfixtures import csrf_token, login, password
 
 Browser = Callable[[str], TestClient]
+
+HOST = socket.gethostname()
 
 
 @pytest.fixture
@@ -573,7 +576,7 @@ def test_monitor_shows_state_progress_slurm_age_and_heartbeats(
         {"job_id": moving["job_id"]},
         {"$set": {"scheduler": {"job_id": "4242", "state": "PENDING"}}},
     )
-    beat(db, "scan", {"started": 1}, "alice")
+    beat(db, "scan", {"started": 1}, "alice", HOST)
     alice = browser("alice")
     page = alice.get("/monitor")
     assert page.status_code == 200 and 'hx-trigger="every 2s"' in page.text
@@ -602,7 +605,7 @@ def test_monitor_shows_each_cluster_session_and_why_a_job_waits(
     since = until - dt.timedelta(days=7)
     up = Session("raven", True, "interactive", "abc@gate1.mpcdf.mpg.de", since, until, 4242)
     down = Session("viper", False, "interactive", "abc@gate2.mpcdf.mpg.de", detail="no session")
-    record_sessions(db, [up, down], "alice")
+    record_sessions(db, [SessionReport.of(up), SessionReport.of(down)], "alice", HOST)
     message = "waiting for a session to viper: run `labctl connect viper`"
     db.queue.update({"job_id": job["job_id"]}, {"$set": {"waiting": message}})
     alice = browser("alice")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from labctl.jobs.queue import get_job
 from labctl.limits import REQUEST_BYTES
 from labctl.stages.heartbeat import beat
 from labctl.stages.loop import run_stages
+from labctl.stages.seam import LocalStore
 from labctl.users import create_token
 from labctl.web import create_app
 from tests.hostile import alias_bomb, nested
@@ -36,6 +38,8 @@ JOB = {
     "datafiles": ["phase.h5"],
     "job_options": {"sleep_seconds": "0.5"},
 }
+
+HOST = socket.gethostname()
 
 
 @pytest.fixture
@@ -77,7 +81,7 @@ ROUTES = [
     ("POST", "/users/alice/token"),
     ("GET", "/users/alice/notify"),
     ("PUT", "/users/alice/notify"),
-    ("POST", "/watchdog/db"),
+    ("POST", "/watchdog/ops"),
 ]
 
 
@@ -281,7 +285,7 @@ def test_cancel_and_retry_through_the_api(client: TestClient, tokens: Any, db: D
 def test_watchdog_heartbeats(client: TestClient, tokens: Any, db: Database) -> None:
     empty = {"heartbeats": [], "sessions": []}
     assert client.get(f"{V1}/watchdog", headers=tokens["bob"]).json() == empty
-    beat(db, "jobs", {"completed": 2}, "alice")
+    beat(db, "jobs", {"completed": 2}, "alice", HOST)
     [heartbeat] = client.get(f"{V1}/watchdog", headers=tokens["bob"]).json()["heartbeats"]
     assert heartbeat["stage"] == "jobs" and heartbeat["did"] == {"completed": 2}
 
@@ -408,7 +412,7 @@ def test_cancel_stops_a_running_job_at_once(
     deadline = time.monotonic() + 30
     while get_job(db, job_id)["status"] != "running":
         assert time.monotonic() < deadline, get_job(db, job_id)["history"]
-        run_stages(db, alices, ["scan", "transfers", "jobs"])
+        run_stages(LocalStore.of(db, alices), alices, ["scan", "transfers", "jobs"])
     group = int(get_job(db, job_id)["scheduler"]["job_id"])  # a process job: its process group
     if via == "api":
         answer = client.post(f"{V1}/jobs/{job_id}/cancel", headers=tokens["alice"])

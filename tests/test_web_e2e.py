@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,8 @@ pytestmark = [
     ),
 ]
 sync_api = pytest.importorskip("playwright.sync_api")
+
+HOST = socket.gethostname()
 
 
 def site_config(tmp_path: Path) -> Config:
@@ -149,8 +152,8 @@ def test_log_in_add_browse_submit_and_watch_the_job(
     page.screenshot(path=shots / "browse.png", full_page=True)
 
     # 4. A job submitted through the REST API with alice's token.
-    beat(db, "scan", {"started": 1}, "alice")
-    beat(db, "transfers", {"progress": 1}, "alice")
+    beat(db, "scan", {"started": 1}, "alice", HOST)
+    beat(db, "transfers", {"progress": 1}, "alice", HOST)
     headers = {"Authorization": f"Bearer {create_token(db, 'alice')}"}
     body = {"dataset": DATASET, "compute_cluster": "local", "job_type": "file_stats"}
     body |= {"datarawfiles": ["fl_a.roli"], "data_transfer_await": True}

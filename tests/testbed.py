@@ -29,6 +29,7 @@ from labctl.db import Database
 from labctl.jobs.jobtypes import Resources
 from labctl.jobs.queue import get_job
 from labctl.stages.loop import run_stages
+from labctl.stages.seam import LocalStore
 from tests.jobfixtures import job_config
 
 HOST = os.environ.get("HPC_SSH_HOST")
@@ -163,7 +164,7 @@ def tick_until(
         if time.monotonic() > deadline:
             states = [(j["job_id"], j["status"], j.get("waiting")) for j in db.queue.find({})]
             raise AssertionError(f"not done after {timeout} s and {runs} runs: {states}")
-        run_stages(db, config, stages or TICK)
+        run_stages(LocalStore.of(db, config), config, stages or TICK)
         runs += 1
         if not done():
             time.sleep(pause)

@@ -13,6 +13,7 @@ from labctl.catalog.fields import (
     update_of,
 )
 from labctl.catalog.rights import Actor, check_change, check_new
+from labctl.catalog.storable import check_size
 from labctl.clock import utcnow
 from labctl.config import Config
 from labctl.db import Database
@@ -135,5 +136,8 @@ def query_page(
 
 
 def record_result(db: Database, dataset: str, job_id: str, record: Mapping[str, Any]) -> None:
-    """Note on the experiment what a job brought home (under `results.JOB_ID`)."""
+    """Note on the experiment what a job brought home (under `results.JOB_ID`); ValidationError
+    if the entry would then be larger than an entry may be (every later edit would fail)."""
+    entry = get_entry(db, dataset)
+    check_size({**entry, "results": {**(entry.get("results") or {}), job_id: dict(record)}})
     db.data.update({"dataset": dataset}, {"$set": {f"results.{job_id}": dict(record)}})

@@ -57,6 +57,12 @@ def check_entry(doc: Mapping[str, Any]) -> None:
     keys = _count_keys(doc)
     if keys > FIELDS:
         raise ValidationError(f"{where}: {keys} fields, more than the {FIELDS} an entry may have")
+    check_size(doc)
+
+
+def check_size(doc: Mapping[str, Any]) -> None:
+    """A whole entry takes at most `DOCUMENT_BYTES` as BSON."""
+    where = f"dataset {doc.get('dataset')}"
     try:
         size = len(bson.encode(doc))
     except (bson.errors.BSONError, OverflowError, TypeError, ValueError) as exc:

@@ -26,6 +26,7 @@ from labctl.jobs.codeversion import code_version
 from labctl.jobs.queue import list_jobs, read_job
 from labctl.jobs.states import TERMINAL, JobState
 from labctl.stages.loop import reap_children, run_stages
+from labctl.stages.seam import LocalStore
 
 EXPERIMENTS = [
     ("20211215_093527", "charlie", {"runclass.id": "ARB-diff", "n_planes": "12"}),
@@ -172,7 +173,7 @@ def watch(app: App, job_id: str, timeout: float) -> JobState:
     deadline = time.monotonic() + timeout
     last: JobState | None = None
     while True:
-        run_stages(app.db, app.config, ["scan", "transfers", "jobs"])
+        run_stages(LocalStore.of(app.db, app.config), app.config, ["scan", "transfers", "jobs"])
         state = read_job(app.db, job_id).status
         if state != last:
             click.echo(f"  job {job_id}: {state}")

@@ -10,14 +10,14 @@ import click
 
 from labctl.cli import App, cli
 from labctl.config import Config
-from labctl.db import Database
 from labctl.stages.loop import STAGES, run_loop, run_stages
+from labctl.stages.seam import LocalStore, WatchdogStore
 
 
-def watchdog_store(app: App) -> tuple[Database, Config]:
+def watchdog_store(app: App) -> tuple[WatchdogStore, Config]:
     """The store the member's watchdog works on, and its config acting as that member."""
     if app.config.service is None:
-        return app.db, app.config
+        return LocalStore.of(app.db, app.config), app.config
     from labctl.servicedb import member_watchdog
 
     return member_watchdog(app.config, app.config.service)
@@ -31,9 +31,9 @@ def watchdog_store(app: App) -> tuple[Database, Config]:
 def watchdog_cmd(app: App, stage: str, loop: float | None, runs: int | None) -> None:
     """Run a watchdog stage (tick: scan, transfers, jobs in order)."""
     names = list(STAGES) if stage == "tick" else [stage]
-    db, config = watchdog_store(app)
+    store, config = watchdog_store(app)
     if loop is None:
-        for line in run_stages(db, config, names):
+        for line in run_stages(store, config, names):
             click.echo(line)
     else:
-        run_loop(db, config, names, loop, runs, click.echo)
+        run_loop(store, config, names, loop, runs, click.echo)

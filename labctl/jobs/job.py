@@ -180,15 +180,15 @@ class HistoryItem(_Part):
     note: str = ""
 
 
-class Job(_Part):
-    """One queue entry."""
+class JobSpec(_Part):
+    """What a member asked for, and whose it is: set when the job is queued, never changed by a
+    watchdog (`labctl.stages.seam` writes only `Progress` and its own bookkeeping)."""
 
     job_id: str
     dataset: str
     user: str
     compute_cluster: str
     job_type: str
-    status: JobState
     data_transfer_await: bool = False
     datafiles: list[str] = Field(default_factory=list)
     datarawfiles: list[str] = Field(default_factory=list)
@@ -196,21 +196,25 @@ class Job(_Part):
     options_key: str = ""
     resources: dict[str, Any] = Field(default_factory=dict)
     pipelines: dict[str, Any] = Field(default_factory=dict)  # codeversion.code_version
-    history: list[HistoryItem] = Field(default_factory=list)
     created_at: dt.datetime
-    updated_at: dt.datetime
     attempt: int = 1  # how many times a person queued it (retry adds one)
+    parent_job: str | None = None
+
+
+class Progress(BaseModel):
+    """What a watchdog records on a job as it works on it: the only fields it may write. As an
+    update, only the fields given are written (`changes`)."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
     retries: int = 0  # automatic retries spent in this attempt
     next_try_at: dt.datetime | None = None
-    owner: str | None = None
-    lease_until: dt.datetime | None = None
     waiting: str | None = None  # what it waits for, e.g. a cluster's session
     remote_dir: str | None = None
     code_dir: str | None = None  # its commit's shared copy on the cluster; None: in remote_dir
     transfer: Transfer | None = None
     scheduler: SchedulerStatus | None = None
     batch_script: str | None = None
-    failure: Failure | None = None
     log_tail: str | None = None
     results: list[ResultFile] = Field(default_factory=list)
     result_dir: str | None = None
@@ -220,11 +224,28 @@ class Job(_Part):
     cleanup_pending: bool = False  # cancelled: its transfer or scheduler job is still to stop
     follow_up_pending: bool = False  # a finished array whose merge job is still to queue
     follow_up_job: str | None = None
-    parent_job: str | None = None
     usage: list[TaskUsage] = Field(default_factory=list)  # per task, once it has finished
+    resubmission: Resubmission | None = None  # the latest automatic resubmission, if any
+
+    def changes(self) -> dict[str, Any]:
+        """The fields given, as the `$set` of stored values."""
+        return {name: store_value(getattr(self, name)) for name in self.model_fields_set}
+
+
+class Job(Progress, JobSpec):
+    """One queue entry: what was asked (`JobSpec`), what the watchdog recorded (`Progress`),
+    and the store's own bookkeeping of its state, lease and notices."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    status: JobState
+    history: list[HistoryItem] = Field(default_factory=list)
+    updated_at: dt.datetime
+    owner: str | None = None
+    lease_until: dt.datetime | None = None
+    failure: Failure | None = None
     notices: dict[str, Notice] = Field(default_factory=dict)  # by event key
     notify_at: dt.datetime | None = None  # the earliest time a notice is due
-    resubmission: Resubmission | None = None  # the latest automatic resubmission, if any
 
     @model_validator(mode="before")
     @classmethod
@@ -250,6 +271,19 @@ class Job(_Part):
     @property
     def scheduler_id(self) -> str | None:
         return self.scheduler.job_id if self.scheduler else None
+
+
+class JobRef(BaseModel):
+    """A job as a stage read it: which, and in what state (a write lands only if it still is)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str = Field(min_length=1, max_length=200)
+    status: JobState
+
+    @classmethod
+    def of(cls, job: Job) -> JobRef:
+        return cls(job_id=job.job_id, status=job.status)
 
 
 def store_value(value: Any) -> Any:

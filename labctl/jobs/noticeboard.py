@@ -4,12 +4,29 @@ before it is sent, settled after; what to tell and how is `labctl.stages.notices
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from labctl.clock import utcnow
 from labctl.db import Database
-from labctl.jobs.job import Job, Notice, NoticeState, store_value
+from labctl.jobs.job import Job, NoticeState, store_value
 from labctl.jobs.queue import read_job
+
+
+class NoticeChange(BaseModel):
+    """What settling a notice records of telling it (the fields given); `delivered` names
+    channels that took it, added to those that took it before."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    delivered: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list)
+    digest: bool | None = None
+    attempts: int | None = None
+    next_try_at: dt.datetime | None = None
+    sent_at: dt.datetime | None = None
+    error: Annotated[str, Field(max_length=10_000)] | None = None
+    note: Annotated[str, Field(max_length=10_000)] | None = None
 
 
 def claim_notice(
@@ -36,24 +53,20 @@ def claim_notice(
 
 
 def settle_notice(
-    db: Database, job_id: str, key: str, owner: str, state: NoticeState, **fields: Any
+    db: Database, job_id: str, key: str, owner: str, state: NoticeState, change: NoticeChange
 ) -> bool:
     """Change a notice that `owner` has claimed to `state` (releasing it unless it stays
-    `SENDING`), with `fields` of `Notice`; `delivered` is added to, not replaced. False if
-    `owner` does not hold it (any more)."""
+    `SENDING`), with what `change` gives. False if `owner` does not hold it (any more)."""
     n = f"notices.{key}"
     guard = {f"{n}.owner": owner, f"{n}.state": str(NoticeState.SENDING)}
-    change: dict[str, Any] = {f"{n}.state": str(state)}
+    fields: dict[str, Any] = {f"{n}.state": str(state)}
     if state is not NoticeState.SENDING:
-        change.update({f"{n}.owner": None, f"{n}.lease_until": None})
-    delivered = fields.pop("delivered", [])
-    unknown = set(fields) - set(Notice.model_fields)
-    if unknown:
-        raise ValueError(f"a notice has no field {', '.join(sorted(unknown))}")
-    change.update({f"{n}.{name}": store_value(value) for name, value in fields.items()})
-    update: dict[str, Any] = {"$set": change}
-    if delivered:
-        update["$addToSet"] = {f"{n}.delivered": {"$each": delivered}}
+        fields.update({f"{n}.owner": None, f"{n}.lease_until": None})
+    given = change.model_fields_set - {"delivered"}
+    fields.update({f"{n}.{name}": store_value(getattr(change, name)) for name in given})
+    update: dict[str, Any] = {"$set": fields}
+    if change.delivered:
+        update["$addToSet"] = {f"{n}.delivered": {"$each": list(change.delivered)}}
     return db.queue.update({"job_id": job_id, **guard}, update) > 0
 
 

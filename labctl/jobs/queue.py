@@ -27,9 +27,11 @@ from labctl.jobs.job import (
     Failure,
     HistoryItem,
     Job,
+    JobRef,
     MalformedJob,
     Notice,
     NoticeEvent,
+    Progress,
     store_value,
 )
 from labctl.jobs.states import (
@@ -190,6 +192,10 @@ def list_jobs(
 
 
 def add_job(db: Database, job: Job) -> None:
+    """Queue `job`; DuplicateError if a job in flight or archived has its id (ids are unique
+    across both, so that no job can stand in for another)."""
+    if db.archive.find_one({"_id": job.job_id}, ["_id"]) is not None:
+        raise DuplicateError(f"a job {job.job_id} exists already")
     db.queue.insert(job.doc())
 
 
@@ -206,15 +212,22 @@ def active_twin(db: Database, job: Job) -> dict[str, Any] | None:
     return db.queue.find_one({**same, **where(*ACTIVE)}, ["job_id", "status"])
 
 
-def _changes(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """`fields` as the `$set` of stored values; each must be a field of `Job`."""
-    unknown = set(fields) - set(Job.model_fields)
+# What changes on a job: what a watchdog records (`Progress`), or, for a person's action (a
+# retry), any of its fields.
+Fields = Progress | Mapping[str, Any]
+
+
+def _changes(fields: Fields | None) -> dict[str, Any]:
+    """`fields` as the `$set` of stored values."""
+    if isinstance(fields, Progress):
+        return fields.changes()
+    unknown = set(fields or {}) - set(Job.model_fields)
     if unknown:
         raise ValueError(f"a job has no field {', '.join(sorted(unknown))}")
-    return {name: store_value(value) for name, value in fields.items()}
+    return {name: store_value(value) for name, value in (fields or {}).items()}
 
 
-def _as_read(job: Job) -> dict[str, Any]:
+def _as_read(job: Job | JobRef) -> dict[str, Any]:
     """The job while still in the state it was read in: another run may have moved it since,
     and what this run learnt is then older than what that run wrote."""
     return {"job_id": job.job_id, "status": str(job.status)}
@@ -226,7 +239,7 @@ def transition(
     new: JobState,
     note: str = "",
     *,
-    fields: Mapping[str, Any] | None = None,
+    fields: Fields | None = None,
     reason: FailureReason | None = None,
 ) -> Job | None:
     """Move `job` from the state it was read in to `new`, recording why, and change `fields`.
@@ -235,19 +248,18 @@ def transition(
     """
     check_transition(job.status, new)
     now = utcnow()
-    changes: dict[str, Any] = {
-        "status": new,
+    change: dict[str, Any] = {
+        "status": str(new),
         "updated_at": now,
         "waiting": None,  # a job that moves waits for nothing any more
-        **(fields or {}),
+        **_changes(fields),
     }
     if new is JobState.CANCELLED:
         reason = reason or FailureReason.CANCELLED
     if new is JobState.FAILED or new is JobState.CANCELLED:
         if reason is None:
             raise ValueError("a failed job needs a FailureReason")
-        changes["failure"] = Failure(reason=reason, message=note)
-    change = _changes(changes)
+        change["failure"] = store_value(Failure(reason=reason, message=note))
     if new is JobState.COMPLETED or new is JobState.FAILED:
         key = f"{new}-{job.attempt}-{len(job.history)}"
         change.update(_new_notice(key, Notice(event=NoticeEvent(new), at=now, next_try_at=now)))
@@ -263,7 +275,7 @@ def _new_notice(key: str, notice: Notice) -> dict[str, Any]:
     return {f"notices.{key}": store_value(notice), "notify_at": notice.at}
 
 
-def update(db: Database, job: Job, note: str | None = None, **fields: Any) -> bool:
+def update(db: Database, job: Job, note: str | None = None, fields: Fields | None = None) -> bool:
     """Change `fields` of a job still in the state it was read in (and add `note` to its
     history); False if it has moved on meanwhile."""
     change: dict[str, Any] = {"$set": _changes(fields)}
@@ -272,46 +284,32 @@ def update(db: Database, job: Job, note: str | None = None, **fields: Any) -> bo
     return db.queue.update(_as_read(job), change) > 0
 
 
-def update_all(db: Database, jobs: Sequence[Job], **fields: Any) -> None:
-    """Change `fields` of every job still in the state it was read in: one write per state."""
-    _set_all(db, jobs, _changes(fields))
+def update_all(db: Database, jobs: Sequence[JobRef], fields: Fields, user: str) -> None:
+    """Change `fields` of every job of `user`'s still in the state it was read in: one write
+    per state."""
+    _set_all(db, jobs, _changes(fields), user)
 
 
 def mark_waiting(
-    db: Database, jobs: Sequence[Job], message: str, session: str | None = None
+    db: Database, jobs: Sequence[JobRef], message: str, user: str, session: str | None = None
 ) -> None:
-    """Note on each job (still in the state it was read in) what it waits for; when it waits
-    for its owner's `session` to a cluster, with a notice to tell them."""
+    """Note on each of `user`'s jobs (still in the state it was read in) what it waits for;
+    when it waits for its owner's `session` to a cluster, with a notice to tell them."""
     now = utcnow()
     change: dict[str, Any] = {"waiting": message}
     if session is not None:
         notice = Notice(event=NoticeEvent.SESSION, at=now, cluster=session, next_try_at=now)
         change.update(_new_notice(f"session-{now:%Y%m%dT%H%M%S%f}", notice))
-    _set_all(db, [job for job in jobs if job.waiting != message], change)
+    _set_all(db, jobs, change, user)
 
 
-def _set_all(db: Database, jobs: Sequence[Job], change: Mapping[str, Any]) -> None:
+def _set_all(db: Database, jobs: Sequence[JobRef], change: Mapping[str, Any], user: str) -> None:
     by_state: dict[JobState, list[str]] = {}
     for job in jobs:
         by_state.setdefault(job.status, []).append(job.job_id)
     for state, ids in by_state.items():
-        db.queue.update({"job_id": {"$in": ids}, "status": str(state)}, {"$set": change}, many=True)
-
-
-def has_work(db: Database, user: str) -> bool:
-    """Whether a watchdog stage may have something to do for `user`, in one read: a job of
-    theirs is active, or cancelled and still to stop, or completed and still to clean or to
-    follow up, or finished and still to archive, or a notice of theirs is due (the stages' own
-    filters, all at once)."""
-    pending = [
-        where(*ACTIVE),
-        where(JobState.CANCELLED, cleanup_pending=True),
-        where(JobState.COMPLETED, scratch_cleaned=False),
-        where(JobState.COMPLETED, follow_up_pending=True),
-        {"notify_at": {"$lte": utcnow()}},
-        settled(),
-    ]
-    return db.queue.find_one({"user": user, "$or": pending}, ["job_id"]) is not None
+        mine = {"job_id": {"$in": ids}, "status": str(state), "user": user}
+        db.queue.update(mine, {"$set": change}, many=True)
 
 
 def claim(db: Database, filter: Mapping[str, Any], owner: str, lease: dt.timedelta) -> Job | None:
@@ -333,19 +331,19 @@ def take(
     )
 
 
-def renew(db: Database, jobs: Sequence[Job], owner: str, lease: dt.timedelta) -> None:
-    """Extend `owner`'s lease on jobs it is still working on, in one write."""
+def renew(db: Database, job_ids: Sequence[str], owner: str, lease: dt.timedelta, user: str) -> None:
+    """Extend `owner`'s lease on `user`'s jobs it is still working on, in one write."""
     db.queue.update(
-        {"job_id": {"$in": [job.job_id for job in jobs]}, "owner": owner},
+        {"job_id": {"$in": list(job_ids)}, "owner": owner, "user": user},
         {"$set": {"lease_until": utcnow() + lease}},
         many=True,
     )
 
 
-def release(db: Database, job_ids: Sequence[str], owner: str) -> None:
-    """Give up `owner`'s leases on jobs, in one write."""
+def release(db: Database, job_ids: Sequence[str], owner: str, user: str) -> None:
+    """Give up `owner`'s leases on `user`'s jobs, in one write."""
     db.queue.update(
-        {"job_id": {"$in": list(job_ids)}, "owner": owner},
+        {"job_id": {"$in": list(job_ids)}, "owner": owner, "user": user},
         {"$set": {"owner": None, "lease_until": None}},
         many=True,
     )

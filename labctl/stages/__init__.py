@@ -6,8 +6,9 @@
 3. `jobs`: asks each cluster once about all its active jobs, follows SLURM's states, brings
    results home, verifies them and records them.
 
-Each stage takes a job with an owner and a lease (`labctl.jobs.queue.claim`) and moves it only with
-compare-and-set transitions, so overlapping runs never act on the same job twice.
+Each stage takes a job with an owner and a lease and moves it only with compare-and-set
+transitions, so overlapping runs never act on the same job twice. Stages reach the store only
+through the typed operations of `labctl.stages.seam`, for the member they run for.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from labctl.catalog.experiments import get_entry
 from labctl.clock import utcnow
 from labctl.compute.cluster import Cluster, ClusterPool
 from labctl.compute.transport import (
@@ -32,27 +32,30 @@ from labctl.compute.transport import (
     waiting_message,
 )
 from labctl.config import Config
-from labctl.db import Database
-from labctl.errors import LabctlError, NotFoundError
+from labctl.errors import LabctlError
 from labctl.jobs.batch import JobLayout
 from labctl.jobs.codeversion import shipped_commit
-from labctl.jobs.job import Job, MalformedJob
+from labctl.jobs.job import Job, JobRef, Progress
 from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
-from labctl.jobs.migrate import migrate_if_needed
-from labctl.jobs.queue import (
-    claim,
-    mark_waiting,
-    read_job,
-    release,
-    renew,
-    transition,
-    update,
-)
 from labctl.jobs.states import TERMINAL, FailureReason, JobState
+from labctl.jobs.work import Selection, Work
 from labctl.private import private_dir
-
-if TYPE_CHECKING:
-    from labctl.stages.heartbeat import Pacer
+from labctl.stages.heartbeat import Pacer, SessionReport
+from labctl.stages.ops import (
+    Beat,
+    Claim,
+    Damaged,
+    Entry,
+    Find,
+    MarkWaiting,
+    Move,
+    Read,
+    RecordSessions,
+    Release,
+    Renew,
+    Update,
+)
+from labctl.stages.seam import WatchdogStore
 
 
 class Unconfigured(LabctlError):
@@ -62,9 +65,10 @@ class Unconfigured(LabctlError):
 
 @dataclass
 class StageRun:
-    """One run of one stage: the database, the clusters it opened, and what it did."""
+    """One run of one stage for one member: their store, the clusters it opened, and what it
+    did."""
 
-    db: Database
+    store: WatchdogStore
     config: Config
     stage: str
     pool: ClusterPool
@@ -83,10 +87,9 @@ class StageRun:
         0700 state directory: they name the job's files and paths)."""
         return private_dir(private_dir(self.config.watchdog.state_dir) / job_id)
 
-    def mine(self, filter: Mapping[str, Any]) -> dict[str, Any]:
-        """`filter` narrowed to the jobs of the member this watchdog runs for: it never acts,
-        with their HPC account and their file rights, for anyone else."""
-        return {**filter, "user": self.config.user}
+    @property
+    def host(self) -> str:
+        return socket.gethostname()
 
     def cluster(self, job: Job) -> Cluster:
         """The job's cluster, opened once per run; Unconfigured if the config has it no more."""
@@ -126,11 +129,24 @@ class StageRun:
 
     def renew(self, *jobs: Job) -> None:
         """Extend this run's lease on jobs it is still working on (e.g. during a long pull)."""
-        renew(self.db, jobs, self.owner, self.lease)
+        ids = [job.job_id for job in jobs]
+        self.store.run(Renew(job_ids=ids, owner=self.owner, lease_s=self.lease.total_seconds()))
 
-    def each(self, filter: Mapping[str, Any], handle: Callable[[Job], object]) -> None:
-        """Claim the matching jobs one at a time and handle each on its own (see `alone`)."""
-        for job in self.claimed(filter):
+    def find(self, work: Work, **narrowed: Any) -> list[Job]:
+        """The member's jobs of `work` (narrowed as `Selection` allows), without claiming them;
+        each that cannot be read is noted instead."""
+        found = self.store.run(Find(selection=Selection(work=work, **narrowed)))
+        for damaged in found.damaged:
+            self.malformed(damaged)
+        return found.jobs
+
+    def read(self, job: Job) -> Job:
+        """The job as it is stored now."""
+        return self.store.run(Read(job_id=job.job_id))
+
+    def each(self, work: Work, handle: Callable[[Job], object], **narrowed: Any) -> None:
+        """Claim the jobs of `work` one at a time and handle each on its own (see `alone`)."""
+        for job in self.claimed(Selection(work=work, **narrowed)):
             self.alone(job, handle)
 
     def alone(self, job: Job, handle: Callable[[Job], object]) -> None:
@@ -140,52 +156,52 @@ class StageRun:
         try:
             handle(job)
         except Unconfigured as exc:
-            current = read_job(self.db, job.job_id)
+            current = self.read(job)
             if current.status not in TERMINAL:
                 self.move(current, JobState.FAILED, str(exc), reason=FailureReason.CONFIG)
         except Exception as exc:  # a surprise in one job: the run goes on with the next
             self.notes.append(f"{job.job_id}: {type(exc).__name__}: {exc}")
             self.did["errors"] += 1
 
-    def claimed(self, filter: Mapping[str, Any]) -> Iterator[Job]:
-        """Claim matching jobs one at a time (each once per run), releasing each after use."""
-        for [job] in self.batches(filter, 1):
+    def claimed(self, selection: Selection) -> Iterator[Job]:
+        """Claim selected jobs one at a time (each once per run), releasing each after use."""
+        for [job] in self.batches(selection, 1):
             yield job
 
-    def batches(self, filter: Mapping[str, Any], size: int) -> Iterator[list[Job]]:
+    def batches(self, selection: Selection, size: int) -> Iterator[list[Job]]:
         """Claim matching jobs up to `size` at a time (each once per run), holding a batch's
         leases while it is used and releasing them after."""
         seen: list[str] = []
         while True:
             jobs: list[Job] = []
             try:
-                while len(jobs) < size and (job := self._claim(filter, seen)) is not None:
+                while len(jobs) < size and (job := self._claim(selection, seen)) is not None:
                     jobs.append(job)
                 if not jobs:
                     return
                 yield jobs
             finally:
                 if jobs:
-                    release(self.db, [job.job_id for job in jobs], self.owner)
+                    ids = [job.job_id for job in jobs]
+                    self.store.run(Release(job_ids=ids, owner=self.owner))
 
-    def _claim(self, filter: Mapping[str, Any], seen: list[str]) -> Job | None:
-        """Claim one matching job not `seen` yet (and add it); None when there is none."""
+    def _claim(self, selection: Selection, seen: list[str]) -> Job | None:
+        """Claim one selected job not `seen` yet (and add it); None when there is none."""
         while True:
-            try:
-                mine = {**self.mine(filter), "job_id": {"$nin": seen}}
-                job = claim(self.db, mine, self.owner, self.lease)
-            except MalformedJob as exc:
-                seen.append(exc.job_id)
-                release(self.db, [exc.job_id], self.owner)
-                self.malformed(exc)
+            unseen = selection.model_copy(update={"exclude": [*selection.exclude, *seen]})
+            lease = self.lease.total_seconds()
+            claimed = self.store.run(Claim(selection=unseen, owner=self.owner, lease_s=lease))
+            if claimed.damaged is not None:  # released again by the store
+                seen.append(claimed.damaged.job_id)
+                self.malformed(claimed.damaged)
                 continue
-            if job is not None:
-                seen.append(job.job_id)
-            return job
+            if claimed.job is not None:
+                seen.append(claimed.job.job_id)
+            return claimed.job
 
-    def malformed(self, exc: MalformedJob) -> None:
+    def malformed(self, damaged: Damaged) -> None:
         """A stored job that cannot be read is left as it is, for a person to look at."""
-        self.notes.append(str(exc))
+        self.notes.append(damaged.message)
         self.did["errors"] += 1
 
     def move(
@@ -197,19 +213,27 @@ class StageRun:
         fields: Mapping[str, Any] | None = None,
         reason: FailureReason | None = None,
     ) -> Job | None:
-        moved = transition(self.db, job, new, note, fields=fields, reason=reason)
+        progress = Progress.model_validate(dict(fields or {}))
+        moved = self.store.run(
+            Move(job=JobRef.of(job), to=new, note=note, progress=progress, reason=reason)
+        )
         if moved is not None:
             self.did[str(new)] += 1
         return moved
 
+    def update(self, job: Job, note: str | None = None, **fields: Any) -> bool:
+        """Record `fields` (of `Progress`) on a job still in the state it was read in, and
+        `note` in its history; False if it has moved on meanwhile."""
+        progress = Progress.model_validate(fields)
+        return self.store.run(Update(job=JobRef.of(job), note=note, progress=progress))
+
     def entry_or_fail(self, job: Job, reason: FailureReason) -> dict[str, Any] | None:
         """The job's dataset entry; if it was deleted meanwhile, fail the job and return None."""
-        try:
-            return get_entry(self.db, job.dataset)
-        except NotFoundError:
+        entry = self.store.run(Entry(job_id=job.job_id))
+        if entry is None:
             note = f"dataset {job.dataset} is no longer in the database"
             self.move(job, JobState.FAILED, note, reason=reason)
-            return None
+        return entry
 
     def retry_later(
         self,
@@ -229,13 +253,16 @@ class StageRun:
             return
         delay = dt.timedelta(seconds=settings.backoff_seconds * 2 ** (attempt - 1))
         note = f"{message}; retry {attempt} in {delay}"
-        update(self.db, job, note, **(fields or {}), next_try_at=utcnow() + delay)
+        self.update(job, note, **(fields or {}), next_try_at=utcnow() + delay)
         self.did["retries"] += 1
 
     def wait_for_session(self, jobs: Sequence[Job], cluster: str) -> None:
         """Jobs stay where they are until `labctl connect CLUSTER`: not failed, no retry spent;
         their owner is told. Only jobs not yet marked are written."""
-        mark_waiting(self.db, jobs, waiting_message(cluster), session=cluster)
+        message = waiting_message(cluster)
+        refs = [JobRef.of(job) for job in jobs if job.waiting != message]
+        if refs:
+            self.store.run(MarkWaiting(jobs=refs, message=message, session=cluster))
         self.did[f"waiting for {cluster}"] += len(jobs)
 
     def setback(self, job: Job, error: TransportError, reason: FailureReason) -> None:
@@ -257,20 +284,22 @@ class StageRun:
 
 @contextmanager
 def stage_run(
-    db: Database, config: Config, stage: str, pacer: Pacer | None = None
+    store: WatchdogStore, config: Config, stage: str, pacer: Pacer | None = None
 ) -> Iterator[StageRun]:
     """A stage run that closes its cluster connections and writes its heartbeat at the end
     (with a `pacer`, that of a run that did nothing only when due)."""
-    from labctl.stages.heartbeat import Pacer, record_sessions
-
-    migrate_if_needed(db, config)
-    run = StageRun(db, config, stage, ClusterPool(config))
+    store.prepare()
+    run = StageRun(store, config, stage, ClusterPool(config))
     try:
         yield run
     finally:
         try:
-            record_sessions(db, run.pool.sessions(every=stage == "jobs"), config.user)
+            found = run.pool.sessions(every=stage == "jobs")
+            reports = [SessionReport.of(session) for session in found]
+            if reports:
+                store.run(RecordSessions(host=run.host, sessions=reports))
         except TransportError as exc:
             run.notes.append(f"sessions: {exc}")
         run.pool.close()
-        (pacer or Pacer()).beat(db, stage, run.did, config.user)
+        if (pacer or Pacer()).beats(stage, run.did):
+            store.run(Beat(stage=stage, host=run.host, did=dict(run.did)))

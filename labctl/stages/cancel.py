@@ -15,6 +15,7 @@ from labctl.jobs.actions import cancel_job
 from labctl.jobs.bulk import Action, Outcome, Plan, carry_out, choose, parse_filter, plan, report
 from labctl.jobs.queue import get_job
 from labctl.stages import StageRun
+from labctl.stages.seam import LocalStore
 from labctl.stages.tracking import stop_cancelled
 
 
@@ -57,7 +58,7 @@ def cancel_many(db: Database, config: Config, plan: Plan, username: str) -> Outc
 def _stop_now(db: Database, config: Config, job_ids: list[str], username: str) -> list[Cancelled]:
     """Stop the cancelled `job_ids` that are `username`'s own on their clusters now."""
     acting = config.model_copy(update={"user": username})  # stops only their own jobs now
-    run = StageRun(db, acting, "cancel", ClusterPool(acting))
+    run = StageRun(LocalStore(db, acting, username), acting, "cancel", ClusterPool(acting))
     try:
         for job_id in job_ids:
             stop_cancelled(run, job_id)

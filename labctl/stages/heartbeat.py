@@ -7,14 +7,17 @@ A long-running loop writes the heartbeat of a run that did nothing at most once 
 
 from __future__ import annotations
 
-import socket
+import datetime as dt
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from labctl.clock import utcnow
 from labctl.compute.transport import Session
+from labctl.compute.transport.target import Auth
 from labctl.db import Database
 
 HEARTBEAT_KIND = "heartbeat"
@@ -26,9 +29,8 @@ def beat_key(kind: str, name: str, host: str, user: str) -> str:
     return f"{kind}:{name}:{host}:{user}"
 
 
-def beat(db: Database, stage: str, did: Mapping[str, int], user: str) -> None:
-    """Record one run of `stage` for `user` on this host, e.g. `did={"cleaned": 2}`."""
-    host = socket.gethostname()
+def beat(db: Database, stage: str, did: Mapping[str, int], user: str, host: str) -> None:
+    """Record one run of `stage` for `user` on `host`, e.g. `did={"cleaned": 2}`."""
     key = beat_key(HEARTBEAT_KIND, stage, host, user)
     doc = {
         "key": key,
@@ -47,19 +49,21 @@ IDLE_BEAT_SECONDS = 60.0
 
 @dataclass
 class Pacer:
-    """When this process last wrote each stage's heartbeat. A run that did something always
-    writes it; one that did nothing only once IDLE_BEAT_SECONDS have passed since the last."""
+    """Says when a run that did nothing writes its heartbeat: at most every `IDLE_BEAT_SECONDS`."""
 
     written: dict[str, float] = field(default_factory=dict)
 
     def due(self, stage: str) -> bool:
+        """Whether an idle run of `stage` would write its heartbeat now."""
         last = self.written.get(stage)
         return last is None or time.monotonic() - last >= IDLE_BEAT_SECONDS
 
-    def beat(self, db: Database, stage: str, did: Mapping[str, int], user: str) -> None:
+    def beats(self, stage: str, did: Mapping[str, int]) -> bool:
+        """Whether this run of `stage` writes its heartbeat (counted as written if so)."""
         if did or self.due(stage):
-            beat(db, stage, did, user)
             self.written[stage] = time.monotonic()
+            return True
+        return False
 
 
 def latest(db: Database) -> list[dict[str, Any]]:
@@ -68,14 +72,32 @@ def latest(db: Database) -> list[dict[str, Any]]:
     return db.meta.find({"kind": HEARTBEAT_KIND}, fields, sort=[("at", -1)])
 
 
-def record_sessions(db: Database, sessions: list[Session], user: str) -> None:
-    """Record what `user`'s watchdog on this host found of each cluster's session (for the
+class SessionReport(BaseModel):
+    """What a watchdog found of one cluster's session (`Session`, as recorded)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cluster: Annotated[str, Field(min_length=1, max_length=200)]
+    up: bool
+    auth: Auth
+    via: Annotated[str, Field(max_length=300)] | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    pid: int | None = None
+    detail: Annotated[str, Field(max_length=2000)] = ""
+
+    @classmethod
+    def of(cls, session: Session) -> SessionReport:
+        return cls.model_validate(session.as_dict())
+
+
+def record_sessions(db: Database, sessions: Sequence[SessionReport], user: str, host: str) -> None:
+    """Record what `user`'s watchdog on `host` found of each cluster's session (for the
     dashboard)."""
-    host = socket.gethostname()
     for session in sessions:
         key = beat_key(SESSION_KIND, session.cluster, host, user)
         doc = {"key": key, "kind": SESSION_KIND, "host": host, "user": user, "at": utcnow()}
-        doc.update(session.as_dict())
+        doc.update(session.model_dump())
         db.meta.update({"key": key}, {"$set": doc}, upsert=True)
 
 

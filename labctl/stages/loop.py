@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable
 
 from labctl.config import Config
-from labctl.db import Database
-from labctl.jobs.queue import has_work
 from labctl.stages import StageRun, stage_run
 from labctl.stages.heartbeat import Pacer
+from labctl.stages.ops import HasWork
 from labctl.stages.scan import run_scan
+from labctl.stages.seam import WatchdogStore
 from labctl.stages.tracking import run_jobs
 from labctl.stages.transfers import run_transfers
 
@@ -27,7 +27,7 @@ STAGES: dict[str, Callable[[StageRun], None]] = {
 
 
 def run_stages(
-    db: Database,
+    store: WatchdogStore,
     config: Config,
     names: list[str],
     pacer: Pacer | None = None,
@@ -38,7 +38,7 @@ def run_stages(
     nothing to do, the runs only record their heartbeat (and the clusters' sessions)."""
     lines = []
     for name in names:
-        with stage_run(db, config, name, pacer) as run:
+        with stage_run(store, config, name, pacer) as run:
             if not idle:
                 STAGES[name](run)
         did = ", ".join(f"{k} {v}" for k, v in sorted(run.did.items())) or "nothing to do"
@@ -47,7 +47,7 @@ def run_stages(
 
 
 def run_loop(
-    db: Database,
+    store: WatchdogStore,
     config: Config,
     names: list[str],
     every: float,
@@ -60,11 +60,11 @@ def run_loop(
     pacer = Pacer()
     done = 0
     while True:
-        idle = not has_work(db, config.user)
+        idle = not store.run(HasWork())
         if idle and not any(pacer.due(name) for name in names):
             lines = [f"{name}: nothing to do" for name in names]
         else:
-            lines = run_stages(db, config, names, pacer, idle=idle)
+            lines = run_stages(store, config, names, pacer, idle=idle)
         for line in lines:
             echo(line)
         done += 1

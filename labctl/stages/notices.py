@@ -17,14 +17,14 @@ from collections import defaultdict
 from labctl.clock import utcnow
 from labctl.errors import NotFoundError
 from labctl.jobs.job import Job, NoticeEvent, NoticeState
-from labctl.jobs.noticeboard import claim_notice, reschedule_notices, settle_notice
-from labctl.jobs.queue import find_jobs, read_job
+from labctl.jobs.noticeboard import NoticeChange
 from labctl.jobs.states import JobState
+from labctl.jobs.work import Work
 from labctl.notify.channels import Channel, DeliveryError, channels
 from labctl.notify.messages import Event, message
 from labctl.notify.notifyconfig import Recipient
 from labctl.stages import StageRun
-from labctl.users import recipient
+from labctl.stages.ops import ClaimNotice, HowNotified, Read, RescheduleNotices, SettleNotice
 
 
 def next_digest(now: dt.datetime, hour: int) -> dt.datetime:
@@ -38,10 +38,11 @@ def send_notices(run: StageRun) -> None:
     """Send this member's due notices: each job's on its own, those waiting for one session
     together, and in digest mode one message a day with the day's events."""
     now = utcnow()
-    jobs = find_jobs(run.db, run.mine({"notify_at": {"$lte": now}}), run.malformed)
+    jobs = run.find(Work.NOTICE_DUE)
     if not jobs:
         return
-    who = recipient(run.db, run.config.user, run.config.email)
+    how = run.store.run(HowNotified())
+    who = Recipient(run.store.member, how.email or run.config.email, how.mode, how.webhook)
     ways = channels(run.config.notify, who)
     groups: dict[str, list[Event]] = defaultdict(list)
     for job in jobs:
@@ -50,7 +51,8 @@ def send_notices(run: StageRun) -> None:
                 continue
             why_not = _skip(job, notice.event, who, ways)
             if why_not:
-                if _settle(run, job.job_id, key, NoticeState.SKIPPED, note=why_not) and ways:
+                skipped = NoticeChange(note=why_not)
+                if _settle(run, job.job_id, key, NoticeState.SKIPPED, skipped) and ways:
                     run.did["notices skipped"] += 1  # (not counted where nothing is set up)
             elif job.follow_up_pending and notice.event is NoticeEvent.COMPLETED:
                 continue  # its merge job is still to queue, and tells of both
@@ -59,7 +61,8 @@ def send_notices(run: StageRun) -> None:
                     groups["digest"].append(_event(run, job, key))
                 else:
                     at = next_digest(now, run.config.notify.digest_hour)
-                    _settle(run, job.job_id, key, NoticeState.NEW, digest=True, next_try_at=at)
+                    held = NoticeChange(digest=True, next_try_at=at)
+                    _settle(run, job.job_id, key, NoticeState.NEW, held)
             elif notice.event is NoticeEvent.SESSION:
                 groups[f"session {notice.cluster}"].append(_event(run, job, key))
             else:
@@ -70,15 +73,28 @@ def send_notices(run: StageRun) -> None:
             deliver(run, events, ways, digest=name == "digest")
             continue
         for event in events:
-            _settle(run, event.job.job_id, event.key, NoticeState.SKIPPED, note=f"told with {told}")
+            skipped = NoticeChange(note=f"told with {told}")
+            _settle(run, event.job.job_id, event.key, NoticeState.SKIPPED, skipped)
     for job in jobs:
-        reschedule_notices(run.db, job.job_id)
+        run.store.run(RescheduleNotices(job_id=job.job_id))
 
 
-def _settle(run: StageRun, job_id: str, key: str, state: NoticeState, **fields: object) -> bool:
+def _settle(run: StageRun, job_id: str, key: str, state: NoticeState, change: NoticeChange) -> bool:
     """Claim a due notice (or one a stopped run held) and settle it at once, unsent."""
-    held = claim_notice(run.db, job_id, key, run.owner, run.lease)
-    return held is not None and settle_notice(run.db, job_id, key, run.owner, state, **fields)
+    held = claim(run, job_id, key)
+    return held is not None and settle(run, job_id, key, state, change)
+
+
+def claim(run: StageRun, job_id: str, key: str) -> Job | None:
+    """Take a due notice (or one a stopped run held); the job as it is then, or None."""
+    lease = run.lease.total_seconds()
+    return run.store.run(ClaimNotice(job_id=job_id, key=key, owner=run.owner, lease_s=lease))
+
+
+def settle(run: StageRun, job_id: str, key: str, state: NoticeState, change: NoticeChange) -> bool:
+    """Settle a notice this run holds (see `labctl.jobs.noticeboard.settle_notice`)."""
+    settled = SettleNotice(job_id=job_id, key=key, owner=run.owner, state=state, change=change)
+    return run.store.run(settled)
 
 
 def _skip(job: Job, event: NoticeEvent, who: Recipient, ways: list[Channel]) -> str:
@@ -101,9 +117,7 @@ def _told_of_session(run: StageRun, events: list[Event]) -> str | None:
     one message per session that went down, whatever joins the wait later."""
     waiting = events[0].job.waiting
     ids = [e.job.job_id for e in events]
-    for job in find_jobs(
-        run.db, run.mine({"waiting": waiting, "job_id": {"$nin": ids}}), run.malformed
-    ):
+    for job in run.find(Work.WAITING, waiting=waiting, exclude=ids):
         sessions = [n for n in job.notices.values() if n.event is NoticeEvent.SESSION]
         if sessions and max(sessions, key=lambda n: n.at).state is NoticeState.SENT:
             return job.job_id
@@ -114,7 +128,7 @@ def _event(run: StageRun, job: Job, key: str) -> Event:
     parent = None
     if job.parent_job and job.notices[key].event is NoticeEvent.COMPLETED:
         try:
-            parent = read_job(run.db, job.parent_job)
+            parent = run.store.run(Read(job_id=job.parent_job))
         except NotFoundError:
             parent = None
     return Event(job, key, parent)
@@ -125,7 +139,7 @@ def deliver(run: StageRun, events: list[Event], ways: list[Channel], *, digest: 
     has not taken it yet, and mark them sent, or due again after a backoff."""
     claimed = []
     for event in events:
-        job = claim_notice(run.db, event.job.job_id, event.key, run.owner, run.lease)
+        job = claim(run, event.job.job_id, event.key)
         if job is not None:
             claimed.append(Event(job, event.key, event.parent))
     if not claimed:
@@ -141,29 +155,22 @@ def deliver(run: StageRun, events: list[Event], ways: list[Channel], *, digest: 
             errors.append(str(exc))
             continue
         for e in claimed:
-            settle_notice(
-                run.db, e.job.job_id, e.key, run.owner, NoticeState.SENDING, delivered=[way.name]
-            )
+            took = NoticeChange(delivered=[way.name])
+            settle(run, e.job.job_id, e.key, NoticeState.SENDING, took)
     now = utcnow()
     settings = run.config.notify
     for e in claimed:
         notice = e.job.notices[e.key]
         if not errors:
-            settle_notice(
-                run.db, e.job.job_id, e.key, run.owner, NoticeState.SENT, sent_at=now, error=""
-            )
+            settle(run, e.job.job_id, e.key, NoticeState.SENT, NoticeChange(sent_at=now, error=""))
             continue
         delay = min(settings.backoff_seconds * 2**notice.attempts, settings.max_backoff_seconds)
-        settle_notice(
-            run.db,
-            e.job.job_id,
-            e.key,
-            run.owner,
-            NoticeState.NEW,
+        again = NoticeChange(
             attempts=notice.attempts + 1,
             error="; ".join(errors),
             next_try_at=now + dt.timedelta(seconds=delay),
         )
+        settle(run, e.job.job_id, e.key, NoticeState.NEW, again)
     if errors:
         run.notes.append(f"notify: {'; '.join(errors)}; retried later")
         run.did["notices to retry"] += len(claimed)

@@ -16,17 +16,16 @@ from labctl.clock import utcnow
 from labctl.compute.cluster import Cluster
 from labctl.jobs.job import Job, Resubmission, SchedulerStatus, TaskStatus, TaskUsage
 from labctl.jobs.jobtypes import Resources
-from labctl.jobs.queue import where
 from labctl.jobs.resubmit import describe_resources, plan
 from labctl.jobs.states import JobState
+from labctl.jobs.work import Work
 from labctl.stages import StageRun
 from labctl.stages.scan import submit
 
 
 def run_resubmissions(run: StageRun) -> None:
     """Submit the jobs marked for resubmission whose time has come."""
-    due = where(JobState.SUBMITTED, scheduler__job_id=None, next_try_at={"$lte": utcnow()})
-    run.each(due, partial(submit, run))
+    run.each(Work.RESUBMIT, partial(submit, run))
 
 
 def resubmit_or_note(

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-from labctl.catalog.experiments import record_result
-from labctl.clock import utcnow
 from labctl.compute.cluster import Cluster
 from labctl.compute.transport import (
     CommandError,
@@ -38,12 +36,14 @@ from labctl.compute.transport import (
     TransportError,
     rsync_argv,
 )
+from labctl.errors import ValidationError
 from labctl.jobs.batch import JobLayout, array_size, expected_outputs
-from labctl.jobs.job import Job, ResultFile, store_value
-from labctl.jobs.queue import update_all, where
+from labctl.jobs.job import Job, JobRef, Progress, ResultFile
 from labctl.jobs.states import FailureReason, JobState
 from labctl.jobs.submit import dataset_dirs
+from labctl.jobs.work import Selection, Work
 from labctl.stages import StageRun
+from labctl.stages.ops import RecordResult, UpdateAll
 
 BATCH = 100
 """Jobs per pull at most: bounds the file lists and the command line of the cleanup."""
@@ -134,11 +134,10 @@ class Held:
 
 def run_retrieval(run: StageRun) -> None:
     """Bring home the results of every due job, then remove the folders still to remove."""
-    due = where(JobState.RETRIEVING, next_try_at={"$lte": utcnow()})
-    for batch in run.batches(due, BATCH):
+    for batch in run.batches(Selection(work=Work.TO_RETRIEVE), BATCH):
         for cluster, jobs in per_cluster(run, batch):
             retrieve(run, cluster, jobs)
-    for batch in run.batches(where(JobState.COMPLETED, scratch_cleaned=False), BATCH):
+    for batch in run.batches(Selection(work=Work.TO_CLEAN), BATCH):
         for cluster, jobs in per_cluster(run, batch):
             clean_scratch(run, cluster, jobs)
 
@@ -339,14 +338,12 @@ def complete(
         note = f"an environment report brought home is not valid JSON ({exc})"
         run.move(job, JobState.FAILED, note, reason=FailureReason.RETRIEVE)
         return
-    record = {
-        "job_id": job.job_id,
-        "job_type": job.job_type,
-        "dir": str(dest),
-        "files": store_value(results),
-        "at": utcnow(),
-    }
-    record_result(run.db, job.dataset, job.job_id, record)
+    try:
+        run.store.run(RecordResult(job=JobRef.of(job), dir=str(dest), files=results))
+    except ValidationError as exc:  # the entry cannot take the record: nothing half-done
+        note = f"the results cannot be recorded on dataset {job.dataset}: {exc}"
+        run.move(job, JobState.FAILED, note, reason=FailureReason.RETRIEVE)
+        return
     done = run.move(
         job,
         JobState.COMPLETED,
@@ -386,5 +383,6 @@ def clean_scratch(
     except TransportError:
         return  # the next run tries again
     if mine:
-        update_all(run.db, [job for job, _ in mine], scratch_cleaned=True)
+        refs = [JobRef.of(job) for job, _ in mine]
+        run.store.run(UpdateAll(jobs=refs, progress=Progress(scratch_cleaned=True)))
         run.did["cleaned"] += len(mine)

@@ -20,21 +20,18 @@ from labctl.compute.transport import start_background as start_rsync
 from labctl.errors import ValidationError
 from labctl.jobs.batch import job_name, render, resources_of, submitted_tasks
 from labctl.jobs.job import Job, SchedulerStatus, Transfer
-from labctl.jobs.queue import read_job, update, where
 from labctl.jobs.resubmit import describe_resources
-from labctl.jobs.states import WATCHED, FailureReason, JobState
+from labctl.jobs.states import FailureReason, JobState
 from labctl.jobs.submit import check_inputs, dataset_dirs
+from labctl.jobs.work import Work
 from labctl.private import write_private
 from labctl.stages import StageRun
 from labctl.stages.shipping import code_folder, shared_code
 
 
 def run_scan(run: StageRun) -> None:
-    now = utcnow()
-    due = {"$lte": now}
-    run.each(where(JobState.QUEUED, JobState.AWAITING_DATA, next_try_at=due), partial(start, run))
-    arrived = where(JobState.TRANSFERRING, transfer__done=True, next_try_at=due)
-    run.each(arrived, partial(submit, run))
+    run.each(Work.NEW, partial(start, run))
+    run.each(Work.ARRIVED, partial(submit, run))
 
 
 def stage_inputs(run: StageRun, job: Job, processed: Path, raw: Path, *, code: bool) -> Path:
@@ -109,9 +106,9 @@ def start(run: StageRun, job: Job) -> None:
 def stop_if_cancelled(run: StageRun, job: Job, fields: Mapping[str, Any]) -> None:
     """The job was cancelled while this run started its rsync or sbatch: record what was
     started so that the jobs stage stops it."""
-    current = read_job(run.db, job.job_id)
+    current = run.read(job)
     if current.status is JobState.CANCELLED:
-        update(run.db, current, **fields, cleanup_pending=True)
+        run.update(current, **fields, cleanup_pending=True)
 
 
 def launch(state_dir: Path, argv: list[str]) -> TransferHandle | None:
@@ -145,7 +142,7 @@ def submit(run: StageRun, job: Job) -> None:
             scheduler_id = cluster.scheduler.find(job_name(job), layout)
         if scheduler_id is None:
             cluster.runner.write_file(str(layout.script), script, 0o755)
-            update(run.db, job, scheduler=SchedulerStatus(submitting=True))
+            run.update(job, scheduler=SchedulerStatus(submitting=True))
             scheduler_id = cluster.scheduler.submit(layout, tasks)
     except SubmitLimitError as exc:
         wait_to_submit(run, job, f"{exc}; trying again later")
@@ -161,7 +158,7 @@ def submit(run: StageRun, job: Job) -> None:
     asked = describe_resources(resources_of(job, spec, cluster.config.resources))
     note = f"job {scheduler_id} submitted on {cluster.name} ({asked})"
     if job.status is JobState.SUBMITTED:  # a resubmission: it stays submitted
-        if not update(run.db, job, note, **fields, waiting=None):
+        if not run.update(job, note, **fields, waiting=None):
             stop_if_cancelled(run, job, fields)
         run.did["resubmitted"] += 1
     elif run.move(job, JobState.SUBMITTED, note, fields=fields) is None:
@@ -180,15 +177,8 @@ def room_for(run: StageRun, job: Job, tasks: int) -> bool:
         note = f"the job has {tasks} tasks but max_submitted on {job.compute_cluster} is {limit}"
         run.move(job, JobState.FAILED, note, reason=FailureReason.CONFIG)
         return False
-    at_scheduler = {"$or": [{"scheduler.job_id": {"$ne": None}}, {"scheduler.submitting": True}]}
-    others = where(
-        JobState.TRANSFERRING,
-        *WATCHED,
-        compute_cluster=job.compute_cluster,
-        job_id={"$ne": job.job_id},
-    )
-    found = run.db.queue.find(run.mine({**others, **at_scheduler}), ["scheduler"])
-    submitted = sum(int((doc.get("scheduler") or {}).get("tasks") or 1) for doc in found)
+    others = run.find(Work.SUBMITTED_ON, cluster=job.compute_cluster, exclude=[job.job_id])
+    submitted = sum(other.scheduler.tasks if other.scheduler else 1 for other in others)
     if submitted + tasks <= limit:
         return True
     wait_to_submit(
@@ -205,5 +195,5 @@ def wait_to_submit(run: StageRun, job: Job, message: str) -> None:
     delay = run.config.watchdog.backoff_seconds
     note = message if job.waiting != message else None
     later = utcnow() + dt.timedelta(seconds=delay)
-    update(run.db, job, note, scheduler=SchedulerStatus(), waiting=message, next_try_at=later)
+    run.update(job, note, scheduler=SchedulerStatus(), waiting=message, next_try_at=later)
     run.did["waiting to submit"] += 1

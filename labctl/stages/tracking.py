@@ -13,13 +13,12 @@ from typing import Any
 from labctl.compute.cluster import Cluster
 from labctl.compute.slurm import SchedulerError
 from labctl.compute.transport import LocalRunner, SessionDownError, TransportError
-from labctl.errors import DuplicateError, NotFoundError, ValidationError
-from labctl.jobs.job import Job, SchedulerStatus, TaskStatus
-from labctl.jobs.queue import add_job, archive_settled, find_jobs, update, where
-from labctl.jobs.states import WATCHED, FailureReason, JobState
-from labctl.jobs.submit import JobRequest, prepare_job
+from labctl.jobs.job import Job, JobRef, SchedulerStatus, TaskStatus
+from labctl.jobs.states import FailureReason, JobState
+from labctl.jobs.work import Work
 from labctl.stages import StageRun, Unconfigured
 from labctl.stages.notices import send_notices
+from labctl.stages.ops import ArchiveSettled, QueueFollowUp
 from labctl.stages.resubmitting import resubmit_or_note, run_resubmissions, with_usage
 from labctl.stages.retrieval import log_tail, run_retrieval
 
@@ -29,16 +28,16 @@ MISSING_POLLS_BEFORE_FAILING = 3
 def run_jobs(run: StageRun) -> None:
     stop_cancelled(run)
     by_cluster: dict[str, list[Job]] = defaultdict(list)
-    watched = where(*WATCHED, scheduler__job_id={"$ne": None})
-    for job in find_jobs(run.db, run.mine(watched), run.malformed):
+    for job in run.find(Work.AT_SCHEDULER):
         by_cluster[job.compute_cluster].append(job)
     for name, jobs in by_cluster.items():
         poll_cluster(run, name, jobs)
     run_resubmissions(run)
     run_retrieval(run)
-    run.each(where(JobState.COMPLETED, follow_up_pending=True), partial(queue_follow_up, run))
+    run.each(Work.FOLLOW_UP, partial(queue_follow_up, run))
     send_notices(run)
-    if archived := archive_settled(run.db, run.owner, run.lease, run.config.user):
+    lease = run.lease.total_seconds()
+    if archived := run.store.run(ArchiveSettled(owner=run.owner, lease_s=lease)):
         run.did["archived"] += len(archived)
 
 
@@ -90,12 +89,12 @@ def follow(
             note = f"the scheduler has no record of job {known.job_id}"
             run.move(job, JobState.FAILED, note, reason=FailureReason.SLURM)
         else:
-            update(run.db, job, scheduler=known.model_copy(update={"missing": missing}))
+            run.update(job, scheduler=known.model_copy(update={"missing": missing}))
         return
     state, task = summarize(tasks)
     if state not in (JobState.RUNNING, JobState.PENDING) and unaccounted(cluster, known, tasks):
         # slurmdbd records a job's end a moment after squeue shows it: decide with its record
-        update(run.db, job, scheduler=known.model_copy(update={"missing": known.missing + 1}))
+        run.update(job, scheduler=known.model_copy(update={"missing": known.missing + 1}))
         return
     heard = known.model_copy(
         update={
@@ -107,7 +106,7 @@ def follow(
     )
     fields: dict[str, Any] = {"scheduler": heard}
     if state is job.status or (state is JobState.PENDING and job.status is JobState.RUNNING):
-        update(run.db, job, **fields, waiting=None)
+        run.update(job, **fields, waiting=None)
         return
     note = f"{cluster.scheduler.label} {task.detail}"
     if state not in (JobState.RUNNING, JobState.PENDING):
@@ -130,46 +129,18 @@ def unaccounted(cluster: Cluster, known: SchedulerStatus, tasks: Sequence[TaskSt
 
 
 def queue_follow_up(run: StageRun, job: Job) -> None:
-    """Queue the job type that merges a finished array's outputs, with the same code version.
-
-    Its id derives from the array's, so a run that dies half-way cannot queue it twice.
-    """
-    merge_type = run.job_type(job).merge_with
-    assert merge_type is not None  # only such jobs are marked follow_up_pending
-    shards = [
-        f"results/{job.job_id}/{r.name}"
-        for r in job.results
-        if not r.name.startswith("environment")
-    ]
-    request = JobRequest(
-        dataset=job.dataset,
-        compute_cluster=job.compute_cluster,
-        job_type=merge_type,
-        datafiles=shards,
-        user=job.user,
-    )
-    follow_id: str | None = f"{job.job_id}m"
-    try:
-        follow = prepare_job(run.db, run.config, request, pipelines=job.pipelines)
-        follow.job_id, follow.parent_job = f"{job.job_id}m", job.job_id
-        follow.history[0].note = f"queued by the watchdog to merge job {job.job_id}"
-        add_job(run.db, follow)
+    """Queue the job type that merges a finished array's outputs (the store builds it)."""
+    done = run.store.run(QueueFollowUp(job=JobRef.of(job)))
+    if done.problem:
+        run.notes.append(done.problem)
+    elif done.queued:
         run.did["merges queued"] += 1
-    except DuplicateError:
-        pass  # queued by a run that died before noting it
-    except (ValidationError, NotFoundError) as exc:
-        run.notes.append(f"cannot queue {merge_type} after {job.job_id}: {exc}")
-        follow_id = None
-    update(run.db, job, follow_up_pending=False, follow_up_job=follow_id)
 
 
 def stop_cancelled(run: StageRun, job_id: str | None = None) -> None:
     """Stop on the cluster what users cancelled (or just job `job_id`): the scheduler's job,
     or a transfer on this host."""
-    pending = where(
-        JobState.CANCELLED, cleanup_pending=True, **({"job_id": job_id} if job_id else {})
-    )
-    run.each(pending, partial(stop_one, run))
+    run.each(Work.TO_STOP, partial(stop_one, run), job_id=job_id)
 
 
 def stop_one(run: StageRun, job: Job) -> None:
@@ -186,5 +157,5 @@ def stop_one(run: StageRun, job: Job) -> None:
     if transfer and transfer.host == socket.gethostname():
         # The transfer's process group (it leads its own session); gone already is fine.
         LocalRunner().run(["kill", "-s", "TERM", "--", f"-{transfer.pid}"], check=False)
-    update(run.db, job, cleanup_pending=False)
+    run.update(job, cleanup_pending=False)
     run.did["stopped"] += 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from functools import partial
 
 from labctl.clock import utcnow
@@ -17,20 +16,14 @@ from labctl.compute.transport import (
     poll,
 )
 from labctl.jobs.job import Job, Transfer
-from labctl.jobs.queue import update, where
-from labctl.jobs.states import FailureReason, JobState
+from labctl.jobs.states import FailureReason
+from labctl.jobs.work import Work
 from labctl.stages import StageRun
 from labctl.stages.scan import launch
 
 
 def run_transfers(run: StageRun) -> None:
-    mine = where(
-        JobState.TRANSFERRING,
-        transfer__done=False,
-        transfer__host=socket.gethostname(),
-        next_try_at={"$lte": utcnow()},
-    )
-    run.each(mine, partial(follow, run))
+    run.each(Work.TRANSFERRING, partial(follow, run), host=run.host)
 
 
 def with_progress(transfer: Transfer, progress: Progress | None) -> Transfer:
@@ -66,7 +59,7 @@ def follow(run: StageRun, job: Job) -> None:
     status = _status(job.transfer)
     transfer = with_progress(job.transfer, status.progress)
     if status.state is TransferState.RUNNING:
-        update(run.db, job, transfer=transfer, waiting=None)
+        run.update(job, transfer=transfer, waiting=None)
         run.did["progress"] += 1
     elif status.state is TransferState.SUCCEEDED:
         done = transfer.model_copy(
@@ -78,7 +71,7 @@ def follow(run: StageRun, job: Job) -> None:
                 "finished_at": utcnow(),
             }
         )
-        update(run.db, job, transfer=done)
+        run.update(job, transfer=done)
         run.did["transferred"] += 1
     else:
         broken(run, job, status, transfer)
@@ -89,7 +82,7 @@ def broken(run: StageRun, job: Job, status: TransferStatus, transfer: Transfer) 
     backoff, or fail the job."""
     if session_down(run, job):  # cut by the session's end: resume once it is back, for free
         free = transfer.model_copy(update={"resume": True, "free_resume": True})
-        update(run.db, job, transfer=free)
+        run.update(job, transfer=free)
         run.did["interrupted"] += 1
         return
     what = "was killed" if status.state is TransferState.VANISHED else f"exited {status.exit_code}"
@@ -135,5 +128,5 @@ def resume(run: StageRun, job: Job, transfer: Transfer) -> None:
             "attempts": attempt,
         }
     )
-    update(run.db, job, f"rsync resumed (attempt {attempt})", transfer=resumed)
+    run.update(job, f"rsync resumed (attempt {attempt})", transfer=resumed)
     run.did["resumed"] += 1
