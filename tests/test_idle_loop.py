@@ -68,7 +68,7 @@ def test_an_idle_loop_reads_once_a_run(db: Database, cfg: Config, ops: Counter[s
     # the first run: the look for work, then per stage its schema check and its heartbeat
     assert after[0] == 1 + 2 * len(ALL)
     assert ops["meta.update"] == len(ALL) and ops["queue.claim"] == 0
-    assert {b["stage"]: b["did"] for b in latest(db)} == {stage: {} for stage in ALL}
+    assert {b["stage"]: b["did"] for b in latest(db).items} == {stage: {} for stage in ALL}
     # then each run is one read: whether any job of this member needs a stage
     assert [b - a for a, b in itertools.pairwise(after)] == [1] * 14
 
@@ -97,8 +97,8 @@ def test_work_runs_the_stages_each_time(db: Database, cfg: Config, ops: Counter[
 def test_a_pacer_writes_what_was_done_and_nothing_twice_a_minute(db: Database) -> None:
     pacer = Pacer()
     pacer.beat(db, "scan", {}, "alice")
-    first = latest(db)[0]["at"]
+    first = latest(db).items[0]["at"]
     pacer.beat(db, "scan", {}, "alice")
-    assert latest(db)[0]["at"] == first
+    assert latest(db).items[0]["at"] == first
     pacer.beat(db, "scan", {"transferring": 1}, "alice")
-    assert latest(db)[0]["did"] == {"transferring": 1}
+    assert latest(db).items[0]["did"] == {"transferring": 1}

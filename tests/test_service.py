@@ -243,7 +243,7 @@ def scenario(lab: Lab, raw: Path) -> dict[str, Any]:
         "shown": lab.show("20230102_090000"),
         "script": script,
         "job": job,
-        "listed": lab.jobs({"user": "alice"}),
+        "listed": lab.jobs({"user": "alice"}).items,
         "one": lab.job(job["job_id"]),
     }
 

@@ -104,10 +104,13 @@ def queue_cmd(
 ) -> None:
     """List jobs with their state, transfer progress, scheduler id and age; a filter as
     `labctl retry|cancel` take it narrows them."""
-    jobs = app.lab.jobs(filter, limit=limit)
-    beats = app.lab.heartbeats()
+    listed = app.lab.jobs(filter, limit=limit)
+    watchdog = app.lab.heartbeats()
+    jobs, beats = listed.items, watchdog.heartbeats
+    damaged = [*listed.damaged, *watchdog.damaged]
     if as_json:
-        echo_json({"jobs": jobs, "heartbeats": beats})
+        shown = [record.model_dump() for record in damaged]
+        echo_json({"jobs": jobs, "heartbeats": beats, "damaged": shown})
         return
     now = utcnow()
     table = rich_table(title=f"{len(jobs)} job(s)", header_style="bold")
@@ -131,6 +134,8 @@ def queue_cmd(
             age(job.get("created_at"), now),
         )
     console().print(table)
+    for record in damaged:
+        click.echo(f"damaged {record.line}")
     if not beats:
         click.echo("watchdog: no run recorded yet (is its crontab installed?)")
     for beat in beats:

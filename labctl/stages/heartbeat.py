@@ -7,15 +7,18 @@ A long-running loop writes the heartbeat of a run that did nothing at most once 
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from pydantic import BaseModel, Field
 
 from labctl.clock import utcnow
 from labctl.compute.transport import Session
-from labctl.db import Database
+from labctl.damaged import Damaged, Listing, validated
+from labctl.db import Database, Doc
 
 HEARTBEAT_KIND = "heartbeat"
 SESSION_KIND = "cluster_session"
@@ -62,10 +65,53 @@ class Pacer:
             self.written[stage] = time.monotonic()
 
 
-def latest(db: Database) -> list[dict[str, Any]]:
+class Beat(BaseModel):
+    """A stage's heartbeat as `beat` writes it."""
+
+    stage: str
+    host: str
+    user: str | None = None  # none before members' watchdogs shared a server
+    at: dt.datetime
+    did: dict[str, int] = Field(default_factory=dict)
+
+
+class SessionSeen(BaseModel):
+    """A cluster's session as `record_sessions` writes it."""
+
+    cluster: str
+    host: str
+    user: str | None = None
+    up: bool
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    via: str | None = None
+    auth: str | None = None
+    detail: str = ""
+    at: dt.datetime
+
+
+class Heartbeats(BaseModel):
+    """What the watchdog last said, and its records that cannot be read."""
+
+    heartbeats: list[Doc] = Field(description="the last run of each watchdog stage on each host")
+    sessions: list[Doc] = Field(
+        default_factory=list,
+        description="each host's watchdog's last word on each cluster's session",
+    )
+    damaged: list[Damaged] = Field(
+        default_factory=list, description="heartbeats and sessions in `meta` that do not validate"
+    )
+
+
+def _listed(model: type[BaseModel], kind: str, docs: list[Doc]) -> Listing[Doc]:
+    found = validated(model, docs, kind, "key")
+    return Listing([item.model_dump() for item in found.items], found.damaged)
+
+
+def latest(db: Database) -> Listing[Doc]:
     """The last run of each stage on each host for each member, newest first."""
-    fields = ["stage", "host", "user", "at", "did"]
-    return db.meta.find({"kind": HEARTBEAT_KIND}, fields, sort=[("at", -1)])
+    beats = db.meta.find({"kind": HEARTBEAT_KIND}, sort=[("at", -1)])
+    return _listed(Beat, "heartbeat", beats)
 
 
 def record_sessions(db: Database, sessions: list[Session], user: str) -> None:
@@ -79,8 +125,14 @@ def record_sessions(db: Database, sessions: list[Session], user: str) -> None:
         db.meta.update({"key": key}, {"$set": doc}, upsert=True)
 
 
-def sessions_seen(db: Database) -> list[dict[str, Any]]:
+def sessions_seen(db: Database) -> Listing[Doc]:
     """The last word of each host's watchdog on each cluster's session."""
-    fields = ["cluster", "host", "user", "up", "since", "until", "via", "auth", "detail", "at"]
-    found = {"kind": SESSION_KIND}
-    return db.meta.find(found, fields, sort=[("cluster", 1), ("host", 1)])
+    seen = db.meta.find({"kind": SESSION_KIND}, sort=[("cluster", 1), ("host", 1)])
+    return _listed(SessionSeen, "session", seen)
+
+
+def heartbeats(db: Database) -> Heartbeats:
+    """The heartbeats and the sessions, with their damaged records."""
+    beats, sessions = latest(db), sessions_seen(db)
+    damaged = [*beats.damaged, *sessions.damaged]
+    return Heartbeats(heartbeats=beats.items, sessions=sessions.items, damaged=damaged)
