@@ -94,7 +94,7 @@ def test_a_job_run_by_the_watchdog_ends_in_the_archive(cfg: Config, db: Database
     assert db.queue.count({}) == 0
     assert get_job(db, job_id)["status"] == str(JobState.COMPLETED)
     assert ids_shown(db) == [job_id]
-    assert [record["job_id"] for record in provenance(db, DATASET)] == [job_id]
+    assert [record["job_id"] for record in provenance(db, DATASET).items] == [job_id]
     assert not has_work(db, cfg.user)
 
 

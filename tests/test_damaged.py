@@ -46,6 +46,7 @@ def store(db: Database, cfg: Config) -> dict[str, str]:
     created = {**get_job(db, good["bob"]), "job_id": "j-bad-created", "created_at": "yesterday"}
     db.queue.insert(created)  # sorted among the others all the same
     usage = {**get_job(db, good["bob"]), "job_id": "j-bad-usage", "usage": ["abc"]}
+    usage["status"] = str(JobState.COMPLETED)
     db.archive.insert({**usage, "_id": "j-bad-usage"})
     db.meta.insert(
         {"key": "heartbeat:scan:h1:alice", "kind": "heartbeat", "stage": "scan", "host": "h1",
@@ -84,7 +85,7 @@ def test_rest_lists_the_good_jobs_and_reports_the_damaged(
     assert damaged["j-bad-usage"]["line"].startswith(BAD_USAGE)
     # A filter that leaves the damaged job out leaves its row out too.
     failed = client.get("/api/v1/jobs", params={"status": "failed"}, headers=bob).json()
-    assert {record["id"] for record in failed["damaged"]} == {"j-bad-usage", "j-bad-created"}
+    assert [record["id"] for record in failed["damaged"]] == ["j-bad-created"]
 
     one = client.get("/api/v1/jobs/j-bad-date", headers=bob)
     assert one.status_code == 422
@@ -164,6 +165,11 @@ def test_queue_and_usage_list_the_good_and_a_line_per_damaged(  # type: ignore[n
     assert csv.exit_code == 0 and "damaged " + BAD_USAGE in csv.stderr
     assert "damaged" not in csv.stdout
     assert json.loads(run("usage", "--json").output)["damaged"][0]["id"] == "j-bad-usage"
+
+    provenance = run("provenance", DATASET)
+    assert provenance.exit_code == 0, provenance.output
+    assert lines_with(provenance.output, "j-a1: diff_registration by alice")
+    assert len(lines_with(provenance.output, "damaged " + BAD_USAGE)) == 1
 
     status = run("status", "j-bad-date")
     assert status.exit_code == 1

@@ -267,12 +267,15 @@ def clusters_cmd(app: App, as_json: bool) -> None:
 @click.pass_obj
 def provenance_cmd(app: App, dataset: str, as_json: bool) -> None:
     """Every result of DATASET: its job, code commit, options, input and output checksums."""
-    records = provenance(app.db, dataset)
+    found = provenance(app.db, dataset)
+    records = found.items
     if as_json:
         echo_json(records)
         return
     if not records:
         click.echo(f"no completed job for {dataset} yet")
+    for damaged in found.damaged:
+        click.echo(f"damaged {damaged.line}")
     for record in records:
         code = record["pipelines"] or {}
         dirty = f" + uncommitted changes {code['diff_sha256'][:12]}" if code.get("dirty") else ""

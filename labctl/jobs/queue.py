@@ -17,7 +17,7 @@ own, with an owner and a lease, before it is sent, and marked afterwards (`claim
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from labctl.clock import utcnow
@@ -192,10 +192,16 @@ def list_jobs(
         filter["dataset"] = dataset
     if status:
         filter["status"] = str(JobState(status))
-    found: Listing[dict[str, Any]] = Listing()
-    for doc in all_jobs(db, filter, sort=[("created_at", -1)], limit=limit):
+    found = read_all(all_jobs(db, filter, sort=[("created_at", -1)], limit=limit))
+    return Listing([job.doc() for job in found.items], found.damaged)
+
+
+def read_all(docs: Iterable[Doc]) -> Listing[Job]:
+    """Stored documents as jobs, in their order, and those that are damaged."""
+    found: Listing[Job] = Listing()
+    for doc in docs:
         try:
-            found.items.append(Job.of(doc).doc())
+            found.items.append(Job.of(doc))
         except MalformedJob as exc:
             found.damaged.append(exc.damaged)
     return found
