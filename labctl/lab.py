@@ -18,13 +18,14 @@ from labctl.catalog.experiments import query as find_entries
 from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, parse_sort
 from labctl.config import Config, DataSchema
+from labctl.damaged import Listing
 from labctl.db import Database
 from labctl.errors import NotFoundError
 from labctl.jobs.bulk import Action, parse_filter
 from labctl.jobs.queue import get_job, list_jobs
 from labctl.jobs.submit import JobRequest, batch_script, submit_job
 from labctl.jobs.usage import usage_report
-from labctl.stages.heartbeat import latest
+from labctl.stages.heartbeat import Heartbeats, heartbeats
 from labctl.users import (
     add_user,
     create_token,
@@ -79,12 +80,13 @@ class Lab(Protocol):
     def show(self, dataset: str) -> Doc: ...
     def submit(self, request: JobRequest, *, force: bool = False) -> Doc: ...
     def batch_script(self, request: JobRequest) -> str: ...
-    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> list[Doc]:
+    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> Listing[Doc]:
         """The newest `limit` jobs (0: all) a filter selects, its fields as typed
-        (`labctl.jobs.bulk.parse_filter`: `{"user": "me", "cluster": "raven"}`)."""
+        (`labctl.jobs.bulk.parse_filter`: `{"user": "me", "cluster": "raven"}`), and those of
+        them that are damaged."""
 
     def job(self, job_id: str) -> Doc: ...
-    def heartbeats(self) -> list[Doc]: ...
+    def heartbeats(self) -> Heartbeats: ...
     def bulk(
         self, action: Action, ids: Sequence[str], filter: Mapping[str, Any], *, confirm: bool
     ) -> Doc:
@@ -144,15 +146,15 @@ class LocalLab:
     def batch_script(self, request: JobRequest) -> str:
         return batch_script(self.db, self.config, request)
 
-    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> list[Doc]:
+    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> Listing[Doc]:
         selection = parse_filter(self.config.user, **(filter or {}))
         return list_jobs(self.db, matching=selection.query(), limit=limit)
 
     def job(self, job_id: str) -> Doc:
         return get_job(self.db, job_id)
 
-    def heartbeats(self) -> list[Doc]:
-        return latest(self.db)
+    def heartbeats(self) -> Heartbeats:
+        return heartbeats(self.db)
 
     def bulk(
         self, action: Action, ids: Sequence[str], filter: Mapping[str, Any], *, confirm: bool

@@ -26,6 +26,7 @@ from urllib.parse import quote, urlencode
 
 from labctl.catalog.experiments import Entry
 from labctl.config import DataSchema
+from labctl.damaged import Damaged, Listing
 from labctl.errors import (
     ConfigError,
     DatabaseUnreachable,
@@ -41,6 +42,7 @@ from labctl.jobs.bulk import Action
 from labctl.jobs.submit import JobRequest
 from labctl.lab import Doc, NewUser, Query
 from labctl.settings import ServiceConfig
+from labctl.stages.heartbeat import Heartbeats
 
 PAGE = 1000  # the most the service gives in one answer
 TOKEN = re.compile(r"[A-Za-z0-9_-]{16,200}")
@@ -256,19 +258,18 @@ class ServiceLab:
     def batch_script(self, request: JobRequest) -> str:
         return str(self._call("POST", "/jobs/script", self._job_body(request))["batch_script"])
 
-    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> list[Doc]:
+    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> Listing[Doc]:
         """The newest `limit` jobs (at most `PAGE`)."""
         found = self._call("GET", "/jobs", **(filter or {}), limit=min(limit or PAGE, PAGE))
-        items: list[Doc] = found["items"]
-        return items
+        damaged = [Damaged.model_validate(record) for record in found.get("damaged", [])]
+        return Listing(found["items"], damaged)
 
     def job(self, job_id: str) -> Doc:
         found: Doc = self._call("GET", f"/jobs/{_part(job_id)}")
         return found
 
-    def heartbeats(self) -> list[Doc]:
-        beats: list[Doc] = self._call("GET", "/watchdog")["heartbeats"]
-        return beats
+    def heartbeats(self) -> Heartbeats:
+        return Heartbeats.model_validate(self._call("GET", "/watchdog"))
 
     def bulk(
         self, action: Action, ids: Sequence[str], filter: Mapping[str, Any], *, confirm: bool

@@ -80,7 +80,7 @@ def finished(db: Database, cfg: Config, count: int, state: JobState) -> list[str
 
 
 def ids_shown(db: Database) -> list[str]:
-    return [job["job_id"] for job in list_jobs(db)]
+    return [job["job_id"] for job in list_jobs(db).items]
 
 
 def test_a_job_run_by_the_watchdog_ends_in_the_archive(cfg: Config, db: Database) -> None:
@@ -95,7 +95,7 @@ def test_a_job_run_by_the_watchdog_ends_in_the_archive(cfg: Config, db: Database
     assert db.queue.count({}) == 0
     assert get_job(db, job_id)["status"] == str(JobState.COMPLETED)
     assert ids_shown(db) == [job_id]
-    assert [record["job_id"] for record in provenance(db, DATASET)] == [job_id]
+    assert [record["job_id"] for record in provenance(db, DATASET).items] == [job_id]
     assert not LocalStore.of(db, cfg).run(HasWork())
 
 
@@ -136,8 +136,8 @@ def test_a_move_killed_after_its_copy_shows_the_job_once(cfg: Config, db: Databa
     assert get_job(db, job_id)["log_tail"] == "the queue's copy"
     retried = {"status": str(JobState.QUEUED)}
     db.queue.update({"job_id": job_id}, {"$set": retried})  # a retry since: the copy is older
-    assert list_jobs(db, status=str(JobState.FAILED)) == []
-    assert [job["status"] for job in list_jobs(db)] == [str(JobState.QUEUED)]
+    assert list_jobs(db, status=str(JobState.FAILED)).items == []
+    assert [job["status"] for job in list_jobs(db).items] == [str(JobState.QUEUED)]
     db.queue.update({"job_id": job_id}, {"$set": {"status": str(JobState.FAILED)}})
     assert move(db) == [job_id]  # the next move replaces the older copy
     assert db.queue.count({}) == 0
@@ -152,7 +152,7 @@ def test_retry_brings_an_archived_job_back(cfg: Config, db: Database) -> None:
     assert done["status"] == str(JobState.QUEUED)
     assert db.archive.count({}) == 0
     assert db.queue.find_one({"job_id": job_id}, ["status"]) == {"status": "queued"}
-    assert [job["status"] for job in list_jobs(db)] == [str(JobState.QUEUED)]
+    assert [job["status"] for job in list_jobs(db).items] == [str(JobState.QUEUED)]
     assert LocalStore.of(db, cfg).run(HasWork())
 
 
@@ -177,7 +177,7 @@ def test_lists_keep_their_order_and_limit_across_queue_and_archive(
     db.archive.insert({**doc, "_id": ids[3]})  # and one is half-way
     assert db.queue.count({}) == 3
     assert ids_shown(db) == ids[::-1]
-    assert [job["job_id"] for job in list_jobs(db, limit=4)] == ids[:1:-1]
+    assert [job["job_id"] for job in list_jobs(db, limit=4).items] == ids[:1:-1]
     shown = all_jobs(db, {}, sort=[("created_at", 1)], limit=2)
     assert [doc["job_id"] for doc in shown] == ids[:2]
 

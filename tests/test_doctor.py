@@ -55,7 +55,7 @@ def test_heartbeat_wants_every_stage_recent() -> None:
 def test_heartbeats_as_the_watchdog_records_them(db: Database) -> None:
     for stage in ("scan", "transfers", "jobs"):
         beat(db, stage, {"errors": 0}, "alice", HOST)
-    check = check_heartbeat(latest(db), dt.datetime.now(dt.UTC))
+    check = check_heartbeat(latest(db).items, dt.datetime.now(dt.UTC))
     assert check.ok, check
 
 

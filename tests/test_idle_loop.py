@@ -69,7 +69,7 @@ def test_an_idle_loop_reads_once_a_run(db: Database, cfg: Config, ops: Counter[s
     # the first run: the look for work, then per stage its schema check and its heartbeat
     assert after[0] == 1 + 2 * len(ALL)
     assert ops["meta.update"] == len(ALL) and ops["queue.claim"] == 0
-    assert {b["stage"]: b["did"] for b in latest(db)} == {stage: {} for stage in ALL}
+    assert {b["stage"]: b["did"] for b in latest(db).items} == {stage: {} for stage in ALL}
     # then each run is one read: whether any job of this member needs a stage
     assert [b - a for a, b in itertools.pairwise(after)] == [1] * 14
 

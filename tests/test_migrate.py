@@ -134,7 +134,7 @@ def test_migrate_moves_the_history_to_the_archive(old_store: Config, db: Databas
     in_queue = {doc["job_id"] for doc in db.queue.find({}, ["job_id"])}
     assert unsettled[0] in in_queue and not in_queue & set(settled)
     assert db.archive.count({}) == 600 + 2
-    assert {job["job_id"] for job in list_jobs(db)} >= {*settled, *unsettled}
+    assert {job["job_id"] for job in list_jobs(db).items} >= {*settled, *unsettled}
     assert migrate(db, old_store) == 0
 
 

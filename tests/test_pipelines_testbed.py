@@ -96,7 +96,7 @@ def test_split_registration_merges_and_recovers_known_shifts(tmp_path: Path) -> 
         error = np.abs(found - expected).max()
         assert error < 0.5, f"registration is off by up to {error:.3f} px"
 
-        records = {r["job_id"]: r for r in provenance(db, DATASET)}
+        records = {r["job_id"]: r for r in provenance(db, DATASET).items}
         assert set(records) == {array["job_id"], merge_id}
         commit = array["pipelines"]["commit"]
         assert len(commit) == 40 and records[merge_id]["pipelines"]["commit"] == commit

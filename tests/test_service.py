@@ -32,8 +32,9 @@ from labctl.lab import Lab, LocalLab, Query
 from labctl.private import write_private
 from labctl.service import ServiceLab
 from labctl.settings import ServiceConfig
+from labctl.stages.heartbeat import beat
 from labctl.users import authenticate, create_token, get_user, token_user
-from tests.jobfixtures import DATASET
+from tests.jobfixtures import DATASET, job_in_state
 from tests.mongoserver import free_port
 from tests.notifyfixtures import http_receiver
 from tests.testbed import write_config
@@ -243,7 +244,7 @@ def scenario(lab: Lab, raw: Path) -> dict[str, Any]:
         "shown": lab.show("20230102_090000"),
         "script": script,
         "job": job,
-        "listed": lab.jobs({"user": "alice"}),
+        "listed": lab.jobs({"user": "alice"}).items,
         "one": lab.job(job["job_id"]),
     }
 
@@ -554,3 +555,36 @@ def test_setup_on_a_member_machine_checks_the_service_not_a_store(
     refused = run(alice, "setup", "--non-interactive", "--no-cron", "--email", "a@lab.org")
     assert "refused the token" in one_line(refused, refused.exit_code)
     assert refused.exit_code != 0 and alice.read_text() == before
+
+
+def test_a_damaged_record_through_the_service_is_a_line_not_a_failure(
+    server: LabServer, member: MemberConfig
+) -> None:
+    good = job_in_state(server.db, server.config)
+    bad = {**get_job(server.db, good), "job_id": "j-bad", "updated_at": "not a date"}
+    server.db.queue.insert(bad)
+    beat(server.db, "jobs", {}, "bob")
+    server.db.meta.update({"kind": "heartbeat"}, {"$unset": {"at": ""}})
+    seed_usage(server.db)
+    server.db.archive.insert({**get_job(server.db, "j-a1"), "_id": "j-u", "job_id": "j-u"})
+    server.db.archive.update({"_id": "j-u"}, {"$set": {"usage": ["abc"]}})
+    bob = member("bob")
+
+    queue = run(bob, "queue")
+    assert queue.exit_code == 0, queue.stderr
+    assert good in queue.stdout
+    damaged = [line for line in queue.stdout.splitlines() if line.startswith("damaged ")]
+    assert [line.split(":")[0] for line in damaged] == [
+        "damaged job j-bad",
+        "damaged job j-u",
+        "damaged heartbeat heartbeat",
+    ]
+    assert damaged[0] == "damaged job j-bad: updated_at: " + damaged[0].split(": ", 2)[2]
+    usage = run(bob, "usage")
+    assert usage.exit_code == 0, usage.stderr
+    assert "damaged job j-u: usage.0: Input should be a valid dictionary" in usage.stdout
+    status = one_line(run(bob, "status", "j-bad"), 2)
+    assert status.startswith("error: job j-bad: updated_at: Input should be a valid datetime")
+    doctor = run(bob, "doctor")
+    assert "✗ damaged job j-bad: updated_at: Input should be a valid datetime" in doctor.stdout
+    assert "✗ damaged heartbeat heartbeat:jobs:" in doctor.stdout

@@ -88,7 +88,7 @@ def test_job_runs_to_completed_with_verified_results(
     assert transfer["bytes"] == transfer["total"] == 6000  # type: ignore[index]  # the inputs
     assert not (tmp_path / "scratch" / job_id).exists()
     assert job["scratch_cleaned"] is True
-    assert {b["stage"] for b in latest(db)} == set(ALL)
+    assert {b["stage"] for b in latest(db).items} == set(ALL)
 
 
 @pytest.mark.usefixtures("open_umask")

@@ -217,7 +217,7 @@ def test_job_goes_from_submit_to_verified_results(
     one_slurm_job(job, entries)
     assert entries == [SlurmEntry(job["scheduler"]["job_id"], None, "COMPLETED")]
     # each stage left a heartbeat; the last jobs run is the one that completed the job
-    beats = {beat["stage"]: beat for beat in latest(db)}
+    beats = {beat["stage"]: beat for beat in latest(db).items}
     assert set(beats) == {"scan", "transfers", "jobs"}
     for beat in beats.values():
         assert beat["host"] == socket.gethostname()

@@ -283,7 +283,7 @@ def test_cancel_and_retry_through_the_api(client: TestClient, tokens: Any, db: D
 
 
 def test_watchdog_heartbeats(client: TestClient, tokens: Any, db: Database) -> None:
-    empty = {"heartbeats": [], "sessions": []}
+    empty = {"heartbeats": [], "sessions": [], "damaged": []}
     assert client.get(f"{V1}/watchdog", headers=tokens["bob"]).json() == empty
     beat(db, "jobs", {"completed": 2}, "alice", HOST)
     [heartbeat] = client.get(f"{V1}/watchdog", headers=tokens["bob"]).json()["heartbeats"]

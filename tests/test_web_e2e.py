@@ -25,7 +25,7 @@ from labctl.jobs.states import FailureReason, JobState
 from labctl.stages.heartbeat import beat
 from labctl.users import create_token
 from tests.jobfixtures import job_in_state, transfer_record
-from tests.usagefixtures import seed_usage
+from tests.usagefixtures import LAB, seed_usage
 from tests.webfixtures import password, seed, served, web_config
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -270,6 +270,28 @@ def test_the_usage_page_charts_the_lab_s_compute_time(
 
     page.goto(url + "/usage?since=someday")
     expect(page.locator("p.error").first).to_contain_text("since takes a date like 2021-12-15")
+
+
+def test_the_usage_page_charts_the_good_jobs_and_lists_a_damaged_one(
+    site: tuple[str, Database], page: sync_api.Page
+) -> None:
+    url, db = site
+    seed_usage(db)
+    db.archive.insert({**LAB[0].doc(), "_id": "j-bad", "job_id": "j-bad", "usage": ["abc"]})
+    page.goto(url + "/usage")
+    page.fill("input[name=username]", "bob")
+    page.fill("input[name=password]", password("bob"))
+    page.click("button:has-text('Log in')")
+    sync_api.expect(page.locator("#usage")).to_have_attribute("data-drawn", "true")
+    assert page.evaluate(CHART_DATA, "chart-cpu-hours")["labels"] == ["2026-10", "2026-11"]
+    damaged = page.locator("#usage-damaged li")
+    sync_api.expect(damaged).to_have_count(1)
+    sync_api.expect(damaged).to_have_text(
+        re.compile(
+            r"^damaged job j-bad: usage\.0: Input should be a valid dictionary.*: not counted$"
+        )
+    )
+    assert page.locator("#usage-error").is_hidden()
 
 
 def _transfer(db: Database, job_id: str, percent: int, first: bool = False) -> None:

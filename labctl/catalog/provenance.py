@@ -5,22 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from labctl.catalog.experiments import get_entry
+from labctl.damaged import Listing
 from labctl.db import Database
-from labctl.jobs.queue import all_jobs, where
+from labctl.jobs.queue import all_jobs, read_all, where
 from labctl.jobs.states import JobState
 
 
-def provenance(db: Database, dataset: str) -> list[dict[str, Any]]:
-    """One record per completed job of `dataset`, oldest first."""
+def provenance(db: Database, dataset: str) -> Listing[dict[str, Any]]:
+    """One record per completed job of `dataset`, oldest first, and its damaged jobs."""
     get_entry(db, dataset)  # a clear error for an unknown or malformed dataset id
-    jobs = all_jobs(db, where(JobState.COMPLETED, dataset=dataset), sort=[("created_at", 1)])
-    return [
+    completed = where(JobState.COMPLETED, dataset=dataset)
+    found = read_all(all_jobs(db, completed, sort=[("created_at", 1)]))
+    jobs = [job.doc() for job in found.items]
+    records = [
         {
             "job_id": job["job_id"],
             "job_type": job["job_type"],
             "user": job["user"],
             "cluster": job["compute_cluster"],
-            "completed_at": job["history"][-1]["at"],
+            "completed_at": job["history"][-1]["at"] if job["history"] else job["updated_at"],
             "pipelines": job.get("pipelines"),
             "options": job["job_options"],
             "inputs": job.get("input_checksums", []),
@@ -30,3 +33,4 @@ def provenance(db: Database, dataset: str) -> list[dict[str, Any]]:
         }
         for job in jobs
     ]
+    return Listing(records, found.damaged)

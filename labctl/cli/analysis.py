@@ -104,10 +104,13 @@ def queue_cmd(
 ) -> None:
     """List jobs with their state, transfer progress, scheduler id and age; a filter as
     `labctl retry|cancel` take it narrows them."""
-    jobs = app.lab.jobs(filter, limit=limit)
-    beats = app.lab.heartbeats()
+    listed = app.lab.jobs(filter, limit=limit)
+    watchdog = app.lab.heartbeats()
+    jobs, beats = listed.items, watchdog.heartbeats
+    damaged = [*listed.damaged, *watchdog.damaged]
     if as_json:
-        echo_json({"jobs": jobs, "heartbeats": beats})
+        shown = [record.model_dump() for record in damaged]
+        echo_json({"jobs": jobs, "heartbeats": beats, "damaged": shown})
         return
     now = utcnow()
     table = rich_table(title=f"{len(jobs)} job(s)", header_style="bold")
@@ -131,6 +134,8 @@ def queue_cmd(
             age(job.get("created_at"), now),
         )
     console().print(table)
+    for record in damaged:
+        click.echo(f"damaged {record.line}")
     if not beats:
         click.echo("watchdog: no run recorded yet (is its crontab installed?)")
     for beat in beats:
@@ -262,12 +267,15 @@ def clusters_cmd(app: App, as_json: bool) -> None:
 @click.pass_obj
 def provenance_cmd(app: App, dataset: str, as_json: bool) -> None:
     """Every result of DATASET: its job, code commit, options, input and output checksums."""
-    records = provenance(app.db, dataset)
+    found = provenance(app.db, dataset)
+    records = found.items
     if as_json:
         echo_json(records)
         return
     if not records:
         click.echo(f"no completed job for {dataset} yet")
+    for damaged in found.damaged:
+        click.echo(f"damaged {damaged.line}")
     for record in records:
         code = record["pipelines"] or {}
         dirty = f" + uncommitted changes {code['diff_sha256'][:12]}" if code.get("dirty") else ""

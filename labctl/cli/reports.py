@@ -45,7 +45,8 @@ def usage_cmd(
     keys = [GROUPINGS[name] for name in report["by"]]
     if as_json:
         echo_json(report)
-    elif as_csv:
+        return
+    if as_csv:
         echo_csv([_rounded(group) for group in report["groups"]], [*keys, *FIGURES])
     else:
         since_text = f" since {since}" if since else ""
@@ -59,6 +60,8 @@ def usage_cmd(
         console().print(table)
         if not report["groups"]:
             click.echo(f"no finished task recorded{since_text}")
+    for damaged in report.get("damaged", []):  # on stderr beside the CSV
+        click.echo(f"damaged {damaged['line']}: not counted", err=as_csv)
 
 
 def _rounded(group: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from labctl.compute.transport import (
     TransportError,
 )
 from labctl.config import ClusterConfig, Config, DatabaseConfig, load_config
+from labctl.damaged import Damaged
 from labctl.db import Database, connect
 from labctl.errors import ConfigError, LabctlError
 from labctl.install.cron import CronSpec, installed_block
@@ -106,6 +107,15 @@ def check_heartbeat(
         limit = int(max_age.total_seconds() // 60)
         return Check("watchdog heartbeat", False, f"older than {limit} min: {detail}", hint)
     return Check("watchdog heartbeat", True, detail)
+
+
+def check_damaged(record: Damaged) -> Check:
+    """A stored record that does not validate, which every listing shows as damaged."""
+    if record.kind == "job":
+        hint = "correct or delete its document in the store (queue or archive)"
+    else:
+        hint = "the watchdog rewrites it on its next run; or delete its record from meta"
+    return Check(f"damaged {record.kind} {record.id}", False, record.problem, hint)
 
 
 def check_crontab(runner: Runner, spec: CronSpec) -> Check:
@@ -276,8 +286,10 @@ def run_checks(
         yield check_crontab(LocalRunner(), cron or CronSpec(config, config_file(config_path)))
         if lab is not None:
             me = lab.whoami()["username"]
-            mine = [beat for beat in lab.heartbeats() if beat.get("user") == me]
+            watchdog = lab.heartbeats()
+            mine = [beat for beat in watchdog.heartbeats if beat.get("user") == me]
             yield check_heartbeat(mine, now or dt.datetime.now(dt.UTC))
+            yield from map(check_damaged, [*lab.jobs().damaged, *watchdog.damaged])
     finally:
         if db is not None:
             db.close()

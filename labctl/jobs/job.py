@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from labctl.damaged import Damaged, problem
 from labctl.errors import LabctlError
 from labctl.jobs.states import FailureReason, JobState
 
@@ -51,9 +52,10 @@ class TaskStatus:
 class MalformedJob(LabctlError):
     """A stored job that is not a valid job document (edited by hand, say)."""
 
-    def __init__(self, job_id: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, job_id: str, problem: str) -> None:
+        super().__init__(f"job {job_id}: {problem}")
         self.job_id = job_id
+        self.damaged = Damaged(kind="job", id=job_id, problem=problem)
 
 
 class _Part(BaseModel):
@@ -258,11 +260,7 @@ class Job(Progress, JobSpec):
         try:
             return cls.model_validate({k: v for k, v in doc.items() if k != "_id"})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "document"
-            raise MalformedJob(
-                str(doc.get("job_id")), f"job {doc.get('job_id')}: {where}: {first['msg']}"
-            ) from None
+            raise MalformedJob(str(doc.get("job_id")), problem(exc)) from None
 
     def doc(self) -> dict[str, Any]:
         """The document to store: plain values only."""

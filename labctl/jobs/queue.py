@@ -17,10 +17,11 @@ own, with an owner and a lease, before it is sent, and marked afterwards (`claim
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from labctl.clock import utcnow
+from labctl.damaged import Listing
 from labctl.db import Collection, Database, Doc, SortSpec
 from labctl.errors import DuplicateError, NotFoundError
 from labctl.jobs.job import (
@@ -112,10 +113,15 @@ def all_jobs(
     by_id = {doc["job_id"]: doc for doc in [*old, *live, *again]}
     jobs = list(by_id.values())
     for field, direction in reversed(sort):
-        jobs.sort(
-            key=lambda doc: (doc.get(field) is not None, doc.get(field)), reverse=direction < 0
-        )
+        jobs.sort(key=lambda doc: _order(doc.get(field)), reverse=direction < 0)
     return jobs[:limit] if limit else jobs
+
+
+def _order(value: Any) -> tuple[bool, str, Any]:
+    """A sort key over stored values of mixed types (a damaged job's text where a date should
+    be): None first, then by kind of value, then by value."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return value is not None, "number" if number else type(value).__name__, value
 
 
 def archive_settled(
@@ -178,8 +184,9 @@ def list_jobs(
     dataset: str | None = None,
     limit: int = 0,
     matching: Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """Jobs, newest first; `matching` adds a queue filter (as `labctl.jobs.bulk` builds it)."""
+) -> Listing[dict[str, Any]]:
+    """Jobs, newest first, and those of them that are damaged; `matching` adds a queue filter
+    (as `labctl.jobs.bulk` builds it)."""
     filter: dict[str, Any] = dict(matching or {})
     if user:
         filter["user"] = user
@@ -187,8 +194,19 @@ def list_jobs(
         filter["dataset"] = dataset
     if status:
         filter["status"] = str(JobState(status))
-    jobs = all_jobs(db, filter, sort=[("created_at", -1)], limit=limit)
-    return [Job.of(job).doc() for job in jobs]
+    found = read_all(all_jobs(db, filter, sort=[("created_at", -1)], limit=limit))
+    return Listing([job.doc() for job in found.items], found.damaged)
+
+
+def read_all(docs: Iterable[Doc]) -> Listing[Job]:
+    """Stored documents as jobs, in their order, and those that are damaged."""
+    found: Listing[Job] = Listing()
+    for doc in docs:
+        try:
+            found.items.append(Job.of(doc))
+        except MalformedJob as exc:
+            found.damaged.append(exc.damaged)
+    return found
 
 
 def add_job(db: Database, job: Job) -> None:

@@ -16,12 +16,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic
+from pydantic import BaseModel
 
 from labctl.catalog.query import parse_day
+from labctl.damaged import Listing, validated
 from labctl.db import Database
 from labctl.errors import ValidationError
-from labctl.jobs.job import MalformedJob, TaskUsage
+from labctl.jobs.job import TaskUsage
 from labctl.jobs.queue import job_fields
 
 GROUPINGS = {"user": "user", "job-type": "job_type", "cluster": "cluster", "month": "month"}
@@ -29,8 +30,6 @@ GROUPINGS = {"user": "user", "job-type": "job_type", "cluster": "cluster", "mont
 
 BINS = 10
 """Efficiency distributions count tasks in tenths: 0-10%, ..., 90% and over."""
-
-_READ = ["job_id", "user", "job_type", "compute_cluster", "updated_at", "usage"]
 
 
 @dataclass(frozen=True)
@@ -54,35 +53,38 @@ def check_by(names: Iterable[str]) -> list[str]:
     return names
 
 
-def read_tasks(db: Database, since: dt.datetime | None = None) -> list[Task]:
-    """Every recorded task that ended on or after `since` (all when None).
+class _Finished(BaseModel):
+    """What a report reads of a job."""
+
+    job_id: str
+    user: str
+    job_type: str
+    compute_cluster: str
+    updated_at: dt.datetime
+    usage: list[TaskUsage]
+
+
+def read_tasks(db: Database, since: dt.datetime | None = None) -> Listing[Task]:
+    """Every recorded task that ended on or after `since` (all when None), and the jobs whose
+    record cannot be read.
 
     Only the fields a report needs are read. A task's usage is recorded after it ends, so a job
     last changed before `since` has none to count."""
     filter: dict[str, Any] = {"usage.0": {"$exists": True}}
     if since is not None:
         filter["updated_at"] = {"$gte": since}
+    read = job_fields(db, filter, list(_Finished.model_fields))  # only what a report needs
+    jobs = validated(_Finished, read, "job", "job_id")
     tasks = []
-    for doc in job_fields(db, filter, _READ):
-        for raw in doc["usage"]:
-            try:
-                usage = TaskUsage.model_validate(raw)
-            except pydantic.ValidationError as exc:
-                raise MalformedJob(doc["job_id"], f"job {doc['job_id']}: usage: {exc}") from None
-            when = usage.end or usage.start or usage.submit or doc["updated_at"]
+    for job in jobs.items:
+        for usage in job.usage:
+            when = usage.end or usage.start or usage.submit or job.updated_at
             if since is not None and when < since:
                 continue
-            tasks.append(
-                Task(
-                    doc["job_id"],
-                    doc["user"],
-                    doc["job_type"],
-                    doc["compute_cluster"],
-                    when.astimezone(dt.UTC).strftime("%Y-%m"),
-                    usage,
-                )
-            )
-    return tasks
+            month = when.astimezone(dt.UTC).strftime("%Y-%m")
+            cluster = job.compute_cluster
+            tasks.append(Task(job.job_id, job.user, job.job_type, cluster, month, usage))
+    return Listing(tasks, jobs.damaged)
 
 
 def core_seconds(task: TaskUsage) -> float:
@@ -171,11 +173,17 @@ def summarize(tasks: Sequence[Task], by: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def usage_report(db: Database, by: Sequence[str] = (), since: str | None = None) -> dict[str, Any]:
-    """The report of `labctl usage` and the REST API: the groups, and what was asked."""
+    """The report of `labctl usage` and the REST API: the groups, what was asked, and the jobs
+    whose recorded usage cannot be read (`Damaged`, not counted)."""
     names = check_by(by)
     start = parse_day(since, "--since") if since else None
-    groups = summarize(read_tasks(db, start), names)
-    return {"by": names, "since": start.isoformat() if start else None, "groups": groups}
+    tasks = read_tasks(db, start)
+    return {
+        "by": names,
+        "since": start.isoformat() if start else None,
+        "groups": summarize(tasks.items, names),
+        "damaged": [damaged.model_dump() for damaged in tasks.damaged],
+    }
 
 
 def memory_text(size: float) -> str:

@@ -21,7 +21,7 @@ from labctl.limits import WATCHDOG_IDS
 class Work(StrEnum):
     NEW = "new"  # scan: queued or awaiting data, to ship
     ARRIVED = "arrived"  # scan: its inputs arrived, to submit
-    TRANSFERRING = "transferring"  # transfers: an rsync on `host` to follow
+    IN_TRANSIT = "in_transit"  # transfers: an rsync on `host` to follow
     RESUBMIT = "resubmit"  # jobs: an automatic resubmission to submit
     AT_SCHEDULER = "at_scheduler"  # jobs: at the cluster's scheduler, to poll
     SUBMITTED_ON = "submitted_on"  # scan: at (or being given to) `cluster`'s scheduler
@@ -42,7 +42,7 @@ class Selection(BaseModel):
 
     work: Work
     job_id: str | None = Field(default=None, max_length=200)
-    host: str | None = Field(default=None, max_length=300)  # TRANSFERRING
+    host: str | None = Field(default=None, max_length=300)  # IN_TRANSIT
     cluster: str | None = Field(default=None, max_length=200)  # SUBMITTED_ON
     waiting: str | None = Field(default=None, max_length=2000)  # WAITING
     exclude: list[str] = Field(default_factory=list, max_length=WATCHDOG_IDS)
@@ -72,7 +72,7 @@ def _at_scheduler_on(s: Selection) -> dict[str, Any]:
 TABLE: dict[Work, Callable[[Selection], dict[str, Any]]] = {
     Work.NEW: lambda s: where(JobState.QUEUED, JobState.AWAITING_DATA, next_try_at=_due()),
     Work.ARRIVED: lambda s: where(JobState.TRANSFERRING, transfer__done=True, next_try_at=_due()),
-    Work.TRANSFERRING: lambda s: where(
+    Work.IN_TRANSIT: lambda s: where(
         JobState.TRANSFERRING,
         transfer__done=False,
         transfer__host=s.host,

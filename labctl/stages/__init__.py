@@ -32,6 +32,7 @@ from labctl.compute.transport import (
     waiting_message,
 )
 from labctl.config import Config
+from labctl.damaged import Damaged
 from labctl.errors import LabctlError
 from labctl.jobs.batch import JobLayout
 from labctl.jobs.codeversion import shipped_commit
@@ -44,7 +45,6 @@ from labctl.stages.heartbeat import Pacer, SessionReport
 from labctl.stages.ops import (
     Beat,
     Claim,
-    Damaged,
     Entry,
     Find,
     MarkWaiting,
@@ -192,7 +192,7 @@ class StageRun:
             lease = self.lease.total_seconds()
             claimed = self.store.run(Claim(selection=unseen, owner=self.owner, lease_s=lease))
             if claimed.damaged is not None:  # released again by the store
-                seen.append(claimed.damaged.job_id)
+                seen.append(claimed.damaged.id)
                 self.malformed(claimed.damaged)
                 continue
             if claimed.job is not None:
@@ -201,7 +201,7 @@ class StageRun:
 
     def malformed(self, damaged: Damaged) -> None:
         """A stored job that cannot be read is left as it is, for a person to look at."""
-        self.notes.append(damaged.message)
+        self.notes.append(damaged.line)
         self.did["errors"] += 1
 
     def move(

@@ -11,14 +11,15 @@ import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from labctl.clock import utcnow
 from labctl.compute.transport import Session
 from labctl.compute.transport.target import Auth
-from labctl.db import Database
+from labctl.damaged import Damaged, Listing, validated
+from labctl.db import Database, Doc
 
 HEARTBEAT_KIND = "heartbeat"
 SESSION_KIND = "cluster_session"
@@ -66,10 +67,38 @@ class Pacer:
         return False
 
 
-def latest(db: Database) -> list[dict[str, Any]]:
+class StageBeat(BaseModel):
+    """A stage's heartbeat as `beat` writes it."""
+
+    stage: str
+    host: str
+    user: str | None = None  # none before members' watchdogs shared a server
+    at: dt.datetime
+    did: dict[str, int] = Field(default_factory=dict)
+
+
+class Heartbeats(BaseModel):
+    """What the watchdog last said, and its records that cannot be read."""
+
+    heartbeats: list[Doc] = Field(description="the last run of each watchdog stage on each host")
+    sessions: list[Doc] = Field(
+        default_factory=list,
+        description="each host's watchdog's last word on each cluster's session",
+    )
+    damaged: list[Damaged] = Field(
+        default_factory=list, description="heartbeats and sessions in `meta` that do not validate"
+    )
+
+
+def _listed(model: type[BaseModel], kind: str, docs: list[Doc]) -> Listing[Doc]:
+    found = validated(model, docs, kind, "key")
+    return Listing([item.model_dump() for item in found.items], found.damaged)
+
+
+def latest(db: Database) -> Listing[Doc]:
     """The last run of each stage on each host for each member, newest first."""
-    fields = ["stage", "host", "user", "at", "did"]
-    return db.meta.find({"kind": HEARTBEAT_KIND}, fields, sort=[("at", -1)])
+    beats = db.meta.find({"kind": HEARTBEAT_KIND}, sort=[("at", -1)])
+    return _listed(StageBeat, "heartbeat", beats)
 
 
 class SessionReport(BaseModel):
@@ -91,6 +120,16 @@ class SessionReport(BaseModel):
         return cls.model_validate(session.as_dict())
 
 
+class SessionSeen(SessionReport):
+    """A cluster's session as `record_sessions` writes it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    host: str
+    user: str | None = None  # none before members' watchdogs shared a server
+    at: dt.datetime
+
+
 def record_sessions(db: Database, sessions: Sequence[SessionReport], user: str, host: str) -> None:
     """Record what `user`'s watchdog on `host` found of each cluster's session (for the
     dashboard)."""
@@ -101,8 +140,14 @@ def record_sessions(db: Database, sessions: Sequence[SessionReport], user: str, 
         db.meta.update({"key": key}, {"$set": doc}, upsert=True)
 
 
-def sessions_seen(db: Database) -> list[dict[str, Any]]:
+def sessions_seen(db: Database) -> Listing[Doc]:
     """The last word of each host's watchdog on each cluster's session."""
-    fields = ["cluster", "host", "user", "up", "since", "until", "via", "auth", "detail", "at"]
-    found = {"kind": SESSION_KIND}
-    return db.meta.find(found, fields, sort=[("cluster", 1), ("host", 1)])
+    seen = db.meta.find({"kind": SESSION_KIND}, sort=[("cluster", 1), ("host", 1)])
+    return _listed(SessionSeen, "session", seen)
+
+
+def heartbeats(db: Database) -> Heartbeats:
+    """The heartbeats and the sessions, with their damaged records."""
+    beats, sessions = latest(db), sessions_seen(db)
+    damaged = [*beats.damaged, *sessions.damaged]
+    return Heartbeats(heartbeats=beats.items, sessions=sessions.items, damaged=damaged)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from labctl.catalog.experiments import get_entry, record_result
 from labctl.clock import utcnow
+from labctl.damaged import Damaged
 from labctl.errors import DuplicateError, NotFoundError, ValidationError
 from labctl.jobs.job import Job, JobRef, MalformedJob, NoticeState, Progress, ResultFile
 from labctl.jobs.noticeboard import NoticeChange, claim_notice, reschedule_notices, settle_notice
@@ -32,13 +33,6 @@ from labctl.notify.notifyconfig import Mode
 from labctl.stages.heartbeat import SessionReport, beat, record_sessions
 from labctl.stages.seam import Ids, LeaseSeconds, LocalStore, Name, Note, Op, Owner
 from labctl.users import recipient
-
-
-class Damaged(BaseModel):
-    """A stored job that does not read as a job: left as it is, for a person to look at."""
-
-    job_id: str
-    message: str
 
 
 class Claimed(BaseModel):
@@ -85,7 +79,7 @@ class Claim(Op[Claimed]):
             )
         except MalformedJob as exc:
             release(store.db, [exc.job_id], self.owner, store.member)
-            return Claimed(damaged=Damaged(job_id=exc.job_id, message=str(exc)))
+            return Claimed(damaged=exc.damaged)
         return Claimed(job=job)
 
 
@@ -120,7 +114,7 @@ class Find(Op[Found]):
             try:
                 found.jobs.append(Job.of(doc))
             except MalformedJob as exc:
-                found.damaged.append(Damaged(job_id=exc.job_id, message=str(exc)))
+                found.damaged.append(exc.damaged)
         return found
 
 

@@ -23,7 +23,7 @@ from labctl.stages.scan import launch
 
 
 def run_transfers(run: StageRun) -> None:
-    run.each(Work.TRANSFERRING, partial(follow, run), host=run.host)
+    run.each(Work.IN_TRANSIT, partial(follow, run), host=run.host)
 
 
 def with_progress(transfer: Transfer, progress: Progress | None) -> Transfer:

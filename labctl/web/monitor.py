@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from labctl.damaged import Listing
 from labctl.db import Database
 from labctl.errors import ValidationError
 from labctl.jobs.actions import retry_job
@@ -18,7 +19,7 @@ from labctl.jobs.bulk import Selection, parse_action, parse_filter, plan
 from labctl.jobs.queue import get_job, list_jobs
 from labctl.jobs.states import FailureReason, JobState
 from labctl.stages.cancel import cancel_and_stop, carry_out_plan
-from labctl.stages.heartbeat import latest, sessions_seen
+from labctl.stages.heartbeat import Heartbeats, heartbeats
 from labctl.web.auth import Principal, safe_next
 from labctl.web.deps import PageUser, state
 from labctl.web.render import render
@@ -28,10 +29,16 @@ POLL_SECONDS = 2
 QUEUE_LIMIT = 200
 
 
-def _queue(db: Database, filter: Selection) -> dict[str, list[dict[str, Any]]]:
-    """The jobs, the watchdog's heartbeats and the clusters' sessions."""
-    jobs = list_jobs(db, matching=filter.query(), limit=QUEUE_LIMIT)
-    return {"jobs": jobs, "beats": latest(db), "sessions": sessions_seen(db)}
+@dataclass(frozen=True)
+class Queue:
+    """The jobs, the watchdog's heartbeats and the clusters' sessions, each with the damaged."""
+
+    jobs: Listing[dict[str, Any]]
+    watchdog: Heartbeats
+
+
+def _queue(db: Database, filter: Selection) -> Queue:
+    return Queue(list_jobs(db, matching=filter.query(), limit=QUEUE_LIMIT), heartbeats(db))
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ async def _render_queue(
     request: Request, user: Principal, name: str, wanted: Wanted
 ) -> HTMLResponse:
     error = ""
-    listed: dict[str, list[dict[str, Any]]] = {"jobs": [], "beats": [], "sessions": []}
+    listed = Queue(Listing(), Heartbeats(heartbeats=[]))
     try:
         listed = await state(request).store.run(_queue, wanted.parsed(user.username))
     except ValidationError as exc:
@@ -72,9 +79,11 @@ async def _render_queue(
         user,
         status=400 if error else 200,
         error=error,
-        jobs=listed["jobs"],
-        beats=listed["beats"],
-        sessions=listed["sessions"],
+        jobs=listed.jobs.items,
+        damaged_jobs=listed.jobs.damaged,
+        beats=listed.watchdog.heartbeats,
+        sessions=listed.watchdog.sessions,
+        damaged_records=listed.watchdog.damaged,
         wanted=wanted,
         states=list(JobState),
         reasons=list(FailureReason),

@@ -12,6 +12,7 @@ from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import MANAGED_FIELDS, flatten, is_field_name
 from labctl.catalog.query import build_filter, parse_day, parse_sort
 from labctl.config import DataSchema
+from labctl.damaged import Listing
 from labctl.db import Database
 from labctl.errors import DuplicateError, ValidationError
 from labctl.jobs.queue import list_jobs
@@ -138,7 +139,7 @@ def editable(entry: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _entry_and_jobs(db: Database, dataset: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _entry_and_jobs(db: Database, dataset: str) -> tuple[dict[str, Any], Listing[dict[str, Any]]]:
     return get_entry(db, dataset), list_jobs(db, dataset=dataset)
 
 
@@ -155,7 +156,8 @@ async def _entry_page(
         entry=entry,
         fields=fields,
         editable=editable(entry),
-        jobs=jobs,
+        jobs=jobs.items,
+        damaged_jobs=jobs.damaged,
         form=form,
         created="created" in request.query_params,
         saved="saved" in request.query_params,

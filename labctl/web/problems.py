@@ -17,6 +17,7 @@ from labctl.errors import (
     QueryTimeout,
     ValidationError,
 )
+from labctl.jobs.job import MalformedJob
 from labctl.jobs.states import InvalidTransition
 from labctl.limits import REQUEST_BYTES
 from labctl.web.auth import CsrfError, LoginRequired
@@ -30,6 +31,7 @@ STATUS: tuple[tuple[type[LabctlError], int], ...] = (
     (DuplicateError, 409),
     (InvalidTransition, 409),
     (ValidationError, 422),
+    (MalformedJob, 422),
     (QueryTimeout, 422),
     (DatabaseUnreachable, 503),
     (DatabaseError, 500),

@@ -14,13 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, parse_sort
+from labctl.damaged import Damaged
 from labctl.jobs.actions import retry_job
 from labctl.jobs.bulk import FILTER_FIELDS, Action, parse_filter
 from labctl.jobs.queue import get_job, list_jobs
 from labctl.jobs.submit import JobRequest, batch_script, submit_job
 from labctl.jobs.usage import usage_report
 from labctl.stages.cancel import bulk_action, cancel_and_stop
-from labctl.stages.heartbeat import latest, sessions_seen
+from labctl.stages.heartbeat import Heartbeats, heartbeats
 from labctl.web.deps import ApiUser, state
 
 
@@ -108,6 +109,9 @@ class BatchScript(BaseModel):
 
 class JobList(BaseModel):
     items: list[Doc]
+    damaged: list[Damaged] = Field(
+        default_factory=list, description="the selected jobs whose stored record does not validate"
+    )
 
 
 class BulkRequest(_In):
@@ -140,14 +144,6 @@ class BulkAnswer(BaseModel):
     summary: str
 
 
-class Heartbeats(BaseModel):
-    heartbeats: list[Doc] = Field(description="the last run of each watchdog stage on each host")
-    sessions: list[Doc] = Field(
-        default_factory=list,
-        description="each host's watchdog's last word on each cluster's session",
-    )
-
-
 class Usage(BaseModel):
     by: list[str] = Field(description="what the groups are by: user, job-type, cluster, month")
     since: str | None = Field(description="only tasks that ended from then on")
@@ -156,6 +152,9 @@ class Usage(BaseModel):
         "tasks, cpu_hours (cores x elapsed), wall_hours, median_wait_s, cpu_efficiency, "
         "memory_efficiency (null where unknown), and how many tasks fall in each tenth of "
         "efficiency (cpu_efficiency_bins, memory_efficiency_bins)"
+    )
+    damaged: list[Damaged] = Field(
+        default_factory=list, description="jobs whose recorded usage cannot be read: not counted"
     )
 
 
@@ -281,7 +280,7 @@ async def list_queue(
     jobs = await state(request).store.run(
         list_jobs, matching=selection.query(), dataset=dataset, limit=limit
     )
-    return JobList(items=jobs)
+    return JobList(items=jobs.items, damaged=jobs.damaged)
 
 
 @router.post("/jobs", status_code=201, responses=_errors(404, 409))
@@ -334,8 +333,7 @@ async def bulk(request: Request, user: ApiUser, body: BulkRequest) -> BulkAnswer
 
 @router.get("/watchdog")
 async def watchdog(request: Request, user: ApiUser) -> Heartbeats:
-    store = state(request).store
-    return Heartbeats(heartbeats=await store.run(latest), sessions=await store.run(sessions_seen))
+    return await state(request).store.run(heartbeats)
 
 
 @router.get("/usage")

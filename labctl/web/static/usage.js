@@ -67,12 +67,24 @@
     bar(id, bins, sets, axes("efficiency (%)", "tasks", true, true));
   }
 
+  // Jobs whose stored usage cannot be read: a row each, not counted in the charts.
+  function damaged(records) {
+    const list = document.getElementById("usage-damaged");
+    records.forEach((record) => {
+      const item = document.createElement("li");
+      item.textContent = "damaged " + record.line + ": not counted";
+      list.appendChild(item);
+    });
+    list.hidden = records.length === 0;
+  }
+
   Promise.all([fetchUsage(["month", "user"]), fetchUsage(["cluster"]), fetchUsage(["job-type"])])
     .then(([perMonth, perCluster, perType]) => {
       cpuHours(perMonth);
       queueWait(perCluster);
       efficiency(perType, "cpu_efficiency_bins", "chart-cpu-efficiency");
       efficiency(perType, "memory_efficiency_bins", "chart-memory-efficiency");
+      damaged(perMonth.damaged || []);
       root.dataset.drawn = "true";
     })
     .catch((error) => {
