@@ -313,7 +313,7 @@ def _start_time(pid: int) -> int | None:
 def transfer_alive(handle: TransferHandle) -> bool:
     """Whether the process `start_background` started for `handle` still runs, leading its
     process group: the same pid with the same start time (an old record has none: never)."""
-    fields = _stat(handle.pid) if handle.pid > 0 else []
+    fields = _stat(handle.pid)
     return (
         bool(fields)
         and fields[0] not in ("Z", "X")
