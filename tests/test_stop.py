@@ -1,5 +1,9 @@
 """Stopping a cancelled job acts only on what labctl started for it: never on a process that a
-job document (which a member's watchdog writes) merely names. Real processes, both backends."""
+job document (which a member's watchdog writes) merely names. Real processes, both backends.
+
+Beware: against labctl before this check, the forged id "1" sends TERM to process group -1 (every
+process the account may signal); run these tests on older code only on a machine to throw away.
+"""
 
 from __future__ import annotations
 
@@ -97,6 +101,8 @@ def test_a_forged_scheduler_id_kills_nothing(
     if forged in ("{pid}", "1"):  # a live process that is not this job's launcher
         assert f"cancel {job_id}: process {forged.format(pid=foreign.pid)} " in "\n".join(notes)
         assert get_job(db, job_id)["cleanup_pending"] is False  # nothing of ours to stop
+    elif forged in ("-1", "12 34", "$(touch {marker})", " {pid}"):  # no scheduler's id at all
+        assert f"job {job_id}: scheduler.job_id: String should match" in "\n".join(notes)
 
 
 @pytest.mark.parametrize("forged", FORGED_IDS)
