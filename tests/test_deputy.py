@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -272,3 +275,48 @@ def test_a_lease_names_its_member_s_jobs_only(
     db.queue.update({"job_id": alices}, {"$set": lease})
     assert send(client, bob, body).status_code == 200
     assert db.queue.find_one({"job_id": alices})["owner"] == "x" != held["owner"]
+
+
+def test_a_forged_pid_makes_the_service_kill_nothing(
+    client: TestClient, bob: dict[str, str], db: Database, cfg: Config
+) -> None:
+    """The critical attack: bob's watchdog records a process that is not his job's as its
+    scheduler id and its transfer, then bob cancels through the service, which stops jobs on
+    the lab server as its own account."""
+    bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        bobs = job_in_state(db, cfg, user="bob")
+        pid = bystander.pid
+        transfer = {"host": socket.gethostname(), "argv": ["rsync"], "pid": pid, "log": "/x"}
+        started = Progress.model_validate({"transfer": {**transfer, "status_path": "/y"}})
+        assert send(client, bob, Move(job=ref(bobs), to=JobState.TRANSFERRING, progress=started))
+        submitted = Progress.model_validate({"scheduler": {"job_id": str(pid)}})
+        moved = Move(
+            job=ref(bobs, JobState.TRANSFERRING), to=JobState.SUBMITTED, progress=submitted
+        )
+        assert send(client, bob, moved).json()["result"]["scheduler"]["job_id"] == str(pid)
+        answer = client.post(f"/api/v1/jobs/{bobs}/cancel", headers=bob)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["cleanup_pending"] is False  # nothing of labctl's to stop
+        time.sleep(0.5)
+        assert bystander.poll() is None  # still running
+        assert get_job(db, bobs)["status"] == str(JobState.CANCELLED)
+    finally:
+        bystander.kill()
+        bystander.wait()
+    assert client.get("/api/v1/me", headers=bob).status_code == 200  # the service lives on
+
+
+@pytest.mark.parametrize("forged", ["1", "-1", "0", "12 34", "$(id)"])
+def test_a_scheduler_id_is_what_a_scheduler_gives(
+    client: TestClient, bob: dict[str, str], db: Database, cfg: Config, forged: str
+) -> None:
+    bobs = job_in_state(db, cfg, JobState.TRANSFERRING, user="bob")
+    before = stored(db)
+    body = {"op": "move", "job": {"job_id": bobs, "status": "transferring"}, "to": "submitted"}
+    answer = send(client, bob, {**body, "progress": {"scheduler": {"job_id": forged}}})
+    if forged == "1":  # a plain number is an id a scheduler may give: the stop checks it
+        assert answer.status_code == 200
+        return
+    assert answer.status_code == 422, answer.text
+    assert stored(db) == before

@@ -1,13 +1,15 @@
-"""`SlurmScheduler.poll` over a runner that replays output captured on the testbed."""
+"""`SlurmScheduler.poll` over a runner that replays output captured on the testbed; the
+schedulers on the testbed itself."""
 
 import datetime as dt
+import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 import pytest
 
 from labctl.clock import utcnow
-from labctl.compute.scheduler import SlurmScheduler, SubmitLimitError
+from labctl.compute.scheduler import NotOursError, SlurmScheduler, SubmitLimitError
 from labctl.compute.slurm import SchedulerError
 from labctl.compute.transport import Result
 from labctl.jobs.batch import JobLayout
@@ -147,3 +149,40 @@ def test_poll_on_the_real_testbed_falls_back_to_accounting() -> None:
         cluster.close()
     assert set(mixed) == {known}
     assert mixed[known].detail in ("PENDING", "RUNNING", "COMPLETING", "COMPLETED")
+
+
+@pytest.mark.testbed
+def test_a_process_job_over_ssh_is_stopped_only_by_its_own_launcher() -> None:
+    """A `process` cluster reached over SSH: the cancel's checks run on the cluster, so another
+    job's launcher or a process that is no job of labctl's survives; the job's own is stopped."""
+    from tests.testbed import HOST, hpc_cluster, remote_scratch, ssh
+
+    if HOST is None:
+        pytest.skip("HPC_SSH_HOST unset: run scripts/testbed.sh and source its env.sh")
+    from labctl.compute.cluster import open_cluster
+
+    def alive(pid: str) -> bool:
+        return ssh(["ps", "-o", "stat=", "-p", pid], check=False).strip() not in ("", "Z")
+
+    with remote_scratch() as scratch:
+        config = hpc_cluster(scratch).model_copy(update={"scheduler": "process"})
+        cluster = open_cluster("hpc", config)
+        spawn = "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!"
+        foreign = ssh(["sh", "-c", spawn]).strip()
+        try:
+            mine, other = JobLayout.of(config, "jmine"), JobLayout.of(config, "jother")
+            cluster.runner.run(["mkdir", "-p", str(mine.logs), str(other.logs)])
+            cluster.runner.write_file(str(other.script), "sleep 300\n", 0o755)
+            launcher = cluster.scheduler.submit(other, 1)
+            for job_id in (launcher, foreign, "1"):
+                with pytest.raises(NotOursError, match="left alone"):
+                    cluster.scheduler.cancel(job_id, mine, "labctl-jmine")
+            assert alive(launcher) and alive(foreign)
+            cluster.scheduler.cancel(launcher, other, "labctl-jother")
+            deadline = time.monotonic() + 10
+            while alive(launcher):
+                assert time.monotonic() < deadline, "the job's own launcher outlived its cancel"
+                time.sleep(0.1)
+        finally:
+            ssh(["kill", foreign], check=False)
+            cluster.close()

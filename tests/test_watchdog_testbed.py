@@ -309,6 +309,27 @@ def test_cancelled_job_is_stopped_on_slurm(db: Database, hpc: Config) -> None:
 
 
 @on_testbed
+def test_a_forged_id_of_another_slurm_job_cancels_nothing(db: Database, hpc: Config) -> None:
+    """A member names another SLURM job (another name) as their cancelled job's: scancel, kept
+    to the job's own name (`--name=labctl-ID`), leaves it running."""
+    name = f"not-labctl-{uuid.uuid4().hex[:8]}"
+    sbatch = ["sbatch", "--parsable", "--partition=debug", f"--job-name={name}"]
+    other = ssh([*sbatch, "--output=/dev/null", "--wrap=sleep 300"]).strip().split(";")[0]
+    try:
+        job_id = submit(db, hpc, "selftest", datafiles=["phase.h5"])
+        cancel_job(db, job_id, "tester")
+        db.queue.update({"job_id": job_id}, {"$set": {"scheduler": {"job_id": other}}})
+        assert run_stages(db, hpc, ["jobs"]) == ["jobs: archived 1, stopped 1"]
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            [entry] = slurm_jobs_named([name])[name]
+            assert entry.state in ("PENDING", "RUNNING"), entry
+            time.sleep(0.3)
+    finally:
+        ssh(["scancel", other])
+
+
+@on_testbed
 def test_a_late_poll_does_not_rewrite_a_finished_job(solo: tuple[Database, Config]) -> None:
     """Overlapping jobs stages: one that polled SLURM before another finished the job must not
     write its stale SLURM state over the finished job's."""

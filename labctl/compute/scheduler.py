@@ -9,6 +9,7 @@ keyed `ID` or `ID_TASK`.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -46,7 +47,9 @@ class Scheduler(Protocol):
         """Status of all these jobs (and their array tasks), submitted since `since`, in one
         round trip; finished ones with their usage where the scheduler accounts for it."""
 
-    def cancel(self, job_id: str, layout: JobLayout) -> None: ...
+    def cancel(self, job_id: str, layout: JobLayout, name: str) -> None:
+        """Stop the job `job_id` if it is labctl's job `name` in folder `layout` (gone already
+        is fine); NotOursError, having stopped nothing, if it is something else."""
 
 
 # What squeue says (exit status 1) when it lists none of the ids it was given; a list with at
@@ -60,6 +63,14 @@ class SubmitLimitError(SchedulerError):
     def __init__(self, limit: str) -> None:
         super().__init__(f"the cluster's submit limit is reached ({limit})")
         self.limit = limit
+
+
+class NotOursError(SchedulerError):
+    """A job id names something that is not the labctl job to stop: it was left alone."""
+
+
+# The ids `sbatch --parsable` and squeue give: a job, or one task of an array.
+_SLURM_ID = re.compile(r"[0-9]+(_[0-9]+)?")
 
 
 class SlurmScheduler:
@@ -120,8 +131,12 @@ class SlurmScheduler:
                 statuses.setdefault(key, status)
         return statuses
 
-    def cancel(self, job_id: str, layout: JobLayout) -> None:
-        self._run(["scancel", job_id])
+    def cancel(self, job_id: str, layout: JobLayout, name: str) -> None:
+        """scancel the job only if it has the name labctl gave it: given an id and `--name`,
+        scancel cancels nothing unless both match (and still exits 0)."""
+        if not _SLURM_ID.fullmatch(job_id):
+            raise NotOursError(f"{job_id!r} is not a SLURM job id: left alone")
+        self._run(["scancel", f"--name={name}", job_id])
 
 
 # One shell round trip for all process jobs: for each (id, folder) print id|task|state. Whether
@@ -150,6 +165,29 @@ while [ "$i" -lt "$tasks" ]; do
   i=$((i + 1))
 done
 """
+
+
+# Stops process job $1 only if it is labctl's launcher for folder $3 (`ProcessScheduler.submit`):
+# its id all digits (no leading 0), leading its own session and process group, its command line
+# `sh -c $2 labctl-job $3 TASKS`; checked and killed in one round trip. Exit 0: stopped, or gone
+# already; 3 (_REFUSED): something else, left alone.
+_CANCEL = r"""
+set -f; id=$1; launch=$2; dir=$3
+case $id in ''|0*|*[!0-9]*) printf '%s is not a process id: left alone\n' "$id"; exit 3;; esac
+found=$(ps -o stat=,pgid=,sid= -p "$id" 2>/dev/null) || exit 0
+set -- $found
+case $1 in Z*) exit 0;; esac
+if [ "$2" != "$id" ] || [ "$3" != "$id" ]; then
+  echo "process $id does not lead its own session: left alone"; exit 3
+fi
+want=$(printf '%s\0' sh -c "$launch" labctl-job "$dir" | od -An -v -tx1 | tr -d ' \n')
+have=$(head -c $((${#want} / 2)) "/proc/$id/cmdline" 2>/dev/null | od -An -v -tx1 | tr -d ' \n')
+if [ "$have" != "$want" ]; then
+  echo "process $id is not labctl's job in $dir: left alone"; exit 3
+fi
+kill -s TERM -- "-$id"
+"""
+_REFUSED = 3
 
 
 class ProcessScheduler:
@@ -194,9 +232,17 @@ class ProcessScheduler:
                 statuses[status.key] = status
         return statuses
 
-    def cancel(self, job_id: str, layout: JobLayout) -> None:
+    def cancel(self, job_id: str, layout: JobLayout, name: str) -> None:
+        """Kill the job's process group, once the host has checked that it is the job's
+        launcher (`_CANCEL`)."""
         self.calls += 1
-        self.runner.run(["kill", "-s", "TERM", "--", f"-{job_id}"], check=False)
+        argv = ["sh", "-c", _CANCEL, "cancel", job_id, _LAUNCH, str(layout.root)]
+        result = self.runner.run(argv, check=False, timeout=30)
+        said = (result.stdout.strip() or result.stderr.strip() or "(no message)").splitlines()[0]
+        if result.returncode == _REFUSED:
+            raise NotOursError(said)
+        if result.returncode != 0:
+            raise SchedulerError(f"could not stop process job {job_id}: {said}")
 
 
 def _process_status(job_id: str, task: int | None, what: str) -> TaskStatus:

@@ -88,7 +88,7 @@ class Transfer(_Part):
 class SchedulerStatus(_Part):
     """The job at its cluster's scheduler (SLURM, or plain processes)."""
 
-    job_id: str | None = None
+    job_id: str | None = Field(default=None, pattern=r"^[1-9][0-9]*$")  # SLURM's, or a pid
     submitting: bool = False  # set just before sbatch: a run that dies there adopts the job
     tasks: int = 1
     state: str | None = None  # the scheduler's word (TaskStatus.detail)

@@ -21,19 +21,22 @@ from labctl.stages.tracking import stop_cancelled
 
 @dataclass(frozen=True)
 class Cancelled:
-    """The cancelled job as it is now, and whether it was already stopped on its cluster."""
+    """The cancelled job as it is now, whether nothing of it is left to stop on its cluster,
+    and what stopping it noted (why something was left alone, or must wait)."""
 
     job: dict[str, Any]
     stopped: bool
-    why_not: str = ""  # why it could not be stopped yet (the watchdog will)
+    noted: str = ""
 
     @property
     def message(self) -> str:
         job_id, cluster = self.job["job_id"], self.job["compute_cluster"]
-        if self.stopped:
-            return f"cancelled {job_id} and stopped it on {cluster}"
-        why = f" ({self.why_not})" if self.why_not else ""
-        return f"cancelled {job_id}; the watchdog stops it on the cluster on its next run{why}"
+        if not self.stopped:
+            why = f" ({self.noted})" if self.noted else ""
+            return f"cancelled {job_id}; the watchdog stops it on the cluster on its next run{why}"
+        if self.noted:
+            return f"cancelled {job_id}; {self.noted}"
+        return f"cancelled {job_id} and stopped it on {cluster}"
 
 
 def cancel_and_stop(db: Database, config: Config, job_id: str, username: str) -> Cancelled:
@@ -65,14 +68,13 @@ def _stop_now(db: Database, config: Config, job_ids: list[str], username: str) -
     finally:
         run.pool.close()
     jobs = [get_job(db, job_id) for job_id in job_ids]
-    return [
-        Cancelled(
-            job,
-            not job["cleanup_pending"],
-            "; ".join(note for note in run.notes if job["job_id"] in note),
-        )
-        for job in jobs
-    ]
+    return [Cancelled(job, not job["cleanup_pending"], _noted(run, job["job_id"])) for job in jobs]
+
+
+def _noted(run: StageRun, job_id: str) -> str:
+    """What stopping job `job_id` noted, without each note's `cancel ID: `."""
+    own = [note for note in run.notes if job_id in note]
+    return "; ".join(note.removeprefix(f"cancel {job_id}: ") for note in own)
 
 
 def carry_out_plan(db: Database, config: Config, plan: Plan, username: str) -> Outcome:

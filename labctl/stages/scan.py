@@ -28,6 +28,8 @@ from labctl.private import write_private
 from labctl.stages import StageRun
 from labctl.stages.shipping import code_folder, shared_code
 
+RECORD = "transfer.json"
+
 
 def run_scan(run: StageRun) -> None:
     run.each(Work.NEW, partial(start, run))
@@ -114,15 +116,21 @@ def stop_if_cancelled(run: StageRun, job: Job, fields: Mapping[str, Any]) -> Non
 def launch(state_dir: Path, argv: list[str]) -> TransferHandle | None:
     """Start (or, if a killed run left it going, adopt) the job's background rsync; None if a
     run died after starting it but before recording how to follow it."""
-    record = state_dir / "transfer.json"
     try:
         handle = start_rsync(argv, state_dir / "rsync.log")
     except TransferError:  # still running from a run that died before recording it
-        if not record.exists():
-            return None
-        return TransferHandle(**json.loads(record.read_text()))
-    write_private(record, json.dumps(handle.__dict__))
+        return recorded(state_dir)
+    write_private(state_dir / RECORD, json.dumps(handle.__dict__))
     return handle
+
+
+def recorded(state_dir: Path) -> TransferHandle | None:
+    """The job's latest rsync as `launch` recorded it in the job's state folder (0600, in this
+    account's 0700 state directory: what no member's document can change); None if none."""
+    try:
+        return TransferHandle(**json.loads((state_dir / RECORD).read_text()))
+    except FileNotFoundError:
+        return None
 
 
 def submit(run: StageRun, job: Job) -> None:

@@ -4,15 +4,24 @@ happened (`notices`)."""
 
 from __future__ import annotations
 
+import re
 import socket
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from functools import partial
+from pathlib import PurePosixPath
 from typing import Any
 
 from labctl.compute.cluster import Cluster
+from labctl.compute.scheduler import NotOursError
 from labctl.compute.slurm import SchedulerError
-from labctl.compute.transport import LocalRunner, SessionDownError, TransportError
+from labctl.compute.transport import (
+    SessionDownError,
+    TransportError,
+    stop_transfer,
+    transfer_alive,
+)
+from labctl.jobs.batch import JobLayout, job_name
 from labctl.jobs.job import Job, JobRef, SchedulerStatus, TaskStatus
 from labctl.jobs.states import FailureReason, JobState
 from labctl.jobs.work import Work
@@ -21,8 +30,12 @@ from labctl.stages.notices import send_notices
 from labctl.stages.ops import ArchiveSettled, QueueFollowUp
 from labctl.stages.resubmitting import resubmit_or_note, run_resubmissions, with_usage
 from labctl.stages.retrieval import log_tail, run_retrieval
+from labctl.stages.scan import recorded
 
 MISSING_POLLS_BEFORE_FAILING = 3
+# The job ids labctl gives (`new_job_id`, and a merge job's `...m`): one plain name, safe as a
+# folder's; no other job is labctl's to stop.
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def run_jobs(run: StageRun) -> None:
@@ -144,18 +157,53 @@ def stop_cancelled(run: StageRun, job_id: str | None = None) -> None:
 
 
 def stop_one(run: StageRun, job: Job) -> None:
-    """Stop one cancelled job's scheduler job, or its transfer on this host."""
-    try:
-        if job.scheduler_id:
-            run.cluster(job).scheduler.cancel(job.scheduler_id, run.layout(job))
-    except Unconfigured as exc:
-        run.notes.append(f"cancel {job.job_id}: {exc}: nothing to stop there")
-    except (TransportError, SchedulerError) as exc:
-        run.notes.append(f"cancel {job.job_id}: {exc}")
+    """Stop one cancelled job's scheduler job and its transfer on this host: only what labctl
+    started for it, as the host and this account's own records show (never whatever process
+    the job document names); anything else is left alone, with a note."""
+    if not _JOB_ID.fullmatch(job.job_id):
+        run.notes.append(f"cancel {job.job_id}: not a labctl job id: nothing stopped")
+    elif not (stop_scheduled(run, job) and stop_own_transfer(run, job)):
         return
-    transfer = job.transfer
-    if transfer and transfer.host == socket.gethostname():
-        # The transfer's process group (it leads its own session); gone already is fine.
-        LocalRunner().run(["kill", "-s", "TERM", "--", f"-{transfer.pid}"], check=False)
     run.update(job, cleanup_pending=False)
     run.did["stopped"] += 1
+
+
+def stop_scheduled(run: StageRun, job: Job) -> bool:
+    """Cancel the job at its cluster's scheduler if it is labctl's job there, named and placed
+    as labctl names and places this job; False if it must wait for a later run."""
+    if not job.scheduler_id:
+        return True
+    try:
+        cluster = run.cluster(job)
+        layout = JobLayout.of(cluster.config, job.job_id)
+        if job.remote_dir is not None and PurePosixPath(job.remote_dir) != layout.root:
+            where = f"its folder {job.remote_dir} is not {layout.root}, where labctl puts it"
+            raise NotOursError(f"{where}: job {job.scheduler_id} left alone")
+        cluster.scheduler.cancel(job.scheduler_id, layout, job_name(job))
+    except Unconfigured as exc:
+        run.notes.append(f"cancel {job.job_id}: {exc}: nothing to stop there")
+    except NotOursError as exc:
+        run.notes.append(f"cancel {job.job_id}: {exc}")
+    except (TransportError, SchedulerError) as exc:
+        run.notes.append(f"cancel {job.job_id}: {exc}")
+        return False
+    return True
+
+
+def stop_own_transfer(run: StageRun, job: Job) -> bool:
+    """Stop the job's rsync on this host if this account started it: its record names the pid
+    the job does, and that very process still runs (`transfer_alive`). False while a transfer
+    of ours goes on that this did not stop."""
+    transfer = job.transfer
+    if transfer is None or transfer.host != socket.gethostname():
+        return True
+    record = recorded(run.config.watchdog.state_dir / job.job_id)
+    if record is None:
+        run.notes.append(f"cancel {job.job_id}: this account started no transfer for it here")
+        return True
+    if record.pid != transfer.pid:
+        mismatch = f"its transfer pid {transfer.pid} is not the recorded {record.pid}"
+        run.notes.append(f"cancel {job.job_id}: {mismatch}: nothing stopped")
+        return not transfer_alive(record)
+    stop_transfer(record)
+    return True

@@ -11,6 +11,8 @@ from labctl.compute.transport.rsync import (
     poll,
     rsync_argv,
     start_background,
+    stop_transfer,
+    transfer_alive,
 )
 from labctl.compute.transport.runner import (
     AuthError,
@@ -55,5 +57,7 @@ __all__ = [
     "ssh_command",
     "ssh_options",
     "start_background",
+    "stop_transfer",
+    "transfer_alive",
     "waiting_message",
 ]

@@ -11,6 +11,7 @@ import fcntl
 import os
 import re
 import shlex
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum, auto
@@ -114,6 +115,9 @@ class TransferHandle:
     pid: int
     log_path: str
     status_path: str
+    started: int | None = None
+    """The process's start time (`/proc/PID/stat` field 22, clock ticks after boot): with the
+    pid, it names the process `start_background` started, never a later one with its pid."""
 
 
 @dataclass(frozen=True)
@@ -274,7 +278,8 @@ def start_background(argv: Sequence[str], log_path: str | os.PathLike[str]) -> T
         )
     finally:
         os.close(fd)
-    return TransferHandle(pid=pid, log_path=str(log), status_path=str(status))
+    started = _start_time(pid)  # our child, a zombie at worst until we wait: still there
+    return TransferHandle(pid=pid, log_path=str(log), status_path=str(status), started=started)
 
 
 def _inherited() -> list[int]:
@@ -288,6 +293,45 @@ def _inherited() -> list[int]:
         except OSError:  # the listing's own descriptor, closed by now
             continue
     return found
+
+
+def _stat(pid: int) -> list[str]:
+    """Fields 3 on of `/proc/PID/stat` (`[]` if there is no such process): the state is [0],
+    the process group [2], the start time [19]. They follow the name, which may hold anything."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return []
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _start_time(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def transfer_alive(handle: TransferHandle) -> bool:
+    """Whether the process `start_background` started for `handle` still runs, leading its
+    process group: the same pid with the same start time (an old record has none: never)."""
+    fields = _stat(handle.pid)
+    return (
+        bool(fields)
+        and fields[0] not in ("Z", "X")
+        and handle.started is not None
+        and int(fields[19]) == handle.started
+        and int(fields[2]) == handle.pid
+    )
+
+
+def stop_transfer(handle: TransferHandle) -> bool:
+    """TERM the transfer's process group if `transfer_alive`; False if it ran no more."""
+    if not transfer_alive(handle):
+        return False
+    try:
+        os.killpg(handle.pid, signal.SIGTERM)
+    except ProcessLookupError:  # it ended just now
+        return False
+    return True
 
 
 def _running(log_path: str) -> bool:
