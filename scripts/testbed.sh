@@ -81,8 +81,13 @@ chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
 install -d -o munge -g munge -m 755 /run/munge
 start munged /run/munge/munged.pid 'munge -n | unmunge' runuser -u munge -- /usr/sbin/munged
 
-# 3. The cluster user: no password (not locked, so sshd accepts its key)
+# 3. The cluster user: no password (not locked, so sshd accepts its key); and the login host's
+# users (step 7 sets their passwords). All exist before slurmctld starts: it maps the accounting's
+# users to uids when it loads them, and one missing then is refused every job ("Invalid account").
 id "$HPC_USER" >/dev/null 2>&1 || useradd -m -s /bin/bash -p '*' "$HPC_USER"
+for user in "$MFA_USER" "$TOTP_USER" "$GW_USER"; do
+  id "$user" >/dev/null 2>&1 || useradd -m -s /bin/bash "$user"
+done
 
 # 4. SLURM. No cgroups without systemd: Linux process tracking, no task plugin. Jobs start at once
 # (no scheduler delay), stay visible in squeue for an hour, and their final state is appended to
@@ -219,7 +224,6 @@ start crond /run/crond.pid true /usr/sbin/cron
 # They also get the testbed key in authorized_keys, so that "key refused" is sshd's doing.
 for u in "$MFA_USER:$MFA_PASSWORD" "$TOTP_USER:$TOTP_PASSWORD" "$GW_USER:$GW_PASSWORD"; do
   user=${u%%:*}
-  id "$user" >/dev/null 2>&1 || useradd -m -s /bin/bash "$user"
   echo "$u" | chpasswd
   install -d -m 700 -o "$user" -g "$user" "/home/$user/.ssh"
   install -m 600 -o "$user" -g "$user" "$KEYS/id_ed25519.pub" "/home/$user/.ssh/authorized_keys"

@@ -35,6 +35,7 @@ import pytest
 from labctl.catalog.experiments import log_entries
 from labctl.clock import utcnow
 from labctl.compute.transport import parse_progress
+from labctl.compute.transport.rsync import TransferHandle, TransferState, poll
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
 from labctl.errors import ValidationError
@@ -396,6 +397,13 @@ def test_killed_rsync_resumes_where_it_stopped(
         time.sleep(0.2)
     kept = partial["big.bin"]
     assert size // 6 <= kept < size
+    # Killed processes release the log's lock as the kernel reaps them: on a loaded machine
+    # not always by now.
+    transfer = get_job(db, job_id)["transfer"]
+    handle = TransferHandle(transfer["pid"], transfer["log"], transfer["status_path"])
+    while poll(handle).state is TransferState.RUNNING:
+        assert time.monotonic() < deadline, "the killed transfer still holds its log"
+        time.sleep(0.2)
 
     assert run_stages(LocalStore.of(db, hpc), hpc, ["transfers"]) == [
         "transfers: interrupted 1, retries 1"

@@ -58,10 +58,13 @@ class LocalStore:
 
     def own(self, ref: JobRef) -> Job | None:
         """The member's job in flight that `ref` names, while still in the state `ref` read it
-        in (None once it has moved on); NotFoundError if they have no such job in flight."""
+        in (None once it has moved on, or into the archive); NotFoundError if they have no such
+        job."""
         doc = self.db.queue.find_one({"job_id": ref.job_id, "user": self.member})
+        if doc is None and self.db.archive.find_one({"_id": ref.job_id, "user": self.member}):
+            return None  # finished and archived meanwhile by another run
         if doc is None:
-            raise NotFoundError(f"{self.member} has no job {ref.job_id} in flight")
+            raise NotFoundError(f"{self.member} has no job {ref.job_id}")
         job = Job.of(doc)
         return job if job.status is ref.status else None
 
