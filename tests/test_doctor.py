@@ -28,8 +28,8 @@ from labctl.install.doctor import (
     check_pipelines,
     check_watchdog_logs,
     run_checks,
-    stale_after,
 )
+from labctl.install.waiting import stale_after
 from labctl.stages.heartbeat import beat, latest
 from tests.test_cron_live import saved_crontab
 from tests.testbed import hpc_cluster, needs_testbed, remote_scratch

@@ -26,18 +26,12 @@ from labctl.db import Database, connect
 from labctl.errors import ConfigError, LabctlError
 from labctl.install.cron import CronSpec, installed_block
 from labctl.install.onboarding import config_file
+from labctl.install.waiting import HEARTBEAT_MAX_AGE, stale_after
 from labctl.lab import Lab, LocalLab
 from labctl.settings import ServiceConfig
 
-HEARTBEAT_MAX_AGE = dt.timedelta(minutes=5)
 CRON_PATH = "/usr/bin:/bin"  # the PATH cron gives a crontab line that sets none
 CRON_STAGES = ("scan", "transfers", "jobs")  # one line, lock and log each in crontab.template
-
-
-def stale_after(cron_minutes: int) -> dt.timedelta:
-    """How long the watchdog may be silent before doctor calls it stale: two cron intervals,
-    at least HEARTBEAT_MAX_AGE."""
-    return max(HEARTBEAT_MAX_AGE, dt.timedelta(minutes=2 * cron_minutes))
 
 
 @dataclass(frozen=True)
