@@ -286,6 +286,9 @@ def test_install_py_end_to_end(isolated_home: Path, tmp_path: Path) -> None:
     them, doctor all green, install again, a bad re-run, then uninstall."""
     home, venv = isolated_home, tmp_path / "venv"
     tree = copy_tree(home / "labctl")  # in ~, where cron's lines and a member's sessions start
+    git = ["git", "-C", str(tree), "-c", "user.name=labctl tests", "-c", "user.email=t@lab"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "a clone"]):
+        subprocess.run([*git, *args], check=True)  # a clone: its pipelines/ is the checkout
     with remote_scratch() as data:  # never the account's home: a left mount would expose it
         lab = lab_config(tmp_path / "lab.yaml", data_dir=data, mount_point=str(tmp_path / "mnt"))
         installed_mounted_and_removed(home, tree, venv, lab, tmp_path)
