@@ -14,7 +14,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 STAMP="$VENV/.labctl-installed"
 HASH=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
-read -r HAD_HASH HAD_EXTRAS <"$STAMP" 2>/dev/null || true
+read -r HAD_HASH HAD_EXTRAS 2>/dev/null <"$STAMP" || true
 if [ "${HAD_HASH:-}" != "$HASH" ] || { [ -n "$EXTRAS" ] && [ "${HAD_EXTRAS:-}" != "$EXTRAS" ]; }; then
   echo "[setup] installing labctl${EXTRAS:+ with [$EXTRAS]} and its dependencies into $VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
