@@ -83,9 +83,9 @@ def link_path() -> Path:
 
 
 # A path-based editable install: the venv's site-packages gets a .pth with the clone's folder. The
-# default (an import hook that runs after the path search) loses to a folder named `labctl` in
-# the current directory, which the clone itself is in a member's home (`~/labctl`): cron's lines
-# and every Python session started in `~` then found that folder, not the package.
+# default (an import hook that runs after the path search) loses to any folder named `labctl` in
+# the current directory, such as the clone itself seen from a member's home (`~/labctl`): cron's
+# lines and every Python session started in `~` then found that folder, not the package.
 EDITABLE = ["--config-settings", "editable_mode=compat"]
 
 
