@@ -82,11 +82,18 @@ def link_path() -> Path:
     return Path.home() / ".local" / "bin" / "labctl"
 
 
+# A path-based editable install: the venv's site-packages gets a .pth with the clone's folder. The
+# default (an import hook that runs after the path search) loses to any folder named `labctl` in
+# the current directory, such as the clone itself seen from a member's home (`~/labctl`): cron's
+# lines and every Python session started in `~` then found that folder, not the package.
+EDITABLE = ["--config-settings", "editable_mode=compat"]
+
+
 def install_stamp() -> str:
-    """What an installed venv records: the repository and its dependencies (an editable install
-    needs pip again only when pyproject.toml changes)."""
+    """What an installed venv records: the repository, how it is installed and its dependencies
+    (an editable install needs pip again only when pyproject.toml changes)."""
     digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
-    return f"{REPO}\n{digest}\n"
+    return f"{REPO}\n{' '.join(EDITABLE)}\n{digest}\n"
 
 
 def install(args: argparse.Namespace, setup_args: list[str]) -> int:
@@ -112,7 +119,8 @@ def install(args: argparse.Namespace, setup_args: list[str]) -> int:
         code = 0
     else:
         say(f"installing labctl from {REPO} (pip install -e)")
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-e", str(REPO)]
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *EDITABLE]
+        pip += ["-e", str(REPO)]
         code = run(pip)
         if code == 0:
             stamp.write_text(wanted)

@@ -59,8 +59,9 @@ cached_venv() {
 # Point a cached venv's editable labctl at this clone (CI clones anew each run).
 use_this_clone() {
   if [ "$(cat "$1/.labctl-root" 2>/dev/null)" != "$ROOT" ]; then
-    "$1/bin/python" -m pip install --quiet --no-deps -e "$ROOT" \
-      2> >(grep -v "^WARNING: Location" >&2) && echo "$ROOT" >"$1/.labctl-root"
+    "$1/bin/python" -m pip install --quiet --no-deps --config-settings editable_mode=compat \
+      -e "$ROOT" \
+        2> >(grep -v "^WARNING: Location" >&2) && echo "$ROOT" >"$1/.labctl-root"
   fi
 }
 

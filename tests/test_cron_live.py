@@ -159,7 +159,7 @@ def test_cron_runs_the_rendered_block(user_crontab: None, tmp_path: Path) -> Non
     ran = calls.read_text().splitlines()
 
     for stage in ("transfers", "jobs"):
-        assert f"-m labctl --config {config_path} watchdog {stage}" in ran
+        assert f"-P -m labctl --config {config_path} watchdog {stage}" in ran
         text = (logs / f"{stage}.log").read_text()
         assert f" {stage}: nothing to do" in text, text
     assert not any("watchdog scan" in line for line in ran)

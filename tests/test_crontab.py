@@ -86,9 +86,9 @@ def test_the_repository_template_renders_three_locked_logged_stages(tmp_path: Pa
     for stage, line in zip(["scan", "transfers", "jobs"], jobs, strict=True):
         assert line.startswith(f"*/2 * * * * /usr/bin/flock -n {tmp_path}/logs/{stage}.lock ")
         assert (
-            f"/opt/venv/bin/python -m labctl --config {tmp_path}/config.yaml watchdog {stage} 2>&1 "
-            f"| /opt/venv/bin/python -m labctl.install.cronlog --max-bytes 1000000 --keep 3 "
-            f"{tmp_path}/logs/{stage}.log"
+            f"/opt/venv/bin/python -P -m labctl --config {tmp_path}/config.yaml watchdog {stage} "
+            f"2>&1 | /opt/venv/bin/python -P -m labctl.install.cronlog --max-bytes 1000000 "
+            f"--keep 3 {tmp_path}/logs/{stage}.log"
         ) in line
 
 

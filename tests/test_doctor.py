@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -14,16 +15,21 @@ import yaml
 from click.testing import CliRunner
 
 from labctl.cli import cli
-from labctl.config import ClusterConfig, DatabaseConfig
+from labctl.config import ClusterConfig, Config, DatabaseConfig, WatchdogConfig
 from labctl.db import Database
+from labctl.install.cronlog import append
 from labctl.install.doctor import (
     Check,
     check_cluster,
     check_config,
     check_database,
     check_heartbeat,
+    check_local_rsync,
+    check_pipelines,
+    check_watchdog_logs,
     run_checks,
 )
+from labctl.install.waiting import stale_after
 from labctl.stages.heartbeat import beat, latest
 from tests.test_cron_live import saved_crontab
 from tests.testbed import hpc_cluster, needs_testbed, remote_scratch
@@ -50,6 +56,69 @@ def test_heartbeat_wants_every_stage_recent() -> None:
     assert not stale.ok
     assert stale.detail == "older than 5 min: jobs 50 s ago, scan 30 s ago, transfers 301 s ago"
     assert "cron" in stale.hint
+
+
+def test_heartbeat_allows_two_cron_intervals() -> None:
+    beats = [{"stage": "scan", "host": "a", "at": ago(1000)}]
+    assert check_heartbeat(beats, NOW, stale_after(10)).ok  # cron runs it every 10 minutes
+    assert not check_heartbeat(beats, NOW, stale_after(1)).ok
+
+
+def test_watchdog_logs_show_a_failing_or_silent_crontab_line(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    now = dt.datetime.now(dt.UTC)
+    append(logs / "scan.log", [b"scan: nothing to do\n", b"  a note\n"], 10**6, 3)
+    failure = b"ModuleNotFoundError: __path__ attribute not found on 'labctl.install'\n"
+    append(logs / "transfers.log", [b"Traceback (most recent call last):\n", failure], 10**6, 3)
+    (logs / "jobs.lock").touch()  # flock ran the line; nothing reached the log
+    check = check_watchdog_logs(logs, 1, now)
+    assert not check.ok
+    assert check.detail == (
+        "transfers: its last run ended with 'ModuleNotFoundError: __path__ attribute not found "
+        "on 'labctl.install''; jobs: cron ran its line but it wrote no log"
+    )
+    assert "labctl cron show" in check.hint
+
+    append(logs / "transfers.log", [b"transfers: nothing to do\n"], 10**6, 3)
+    append(logs / "jobs.log", [b"jobs: tracked 1\n"], 10**6, 3)
+    now = dt.datetime.now(dt.UTC)
+    assert check_watchdog_logs(logs, 1, now).ok
+    later = now + dt.timedelta(minutes=6)
+    assert check_watchdog_logs(logs, 1, later).detail.startswith("scan: last log 6 min ago; ")
+    assert check_watchdog_logs(logs, 5, later).ok  # within two intervals of 5 minutes
+
+
+def test_watchdog_logs_before_and_long_after_installing(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()  # as `labctl cron install` leaves it
+    now = dt.datetime.now(dt.UTC)
+    assert check_watchdog_logs(logs, 1, now).ok  # cron's first run is still to come
+    never = check_watchdog_logs(logs, 1, now + dt.timedelta(minutes=10))
+    assert not never.ok and never.detail.startswith("scan: cron has never run its line; ")
+
+
+def test_rsync_on_path_and_on_crons_path(tmp_path: Path) -> None:
+    empty, elsewhere = tmp_path / "empty", tmp_path / "opt"
+    empty.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "rsync").symlink_to(shutil.which("rsync") or "/usr/bin/rsync")
+    missing = check_local_rsync(path=str(empty))
+    assert (missing.ok, missing.detail, missing.hint) == (
+        False, "rsync is not on PATH", "apt install rsync"
+    )  # fmt: skip
+    not_for_cron = check_local_rsync(path=str(elsewhere), cron_path=str(empty))
+    assert not not_for_cron.ok
+    assert not_for_cron.detail == f"{elsewhere}/rsync is not on cron's PATH ({empty})"
+    assert f"'PATH={empty}:{elsewhere}' above the labctl block" in not_for_cron.hint
+    assert check_local_rsync().ok  # this machine: /usr/bin/rsync
+
+
+def test_pipelines_check(tmp_path: Path) -> None:
+    gone = Config(watchdog=WatchdogConfig(pipelines_dir=tmp_path / "none"))
+    assert check_pipelines(gone) == Check(
+        "pipelines", False, f"{tmp_path / 'none'} does not exist", "fix watchdog.pipelines_dir"
+    )
+    assert check_pipelines(Config()).ok  # this checkout's pipelines/
 
 
 def test_heartbeats_as_the_watchdog_records_them(db: Database) -> None:
@@ -159,10 +228,15 @@ def test_cluster_checks_name_what_is_wrong(testbed_cluster: ClusterConfig, tmp_p
     assert "create /proc/x on the cluster" in read_only["hpc: scratch writable"].hint
 
 
-def test_doctor_cli_exit_code_and_json(tmp_path: Path) -> None:
+def test_doctor_cli_exit_code_and_json(tmp_path: Path, isolated_home: Path) -> None:
     with saved_crontab():
         subprocess.run(["crontab", "-r"], capture_output=True)
         run_doctor_cli(tmp_path)
+        without = CliRunner().invoke(cli, ["doctor"])  # no config file yet: setup, not cron
+        wanted = isolated_home / ".config" / "labctl" / "config.yaml"
+        assert f"    fix: run 'labctl setup': it writes {wanted} and installs the block" in (
+            without.output.splitlines()
+        )
 
 
 def run_doctor_cli(tmp_path: Path) -> None:
@@ -181,7 +255,7 @@ def run_doctor_cli(tmp_path: Path) -> None:
     assert report["ok"] is False
     assert [c["name"] for c in report["checks"]] == [
         "config", "database", "rsync (local)", "local: scratch writable", "local: rsync",
-        "crontab", "watchdog heartbeat",
+        "pipelines", "crontab", "watchdog heartbeat",
     ]  # fmt: skip
     assert set(report["checks"][0]) == {"name", "ok", "detail", "hint"}
 

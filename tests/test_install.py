@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 
 from labctl.cli import cli
 from labctl.config import load_config
+from labctl.install.cron import BEGIN
 from labctl.install.onboarding import write_config
 from tests.test_cron_live import FOREIGN, crontab, saved_crontab
 from tests.testbed import HOST, needs_testbed, remote_scratch
@@ -264,10 +265,30 @@ def run(argv: list[str], home: Path, timeout: float = 300) -> subprocess.Complet
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def cron_lines(crontab_text: str) -> list[str]:
+    """The commands of labctl's block as cron runs them (after the five time fields, with
+    cron's `\\%` read as `%`)."""
+    block = crontab_text[crontab_text.index(BEGIN) :]
+    lines = [line for line in block.splitlines() if line[:1].isdigit() or line[:1] == "*"]
+    return [line.split(None, 5)[5].replace("\\%", "%") for line in lines]
+
+
+def as_cron(command: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """`command` run as cron runs a crontab line: `sh -c` in HOME, with cron's environment."""
+    env = {"HOME": str(home), "LOGNAME": "root", "SHELL": "/bin/sh", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(["/bin/sh", "-c", command], cwd=home, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
 @pytest.mark.slow
 def test_install_py_end_to_end(isolated_home: Path, tmp_path: Path) -> None:
-    """Fresh install, doctor all green, install again, a bad re-run, then uninstall."""
-    home, tree, venv = isolated_home, copy_tree(tmp_path / "labctl"), tmp_path / "venv"
+    """Fresh install from a clone in ~/labctl (as the README says), cron's lines run as cron runs
+    them, doctor all green, install again, a bad re-run, then uninstall."""
+    home, venv = isolated_home, tmp_path / "venv"
+    tree = copy_tree(home / "labctl")  # in ~, where cron's lines and a member's sessions start
+    git = ["git", "-C", str(tree), "-c", "user.name=labctl tests", "-c", "user.email=t@lab"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "a clone"]):
+        subprocess.run([*git, *args], check=True)  # a clone: its pipelines/ is the checkout
     with remote_scratch() as data:  # never the account's home: a left mount would expose it
         lab = lab_config(tmp_path / "lab.yaml", data_dir=data, mount_point=str(tmp_path / "mnt"))
         installed_mounted_and_removed(home, tree, venv, lab, tmp_path)
@@ -286,8 +307,17 @@ def installed_mounted_and_removed(
     assert "crontab: labctl block installed" in first.stdout
     assert f"mounted {tmp_path / 'mnt'}" in first.stdout
     labctl = str(venv / "bin" / "labctl")
-    tick = run([labctl, "watchdog", "tick"], home)
-    assert tick.returncode == 0, tick.stderr
+    logs = home / ".local" / "share" / "labctl" / "logs"
+    for command in cron_lines(crontab("-l").stdout):  # the clone ~/labctl shadows nothing
+        done = as_cron(command, home)
+        assert done.returncode == 0 and not done.stdout + done.stderr, command
+    for stage in ("scan", "transfers", "jobs"):
+        assert f" {stage}: " in (logs / f"{stage}.log").read_text()
+    session = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "from labctl import dbquery; print(dbquery)"],
+        cwd=home, env={**os.environ, "HOME": str(home)}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert session.returncode == 0 and "function dbquery" in session.stdout, session.stderr
     doctor = run([labctl, "doctor"], home)
     print(doctor.stdout)
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr

@@ -12,7 +12,8 @@ from labctl.compute.slurm import _SLURM_STATES
 from labctl.jobs.states import JobState
 
 PACKAGE = Path(__file__).resolve().parent.parent / "labctl"
-MODULES = sorted(PACKAGE.rglob("*.py"))
+EXAMPLE = PACKAGE / "install" / "example"  # data: links to pipelines/ files the demo ships
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if EXAMPLE not in p.parents)
 MAX_LINES = 400
 
 

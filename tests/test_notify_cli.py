@@ -180,3 +180,13 @@ def test_setup_keeps_the_smtp_password_in_the_private_config_only(
     path.unlink()
     bare = CliRunner().invoke(cli, [*args, "--store-smtp-password"])
     assert bare.exit_code == 2 and "needs the lab's notify.smtp settings" in bare.output
+
+
+def test_an_unknown_member_is_told_how_to_be_added(run) -> None:  # type: ignore[no-untyped-def]
+    for args in (["notify", "show"], ["notify", "set", "--mode", "digest"]):
+        done = run(*args, user="root")  # the default store knows no member yet
+        assert done.exit_code == 1
+        assert done.output == (
+            "error: no user 'root' in the lab's store: an admin adds the member with 'labctl user "
+            "add root --email ADDRESS', or set 'user:' in your config to your lab username\n"
+        )

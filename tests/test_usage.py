@@ -247,3 +247,14 @@ def test_a_finished_job_s_page_shows_its_efficiency(client: TestClient) -> None:
     assert f'<td class="efficiency">{line}</td>' in client.get("/jobs/j-a1/live").text
     assert line in client.get("/jobs/j-a1").text
     assert 'class="efficiency"' not in client.get("/jobs/j-run").text
+
+
+def test_empty_usage_says_the_local_cluster_keeps_no_accounting(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"  # no clusters section: `local`, plain processes
+    path.write_text(yaml.safe_dump({"database": {"path": str(tmp_path / "db")}}))
+    result = CliRunner().invoke(cli, ["--config", str(path), "usage"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == (
+        "no finished task recorded: local runs jobs as plain processes, which keep no "
+        "accounting (only jobs on SLURM are counted)"
+    )

@@ -60,13 +60,30 @@ def test_cron_show_finds_its_template(wheel_venv: Path, tmp_path: Path) -> None:
     assert "watchdog scan" in shown.stdout and f"{wheel_venv}/bin/python" in shown.stdout
 
 
-def test_the_demo_runs_with_the_labs_pipelines_named(wheel_venv: Path, tmp_path: Path) -> None:
-    missing = labctl(wheel_venv, tmp_path, "demo")
-    assert missing.returncode == 2
-    assert missing.stderr == (
-        "error: no pipelines checkout: this labctl is not run from the lab's repository; set "
-        "watchdog.pipelines_dir to the lab's pipelines/ (a git checkout)\n"
+def test_the_demo_runs_with_no_repository(wheel_venv: Path, tmp_path: Path) -> None:
+    """With no checkout of the lab's repository, the demo runs the example labctl ships."""
+    done = labctl(wheel_venv, tmp_path, "demo", "--dir", str(tmp_path / "demo"))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert done.stdout.startswith("no checkout of the lab's repository: the demo runs labctl's")
+    assert "completed with verified results" in done.stdout
+    shipped = tmp_path / "demo" / "example-pipelines" / "pipelines"
+    assert (shipped / "file_stats.py").read_text() == (REPO / "pipelines/file_stats.py").read_text()
+    assert not (shipped / "file_stats.py").is_symlink()  # the wheel holds the files themselves
+
+
+def test_doctor_names_the_missing_pipelines_checkout(wheel_venv: Path, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"database": {"path": str(tmp_path / "db")}}))
+    doctor = labctl(wheel_venv, tmp_path, "--config", str(config), "doctor")
+    lines = doctor.stdout.splitlines()
+    where = lines.index(
+        "✗ pipelines: no pipelines checkout: this labctl is not run from the lab's repository; "
+        "set watchdog.pipelines_dir to the lab's pipelines/ (a git checkout)"
     )
+    assert lines[where + 1].startswith("    fix: set watchdog.pipelines_dir in the config")
+
+
+def test_the_demo_runs_with_the_labs_pipelines_named(wheel_venv: Path, tmp_path: Path) -> None:
     done = labctl(wheel_venv, tmp_path, "demo", "--pipelines", str(REPO / "pipelines"))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
     assert "completed with verified results" in done.stdout

@@ -15,6 +15,7 @@ from labctl.cli.jobactions import FILTER_OPTIONS, F, with_options
 from labctl.cli.output import cell, console, echo_document, echo_json, rich_table
 from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
+from labctl.install.waiting import stale_after, watchdog_notes
 from labctl.jobs.job import TaskUsage
 from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
 from labctl.jobs.submit import JobRequest
@@ -113,6 +114,7 @@ def queue_cmd(
         echo_json({"jobs": jobs, "heartbeats": beats, "damaged": shown})
         return
     now = utcnow()
+    unmoved = watchdog_notes(jobs, beats, now, stale_after(app.config.watchdog.cron_minutes))
     table = rich_table(title=f"{len(jobs)} job(s)", header_style="bold")
     columns = ("job", "dataset", "type", "cluster", "user", "state", "transfer", "scheduler", "age")
     for name in columns:
@@ -120,8 +122,8 @@ def queue_cmd(
     for job in jobs:
         failure = job.get("failure") or {}
         state = job["status"] + (f" ({failure['reason']})" if failure.get("reason") else "")
-        if job.get("waiting"):
-            state += f"\n{job['waiting']}"
+        for note in (job.get("waiting"), unmoved.get(job["job_id"])):
+            state += f"\n{note}" if note else ""
         table.add_row(
             job["job_id"],
             job["dataset"],
@@ -187,6 +189,9 @@ def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
     if tail:
         console().rule("log tail", align="left")
         click.echo(tail)
+    max_age = stale_after(app.config.watchdog.cron_minutes)
+    for note in watchdog_notes([job], app.lab.heartbeats().heartbeats, utcnow(), max_age).values():
+        click.echo(f"note: this job {note}")
 
 
 @cli.command("job-types")

@@ -21,7 +21,13 @@ from labctl.cli.analysis import queue_cmd, status_cmd, submit_cmd
 from labctl.cli.data import log_cmd, query_cmd, show_cmd
 from labctl.cli.output import console
 from labctl.compute.transport import CommandTimeoutError, LocalRunner
-from labctl.config import ClusterConfig, Config, DatabaseConfig, WatchdogConfig
+from labctl.config import (
+    ClusterConfig,
+    Config,
+    DatabaseConfig,
+    WatchdogConfig,
+    source_pipelines,
+)
 from labctl.jobs.codeversion import code_version
 from labctl.jobs.queue import list_jobs, read_job
 from labctl.jobs.states import TERMINAL, JobState
@@ -34,6 +40,9 @@ EXPERIMENTS = [
     ("20220103_110045", "dana", {"runclass.id": "spontaneous", "n_planes": "20"}),
 ]
 RAW_FILES = {"fl_a.roli": 3_000_000, "fl_b.roli": 2_000_000}
+EXAMPLE = Path(__file__).resolve().parent.parent / "install" / "example" / "pipelines"
+"""The few files of the lab's pipelines/ the demo's job runs (file_stats), shipped in the package
+for a labctl installed without a checkout of the lab's repository."""
 
 
 def _step(ctx: click.Context, command: click.Command, shown: str, **params: Any) -> None:
@@ -71,6 +80,17 @@ def demo_config(root: Path, pipelines: Path | None = None) -> Config:
     )
 
 
+def example_checkout(root: Path) -> Path:
+    """A git repository under `root` holding the example pipelines (made once)."""
+    repo = root / "example-pipelines"
+    if not (repo / ".git").is_dir():
+        shutil.copytree(EXAMPLE, repo / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
+        git = ["git", "-C", str(repo), "-c", "user.name=labctl demo", "-c", "user.email=demo@lab"]
+        for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "example pipelines"]):
+            LocalRunner().run([*git, *args], timeout=60)
+    return repo / "pipelines"
+
+
 def make_raw_data(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, size in RAW_FILES.items():
@@ -94,7 +114,8 @@ def make_raw_data(folder: Path) -> None:
 @click.option(
     "--pipelines",
     type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="The lab's pipelines/ checkout (default: the one beside labctl's own source).",
+    help="The lab's pipelines/ checkout (default: the one beside labctl's own source, else the "
+    "example labctl ships).",
 )
 @click.pass_context
 def demo_cmd(
@@ -103,6 +124,10 @@ def demo_cmd(
     """Log and query experiments, then run an analysis job through the watchdog."""
     with tempfile.TemporaryDirectory(prefix="labctl-demo-") as tmp:
         root = (directory or Path(tmp)).resolve()
+        if pipelines is None and source_pipelines() is None:
+            click.echo("no checkout of the lab's repository: the demo runs labctl's example")
+            click.echo("pipelines (file_stats alone); --pipelines names the lab's pipelines/")
+            pipelines = example_checkout(root)
         config = demo_config(root, pipelines and pipelines.resolve())
         checkout = config.watchdog.pipelines  # a clear error now, not half-way
         app = App(None, _config=config)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import click
 
 from labctl.cli import App, cli
 from labctl.cli.output import echo_json
-from labctl.errors import LabctlError
+from labctl.errors import LabctlError, NotFoundError
 from labctl.notify.channels import send_test
 from labctl.notify.notifyconfig import MODES, Recipient, shown_url
 
@@ -38,7 +41,8 @@ def notify_set(
     if mode is None and webhook is None and not no_webhook:
         raise click.UsageError("say what to change: --mode, --webhook or --no-webhook")
     who = username or _me(app)
-    app.lab.set_notify(who, mode, "" if no_webhook else webhook)
+    with _known_member(who):
+        app.lab.set_notify(who, mode, "" if no_webhook else webhook)
     click.echo(f"notifications of {who}: {app.lab.notify_of(who)['mode']}")
 
 
@@ -47,11 +51,24 @@ def _me(app: App) -> str:
     return str(app.lab.whoami()["username"])
 
 
+@contextmanager
+def _known_member(username: str) -> Iterator[None]:
+    """An unknown member's error says how to add them."""
+    try:
+        yield
+    except NotFoundError as exc:
+        raise NotFoundError(
+            f"{exc} in the lab's store: an admin adds the member with 'labctl user add "
+            f"{username} --email ADDRESS', or set 'user:' in your config to your lab username"
+        ) from None
+
+
 def _recipient(app: App, username: str | None) -> Recipient:
     """How the member (you, or for an admin USER) is told of jobs; your config's e-mail if the
     lab has none for you."""
     me = _me(app)
-    found = app.lab.notify_of(username or me)
+    with _known_member(username or me):
+        found = app.lab.notify_of(username or me)
     mine = found["username"] == me
     return Recipient(**{**found, "email": found["email"] or (app.config.email if mine else "")})
 

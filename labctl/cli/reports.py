@@ -59,7 +59,12 @@ def usage_cmd(
             table.add_row(*(group[key] for key in keys), *_shown(group))
         console().print(table)
         if not report["groups"]:
-            click.echo(f"no finished task recorded{since_text}")
+            plain = [n for n, c in app.config.clusters.items() if c.scheduler == "process"]
+            why = (
+                f": {', '.join(plain)} runs jobs as plain processes, which keep no accounting "
+                "(only jobs on SLURM are counted)"
+            )
+            click.echo(f"no finished task recorded{since_text}{why if plain else ''}")
     for damaged in report.get("damaged", []):  # on stderr beside the CSV
         click.echo(f"damaged {damaged['line']}: not counted", err=as_csv)
 

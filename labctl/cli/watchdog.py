@@ -9,7 +9,13 @@ from __future__ import annotations
 import click
 
 from labctl.cli import App, cli
+from labctl.clock import utcnow
 from labctl.config import Config
+from labctl.db import Database
+from labctl.install.waiting import stale_after, watchdog_notes
+from labctl.jobs.queue import list_jobs
+from labctl.jobs.states import ACTIVE
+from labctl.stages.heartbeat import latest
 from labctl.stages.loop import STAGES, run_loop, run_stages
 from labctl.stages.seam import LocalStore, WatchdogStore
 
@@ -21,6 +27,24 @@ def watchdog_store(app: App) -> tuple[WatchdogStore, Config]:
     from labctl.servicedb import member_watchdog
 
     return member_watchdog(app.config, app.config.service)
+
+
+def others_unmoved(db: Database, config: Config) -> list[str]:
+    """A line for each other member whose jobs this watchdog skipped and whose own watchdog is
+    not running: they wait for it."""
+    others = {"user": {"$ne": config.user}, "status": {"$in": sorted(map(str, ACTIVE))}}
+    jobs = list_jobs(db, matching=others).items
+    beats = latest(db).items
+    notes = watchdog_notes(jobs, beats, utcnow(), stale_after(config.watchdog.cron_minutes))
+    skipped: dict[str, list[str]] = {}
+    for job in jobs:
+        if job["job_id"] in notes:
+            skipped.setdefault(job["user"], []).append(job["job_id"])
+    return [
+        f"skipped {user}'s job(s) {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}: "
+        f"{notes[ids[0]]}"
+        for user, ids in skipped.items()
+    ]
 
 
 @cli.command("watchdog")
@@ -35,5 +59,8 @@ def watchdog_cmd(app: App, stage: str, loop: float | None, runs: int | None) -> 
     if loop is None:
         for line in run_stages(store, config, names):
             click.echo(line)
+        if app.config.service is None:  # through the service, a member sees only their own jobs
+            for line in others_unmoved(app.db, config):
+                click.echo(line)
     else:
         run_loop(store, config, names, loop, runs, click.echo)

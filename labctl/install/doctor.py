@@ -27,10 +27,12 @@ from labctl.db import Database, connect
 from labctl.errors import ConfigError, LabctlError
 from labctl.install.cron import CronSpec, installed_block
 from labctl.install.onboarding import config_file
+from labctl.install.waiting import HEARTBEAT_MAX_AGE, stale_after
 from labctl.lab import Lab, LocalLab
 from labctl.settings import ServiceConfig
 
-HEARTBEAT_MAX_AGE = dt.timedelta(minutes=5)
+CRON_PATH = "/usr/bin:/bin"  # the PATH cron gives a crontab line that sets none
+CRON_STAGES = ("scan", "transfers", "jobs")  # one line, lock and log each in crontab.template
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,10 @@ def check_crontab(runner: Runner, spec: CronSpec) -> Check:
     except LabctlError as exc:
         return Check("crontab", False, str(exc), "install cron and util-linux (flock)")
     if found is None:
-        return Check(
-            "crontab", False, "no labctl block in the crontab", "run 'labctl cron install'"
-        )
+        fix = "run 'labctl cron install'"
+        if not spec.config_path.is_file():  # cron install would send them to setup first
+            fix = f"run 'labctl setup': it writes {spec.config_path} and installs the block"
+        return Check("crontab", False, "no labctl block in the crontab", fix)
     if found != wanted:
         return Check(
             "crontab", False, "the labctl block differs from what this labctl would install",
@@ -137,11 +140,79 @@ def check_crontab(runner: Runner, spec: CronSpec) -> Check:
     return Check("crontab", True, f"block installed, runs {spec.python}")
 
 
-def check_local_rsync() -> Check:
-    found = shutil.which("rsync")
+def check_local_rsync(path: str | None = None, cron_path: str = CRON_PATH) -> Check:
+    """rsync is on `path` (this shell's PATH by default) and on cron's PATH, which the watchdog's
+    crontab lines run with."""
+    found = shutil.which("rsync", path=path)
     if found is None:
-        return Check("rsync (local)", False, "rsync is not installed", "apt install rsync")
+        return Check("rsync (local)", False, "rsync is not on PATH", "apt install rsync")
+    if shutil.which("rsync", path=cron_path) is None:
+        return Check(
+            "rsync (local)", False, f"{found} is not on cron's PATH ({cron_path})",
+            f"apt install rsync, or put 'PATH={cron_path}:{Path(found).parent}' above the "
+            "labctl block with 'crontab -e'",
+        )  # fmt: skip
     return Check("rsync (local)", True, found)
+
+
+def check_pipelines(config: Config) -> Check:
+    """The pipelines checkout that jobs ship: configured, or the one labctl runs from."""
+    try:
+        found = config.watchdog.pipelines
+    except ConfigError as exc:
+        hint = (
+            "set watchdog.pipelines_dir in the config to a clone of the lab's repository's "
+            "pipelines/, or install labctl from that clone with its install.py"
+        )
+        return Check("pipelines", False, str(exc), hint)
+    if not found.is_dir():
+        return Check("pipelines", False, f"{found} does not exist", "fix watchdog.pipelines_dir")
+    return Check("pipelines", True, str(found))
+
+
+def _last_entry(log: Path) -> str:
+    """The last unindented line of a stage's log without its time stamp (a stage's summary,
+    or the last line of what went wrong)."""
+    with log.open("rb") as handle:
+        handle.seek(max(0, log.stat().st_size - 8192))
+        lines = handle.read().decode(errors="replace").splitlines()
+    entries = [line.partition(" ")[2] for line in lines if not line.partition(" ")[2][:1].isspace()]
+    return entries[-1] if entries else ""
+
+
+def _stage_log_problem(log_dir: Path, stage: str, limit: dt.timedelta, now: dt.datetime) -> str:
+    """What is wrong with one stage's cron log, or "" if its last run is recent and fine."""
+    log, lock = log_dir / f"{stage}.log", log_dir / f"{stage}.lock"
+
+    def age(path: Path) -> dt.timedelta:
+        return now - dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+
+    if not log.exists():
+        if lock.exists():
+            return f"{stage}: cron ran its line but it wrote no log"
+        if not log_dir.exists() or age(log_dir) > limit:
+            return f"{stage}: cron has never run its line"
+        return ""  # installed a moment ago: cron's first run is still to come
+    if age(log) > limit:
+        return f"{stage}: last log {int(age(log).total_seconds() // 60)} min ago"
+    last = _last_entry(log)
+    return "" if last.startswith(f"{stage}: ") else f"{stage}: its last run ended with '{last}'"
+
+
+def check_watchdog_logs(
+    log_dir: Path, cron_minutes: int, now: dt.datetime, stages: Sequence[str] = CRON_STAGES
+) -> Check:
+    """Each crontab line wrote its stage's log lately, and its last run ended with the stage's
+    summary: a line that fails (MAILTO is empty, so cron mails nothing) shows up here."""
+    limit = stale_after(cron_minutes)
+    problems = [p for stage in stages if (p := _stage_log_problem(log_dir, stage, limit, now))]
+    if problems:
+        hint = (
+            "run one line of 'labctl cron show' by hand from your home (sh -c '...') to see its "
+            "error; is cron running?"
+        )
+        return Check("watchdog logs", False, "; ".join(problems), hint)
+    return Check("watchdog logs", True, f"recent and fine in {log_dir}")
 
 
 def check_host_key(name: str, config: ClusterConfig) -> Check:
@@ -283,12 +354,18 @@ def run_checks(
             yield from check_cluster(name, cluster)
             if cluster.mount_point is not None:
                 yield check_mount(name, cluster)
-        yield check_crontab(LocalRunner(), cron or CronSpec(config, config_file(config_path)))
+        yield check_pipelines(config)
+        crontab = check_crontab(LocalRunner(), cron or CronSpec(config, config_file(config_path)))
+        yield crontab
+        now = now or dt.datetime.now(dt.UTC)
+        minutes = config.watchdog.cron_minutes
+        if crontab.ok:
+            yield check_watchdog_logs(config.watchdog.log_dir, minutes, now)
         if lab is not None:
             me = lab.whoami()["username"]
             watchdog = lab.heartbeats()
             mine = [beat for beat in watchdog.heartbeats if beat.get("user") == me]
-            yield check_heartbeat(mine, now or dt.datetime.now(dt.UTC))
+            yield check_heartbeat(mine, now, stale_after(minutes))
             yield from map(check_damaged, [*lab.jobs().damaged, *watchdog.damaged])
     finally:
         if db is not None:

@@ -1,0 +1,1 @@
+../../../../pipelines/__init__.py

@@ -1,0 +1,1 @@
+../../../../pipelines/__main__.py

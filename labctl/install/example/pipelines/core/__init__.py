@@ -1,0 +1,1 @@
+../../../../../pipelines/core/__init__.py

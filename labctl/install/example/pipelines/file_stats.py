@@ -1,0 +1,1 @@
+../../../../pipelines/file_stats.py
