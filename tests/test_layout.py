@@ -1,4 +1,4 @@
-"""The package's shape, as README's Development section draws it: each rule here is one that a
+"""The package's shape, as docs/development.md's Layout draws it: each rule here is one that a
 change could quietly break."""
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html as markup
 import re
 import socket
 import statistics
@@ -35,8 +36,10 @@ from labctl.errors import (
     ValidationError,
 )
 from labctl.jobs.job import Job
+from labctl.jobs.jobtypes import ClusterResources, JobTypeConfig, Resources
 from labctl.jobs.queue import get_job, read_job, transition
 from labctl.jobs.states import FailureReason, InvalidTransition, JobState
+from labctl.jobs.submit import JobRequest, batch_script
 from labctl.limits import REQUEST_BYTES
 from labctl.stages.heartbeat import SessionReport, beat, record_sessions
 from labctl.users import add_user
@@ -44,7 +47,7 @@ from labctl.web import create_app
 from labctl.web.auth import LoginLimiter, open_session, session_principal
 from labctl.web.problems import status_of
 from tests.hostile import alias_bomb, nested
-from tests.jobfixtures import DATASET, submit_as, transfer_record
+from tests.jobfixtures import DATASET, dataset_with_files, submit_as, transfer_record
 from tests.mongoserver import free_port
 from tests.webfixtures import csrf_token, login, password
 
@@ -99,8 +102,9 @@ def test_login_page_and_static_files_need_no_login(client: TestClient) -> None:
 
 
 PAGES = ["/", "/add", "/add/row", "/browse", f"/entry/{DATASET}", "/monitor", "/monitor/live"]
-PAGES += ["/jobs/j123/live", "/jobs/j123", "/usage"]
+PAGES += ["/jobs/j123/live", "/jobs/j123", "/usage", "/submit", "/submit/options"]
 POSTS = ["/add", f"/entry/{DATASET}", "/jobs/j123/cancel", "/jobs/j123/retry", "/logout"]
+POSTS += ["/submit"]
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -395,6 +399,33 @@ def test_add_without_the_csrf_token_is_forbidden(browser: Browser, db: Database)
     assert db.data.count() == 1
 
 
+def test_add_prefills_the_owner_with_the_member(browser: Browser) -> None:
+    assert 'value="bob"' in _field(browser("bob").get("/add").text, "f-user")
+
+
+def test_add_of_another_member_s_entry_is_refused_on_the_form_as_typed(
+    browser: Browser, db: Database
+) -> None:
+    bob = browser("bob")
+    form = {
+        "csrf_token": csrf_token(bob, "/add"),
+        "dataset": "20220101_120000",
+        "f.user": "charlie",
+        "f.data_raw_path": "/nfs/charlie/20220101_120000",
+        "f.n_planes": "7",
+        "extra_key": ["comment"],
+        "extra_value": ["for charlie"],
+    }
+    answer = bob.post("/add", data=form)
+    assert answer.status_code == 403
+    html = answer.text
+    assert "Nothing was stored" in html and "is charlie&#39;s: only they or an admin" in html
+    assert 'name="dataset" value="20220101_120000"' in html  # the form, with what was typed
+    assert 'value="charlie"' in _field(html, "f-user") and 'value="7"' in _field(html, "f-n_planes")
+    assert 'value="for charlie"' in html
+    assert db.data.count() == 1
+
+
 # --- browse --------------------------------------------------------------------------------------
 
 
@@ -561,6 +592,182 @@ def test_a_form_beyond_the_body_limit_is_413(browser: Browser, db: Database) -> 
     answer = alice.post("/add", data={**form, "f.user": "x" * REQUEST_BYTES})
     assert answer.status_code == 413 and "larger than 2,000,000 bytes" in answer.text
     assert db.data.count() == 1
+
+
+# --- submit --------------------------------------------------------------------------------------
+
+OTHER = "20211216_100000"  # a second dataset with files, for submitting on several at once
+
+
+def _option(html: str, name: str) -> str:
+    return _field(html, f"o-{name}")
+
+
+def _submit(client: TestClient, **form: Any) -> httpx2.Response:
+    """The Submit form posted with `form` over the defaults: file_stats on the local cluster."""
+    defaults = {"job_type": "file_stats", "compute_cluster": "local", "action": "submit"}
+    data = {"csrf_token": csrf_token(client, "/submit"), **defaults, **form}
+    return client.post("/submit", data=data, follow_redirects=False)
+
+
+def _refusals(html: str) -> list[str]:
+    found = re.search(r'<div class="error" role="alert" id="refused">(.*?)</div>', html, re.S)
+    assert found, "no refusal on the page"
+    return [markup.unescape(item) for item in re.findall(r"<li>(.*?)</li>", found[1], re.S)]
+
+
+def test_submit_form_is_generated_from_the_job_type_on_the_cluster(
+    cfg: Config, tmp_path: Path
+) -> None:
+    """Options with their types, defaults and help; splits; resources up to the limits the job
+    type has on the chosen cluster; the datasets ticked in Browse filled in."""
+    big = ClusterResources(max_resources=Resources(mem="1T"))
+    wider = cfg.model_copy(
+        update={
+            "clusters": {**cfg.clusters, "big": cfg.clusters["local"]},
+            "job_types": {
+                **cfg.job_types,
+                "diff_registration": JobTypeConfig(clusters={"big": big}),
+            },
+        }
+    )
+    with TestClient(create_app(wider)) as alice:
+        assert login(alice, "alice") == 303
+        page = alice.get(
+            "/submit",
+            params={"dataset": [DATASET, OTHER], "job_type": "diff_registration", "cluster": "big"},
+        ).text
+        assert f">{DATASET}\n{OTHER}</textarea>" in page
+        assert re.findall(r"<option[^>]*>(\w+)</option>", page)[:2] == [
+            "diff_registration",
+            "file_stats",
+        ]
+        assert "<option selected>big</option>" in page
+        stack = _option(page, "stack")
+        assert 'placeholder="raw/stack.h5"' in stack and "HDF5 stack, frames x H x W" in stack
+        assert 'type="number" step="1"' in _option(page, "num_splits")
+        assert "run only this part" in _option(page, "split_idx")
+        assert "up to 1T" in _option(page, "mem") and "up to 12:00:00" in _option(page, "time")
+        assert 'max="8"' in _option(page, "cpus")
+        here = alice.get(
+            "/submit/options", params={"job_type": "diff_registration", "compute_cluster": "local"}
+        ).text
+        assert "<html" not in here and "up to 64G" in _option(here, "mem")
+        stats = alice.get(
+            "/submit/options", params={"job_type": "file_stats", "compute_cluster": "local"}
+        ).text
+        assert 'type="number" step="any"' in _option(stats, "sleep_seconds")
+        assert "pause first" in _option(stats, "sleep_seconds") and 'id="o-mem"' not in stats
+
+
+def test_submit_preview_is_the_dry_run_s_batch_script_and_queues_nothing(
+    browser: Browser, db: Database, cfg: Config
+) -> None:
+    alice = browser("alice")
+    answer = _submit(
+        alice, datasets=DATASET, rawfiles="fl_a.roli", action="preview", **{"o.sleep_seconds": "2"}
+    )
+    assert answer.status_code == 200
+    shown = re.search(rf"<h2>Batch script for {DATASET}</h2>\s*<pre>(.*?)</pre>", answer.text, re.S)
+    assert shown
+    request = JobRequest(
+        dataset=DATASET,
+        compute_cluster="local",
+        job_type="file_stats",
+        datarawfiles=["fl_a.roli"],
+        job_options={"sleep_seconds": "2"},
+    )
+    dry_run = batch_script(db, cfg.model_copy(update={"user": "alice"}), request)
+    job_id = re.compile(r"j[0-9a-f]{11}")  # a new one each time
+    assert job_id.sub("JOB", markup.unescape(shown[1])) == job_id.sub("JOB", dry_run)
+    assert '"sleep_seconds": 2.0' in dry_run
+    assert 'value="2"' in _option(answer.text, "sleep_seconds")  # the form stays as typed
+    assert db.queue.count() == 0
+
+
+def test_submit_queues_a_job_on_each_dataset_as_the_member(
+    browser: Browser, db: Database, cfg: Config, tmp_path: Path
+) -> None:
+    dataset_with_files(db, cfg, tmp_path / "other", OTHER)
+    alice = browser("alice")
+    one = _submit(alice, datasets=DATASET, rawfiles="fl_a.roli")
+    assert one.status_code == 303
+    (job,) = db.queue.find({})
+    assert one.headers["location"] == f"/jobs/{job['job_id']}"
+    both = _submit(
+        alice,
+        datasets=f"{DATASET}\n{OTHER}\n{OTHER}",
+        job_type="diff_registration",
+        rawfiles="fl_a.roli",
+        **{"o.num_splits": "4", "o.split_idx": "3", "o.mem": "16G", "o.stack": "raw/s.h5"},
+    )
+    assert both.status_code == 303 and both.headers["location"] == "/monitor?user=me"
+    jobs = db.queue.find({"job_type": "diff_registration"})
+    assert sorted(j["dataset"] for j in jobs) == [DATASET, OTHER]
+    for queued in jobs:
+        assert queued["user"] == "alice" and queued["datarawfiles"] == ["fl_a.roli"]
+        assert (
+            queued["job_options"]["split_idx"] == 3 and queued["job_options"]["stack"] == "raw/s.h5"
+        )
+        assert queued["resources"] == {"mem": "16G"}
+        assert queued["history"][0]["note"] == "submitted by alice"
+
+
+def test_submit_refusals_sit_on_the_form_as_typed_and_queue_nothing(
+    browser: Browser, db: Database, cfg: Config, tmp_path: Path
+) -> None:
+    dataset_with_files(db, cfg, tmp_path / "other", OTHER)
+    alice = browser("alice")
+    limits = {"o.mem": "128G", "o.cpus": "9", "o.num_splits": "4", "o.split_idx": "3"}
+    over = _submit(alice, datasets=DATASET, job_type="diff_registration", **limits)
+    assert over.status_code == 422 and "Nothing was queued" in over.text
+    assert "mem=128G is over the limit of job type diff_registration (64G)" in _option(
+        over.text, "mem"
+    )
+    assert 'value="128G"' in _option(over.text, "mem")
+    assert "over the limit" in _option(over.text, "cpus")
+    assert 'class="error"' not in _option(over.text, "split_idx")  # 3 of 4 splits is fine
+    bad_split = _submit(
+        alice, datasets=DATASET, job_type="diff_registration", **{"o.split_idx": "3"}
+    )
+    assert "split_idx must be between 0 and 0" in _option(bad_split.text, "split_idx")
+    typed = _submit(alice, datasets=DATASET, **{"o.sleep_seconds": "soon"})
+    assert "must be float" in _option(typed.text, "sleep_seconds")
+    assert "give one or more datasets" in _field(_submit(alice, datasets=" ").text, "datasets")
+
+    inputs = _submit(alice, datasets=f"{DATASET}\n20990101_000000", rawfiles="../../etc/passwd")
+    assert inputs.status_code == 422
+    assert _refusals(inputs.text) == [
+        f"{DATASET}: input file '../../etc/passwd' must be a path inside the dataset directory",
+        "20990101_000000: no dataset 20990101_000000",
+    ]
+    assert "../../etc/passwd</textarea>" in inputs.text
+    assert f"{DATASET}\n20990101_000000</textarea>" in inputs.text
+    assert db.queue.count() == 0
+
+    assert _submit(alice, datasets=DATASET, rawfiles="fl_a.roli").status_code == 303
+    (first,) = db.queue.find({})
+    twin = _submit(alice, datasets=f"{OTHER}\n{DATASET}", rawfiles="fl_a.roli")
+    assert twin.status_code == 422
+    assert _refusals(twin.text) == [
+        f"an identical job {first['job_id']} is already queued for dataset {DATASET}; "
+        "use --force to add another"
+    ]
+    assert db.queue.count() == 1  # all or none: not even OTHER's
+    forced = _submit(alice, datasets=f"{OTHER}\n{DATASET}", rawfiles="fl_a.roli", force="1")
+    assert forced.status_code == 303 and db.queue.count() == 3
+
+
+def test_submit_without_the_csrf_token_is_forbidden(browser: Browser, db: Database) -> None:
+    form = {"datasets": DATASET, "job_type": "file_stats", "compute_cluster": "local"}
+    answer = browser("alice").post("/submit", data={**form, "rawfiles": "fl_a.roli"})
+    assert answer.status_code == 403 and db.queue.count() == 0
+
+
+def test_browse_ticks_entries_for_the_submit_page(browser: Browser) -> None:
+    page = browser("alice").get("/browse").text
+    assert '<form id="pick" method="get" action="/submit"' in page
+    assert f'name="dataset" value="{DATASET}" form="pick"' in page
 
 
 # --- monitor -------------------------------------------------------------------------------------

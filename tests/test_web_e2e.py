@@ -2,9 +2,10 @@
 
 A member logs in, adds an experiment through the form, finds it in Browse, submits a job through
 the API and watches the monitor follow its progress without a reload; another member reads the
-lab's usage charts; another retries two failed jobs at once from the job list. Screenshots of
-every page go to $LABCTL_SCREENSHOTS (docs/screenshots to refresh the ones in the repository),
-else tmp_path.
+lab's usage charts; another retries two failed jobs at once from the job list; another submits
+jobs on two datasets ticked in Browse through the Submit page; every page fits a 420 px screen.
+Screenshots of every page go to $LABCTL_SCREENSHOTS (docs/screenshots to refresh the ones in the
+repository), else tmp_path.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from labctl.jobs.queue import get_job, read_job, transition
 from labctl.jobs.states import FailureReason, JobState
 from labctl.stages.heartbeat import beat
 from labctl.users import create_token
-from tests.jobfixtures import job_in_state, transfer_record
+from tests.jobfixtures import DATASET as FIXTURE_DATASET
+from tests.jobfixtures import dataset_with_files, job_in_state, transfer_record
 from tests.usagefixtures import LAB, seed_usage
 from tests.webfixtures import password, seed, served, web_config
 
@@ -39,6 +41,7 @@ ARGS = [
     "--no-first-run",
 ]
 DATASET = "20240105_101500"
+OTHER = "20211216_100000"  # a second dataset with files, beside the fixtures' one
 
 pytestmark = [
     pytest.mark.slow,
@@ -362,3 +365,103 @@ def test_retry_two_failed_jobs_from_the_job_list(
     page.click("a:has-text('Back to the jobs')")
     for job_id in failed:
         expect(page.locator(f"#job-{job_id} .state")).to_have_text("queued")
+
+
+def _log_in(page: sync_api.Page, url: str, path: str, username: str) -> None:
+    page.goto(url + path)
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password(username))
+    page.click("button:has-text('Log in')")
+    sync_api.expect(page).to_have_url(url + path)
+
+
+def test_submit_jobs_on_datasets_ticked_in_browse(
+    site: tuple[str, Database], page: sync_api.Page, tmp_path: Path
+) -> None:
+    """Tick two entries in Browse, go to Submit with them filled in; the options follow the job
+    type chosen; the preview shows each dataset's batch script; a refusal keeps what was typed;
+    then both jobs are queued and listed as the member's."""
+    url, db = site
+    expect = sync_api.expect
+    shots = Path(os.environ.get("LABCTL_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    dataset_with_files(db, site_config(tmp_path), tmp_path / "other", OTHER)
+    _log_in(page, url, "/browse", "alice")
+    page.check(f"input[name=dataset][value='{FIXTURE_DATASET}']")
+    page.check(f"input[name=dataset][value='{OTHER}']")
+    page.click("button:has-text('Submit a job')")
+    expect(page).to_have_url(re.compile(r"/submit\?dataset=\d{8}_\d{6}&dataset="))
+    expect(page.locator("nav a[aria-current=page]")).to_have_text("Submit")
+    expect(page.locator("#datasets")).to_have_value(f"{OTHER}\n{FIXTURE_DATASET}")
+
+    page.select_option("#job_type", "diff_registration")
+    expect(page.locator("#o-mem")).to_have_attribute("placeholder", re.compile(r"\d+G"))
+    expect(page.locator("#options")).to_contain_text("up to 64G")
+    page.select_option("#job_type", "file_stats")
+    expect(page.locator("#o-sleep_seconds")).to_be_visible()
+    expect(page.locator("#o-mem")).to_have_count(0)
+    page.fill("#o-sleep_seconds", "1.5")
+    page.fill("#rawfiles", "fl_a.roli")
+    page.click("button:has-text('Preview batch script')")
+    scripts = page.locator("section.preview pre")
+    expect(scripts).to_have_count(2)
+    for script in scripts.all():
+        expect(script).to_contain_text("python3 -m pipelines run file_stats")
+        expect(script).to_contain_text('"sleep_seconds": 1.5')
+    expect(page.locator("#o-sleep_seconds")).to_have_value("1.5")
+    page.screenshot(path=shots / "submit.png", full_page=True)
+    assert db.queue.count() == 0
+
+    page.fill("#rawfiles", "fl_a.roli\nmissing.roli")
+    page.click("button:has-text('Submit')")
+    expect(page.locator("#refused li")).to_have_count(2)
+    expect(page.locator("#refused")).to_contain_text(f"{OTHER}: input file 'missing.roli'")
+    expect(page.locator("#rawfiles")).to_have_value("fl_a.roli\nmissing.roli")
+    expect(page.locator("#job_type")).to_have_value("file_stats")
+    assert db.queue.count() == 0
+
+    page.fill("#rawfiles", "fl_a.roli")
+    page.click("button:has-text('Submit')")
+    expect(page).to_have_url(url + "/monitor?user=me")
+    expect(page.locator("#queue tbody tr")).to_have_count(2)
+    jobs = db.queue.find({})
+    assert sorted(j["dataset"] for j in jobs) == [FIXTURE_DATASET, OTHER]
+    assert {(j["user"], j["job_options"]["sleep_seconds"]) for j in jobs} == {("alice", 1.5)}
+
+
+NARROW = 420
+NO_OVERFLOW = "document.documentElement.scrollWidth <= window.innerWidth"
+
+
+def test_every_page_fits_a_420_px_screen(
+    site: tuple[str, Database], page: sync_api.Page, tmp_path: Path
+) -> None:
+    """At 420 px the header wraps and wide tables scroll inside their box: the page itself never
+    scrolls sideways."""
+    url, db = site
+    shots = Path(os.environ.get("LABCTL_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    cfg = site_config(tmp_path)
+    job_id = job_in_state(db, cfg, JobState.FAILED)
+    seed_usage(db)
+    beat(db, "scan", {"started": 1}, "alice")
+    page.set_viewport_size({"width": NARROW, "height": 800})
+    _log_in(page, url, "/browse", "alice")
+    paths = ["/browse", "/add", f"/submit?dataset={FIXTURE_DATASET}", "/monitor", "/usage"]
+    paths += [
+        f"/entry/{FIXTURE_DATASET}",
+        f"/jobs/{job_id}",
+        f"/monitor/confirm?action=retry&job={job_id}",
+    ]
+    overflowing = []
+    for path in paths:
+        page.goto(url + path)
+        page.wait_for_load_state("load")
+        if not page.evaluate(NO_OVERFLOW):
+            overflowing.append((path, page.evaluate("document.documentElement.scrollWidth")))
+    assert overflowing == []
+    table = page.locator(".scroll").first  # the confirmation's table: wider than the screen
+    assert table.evaluate("box => box.scrollWidth > box.clientWidth")
+    for name, path in (("narrow-browse", "/browse"), ("narrow-monitor", "/monitor")):
+        page.goto(url + path)
+        page.screenshot(path=shots / f"{name}.png", full_page=True)

@@ -196,15 +196,25 @@ def submit_job(
     An identical job (same dataset, job type, cluster, inputs and options) still active is
     refused unless `force`.
     """
-    job = prepare_job(db, config, request)
-    twin = active_twin(db, job)
-    if twin and not force:
-        raise DuplicateError(
-            f"an identical job {twin['job_id']} is already {twin['status']}; "
-            "use --force to add another"
-        )
-    add_job(db, job)
-    return get_job(db, job.job_id)
+    return submit_jobs(db, config, [request], force=force)[0]
+
+
+def submit_jobs(
+    db: Database, config: Config, requests: Sequence[JobRequest], *, force: bool = False
+) -> list[dict[str, Any]]:
+    """Validate every request as `submit_job` does, then queue them all: if one is refused,
+    none is queued. Return the new queue entries."""
+    jobs = [prepare_job(db, config, request) for request in requests]
+    for job in jobs:
+        twin = active_twin(db, job)
+        if twin and not force:
+            raise DuplicateError(
+                f"an identical job {twin['job_id']} is already {twin['status']} for dataset "
+                f"{job.dataset}; use --force to add another"
+            )
+    for job in jobs:
+        add_job(db, job)
+    return [get_job(db, job.job_id) for job in jobs]
 
 
 def batch_script(db: Database, config: Config, request: JobRequest) -> str:

@@ -1,4 +1,4 @@
-"""The web dashboard (add, browse, monitor) and the REST API, behind a login.
+"""The web dashboard (add, browse, submit, monitor) and the REST API, behind a login.
 
 `create_app(config)` builds the ASGI app with one database for its whole life; `serve` runs it
 with uvicorn. Pages are server-rendered Jinja templates; the monitor updates itself with htmx,
@@ -18,7 +18,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from labctl.config import Config
 from labctl.jobs.migrate import migrate_if_needed
-from labctl.web import deputy, login, members, monitor, pages
+from labctl.web import deputy, login, members, monitor, pages, submitpage
 from labctl.web import problems as errors
 from labctl.web import rest as api
 from labctl.web.auth import LoginLimiter
@@ -73,7 +73,7 @@ def create_app(config: Config) -> FastAPI:
     )
     app.state.web = WebState(config, store, limiter, make_templates())
     app.mount("/static", StaticFiles(packages=[("labctl.web", "static")]), name="static")
-    for module in (login, pages, monitor, api, members, deputy):
+    for module in (login, pages, submitpage, monitor, api, members, deputy):
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(BodyLimit)  # inside the next, which would wrap its 413 in an exception group

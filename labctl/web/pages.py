@@ -14,7 +14,7 @@ from labctl.catalog.query import build_filter, parse_day, parse_sort
 from labctl.config import DataSchema
 from labctl.damaged import Listing
 from labctl.db import Database
-from labctl.errors import DuplicateError, ValidationError
+from labctl.errors import DuplicateError, PermissionDenied, ValidationError
 from labctl.jobs.queue import list_jobs
 from labctl.web.auth import Principal
 from labctl.web.deps import PageUser, state
@@ -32,7 +32,10 @@ async def home(user: PageUser) -> RedirectResponse:
 
 @router.get("/add")
 async def add_form(request: Request, user: PageUser) -> HTMLResponse:
-    return render(request, "add.html", user, form=FieldsForm(), dataset="")
+    """The form, with the owner field (`user`) filled in with the member."""
+    owner = state(request).config.data.owner_field
+    form = FieldsForm(values={owner: user.username})
+    return render(request, "add.html", user, form=form, dataset="")
 
 
 @router.get("/add/row")
@@ -56,6 +59,7 @@ async def add(request: Request, user: PageUser) -> Response:
         if (value := form.values.get(name, "")) or name in schema.required
     }
     fields = collect(form, given, schema, schema.required)
+    status = 422
     if not form.errors:
         try:
             await web.store.run(
@@ -66,7 +70,9 @@ async def add(request: Request, user: PageUser) -> Response:
             form.errors["dataset"] = str(exc)
         except ValidationError as exc:
             form.errors["_form"] = str(exc)
-    return render(request, "add.html", user, status=422, form=form, dataset=dataset)
+        except PermissionDenied as exc:  # another member's: said on the form, kept as typed
+            form.errors["_form"], status = str(exc), 403
+    return render(request, "add.html", user, status=status, form=form, dataset=dataset)
 
 
 def default_columns(schema: DataSchema) -> list[str]:
@@ -179,6 +185,7 @@ async def edit_entry(request: Request, user: PageUser, dataset: str) -> Response
     form = read_form(await request.form(), before)
     changed = {name: value for name, value in form.values.items() if value != before[name].strip()}
     fields = collect(form, changed, schema, schema.required)
+    status = 422
     if not form.errors and fields:
         try:
             await web.store.run(
@@ -190,8 +197,10 @@ async def edit_entry(request: Request, user: PageUser, dataset: str) -> Response
             )
         except ValidationError as exc:
             form.errors["_form"] = str(exc)
+        except PermissionDenied as exc:
+            form.errors["_form"], status = str(exc), 403
     if form.errors:
-        return await _entry_page(request, user, dataset, form, status=422)
+        return await _entry_page(request, user, dataset, form, status=status)
     return RedirectResponse(f"/entry/{dataset}?saved={len(fields)}", status_code=303)
 
 

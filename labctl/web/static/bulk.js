@@ -1,7 +1,8 @@
-/* The job list's "select all shown" box ticks or clears the box of every job shown. */
+/* A list's "tick all shown" box (jobs in Monitor, entries in Browse) ticks or clears every box
+   in its table's rows. */
 document.addEventListener("change", (event) => {
   if (event.target.id !== "pick-all") return;
-  for (const box of document.querySelectorAll("input[name=job][form=bulk]")) {
+  for (const box of event.target.closest("table").querySelectorAll("tbody input[type=checkbox]")) {
     box.checked = event.target.checked;
   }
 });
