@@ -113,6 +113,19 @@ def test_query_table_json_csv(run) -> None:  # type: ignore[no-untyped-def]
     assert [d["dataset"] for d in json.loads(limited.output)] == ["20220103_110045"]
 
 
+def test_query_says_which_field_a_typo_meant(run) -> None:  # type: ignore[no-untyped-def]
+    log_three(run)
+    typo = run("query", "n_plane", "--where", "n_plane>=10")
+    assert typo.exit_code == 2
+    assert typo.output == "error: no entry has a field n_plane; did you mean n_planes?\n"
+    nested = run("query", "--where", "runclass.di=ARB-diff")
+    assert "no entry has a field runclass.di; did you mean runclass.id?" in nested.output
+    operator = run("query", "n_planes", "--where", "n_planes=>10")
+    assert operator.exit_code == 2
+    assert operator.output.startswith("error: unknown operator '=>' in 'n_planes=>10'")
+    assert operator.output.count("\n") == 1
+
+
 def test_show_and_update(run) -> None:  # type: ignore[no-untyped-def]
     log_three(run)
     again = run("log", "20211215_093527", "--user", "x", "--raw-path", "/y")

@@ -435,6 +435,15 @@ def test_browse_filters_by_user_dates_and_any_field(browser: Browser, many: None
     assert "2 entries" in where
 
 
+def test_browse_names_a_mistyped_field_or_operator(browser: Browser, many: None) -> None:
+    alice = browser("alice")
+    typo = alice.get("/browse", params={"where": "n_plane>=10"})
+    assert typo.status_code == 400
+    assert "no entry has a field n_plane; did you mean n_planes?" in typo.text
+    operator = alice.get("/browse", params={"where": "n_planes=>10"})
+    assert operator.status_code == 400 and "unknown operator &#39;=&gt;&#39;" in operator.text
+
+
 def test_browse_sorts_paginates_and_chooses_columns(browser: Browser, many: None) -> None:
     alice = browser("alice")
     first = alice.get("/browse", params={"sort": "-n_planes", "per": 5, "where": "n_planes>0"})
@@ -453,7 +462,7 @@ def test_browse_sorts_paginates_and_chooses_columns(browser: Browser, many: None
 
 
 def test_browse_reports_a_bad_condition(browser: Browser) -> None:
-    answer = browser("alice").get("/browse", params={"where": "n_planes>>3"})
+    answer = browser("alice").get("/browse", params={"where": "n_planes>many"})
     assert answer.status_code == 400 and "must be int" in answer.text
     answer = browser("alice").get("/browse", params={"since": "yesterday"})
     assert answer.status_code == 400 and "takes a date" in answer.text

@@ -12,6 +12,7 @@ import yaml
 from labctl.catalog import yamltext
 from labctl.catalog.experiments import Entry, prepare_schema
 from labctl.catalog.fields import check_field_name, dataset_text, flatten, parse_assignments
+from labctl.catalog.query import result_columns
 from labctl.cli import App, cli
 from labctl.cli.output import columns_of, echo_csv, echo_document, echo_json, echo_table
 from labctl.config import DataSchema
@@ -144,10 +145,7 @@ def query_cmd(
         raise click.UsageError("choose one of --json and --csv")
     names = [check_field_name(f) for f in fields]
     docs = app.lab.query(Query(names, conditions, since, until, sort=sort_specs, limit=limit))
-    if names:
-        columns = ["dataset", *(f for f in names if f != "dataset")]
-    else:
-        columns = columns_of(docs, ["dataset"])
+    columns = result_columns(names) if names else columns_of(docs, ["dataset"])
     if as_json:
         echo_json(docs)
     elif as_csv:
