@@ -7,6 +7,7 @@ import importlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -280,7 +281,7 @@ def test_a_batch_is_checked_whole_before_the_first_write(  # type: ignore[no-unt
         "log", "--update", "--from-file", str(_entries_file(tmp_path / "u.yaml", changes))
     )
     assert refused.exit_code == 2 and "cannot be stored" in refused.output
-    assert json.loads(run("query", "--where", "n=1", "--json").output) == []
+    assert "no entry has a field n" in run("query", "--where", "n=1", "--json").output
 
 
 @pytest.mark.parametrize(
@@ -471,15 +472,26 @@ def test_no_output_shows_the_database_password(tmp_path: Path, uri: str) -> None
 
 
 def test_every_command_is_in_the_module_the_table_names() -> None:
-    for module in set(COMMANDS.values()):
-        importlib.import_module(f"labctl.cli.{module}")
+    for lazy in set(COMMANDS.values()):
+        importlib.import_module(f"labctl.cli.{lazy.module}")
     found = {name: command.callback.__module__ for name, command in cli.commands.items()}
-    assert found == {name: f"labctl.cli.{module}" for name, module in COMMANDS.items()}
+    assert found == {name: f"labctl.cli.{lazy.module}" for name, lazy in COMMANDS.items()}
+
+
+def test_a_mistyped_command_names_the_closest_ones(run) -> None:  # type: ignore[no-untyped-def]
+    typo = run("quer")
+    assert typo.exit_code == 2
+    assert typo.output.startswith("error: No such command 'quer'; did you mean query?")
+    assert typo.output.count("\n") == 1
+    sub = run("db", "migrat")
+    assert sub.exit_code == 2 and "did you mean migrate?" in sub.output
 
 
 def test_help_loads_no_driver_and_no_rich() -> None:
-    """`labctl --help` lists every command without loading pymongo, Rich, pandas or FastAPI."""
-    heavy = ("pymongo", "litemongo", "rich", "pandas", "fastapi", "uvicorn")
+    """`labctl --help` lists every command without loading any of them, pydantic, pymongo, Rich,
+    pandas or FastAPI."""
+    modules = [f"labctl.cli.{lazy.module}" for lazy in COMMANDS.values()]
+    heavy = ("pydantic", "pymongo", "litemongo", "rich", "pandas", "fastapi", "uvicorn", *modules)
     code = (
         "import sys\nfrom labctl.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
         f"print([m for m in {heavy!r} if m in sys.modules])"
@@ -487,5 +499,5 @@ def test_help_loads_no_driver_and_no_rich() -> None:
     done = subprocess.run(
         [sys.executable, "-c", code, "--help"], capture_output=True, text=True, check=True
     )
-    assert "submit" in done.stdout
+    assert re.search(r"\n  submit +Queue an analysis job on DATASET\.\n", done.stdout)
     assert done.stdout.splitlines()[-1] == "[]"
