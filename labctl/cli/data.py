@@ -17,7 +17,6 @@ from labctl.cli import App, cli
 from labctl.cli.output import columns_of, echo_csv, echo_document, echo_json, echo_table
 from labctl.config import DataSchema
 from labctl.errors import ValidationError
-from labctl.jobs.migrate import migrate
 from labctl.lab import Query
 
 
@@ -181,6 +180,8 @@ def db_init(app: App) -> None:
     Run once by a database admin (the validator needs the dbAdmin role), and again after
     changing the required fields in the config.
     """
+    from labctl.jobs.migrate import migrate  # the jobs' code: not for logging and querying
+
     app.db.ensure_indexes()
     prepare_schema(app.db, app.config)
     upgraded = migrate(app.db, app.config)
@@ -195,5 +196,7 @@ def db_init(app: App) -> None:
 @click.pass_obj
 def db_migrate(app: App) -> None:
     """Upgrade jobs stored by an older labctl to the current format (safe to rerun)."""
+    from labctl.jobs.migrate import migrate
+
     upgraded = migrate(app.db, app.config)
     click.echo(f"{app.db.where}: {upgraded} job(s) upgraded to the current format")
