@@ -12,7 +12,7 @@ from labctl.catalog.fields import parse_assignments
 from labctl.catalog.provenance import provenance
 from labctl.cli import App, cli
 from labctl.cli.jobactions import FILTER_OPTIONS, F, with_options
-from labctl.cli.output import cell, console, echo_document, echo_json, rich_table
+from labctl.cli.output import cell, console, echo_document, echo_fitted, echo_json, rich_table
 from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
 from labctl.jobs.job import TaskUsage
@@ -114,27 +114,33 @@ def queue_cmd(
         echo_json({"jobs": jobs, "heartbeats": beats})
         return
     now = utcnow()
-    table = rich_table(title=f"{len(jobs)} job(s)", header_style="bold")
-    columns = ("job", "dataset", "type", "cluster", "user", "state", "transfer", "scheduler", "age")
-    for name in columns:
-        table.add_column(name)
+    rows = []
     for job in jobs:
         failure = job.get("failure") or {}
         state = state_label(job["status"], failure.get("reason"))
         if job.get("waiting"):
             state += f"\n{job['waiting']}"
-        table.add_row(
-            job["job_id"],
-            job["dataset"],
-            job["job_type"],
-            job["compute_cluster"],
-            job["user"],
-            state,
-            progress_bar(job.get("transfer")),
-            (job.get("scheduler") or {}).get("job_id") or "",
-            age(job.get("created_at"), now),
+        rows.append(
+            [
+                job["job_id"],
+                job["dataset"],
+                job["job_type"],
+                job["compute_cluster"],
+                job["user"],
+                state,
+                progress_bar(job.get("transfer")),
+                (job.get("scheduler") or {}).get("job_id") or "",
+                age(job.get("created_at"), now),
+            ]
         )
-    console().print(table)
+    echo_fitted(
+        f"{len(jobs)} job(s)",
+        ["job", "dataset", "type", "cluster", "user", "state", "transfer", "scheduler", "age"],
+        rows,
+        keys={"job", "dataset"},
+        give_way=["scheduler", "user", "cluster", "transfer", "type", "age"],
+        hint="use --json",
+    )
     if not beats:
         click.echo("watchdog: no run recorded yet (is its crontab installed?)")
     for beat in beats:

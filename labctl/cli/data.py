@@ -11,7 +11,13 @@ import yaml
 
 from labctl.catalog import yamltext
 from labctl.catalog.experiments import Entry, prepare_schema
-from labctl.catalog.fields import check_field_name, dataset_text, flatten, parse_assignments
+from labctl.catalog.fields import (
+    MANAGED_FIELDS,
+    check_field_name,
+    dataset_text,
+    flatten,
+    parse_assignments,
+)
 from labctl.catalog.query import result_columns
 from labctl.cli import App, cli
 from labctl.cli.output import columns_of, echo_csv, echo_document, echo_json, echo_table
@@ -144,13 +150,19 @@ def query_cmd(
         raise click.UsageError("choose one of --json and --csv")
     names = [check_field_name(f) for f in fields]
     docs = app.lab.query(Query(names, conditions, since, until, sort=sort_specs, limit=limit))
-    columns = result_columns(names) if names else columns_of(docs, ["dataset"])
+    if names:
+        columns = result_columns(names)
+    else:
+        columns = columns_of(docs, ["dataset", *app.lab.schema().required])
     if as_json:
         echo_json(docs)
     elif as_csv:
         echo_csv(docs, columns)
     else:
-        echo_table(docs, columns, title=f"{len(docs)} experiment(s)")
+        # At a narrow terminal, who changed an entry when gives way first, required fields last.
+        audit = [c for c in columns if c in MANAGED_FIELDS[2:]]
+        others = [c for c in columns[:0:-1] if c not in audit]
+        echo_table(docs, columns, f"{len(docs)} experiment(s)", give_way=[*audit, *others])
 
 
 @cli.command("show")
