@@ -19,7 +19,6 @@ from labctl.jobs.job import TaskUsage
 from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
 from labctl.jobs.overview import overview, state_label
 from labctl.jobs.states import RETRYABLE
-from labctl.jobs.submit import JobRequest
 from labctl.jobs.usage import describe
 
 
@@ -55,6 +54,8 @@ def submit_cmd(
     as_json: bool,
 ) -> None:
     """Queue an analysis job on DATASET; the watchdog runs it on the cluster."""
+    from labctl.jobs.submit import JobRequest  # the submission code: not for listing jobs
+
     request = JobRequest(
         dataset=dataset,
         compute_cluster=compute_cluster,

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from labctl.clock import age
-from labctl.compute.transport.sessions import waiting_message
 from labctl.jobs.job import Job, ResultFile
 from labctl.jobs.states import TERMINAL, JobState
 
@@ -67,6 +66,8 @@ def overview(doc: Mapping[str, Any], now: dt.datetime) -> Overview:
 
 
 def _todo(job: Job, now: dt.datetime) -> str:
+    from labctl.compute.transport.sessions import waiting_message  # SSH: for one job, not lists
+
     if job.status is JobState.CANCELLED:
         return f"labctl retry {job.job_id} to run it again"
     if job.status is JobState.FAILED:
