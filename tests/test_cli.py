@@ -119,6 +119,7 @@ def test_query_says_which_field_a_typo_meant(run) -> None:  # type: ignore[no-un
     typo = run("query", "n_plane", "--where", "n_plane>=10")
     assert typo.exit_code == 2
     assert typo.output == "error: no entry has a field n_plane; did you mean n_planes?\n"
+    assert "field n_plane; did you mean n_planes?" in run("query", "--sort", "-n_plane").output
     nested = run("query", "--where", "runclass.di=ARB-diff")
     assert "no entry has a field runclass.di; did you mean runclass.id?" in nested.output
     operator = run("query", "n_planes", "--where", "n_planes=>10")

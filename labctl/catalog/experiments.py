@@ -112,12 +112,13 @@ def query(
     skip: int = 0,
 ) -> list[dict[str, Any]]:
     """Entries matching `filter`, each with `dataset` and the requested dotted fields; a field
-    asked for or compared with that no entry has is refused (a typo would give empty answers)."""
+    asked for, compared with or sorted by that no entry has is refused (a typo would give
+    empty answers)."""
     projection = _outermost(["dataset", *fields]) if fields else None
     docs = db.data.find(
         filter, projection, sort=list(sort) or [("dataset", 1)], limit=limit, skip=skip
     )
-    _check_known(db, [*fields, *filter_fields(filter)], docs)
+    _check_known(db, [*fields, *filter_fields(filter), *(name for name, _ in sort)], docs)
     return _without_id(docs)
 
 
