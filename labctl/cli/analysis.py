@@ -200,6 +200,8 @@ def echo_overview(job: dict[str, Any]) -> None:
     if seen.results:
         names = ", ".join(r.name for r in seen.results)
         lines.append(f"  results:  {names} in {seen.result_dir}")
+    if efficiency := describe([TaskUsage.model_validate(t) for t in job.get("usage", [])]):
+        lines.append(f"  efficiency: {efficiency}")
     click.echo("\n".join(lines))
     tail = (job.get("log_tail") or "").rstrip("\n").splitlines()[-TAIL_LINES:]
     if tail and job["status"] in RETRYABLE:

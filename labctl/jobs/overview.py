@@ -86,7 +86,7 @@ def _time_in(job: Job, now: dt.datetime) -> dict[str, str]:
     unless it is an end."""
     spent: dict[str, float] = {}
     items = job.history
-    for item, after in zip(items, [*items[1:], None], strict=True):
+    for item, after in zip(items, [*items[1:], None], strict=False):  # none after the last
         if after is None and item.state in TERMINAL:
             break
         seconds = max(0.0, ((after.at if after else now) - item.at).total_seconds())
