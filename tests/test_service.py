@@ -332,6 +332,8 @@ def test_the_python_api_through_the_service(server: LabServer, member: MemberCon
     assert stored["created_by"] == "alice" and stored["n_planes"] == 4
     table = dbquery(["n_planes"], {"user": "alice"}, where=["n_planes>=4"], config=alice)
     assert table.to_dict("records") == [{"dataset": "20230101_090000", "n_planes": 4}]
+    with pytest.raises(ValidationError, match="field n_plane; did you mean n_planes"):
+        dbquery(["n_plane"], where=["n_plane>=4"], config=alice)
     everything = dbquery(config=alice)
     assert len(everything) == 2 and everything["acquired_at"].dt.year.tolist() == [2021, 2023]
     job_id = dbqueue_job(DATASET, "local", "file_stats", user="root", config=alice)
