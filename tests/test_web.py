@@ -603,6 +603,24 @@ def test_monitor_shows_state_progress_slurm_age_and_heartbeats(
     assert "has not run yet" not in live
 
 
+def test_monitor_shows_no_inputs_and_does_not_repeat_a_cancelled_state(
+    browser: Browser, db: Database, cfg: Config
+) -> None:
+    empty = submit_as(db, cfg)
+    transfer = transfer_record(bytes=0, total=0, percent=100, rate="0.00kB/s", eta_seconds=0)
+    transition(
+        db, Job.of(empty), JobState.TRANSFERRING, "rsync started", fields={"transfer": transfer}
+    )
+    stopped = submit_as(db, cfg, "bob")
+    failure = {"reason": str(FailureReason.CANCELLED), "message": "cancelled by bob"}
+    transition(db, Job.of(stopped), JobState.CANCELLED, "cancelled", fields={"failure": failure})
+    live = browser("alice").get("/monitor/live").text
+    row = re.search(rf'<tr id="job-{empty["job_id"]}">.*?</tr>', live, re.S)
+    assert row and "no inputs" in row[0] and "kB/s" not in row[0]
+    row = re.search(rf'<tr id="job-{stopped["job_id"]}">.*?</tr>', live, re.S)
+    assert row and "cancelled" in row[0] and "(cancelled)" not in row[0]
+
+
 def test_monitor_shows_each_cluster_session_and_why_a_job_waits(
     browser: Browser, db: Database, cfg: Config
 ) -> None:
