@@ -5,11 +5,12 @@
 A throw-away embedded store with one dataset logged and a `local` cluster. Each round runs, as
 new processes, `python -c pass` (the raw floor), the libraries a call needs and nothing of labctl
 (Click, YAML, pydantic, litemongo opening the store: the floor under any call on that store),
-then `labctl --help`, `labctl submit` (a `file_stats` job on the dataset) and `labctl query`, the
-CPU of each (user + system, its children included, e.g. git) read from the kernel's accounting
-of the finished child. Bytecode
-is written once by an untimed warm-up, as an installed labctl has it. "x raw" is a command's CPU
-over the floor's in the same round (median of the rounds). Goal: submit <= 150 ms CPU.
+then `labctl --help`, `labctl submit` (a `file_stats` job on the dataset), `labctl query` and
+`labctl queue`, the CPU of each (user + system, its children included, e.g. git) read from the
+kernel's accounting of the finished child. Bytecode is written once by an untimed warm-up, as an
+installed labctl has it. "x raw" is a command's CPU over the floor's in the same round (median of
+the rounds). Goal: `--help`, `query` and `queue` <= 150 ms CPU; the libraries alone bound what
+a call on the store can reach (litemongo imports pymongo whole).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Model(pydantic.BaseModel):
 Model(name="x")
 litemongo.connect(sys.argv[1])["labctl"]["data"].find_one({})
 """
+GOAL_MS = 150
 
 
 def commands(config_file: Path) -> dict[str, list[str]]:
@@ -51,6 +53,7 @@ def commands(config_file: Path) -> dict[str, list[str]]:
         "labctl --help": [*labctl, "--help"],
         "labctl submit": [*labctl, "--config", str(config_file), *submit, "--allow-dirty"],
         "labctl query": [*labctl, "--config", str(config_file), "query"],
+        "labctl queue": [*labctl, "--config", str(config_file), "queue"],
     }
 
 
@@ -103,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         wall_ms = median([wall for _, wall in times]) * 1000
         print(f"{name:<15} {cpu_ms:>7.0f} {wall_ms:>8.0f} {median(ratios):>6.1f} "
               f"{spread(ratios):>12}")  # fmt: skip
-    print("goal: labctl submit <= 150 ms CPU")
+    print(f"goal: labctl --help, query and queue <= {GOAL_MS} ms CPU")
 
 
 if __name__ == "__main__":

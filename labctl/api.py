@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from labctl.catalog.fields import check_field_name, flatten, get_dotted
+from labctl.catalog.query import result_columns
 from labctl.config import Config, DatabaseConfig, load_config
 from labctl.db import Database, connect
 from labctl.jobs.submit import JobRequest
@@ -72,15 +73,18 @@ def dbquery(
 ) -> pd.DataFrame:
     """Experiments matching `filter` as a DataFrame with one column per dotted field.
 
-    With no `fields`, every field found is a column. `filter` maps dotted field names to values
-    or to `{"$gt": ...}`-style comparisons; `where` takes `labctl query --where` conditions and
-    `since`/`until` dates, all joined with AND; `sort` takes names, `-name` for descending.
+    The dataset id is always the first column; with no `fields`, every field found is one.
+    `filter` maps dotted field names to values or to `{"$gt": ...}`-style comparisons; `where`
+    takes `labctl query --where` conditions and `since`/`until` dates, all joined with AND;
+    `sort` takes names, `-name` for descending. A field no entry has is refused with the names
+    closest to it.
     """
     names = [check_field_name(f) for f in fields]
     found = Query(names, where, since, until, dict(filter or {}), sort, limit)
     docs = _lab(config).query(found)
     if names:
-        return pd.DataFrame([[get_dotted(d, f) for f in names] for d in docs], columns=names)
+        columns = result_columns(names)
+        return pd.DataFrame([[get_dotted(d, f) for f in columns] for d in docs], columns=columns)
     return pd.DataFrame([flatten(d) for d in docs])
 
 

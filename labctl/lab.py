@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from labctl.catalog.experiments import Entry, get_entry, log_entries
 from labctl.catalog.experiments import query as find_entries
@@ -21,21 +21,14 @@ from labctl.config import Config, DataSchema
 from labctl.damaged import Listing
 from labctl.db import Database
 from labctl.errors import NotFoundError
-from labctl.jobs.bulk import Action, parse_filter
-from labctl.jobs.queue import get_job, list_jobs
-from labctl.jobs.submit import JobRequest, batch_script, submit_job
-from labctl.jobs.usage import usage_report
-from labctl.stages.heartbeat import Heartbeats, heartbeats
-from labctl.users import (
-    add_user,
-    create_token,
-    get_user,
-    list_users,
-    notify_settings,
-    set_notify,
-    set_password,
-    set_role,
-)
+
+if TYPE_CHECKING:
+    from labctl.jobs.bulk import Action
+    from labctl.jobs.submit import JobRequest
+    from labctl.stages.heartbeat import Heartbeats
+
+# LocalLab imports the code of jobs, heartbeats and accounts in the methods that use it: a
+# command that only logs or queries experiments starts without it (benchmarks/bench_startup).
 
 Doc = dict[str, Any]
 
@@ -120,6 +113,8 @@ class LocalLab:
         return self.db.where
 
     def whoami(self) -> Doc:
+        from labctl.users import get_user
+
         try:
             role = get_user(self.db, self.config.user)["role"]
         except NotFoundError:
@@ -141,19 +136,30 @@ class LocalLab:
         return get_entry(self.db, dataset)
 
     def submit(self, request: JobRequest, *, force: bool = False) -> Doc:
+        from labctl.jobs.submit import submit_job
+
         return submit_job(self.db, self.config, request, force=force)
 
     def batch_script(self, request: JobRequest) -> str:
+        from labctl.jobs.submit import batch_script
+
         return batch_script(self.db, self.config, request)
 
     def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> Listing[Doc]:
+        from labctl.jobs.bulk import parse_filter
+        from labctl.jobs.queue import list_jobs
+
         selection = parse_filter(self.config.user, **(filter or {}))
         return list_jobs(self.db, matching=selection.query(), limit=limit)
 
     def job(self, job_id: str) -> Doc:
+        from labctl.jobs.queue import get_job
+
         return get_job(self.db, job_id)
 
     def heartbeats(self) -> Heartbeats:
+        from labctl.stages.heartbeat import heartbeats
+
         return heartbeats(self.db)
 
     def bulk(
@@ -166,12 +172,18 @@ class LocalLab:
         )
 
     def users(self) -> list[Doc]:
+        from labctl.users import list_users
+
         return list_users(self.db)
 
     def user(self, username: str) -> Doc:
+        from labctl.users import get_user
+
         return get_user(self.db, username)
 
     def add_user(self, user: NewUser) -> Doc:
+        from labctl.users import add_user
+
         return add_user(
             self.db,
             user.username,
@@ -183,22 +195,34 @@ class LocalLab:
         )
 
     def set_role(self, username: str, role: str) -> None:
+        from labctl.users import set_role
+
         set_role(self.db, username, role)
 
     def set_password(self, username: str, password: str) -> None:
+        from labctl.users import set_password
+
         set_password(self.db, username, password)
 
     def new_token(self, username: str, days: float | None = None) -> str:
+        from labctl.users import create_token
+
         return create_token(self.db, username, days)
 
     def notify_of(self, username: str) -> Doc:
+        from labctl.users import notify_settings
+
         return notify_settings(self.db, username, actor=self.config.user)
 
     def set_notify(self, username: str, mode: str | None, webhook: str | None) -> None:
+        from labctl.users import get_user, set_notify
+
         get_user(self.db, username)
         set_notify(self.db, username, mode, webhook, actor=self.config.user)
 
     def usage(self, by: Sequence[str], since: str | None) -> Doc:
+        from labctl.jobs.usage import usage_report
+
         return usage_report(self.db, by, since)
 
 

@@ -58,10 +58,10 @@ def test_dbquery_returns_the_requested_columns(logged: Config) -> None:
         config=logged,
     )
     assert isinstance(df, pd.DataFrame)
-    assert list(df.columns) == ["data_raw_path", "runclass.id"]
+    assert list(df.columns) == ["dataset", "data_raw_path", "runclass.id"]
     assert df.to_dict("records") == [
-        {"data_raw_path": "/nfs/a", "runclass.id": "ARB-diff"},
-        {"data_raw_path": "/nfs/b", "runclass.id": "ARB-diff"},
+        {"dataset": "20211215_093527", "data_raw_path": "/nfs/a", "runclass.id": "ARB-diff"},
+        {"dataset": "20211215_141002", "data_raw_path": "/nfs/b", "runclass.id": "ARB-diff"},
     ]
 
 
@@ -77,7 +77,14 @@ def test_dbquery_operators_sort_limit_and_all_fields(logged: Config) -> None:
     assert len(everything) == 2
     assert {"dataset", "user", "data_raw_path", "runclass.id", "acquired_at"} <= set(everything)
     empty = dbquery(["user"], filter={"user": "nobody"}, config=logged)
-    assert list(empty.columns) == ["user"] and empty.empty
+    assert list(empty.columns) == ["dataset", "user"] and empty.empty
+
+
+def test_dbquery_names_the_field_a_typo_meant(logged: Config) -> None:
+    with pytest.raises(ValidationError, match="field n_plane; did you mean n_planes"):
+        dbquery(["n_plane"], config=logged)
+    with pytest.raises(ValidationError, match="no entry has a field usr; did you mean user"):
+        dbquery(["dataset"], filter={"usr": "dana"}, config=logged)
 
 
 def test_dbquery_reads_a_config_path(logged: Config, tmp_path: Path) -> None:

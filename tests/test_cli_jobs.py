@@ -75,6 +75,45 @@ def test_submit_queue_status_and_watchdog_to_completion(run) -> None:  # type: i
     assert "watchdog jobs on" in run("queue").output
 
 
+def _until(run, job_id: str, *states: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 60
+    while json.loads(run("status", job_id, "--json").output)["status"] not in states:
+        assert run("watchdog", "tick").exit_code == 0
+        assert time.monotonic() < deadline
+
+
+def test_status_leads_with_state_reason_and_what_to_do(run) -> None:  # type: ignore[no-untyped-def]
+    """A failed job's reason and next step come first, not under 65 rows of internals; a job
+    without inputs shows no transfer rate."""
+    failing = ["submit", DATASET, "--cluster", "local", "--job-type", "selftest"]
+    job_id = run(*failing, "--option", "exit_code=3").output.split()[1].rstrip(":")
+    _until(run, job_id, "failed")
+    shown = run("status", job_id)
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0] == f"job {job_id}: failed (exit_code)"
+    assert lines[1] == f"  selftest on {DATASET} at local, by tester"
+    assert lines[2].startswith("  why:      ") and "3" in lines[2]
+    assert lines[3] == f"  to do:    labctl retry {job_id} (once the cause is fixed)"
+    assert lines[4].startswith("  created:  ") and "updated" in lines[4]
+    assert lines[5].startswith("  time in:  queued ") and "running" in lines[5]
+    assert lines[-1] == f"more: labctl status {job_id} --all (or --json)"
+    assert len(lines) <= 14
+    whole = run("status", job_id, "--all").output
+    assert "history" in whole and "options_key" not in whole and len(whole.splitlines()) > 20
+    assert "no inputs" in run("queue").output and "kB/s" not in run("queue").output
+
+
+def test_a_cancelled_job_does_not_repeat_its_state(run) -> None:  # type: ignore[no-untyped-def]
+    job_id = run(*SUBMIT).output.split()[1].rstrip(":")
+    assert run("cancel", job_id).exit_code == 0
+    shown = run("status", job_id).output.splitlines()
+    assert shown[0] == f"job {job_id}: cancelled"
+    assert shown[3] == f"  to do:    labctl retry {job_id} to run it again"
+    listing = run("queue").output
+    assert "cancelled" in listing and "(cancelled)" not in listing
+
+
 def test_dry_run_prints_the_script_and_queues_nothing(run) -> None:  # type: ignore[no-untyped-def]
     result = run(*SUBMIT, "--dry-run")
     assert result.exit_code == 0, result.output
@@ -149,6 +188,8 @@ def test_progress_bar() -> None:
     assert progress_bar({"percent": 100, "rate": "1MB/s", "eta_seconds": 0}) == (
         "████████████ 100% 1MB/s"
     )
+    nothing = {"percent": 100, "total": 0, "bytes": 0, "rate": "0.00kB/s", "eta_seconds": 0}
+    assert progress_bar(nothing) == "no inputs"
 
 
 def test_cancel_stops_a_running_job_at_once(run, db: Database) -> None:  # type: ignore[no-untyped-def]

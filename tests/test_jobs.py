@@ -225,7 +225,7 @@ def test_job_options_may_ask_for_more_resources_within_limits(db: Database, jcfg
     ],
 )
 def test_slurm_time_formats(text: str, minutes: float) -> None:
-    from labctl.compute.slurm import slurm_minutes
+    from labctl.jobs.jobtypes import slurm_minutes
 
     assert slurm_minutes(text) == minutes
 

@@ -53,6 +53,12 @@ def test_bad_conditions(text: str, message: str) -> None:
         parse_where(text, SCHEMA)
 
 
+@pytest.mark.parametrize("op", ["=>", "=<", "==>", "==", "!=="])
+def test_operators_that_do_not_exist_are_refused(op: str) -> None:
+    with pytest.raises(ValidationError, match=f"unknown operator '{op}' in 'n_planes{op}10'"):
+        parse_where(f"n_planes{op}10", SCHEMA)
+
+
 def test_build_filter_joins_with_and_and_adds_date_window() -> None:
     flt = build_filter(["user=c", "n_planes>1"], SCHEMA, since="2021-12-01", until="2021-12-31")
     assert flt == {

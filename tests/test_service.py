@@ -332,7 +332,9 @@ def test_the_python_api_through_the_service(server: LabServer, member: MemberCon
                    config=alice)  # fmt: skip
     assert stored["created_by"] == "alice" and stored["n_planes"] == 4
     table = dbquery(["n_planes"], {"user": "alice"}, where=["n_planes>=4"], config=alice)
-    assert table.to_dict("records") == [{"n_planes": 4}]
+    assert table.to_dict("records") == [{"dataset": "20230101_090000", "n_planes": 4}]
+    with pytest.raises(ValidationError, match="field n_plane; did you mean n_planes"):
+        dbquery(["n_plane"], where=["n_plane>=4"], config=alice)
     everything = dbquery(config=alice)
     assert len(everything) == 2 and everything["acquired_at"].dt.year.tolist() == [2021, 2023]
     job_id = dbqueue_job(DATASET, "local", "file_stats", user="root", config=alice)
@@ -563,7 +565,7 @@ def test_a_damaged_record_through_the_service_is_a_line_not_a_failure(
     good = job_in_state(server.db, server.config)
     bad = {**get_job(server.db, good), "job_id": "j-bad", "updated_at": "not a date"}
     server.db.queue.insert(bad)
-    beat(server.db, "jobs", {}, "bob")
+    beat(server.db, "jobs", {}, "bob", "h1")
     server.db.meta.update({"kind": "heartbeat"}, {"$unset": {"at": ""}})
     seed_usage(server.db)
     server.db.archive.insert({**get_job(server.db, "j-a1"), "_id": "j-u", "job_id": "j-u"})

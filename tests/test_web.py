@@ -469,6 +469,15 @@ def test_browse_filters_by_user_dates_and_any_field(browser: Browser, many: None
     assert "2 entries" in where
 
 
+def test_browse_names_a_mistyped_field_or_operator(browser: Browser, many: None) -> None:
+    alice = browser("alice")
+    typo = alice.get("/browse", params={"where": "n_plane>=10"})
+    assert typo.status_code == 400
+    assert "no entry has a field n_plane; did you mean n_planes?" in typo.text
+    operator = alice.get("/browse", params={"where": "n_planes=>10"})
+    assert operator.status_code == 400 and "unknown operator &#39;=&gt;&#39;" in operator.text
+
+
 def test_browse_sorts_paginates_and_chooses_columns(browser: Browser, many: None) -> None:
     alice = browser("alice")
     first = alice.get("/browse", params={"sort": "-n_planes", "per": 5, "where": "n_planes>0"})
@@ -487,7 +496,7 @@ def test_browse_sorts_paginates_and_chooses_columns(browser: Browser, many: None
 
 
 def test_browse_reports_a_bad_condition(browser: Browser) -> None:
-    answer = browser("alice").get("/browse", params={"where": "n_planes>>3"})
+    answer = browser("alice").get("/browse", params={"where": "n_planes>many"})
     assert answer.status_code == 400 and "must be int" in answer.text
     answer = browser("alice").get("/browse", params={"since": "yesterday"})
     assert answer.status_code == 400 and "takes a date" in answer.text
@@ -802,6 +811,24 @@ def test_monitor_shows_state_progress_slurm_age_and_heartbeats(
     only = alice.get("/monitor/live", params={"status": "transferring", "user": "bob"}).text
     assert moving["job_id"] in only and queued["job_id"] not in only
     assert "has not run yet" not in live
+
+
+def test_monitor_shows_no_inputs_and_does_not_repeat_a_cancelled_state(
+    browser: Browser, db: Database, cfg: Config
+) -> None:
+    empty = submit_as(db, cfg)
+    transfer = transfer_record(bytes=0, total=0, percent=100, rate="0.00kB/s", eta_seconds=0)
+    transition(
+        db, Job.of(empty), JobState.TRANSFERRING, "rsync started", fields={"transfer": transfer}
+    )
+    stopped = submit_as(db, cfg, "bob")
+    failure = {"reason": str(FailureReason.CANCELLED), "message": "cancelled by bob"}
+    transition(db, Job.of(stopped), JobState.CANCELLED, "cancelled", fields={"failure": failure})
+    live = browser("alice").get("/monitor/live").text
+    row = re.search(rf'<tr id="job-{empty["job_id"]}">.*?</tr>', live, re.S)
+    assert row and "no inputs" in row[0] and "kB/s" not in row[0]
+    row = re.search(rf'<tr id="job-{stopped["job_id"]}">.*?</tr>', live, re.S)
+    assert row and "cancelled" in row[0] and "(cancelled)" not in row[0]
 
 
 def test_monitor_shows_each_cluster_session_and_why_a_job_waits(

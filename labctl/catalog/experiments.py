@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from labctl.catalog.fields import (
+    MANAGED_FIELDS,
     check_update,
     data_json_schema,
+    flatten,
+    get_dotted,
     new_data_entry,
     parse_dataset_id,
     update_of,
 )
+from labctl.catalog.query import filter_fields
 from labctl.catalog.rights import Actor, check_change, check_new
 from labctl.catalog.storable import check_size
 from labctl.clock import utcnow
@@ -20,6 +25,8 @@ from labctl.db import Database
 from labctl.errors import DuplicateError, NotFoundError, ValidationError
 
 Entry = tuple[str, Mapping[str, Any]]
+# The newest entries whose fields a "did you mean" chooses from.
+SAMPLED_ENTRIES = 1000
 
 
 def prepare_schema(db: Database, config: Config) -> None:
@@ -105,12 +112,41 @@ def query(
     limit: int = 0,
     skip: int = 0,
 ) -> list[dict[str, Any]]:
-    """Entries matching `filter`, each with `dataset` and the requested dotted fields."""
+    """Entries matching `filter`, each with `dataset` and the requested dotted fields; a field
+    asked for, compared with or sorted by that no entry has is refused (a typo would give
+    empty answers)."""
     projection = _outermost(["dataset", *fields]) if fields else None
     docs = db.data.find(
         filter, projection, sort=list(sort) or [("dataset", 1)], limit=limit, skip=skip
     )
+    _check_known(db, [*fields, *filter_fields(filter), *(name for name, _ in sort)], docs)
     return _without_id(docs)
+
+
+def _check_known(db: Database, names: Sequence[str], found: Sequence[Mapping[str, Any]]) -> None:
+    """Each of `names` is a field of some entry (of those `found`, else of any), or one line
+    names the closest fields that are. An empty collection has no fields to compare with."""
+    unknown = [
+        name
+        for name in dict.fromkeys(names)
+        if name.split(".")[0] not in (*MANAGED_FIELDS, "_id")
+        and all(get_dotted(doc, name) is None for doc in found)
+        and db.data.find_one({name: {"$exists": True}}, ["dataset"]) is None
+    ]
+    if not unknown:
+        return
+    known = {*MANAGED_FIELDS}
+    for doc in db.data.find({}, sort=[("acquired_at", -1)], limit=SAMPLED_ENTRIES):
+        known.update(name for name in flatten(doc) if name != "_id")
+    if known == {*MANAGED_FIELDS}:
+        return
+    raise ValidationError("; ".join(_no_field(name, sorted(known)) for name in unknown))
+
+
+def _no_field(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return f"no entry has a field {name}{hint}"
 
 
 def _outermost(fields: Sequence[str]) -> list[str]:

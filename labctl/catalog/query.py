@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from labctl.catalog.fields import check_field_name, coerce, parse_text
@@ -22,6 +22,9 @@ from labctl.regex import compile_linear
 _OPS = {"!=": "$ne", ">=": "$gte", "<=": "$lte", "=": "$eq", ">": "$gt", "<": "$lt", "~": "$regex"}
 # Linear in the condition's length: no two whitespace runs compete for the same spaces.
 _CONDITION = re.compile(r"\s*([A-Za-z_][\w.]*)(\s*(?:!=|>=|<=|=|>|<|~)|\s+in\s)\s*(.*)", re.DOTALL)
+# A comparison whose value starts with operator characters is a mistyped operator (`=>`, `==`).
+_OPERATOR_RUN = re.compile(r"[=<>!~]+")
+_OPERATORS = "= != > >= < <= ~ in"
 
 
 def parse_where(condition: str, schema: DataSchema) -> dict[str, Any]:
@@ -30,9 +33,13 @@ def parse_where(condition: str, schema: DataSchema) -> dict[str, Any]:
     if not match:
         raise ValidationError(
             f"cannot read condition {condition!r}: use FIELD=VALUE, FIELD>VALUE, FIELD~REGEX, "
-            "FIELD in A,B (operators = != > >= < <= ~ in)"
+            f"FIELD in A,B (operators {_OPERATORS})"
         )
     field, op, text = check_field_name(match[1]), match[2].strip(), match[3]
+    if op in _OPS and op != "~" and (extra := _OPERATOR_RUN.match(text)):
+        raise ValidationError(
+            f"unknown operator {op + extra[0]!r} in {condition.strip()!r}: use one of {_OPERATORS}"
+        )
     if op == "~":
         compile_linear(text, field)
         return {field: {"$regex": text}}
@@ -126,6 +133,22 @@ def _plain(field: str, value: Any) -> None:
     elif isinstance(value, list):
         for item in value:
             _plain(field, item)
+
+
+def filter_fields(filter: Mapping[str, Any]) -> list[str]:
+    """The field names a filter (from `build_filter`) compares, in order."""
+    names: list[str] = []
+    for key, value in filter.items():
+        if key in ("$and", "$or"):
+            names += [name for clause in value for name in filter_fields(clause)]
+        else:
+            names.append(key)
+    return names
+
+
+def result_columns(fields: Sequence[str]) -> list[str]:
+    """The columns of a query's table: the dataset id first, always, then the fields asked for."""
+    return ["dataset", *(name for name in fields if name != "dataset")]
 
 
 def parse_sort(specs: Iterable[str]) -> list[tuple[str, int]]:

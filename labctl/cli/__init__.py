@@ -9,13 +9,14 @@ loads neither the dashboard nor the setup code.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 import click
 
@@ -26,21 +27,44 @@ if TYPE_CHECKING:
     from labctl.db import Database
     from labctl.lab import Lab
 
-# Each command, by the module of labctl.cli that defines it (and registers it on `cli`).
+
+class Lazy(NamedTuple):
+    """A command's module of labctl.cli (which registers it on `cli`), and its line in `labctl
+    --help`: listing the commands imports none of them."""
+
+    module: str
+    summary: str
+
+
 COMMANDS = {
-    **dict.fromkeys(["user", "login", "whoami"], "accounts"),
-    **dict.fromkeys(["setup", "cron", "mount", "umount", "doctor"], "admin"),
-    **dict.fromkeys(
-        ["submit", "queue", "status", "job-types", "clusters", "provenance"], "analysis"
-    ),
-    **dict.fromkeys(["cancel", "retry"], "jobactions"),
-    **dict.fromkeys(["connect", "disconnect", "connections"], "connections"),
-    **dict.fromkeys(["log", "query", "show", "db"], "data"),
-    "demo": "demo",
-    "usage": "reports",
-    "notify": "notifications",
-    "web": "serve",
-    "watchdog": "watchdog",
+    "cancel": Lazy("jobactions", "Cancel jobs and stop them on their clusters."),
+    "clusters": Lazy("analysis", "List the configured clusters."),
+    "connect": Lazy("connections", "Open CLUSTER's session on this terminal."),
+    "connections": Lazy("connections", "Each cluster's session: up or down, until when."),
+    "cron": Lazy("admin", "The watchdog's block in your crontab."),
+    "db": Lazy("data", "Database administration."),
+    "demo": Lazy("demo", "Log and query experiments, then run a job."),
+    "disconnect": Lazy("connections", "Close CLUSTER's session."),
+    "doctor": Lazy("admin", "Check the config, database, clusters, cron and mounts."),
+    "job-types": Lazy("analysis", "List the job types offered, with their options."),
+    "log": Lazy("data", "Add an experiment, keyed by YYYYMMDD_HHMMSS."),
+    "login": Lazy("accounts", "Log in to the labctl service at URL and keep its token."),
+    "mount": Lazy("admin", "Mount CLUSTER's data_dir with sshfs."),
+    "notify": Lazy("notifications", "How you hear of your jobs."),
+    "provenance": Lazy("analysis", "Every result of DATASET: job, commit, options, checksums."),
+    "query": Lazy("data", "Find experiments and show the chosen FIELDS."),
+    "queue": Lazy("analysis", "List jobs with their state, progress and age."),
+    "retry": Lazy("jobactions", "Queue failed or cancelled jobs again."),
+    "setup": Lazy("admin", "Write your config, make an SSH key, install the crontab."),
+    "show": Lazy("data", "Print one experiment whole."),
+    "status": Lazy("analysis", "One job: its state, why, what to do, and its results."),
+    "submit": Lazy("analysis", "Queue an analysis job on DATASET."),
+    "umount": Lazy("admin", "Unmount CLUSTER's mount_point."),
+    "usage": Lazy("reports", "CPU-hours, wall-hours, queue wait and efficiency."),
+    "user": Lazy("accounts", "Manage lab members (admin operations)."),
+    "watchdog": Lazy("watchdog", "Run a watchdog stage (tick: scan, transfers, jobs)."),
+    "web": Lazy("serve", "Serve the web dashboard and the REST API."),
+    "whoami": Lazy("accounts", "Who labctl acts as, with which role, and through what."),
 }
 
 
@@ -98,17 +122,38 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-class LabctlGroup(click.Group):
+class SuggestingGroup(click.Group):
+    """A group that names the closest commands to one it does not have (`labctl quer`)."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            ctx.fail(f"No such command {name!r}{hint}")
+        return super().resolve_command(ctx, args)
+
+
+class LabctlGroup(SuggestingGroup):
     """A group whose `main` turns every error into one line and an exit code, and whose commands
     are imported when first asked for (see COMMANDS)."""
+
+    group_class = SuggestingGroup
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *COMMANDS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
-            importlib.import_module(f"labctl.cli.{COMMANDS[cmd_name]}")
+            importlib.import_module(f"labctl.cli.{COMMANDS[cmd_name].module}")
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands with their summaries (COMMANDS), none of them imported."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, lazy.summary) for name, lazy in sorted(COMMANDS.items())])
 
     def main(
         self,

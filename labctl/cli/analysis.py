@@ -12,13 +12,14 @@ from labctl.catalog.fields import parse_assignments
 from labctl.catalog.provenance import provenance
 from labctl.cli import App, cli
 from labctl.cli.jobactions import FILTER_OPTIONS, F, with_options
-from labctl.cli.output import cell, console, echo_document, echo_json, rich_table
+from labctl.cli.output import cell, console, echo_document, echo_fitted, echo_json, rich_table
 from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
 from labctl.install.waiting import stale_after, watchdog_notes
 from labctl.jobs.job import TaskUsage
 from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
-from labctl.jobs.submit import JobRequest
+from labctl.jobs.overview import overview, state_label
+from labctl.jobs.states import RETRYABLE
 from labctl.jobs.usage import describe
 
 
@@ -54,6 +55,8 @@ def submit_cmd(
     as_json: bool,
 ) -> None:
     """Queue an analysis job on DATASET; the watchdog runs it on the cluster."""
+    from labctl.jobs.submit import JobRequest  # the submission code: not for listing jobs
+
     request = JobRequest(
         dataset=dataset,
         compute_cluster=compute_cluster,
@@ -78,6 +81,8 @@ def progress_bar(transfer: Mapping[str, Any] | None, width: int = 12) -> str:
     """`███████░░░░░ 58% 114.8MB/s ETA 0:01:05` from a job's recorded transfer progress."""
     if not transfer or transfer.get("percent") is None:
         return ""
+    if transfer.get("total") == 0 and transfer["percent"] >= 100:
+        return "no inputs"
     percent = int(transfer["percent"])
     filled = round(width * percent / 100)
     eta = transfer.get("eta_seconds")
@@ -115,27 +120,33 @@ def queue_cmd(
         return
     now = utcnow()
     unmoved = watchdog_notes(jobs, beats, now, stale_after(app.config.watchdog.cron_minutes))
-    table = rich_table(title=f"{len(jobs)} job(s)", header_style="bold")
-    columns = ("job", "dataset", "type", "cluster", "user", "state", "transfer", "scheduler", "age")
-    for name in columns:
-        table.add_column(name)
+    rows = []
     for job in jobs:
         failure = job.get("failure") or {}
-        state = job["status"] + (f" ({failure['reason']})" if failure.get("reason") else "")
+        state = state_label(job["status"], failure.get("reason"))
         for note in (job.get("waiting"), unmoved.get(job["job_id"])):
             state += f"\n{note}" if note else ""
-        table.add_row(
-            job["job_id"],
-            job["dataset"],
-            job["job_type"],
-            job["compute_cluster"],
-            job["user"],
-            state,
-            progress_bar(job.get("transfer")),
-            (job.get("scheduler") or {}).get("job_id") or "",
-            age(job.get("created_at"), now),
+        rows.append(
+            [
+                job["job_id"],
+                job["dataset"],
+                job["job_type"],
+                job["compute_cluster"],
+                job["user"],
+                state,
+                progress_bar(job.get("transfer")),
+                (job.get("scheduler") or {}).get("job_id") or "",
+                age(job.get("created_at"), now),
+            ]
         )
-    console().print(table)
+    echo_fitted(
+        f"{len(jobs)} job(s)",
+        ["job", "dataset", "type", "cluster", "user", "state", "transfer", "scheduler", "age"],
+        rows,
+        keys={"job", "dataset"},
+        give_way=["scheduler", "user", "cluster", "transfer", "type", "age"],
+        hint="use --json",
+    )
     for record in damaged:
         click.echo(f"damaged {record.line}")
     if not beats:
@@ -160,23 +171,61 @@ HIDDEN_IN_STATUS = (
 
 @cli.command("status")
 @click.argument("job_id")
+@click.option("--all", "show_all", is_flag=True, help="Every field, the history and the log tail.")
 @click.option("--script", is_flag=True, help="Print the job's batch script instead.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
-    """Show one job whole, with its efficiency, its history and, if it failed, its log tail."""
+def status_cmd(app: App, job_id: str, show_all: bool, script: bool, as_json: bool) -> None:
+    """One job: its state, why, what to do, how long in each state, and its results."""
     job = app.lab.job(job_id)
     if as_json:
         echo_json(job)
-        return
-    if script:
+    elif script:
         click.echo(job.get("batch_script") or f"job {job_id} has no batch script yet", nl=False)
-        return
+    else:
+        (echo_whole_job if show_all else echo_overview)(job)
+        max_age = stale_after(app.config.watchdog.cron_minutes)
+        beats = app.lab.heartbeats().heartbeats
+        for note in watchdog_notes([job], beats, utcnow(), max_age).values():
+            click.echo(f"note: this job {note}")
+
+
+TAIL_LINES = 5  # of the log tail under a failed job's overview
+
+
+def echo_overview(job: dict[str, Any]) -> None:
+    now = utcnow()
+    seen = overview(job, now)
+    lines = [
+        f"job {job['job_id']}: {seen.state}",
+        f"  {job['job_type']} on {job['dataset']} at {job['compute_cluster']}, by {job['user']}",
+        f"  why:      {seen.why}",
+        f"  to do:    {seen.todo}",
+        f"  created:  {cell(seen.created_at)} ({age(seen.created_at, now)} ago), "
+        f"updated {age(seen.updated_at, now)} ago",
+    ]
+    if seen.time_in:
+        lines.append("  time in:  " + ", ".join(f"{s} {t}" for s, t in seen.time_in.items()))
+    if seen.results:
+        names = ", ".join(r.name for r in seen.results)
+        lines.append(f"  results:  {names} in {seen.result_dir}")
+    if efficiency := describe([TaskUsage.model_validate(t) for t in job.get("usage", [])]):
+        lines.append(f"  efficiency: {efficiency}")
+    click.echo("\n".join(lines))
+    tail = (job.get("log_tail") or "").rstrip("\n").splitlines()[-TAIL_LINES:]
+    if tail and job["status"] in RETRYABLE:
+        click.echo(f"  log tail (last {len(tail)} lines):")
+        click.echo("\n".join(f"    {line}" for line in tail))
+    click.echo(f"more: labctl status {job['job_id']} --all (or --json)")
+
+
+def echo_whole_job(job: dict[str, Any]) -> None:
+    """Every field, its efficiency, its history and its log tail."""
     history, tail = job.get("history", []), job.get("log_tail")
     if job.get("transfer"):
         job["transfer"].pop("argv", None)
     shown = {k: v for k, v in job.items() if k not in HIDDEN_IN_STATUS and v not in (None, [], {})}
-    echo_document(shown, title=f"job {job_id}")
+    echo_document(shown, title=f"job {job['job_id']}")
     efficiency = describe([TaskUsage.model_validate(task) for task in job.get("usage", [])])
     if efficiency:
         click.echo(f"efficiency: {efficiency}")
@@ -189,9 +238,6 @@ def status_cmd(app: App, job_id: str, script: bool, as_json: bool) -> None:
     if tail:
         console().rule("log tail", align="left")
         click.echo(tail)
-    max_age = stale_after(app.config.watchdog.cron_minutes)
-    for note in watchdog_notes([job], app.lab.heartbeats().heartbeats, utcnow(), max_age).values():
-        click.echo(f"note: this job {note}")
 
 
 @cli.command("job-types")

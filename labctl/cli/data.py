@@ -11,12 +11,18 @@ import yaml
 
 from labctl.catalog import yamltext
 from labctl.catalog.experiments import Entry, prepare_schema
-from labctl.catalog.fields import check_field_name, dataset_text, flatten, parse_assignments
+from labctl.catalog.fields import (
+    MANAGED_FIELDS,
+    check_field_name,
+    dataset_text,
+    flatten,
+    parse_assignments,
+)
+from labctl.catalog.query import result_columns
 from labctl.cli import App, cli
 from labctl.cli.output import columns_of, echo_csv, echo_document, echo_json, echo_table
 from labctl.config import DataSchema
 from labctl.errors import ValidationError
-from labctl.jobs.migrate import migrate
 from labctl.lab import Query
 
 
@@ -145,15 +151,18 @@ def query_cmd(
     names = [check_field_name(f) for f in fields]
     docs = app.lab.query(Query(names, conditions, since, until, sort=sort_specs, limit=limit))
     if names:
-        columns = ["dataset", *(f for f in names if f != "dataset")]
+        columns = result_columns(names)
     else:
-        columns = columns_of(docs, ["dataset"])
+        columns = columns_of(docs, ["dataset", *app.lab.schema().required])
     if as_json:
         echo_json(docs)
     elif as_csv:
         echo_csv(docs, columns)
     else:
-        echo_table(docs, columns, title=f"{len(docs)} experiment(s)")
+        # At a narrow terminal, who changed an entry when gives way first, required fields last.
+        audit = [c for c in columns if c in MANAGED_FIELDS[2:]]
+        others = [c for c in columns[:0:-1] if c not in audit]
+        echo_table(docs, columns, f"{len(docs)} experiment(s)", give_way=[*audit, *others])
 
 
 @cli.command("show")
@@ -183,6 +192,8 @@ def db_init(app: App) -> None:
     Run once by a database admin (the validator needs the dbAdmin role), and again after
     changing the required fields in the config.
     """
+    from labctl.jobs.migrate import migrate  # the jobs' code: not for logging and querying
+
     app.db.ensure_indexes()
     prepare_schema(app.db, app.config)
     upgraded = migrate(app.db, app.config)
@@ -197,5 +208,7 @@ def db_init(app: App) -> None:
 @click.pass_obj
 def db_migrate(app: App) -> None:
     """Upgrade jobs stored by an older labctl to the current format (safe to rerun)."""
+    from labctl.jobs.migrate import migrate
+
     upgraded = migrate(app.db, app.config)
     click.echo(f"{app.db.where}: {upgraded} job(s) upgraded to the current format")

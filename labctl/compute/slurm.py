@@ -229,29 +229,3 @@ def _exit_from_pair(raw: str) -> int:
     if not (code.isdigit() and signal.isdigit()):
         raise SchedulerError(f"unrecognised sacct exit code {raw!r}")
     return 128 + int(signal) if int(signal) else int(code)
-
-
-TIME: str = r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$"
-"""SLURM's `--time` formats: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH[:MM[:SS]]`."""
-MEMORY: str = r"^\d+[KMGT]?$"
-"""SLURM's `--mem` format: a number of megabytes, or with a K, M, G or T suffix."""
-_MEM_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
-
-
-def slurm_minutes(time: str) -> float:
-    """A `--time` value (see TIME) in minutes."""
-    days, _, clock = time.rpartition("-")
-    parts = [int(p) for p in clock.split(":")]
-    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
-        hours, minutes, seconds = [*parts, 0, 0][:3]
-    elif len(parts) == 3:  # HH:MM:SS
-        hours, minutes, seconds = parts
-    else:  # MM or MM:SS
-        hours, minutes, seconds = 0, parts[0], (parts[1:] or [0])[0]
-    return int(days or 0) * 1440 + hours * 60 + minutes + seconds / 60
-
-
-def slurm_megabytes(mem: str) -> float:
-    """A `--mem` value (see MEMORY) in megabytes."""
-    unit = mem[-1] if mem[-1] in _MEM_UNITS else "M"
-    return float(mem.rstrip("KMGT")) * _MEM_UNITS[unit]

@@ -23,9 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 from pydantic import ValidationError as PydanticValidationError
 
-from labctl.compute import slurm
 from labctl.errors import ConfigError
-from labctl.jobs.codeversion import git, shipped_commit
 from labctl.settings import Settings, describe
 
 if TYPE_CHECKING:
@@ -34,12 +32,37 @@ if TYPE_CHECKING:
 ENTRY = r"^[a-z_][a-z0-9_]*$"
 DECLARATION = "INTERFACE"
 
+TIME: str = r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$"
+"""SLURM's `--time` formats: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH[:MM[:SS]]`."""
+MEMORY: str = r"^\d+[KMGT]?$"
+"""SLURM's `--mem` format: a number of megabytes, or with a K, M, G or T suffix."""
+_MEM_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def slurm_minutes(time: str) -> float:
+    """A `--time` value (see TIME) in minutes."""
+    days, _, clock = time.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
+        hours, minutes, seconds = [*parts, 0, 0][:3]
+    elif len(parts) == 3:  # HH:MM:SS
+        hours, minutes, seconds = parts
+    else:  # MM or MM:SS
+        hours, minutes, seconds = 0, parts[0], (parts[1:] or [0])[0]
+    return int(days or 0) * 1440 + hours * 60 + minutes + seconds / 60
+
+
+def slurm_megabytes(mem: str) -> float:
+    """A `--mem` value (see MEMORY) in megabytes."""
+    unit = mem[-1] if mem[-1] in _MEM_UNITS else "M"
+    return float(mem.rstrip("KMGT")) * _MEM_UNITS[unit]
+
 
 class Resources(Settings):
     """What a SLURM job asks for; a job type's resources override the cluster's defaults."""
 
-    time: str | None = Field(default=None, pattern=slurm.TIME)
-    mem: str | None = Field(default=None, pattern=slurm.MEMORY)
+    time: str | None = Field(default=None, pattern=TIME)
+    mem: str | None = Field(default=None, pattern=MEMORY)
     cpus: int | None = Field(default=None, ge=1, le=1024)
     partition: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
 
@@ -170,6 +193,8 @@ class JobTypes:
 def job_types_at(config: Config, version: Mapping[str, Any] | None = None) -> JobTypes:
     """The job types at the pipelines version a job ships (a `code_version` record): its
     commit, or the working tree for an allowed dirty one; the working tree without `version`."""
+    from labctl.jobs.codeversion import shipped_commit  # git and tar: not for reading the config
+
     commit = shipped_commit(version) if version is not None else None
     return JobTypes(
         declared(config.watchdog.pipelines, commit), config.job_types, config.offered_job_types
@@ -188,6 +213,8 @@ def declared(pipelines: Path, commit: str | None = None) -> dict[str, JobType]:
             if not path.name.startswith("_")
         }
     else:
+        from labctl.jobs.codeversion import git
+
         files = git(pipelines, "ls-tree", "-z", "--name-only", commit).split("\0")
         sources = {
             name[: -len(".py")]: (

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from labctl.compute.slurm import slurm_megabytes, slurm_minutes
 from labctl.jobs.batch import array_size, resources_of
 from labctl.jobs.job import Job, Resubmission, TaskStatus
-from labctl.jobs.jobtypes import JobType, Resources
+from labctl.jobs.jobtypes import JobType, Resources, slurm_megabytes, slurm_minutes
 from labctl.jobs.states import FailureReason, JobState
 
 GROW = {FailureReason.TIMEOUT: "time", FailureReason.OUT_OF_MEMORY: "mem"}
