@@ -444,7 +444,7 @@ def test_every_page_fits_a_420_px_screen(
     cfg = site_config(tmp_path)
     job_id = job_in_state(db, cfg, JobState.FAILED)
     seed_usage(db)
-    beat(db, "scan", {"started": 1}, "alice")
+    beat(db, "scan", {"started": 1}, "alice", HOST)
     page.set_viewport_size({"width": NARROW, "height": 800})
     _log_in(page, url, "/browse", "alice")
     paths = ["/browse", "/add", f"/submit?dataset={FIXTURE_DATASET}", "/monitor", "/usage"]
