@@ -8,7 +8,7 @@ import click
 
 from labctl.cli import App, cli
 from labctl.cli.output import console, echo_csv, echo_json, rich_table
-from labctl.jobs.usage import GROUPINGS, clock, percent
+from labctl.jobs.usage import GROUPINGS, clock, percent, unaccounted
 
 FIGURES = [
     "jobs",
@@ -59,12 +59,8 @@ def usage_cmd(
             table.add_row(*(group[key] for key in keys), *_shown(group))
         console().print(table)
         if not report["groups"]:
-            plain = [n for n, c in app.config.clusters.items() if c.scheduler == "process"]
-            why = (
-                f": {', '.join(plain)} runs jobs as plain processes, which keep no accounting "
-                "(only jobs on SLURM are counted)"
-            )
-            click.echo(f"no finished task recorded{since_text}{why if plain else ''}")
+            why = unaccounted(app.config)
+            click.echo(f"no finished task recorded{since_text}{': ' + why if why else ''}")
     for damaged in report.get("damaged", []):  # on stderr beside the CSV
         click.echo(f"damaged {damaged['line']}: not counted", err=as_csv)
 

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from labctl.catalog.query import parse_day
+from labctl.config import Config
 from labctl.damaged import Listing, validated
 from labctl.db import Database
 from labctl.errors import ValidationError
@@ -231,3 +232,15 @@ def describe(tasks: Sequence[TaskUsage]) -> str | None:
 def clock(seconds: float) -> str:
     """`1:02:03`."""
     return str(dt.timedelta(seconds=int(seconds)))
+
+
+def unaccounted(config: Config) -> str:
+    """Which configured clusters keep no accounting, in words ("" if all do): their jobs are in
+    no usage report."""
+    plain = [name for name, cluster in config.clusters.items() if cluster.scheduler == "process"]
+    if not plain:
+        return ""
+    return (
+        f"{', '.join(plain)} runs jobs as plain processes, which keep no accounting "
+        "(only jobs on SLURM are counted)"
+    )

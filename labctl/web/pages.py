@@ -16,6 +16,7 @@ from labctl.damaged import Listing
 from labctl.db import Database
 from labctl.errors import DuplicateError, PermissionDenied, ValidationError
 from labctl.jobs.queue import list_jobs
+from labctl.jobs.usage import unaccounted
 from labctl.web.auth import Principal
 from labctl.web.deps import PageUser, state
 from labctl.web.forms import FieldsForm, check_dataset, collect, read_form
@@ -214,5 +215,11 @@ async def usage_page(request: Request, user: PageUser, since: str = "") -> HTMLR
     except ValidationError as exc:
         error = str(exc)
     return render(
-        request, "usage.html", user, status=400 if error else 200, since=since, error=error
+        request,
+        "usage.html",
+        user,
+        status=400 if error else 200,
+        since=since,
+        error=error,
+        unaccounted=unaccounted(state(request).config),
     )
