@@ -22,7 +22,7 @@ from labctl.catalog.rights import Actor, check_change, check_new
 from labctl.catalog.storable import check_size
 from labctl.clock import utcnow
 from labctl.config import Config
-from labctl.db import Database
+from labctl.db import Database, Filter
 from labctl.errors import DuplicateError, NotFoundError, ValidationError
 
 NewEntry = tuple[str, Mapping[str, Any]]
@@ -109,7 +109,7 @@ def get_entry(db: Database, dataset: str) -> Entry:
 def query(
     db: Database,
     fields: Sequence[str],
-    filter: Mapping[str, Any],
+    filter: Filter,
     sort: Sequence[tuple[str, int]] = (),
     limit: int = 0,
     skip: int = 0,
@@ -164,7 +164,7 @@ def _outermost(fields: Sequence[str]) -> list[str]:
 def query_page(
     db: Database,
     fields: Sequence[str],
-    filter: Mapping[str, Any],
+    filter: Filter,
     sort: Sequence[tuple[str, int]],
     limit: int,
     skip: int = 0,

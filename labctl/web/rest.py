@@ -16,7 +16,7 @@ from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, parse_sort
 from labctl.damaged import Damaged
-from labctl.db import Doc
+from labctl.db import Doc, Filter
 from labctl.jobs.actions import retry_job
 from labctl.jobs.bulk import FILTER_FIELDS, Action, BulkReport, parse_filter
 from labctl.jobs.queue import get_job, list_jobs
@@ -133,7 +133,7 @@ class Me(BaseModel):
 
 
 async def _page(
-    request: Request, fields: list[str], filter: Doc, sort: list[str], limit: int, skip: int
+    request: Request, fields: list[str], filter: Filter, sort: list[str], limit: int, skip: int
 ) -> ExperimentPage:
     names, order = [check_field_name(f) for f in fields], parse_sort(sort)
     total, items = await state(request).store.run(query_page, names, filter, order, limit, skip)
