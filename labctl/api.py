@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from labctl.catalog import Entry
 from labctl.catalog.fields import check_field_name, flatten, get_dotted
 from labctl.catalog.query import result_columns
 from labctl.config import Config, DatabaseConfig, load_config
@@ -95,7 +96,7 @@ def dblog(
     update: bool = False,
     config: Config | Path | str | None = None,
     **more: Any,
-) -> dict[str, Any]:
+) -> Entry:
     """Log (or with `update=True` change) one experiment; return it as stored.
 
     Fields come as a mapping with dotted names (`{"runclass.id": "ARB"}`) and/or keywords.
