@@ -271,6 +271,15 @@ class Job(Progress, JobSpec):
         return self.scheduler.job_id if self.scheduler else None
 
 
+class JobList(BaseModel):
+    """Jobs as a listing gives them (the REST API's `GET /jobs`), and the damaged beside them."""
+
+    items: list[Job]
+    damaged: list[Damaged] = Field(
+        default_factory=list, description="the selected jobs whose stored record does not validate"
+    )
+
+
 class JobRef(BaseModel):
     """A job as a stage read it: which, and in what state (a write lands only if it still is)."""
 

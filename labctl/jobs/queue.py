@@ -184,7 +184,7 @@ def list_jobs(
     dataset: str | None = None,
     limit: int = 0,
     matching: Mapping[str, Any] | None = None,
-) -> Listing[dict[str, Any]]:
+) -> Listing[Job]:
     """Jobs, newest first, and those of them that are damaged; `matching` adds a queue filter
     (as `labctl.jobs.bulk` builds it)."""
     filter: dict[str, Any] = dict(matching or {})
@@ -194,8 +194,7 @@ def list_jobs(
         filter["dataset"] = dataset
     if status:
         filter["status"] = str(JobState(status))
-    found = read_all(all_jobs(db, filter, sort=[("created_at", -1)], limit=limit))
-    return Listing([job.doc() for job in found.items], found.damaged)
+    return read_all(all_jobs(db, filter, sort=[("created_at", -1)], limit=limit))
 
 
 def read_all(docs: Iterable[Doc]) -> Listing[Job]:

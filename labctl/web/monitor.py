@@ -16,6 +16,7 @@ from labctl.db import Database
 from labctl.errors import ValidationError
 from labctl.jobs.actions import retry_job
 from labctl.jobs.bulk import Selection, parse_action, parse_filter, plan
+from labctl.jobs.job import Job
 from labctl.jobs.queue import get_job, list_jobs
 from labctl.jobs.states import FailureReason, JobState
 from labctl.stages.cancel import cancel_and_stop, carry_out_plan
@@ -33,7 +34,7 @@ QUEUE_LIMIT = 200
 class Queue:
     """The jobs, the watchdog's heartbeats and the clusters' sessions, each with the damaged."""
 
-    jobs: Listing[dict[str, Any]]
+    jobs: Listing[Job]
     watchdog: Heartbeats
 
 

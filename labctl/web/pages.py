@@ -16,6 +16,7 @@ from labctl.config import DataSchema
 from labctl.damaged import Listing
 from labctl.db import Database
 from labctl.errors import DuplicateError, PermissionDenied, ValidationError
+from labctl.jobs.job import Job
 from labctl.jobs.queue import list_jobs
 from labctl.jobs.usage import unaccounted
 from labctl.web.auth import Principal
@@ -147,7 +148,7 @@ def editable(entry: Entry) -> dict[str, str]:
     }
 
 
-def _entry_and_jobs(db: Database, dataset: str) -> tuple[dict[str, Any], Listing[dict[str, Any]]]:
+def _entry_and_jobs(db: Database, dataset: str) -> tuple[dict[str, Any], Listing[Job]]:
     return get_entry(db, dataset), list_jobs(db, dataset=dataset)
 
 
