@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -185,7 +185,7 @@ def test_doctor_checks_the_service_and_the_member_s_own_watchdog(lab: Lab2) -> N
 @needs_testbed
 def test_a_member_s_watchdog_runs_a_slurm_job_through_the_service(tmp_path: Path) -> None:
     """The real SLURM over the testbed's sshd, driven by bob's watchdog through the service."""
-    on_hpc = replace(JOB, compute_cluster="hpc", datafiles=("phase.h5",))
+    on_hpc = JOB.model_copy(update={"compute_cluster": "hpc", "datafiles": ("phase.h5",)})
     store = DatabaseConfig(uri="embedded", path=tmp_path / "store")
     with remote_scratch() as scratch, lab_server(store, tmp_path, hpc=hpc_cluster(scratch)) as lab:
         bobs = lab.lab("bob").submit(on_hpc)["job_id"]

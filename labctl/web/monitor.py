@@ -16,8 +16,8 @@ from labctl.db import Database
 from labctl.errors import ValidationError
 from labctl.jobs.actions import retry_job
 from labctl.jobs.bulk import Selection, parse_action, parse_filter, plan
-from labctl.jobs.job import Job
-from labctl.jobs.queue import get_job, list_jobs
+from labctl.jobs.job import JobRow
+from labctl.jobs.queue import get_job, list_rows
 from labctl.jobs.states import FailureReason, JobState
 from labctl.stages.cancel import cancel_and_stop, carry_out_plan
 from labctl.stages.heartbeat import Heartbeats, heartbeats
@@ -34,12 +34,12 @@ QUEUE_LIMIT = 200
 class Queue:
     """The jobs, the watchdog's heartbeats and the clusters' sessions, each with the damaged."""
 
-    jobs: Listing[Job]
+    jobs: Listing[JobRow]
     watchdog: Heartbeats
 
 
 def _queue(db: Database, filter: Selection) -> Queue:
-    return Queue(list_jobs(db, matching=filter.query(), limit=QUEUE_LIMIT), heartbeats(db))
+    return Queue(list_rows(db, filter.query(), limit=QUEUE_LIMIT), heartbeats(db))
 
 
 @dataclass(frozen=True)
