@@ -181,6 +181,12 @@ def test_a_job_answers_as_its_stored_document(
     assert listed == stored  # the same keys and the same text of each date-time
     refused = client.post(f"{V1}/jobs/script", json={**JOB, "colour": "red"}, headers=tokens["bob"])
     assert refused.status_code == 422 and "colour" in refused.text
+    as_bob = client.post(f"{V1}/jobs", json={**JOB, "user": "bob"}, headers=tokens["alice"])
+    assert as_bob.status_code == 403 and "alice's, not bob's" in as_bob.json()["detail"]
+    own = client.post(
+        f"{V1}/jobs", json={**JOB, "user": "alice", "force": True}, headers=tokens["alice"]
+    )
+    assert own.status_code == 201 and own.json()["user"] == "alice"
 
 
 # --- experiments ---------------------------------------------------------------------------------

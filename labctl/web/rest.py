@@ -18,6 +18,7 @@ from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, parse_sort
 from labctl.db import Doc, Filter
+from labctl.errors import PermissionDenied
 from labctl.jobs.actions import retry_job
 from labctl.jobs.bulk import FILTER_FIELDS, Action, BulkReport, parse_filter
 from labctl.jobs.job import Job, JobList, store_value
@@ -236,6 +237,10 @@ def _as_stored(model: BaseModel, status_code: int = 200) -> JSONResponse:
 
 def _callers(user: ApiUser, body: JobRequest) -> JobRequest:
     """The request as the caller's own job: whose it is, the token or session says."""
+    if body.user not in (None, user.username):
+        raise PermissionDenied(
+            f"a job {user.username} queues is {user.username}'s, not {body.user}'s"
+        )
     return JobRequest(**body.model_dump(exclude={"user", "force"}), user=user.username)
 
 
