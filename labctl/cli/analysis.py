@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -16,7 +15,7 @@ from labctl.cli.output import cell, console, echo_document, echo_fitted, echo_js
 from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
 from labctl.install.waiting import stale_after, watchdog_notes
-from labctl.jobs.job import Job
+from labctl.jobs.job import Job, Transfer
 from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
 from labctl.jobs.overview import overview, state_label
 from labctl.jobs.states import RETRYABLE
@@ -77,16 +76,16 @@ def submit_cmd(
         click.echo(f"queued {job.job_id}: {job_type} on {dataset} at {compute_cluster}")
 
 
-def progress_bar(transfer: Mapping[str, Any] | None, width: int = 12) -> str:
+def progress_bar(transfer: Transfer | None, width: int = 12) -> str:
     """`███████░░░░░ 58% 114.8MB/s ETA 0:01:05` from a job's recorded transfer progress."""
-    if not transfer or transfer.get("percent") is None:
+    if transfer is None:
         return ""
-    if transfer.get("total") == 0 and transfer["percent"] >= 100:
+    if transfer.total == 0 and transfer.percent >= 100:
         return "no inputs"
-    percent = int(transfer["percent"])
+    percent = transfer.percent
     filled = round(width * percent / 100)
-    eta = transfer.get("eta_seconds")
-    parts = ["█" * filled + "░" * (width - filled), f"{percent}%", str(transfer.get("rate") or "")]
+    eta = transfer.eta_seconds
+    parts = ["█" * filled + "░" * (width - filled), f"{percent}%", transfer.rate or ""]
     if eta is not None and percent < 100:
         parts.append(f"ETA {dt.timedelta(seconds=int(eta))}")
     return " ".join(p for p in parts if p)
@@ -133,7 +132,7 @@ def queue_cmd(
                 job.compute_cluster,
                 job.user,
                 state,
-                progress_bar(job.transfer.model_dump() if job.transfer else None),
+                progress_bar(job.transfer),
                 job.scheduler_id or "",
                 age(job.created_at, now),
             ]
