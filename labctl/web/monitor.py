@@ -17,7 +17,7 @@ from labctl.errors import ValidationError
 from labctl.jobs.actions import retry_job
 from labctl.jobs.bulk import Selection, parse_action, parse_filter, plan
 from labctl.jobs.job import JobRow
-from labctl.jobs.queue import get_job, list_rows
+from labctl.jobs.queue import list_rows, read_job
 from labctl.jobs.states import FailureReason, JobState
 from labctl.stages.cancel import cancel_and_stop, carry_out_plan
 from labctl.stages.heartbeat import Heartbeats, heartbeats
@@ -162,13 +162,13 @@ async def _bulk_page(
 
 @router.get("/jobs/{job_id}")
 async def job_page(request: Request, user: PageUser, job_id: str) -> HTMLResponse:
-    job = await state(request).store.run(get_job, job_id)
+    job = await state(request).store.run(read_job, job_id)
     return render(request, "job.html", user, job=job, poll=POLL_SECONDS)
 
 
 @router.get("/jobs/{job_id}/live")
 async def job_live(request: Request, user: PageUser, job_id: str) -> HTMLResponse:
-    job = await state(request).store.run(get_job, job_id)
+    job = await state(request).store.run(read_job, job_id)
     return render(request, "_job_live.html", user, job=job, poll=POLL_SECONDS)
 
 
