@@ -132,9 +132,9 @@ def dbqueue_job(
         user=user,
         allow_dirty=allow_dirty,
     )
-    return str(_lab(config).submit(request, force=force)["job_id"])
+    return _lab(config).submit(request, force=force).job_id
 
 
 def dbjob(job_id: str, *, config: Config | Path | str | None = None) -> dict[str, Any]:
     """One job's queue entry: state, history, transfer progress, SLURM id, results."""
-    return _lab(config).job(job_id)
+    return _lab(config).job(job_id).doc()

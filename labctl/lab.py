@@ -20,11 +20,12 @@ from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, parse_sort
 from labctl.config import Config, DataSchema
 from labctl.damaged import Listing
-from labctl.db import Database, Doc
+from labctl.db import Database
 from labctl.errors import NotFoundError
 
 if TYPE_CHECKING:
     from labctl.jobs.bulk import Action, BulkReport
+    from labctl.jobs.job import Job
     from labctl.jobs.submit import JobRequest
     from labctl.jobs.usage import UsageReport
     from labctl.notify.notifyconfig import Recipient
@@ -73,14 +74,14 @@ class Lab(Protocol):
     def log(self, entries: Sequence[NewEntry], *, update: bool = False) -> list[Entry]: ...
     def query(self, query: Query) -> list[Entry]: ...
     def show(self, dataset: str) -> Entry: ...
-    def submit(self, request: JobRequest, *, force: bool = False) -> Doc: ...
+    def submit(self, request: JobRequest, *, force: bool = False) -> Job: ...
     def batch_script(self, request: JobRequest) -> str: ...
-    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> Listing[Doc]:
+    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> Listing[Job]:
         """The newest `limit` jobs (0: all) a filter selects, its fields as typed
         (`labctl.jobs.bulk.parse_filter`: `{"user": "me", "cluster": "raven"}`), and those of
         them that are damaged."""
 
-    def job(self, job_id: str) -> Doc: ...
+    def job(self, job_id: str) -> Job: ...
     def heartbeats(self) -> Heartbeats: ...
     def bulk(
         self, action: Action, ids: Sequence[str], filter: Mapping[str, Any], *, confirm: bool
@@ -137,27 +138,27 @@ class LocalLab:
     def show(self, dataset: str) -> Entry:
         return get_entry(self.db, dataset)
 
-    def submit(self, request: JobRequest, *, force: bool = False) -> Doc:
-        from labctl.jobs.submit import submit_job
+    def submit(self, request: JobRequest, *, force: bool = False) -> Job:
+        from labctl.jobs.submit import submit_jobs
 
-        return submit_job(self.db, self.config, request, force=force)
+        return submit_jobs(self.db, self.config, [request], force=force)[0]
 
     def batch_script(self, request: JobRequest) -> str:
         from labctl.jobs.submit import batch_script
 
         return batch_script(self.db, self.config, request)
 
-    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> Listing[Doc]:
+    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> Listing[Job]:
         from labctl.jobs.bulk import parse_filter
         from labctl.jobs.queue import list_jobs
 
         selection = parse_filter(self.config.user, **(filter or {}))
         return list_jobs(self.db, matching=selection.query(), limit=limit)
 
-    def job(self, job_id: str) -> Doc:
-        from labctl.jobs.queue import get_job
+    def job(self, job_id: str) -> Job:
+        from labctl.jobs.queue import read_job
 
-        return get_job(self.db, job_id)
+        return read_job(self.db, job_id)
 
     def heartbeats(self) -> Heartbeats:
         from labctl.stages.heartbeat import heartbeats

@@ -27,8 +27,7 @@ from urllib.parse import quote, urlencode
 from labctl.catalog import Entry
 from labctl.catalog.experiments import NewEntry
 from labctl.config import DataSchema
-from labctl.damaged import Damaged, Listing
-from labctl.db import Doc
+from labctl.damaged import Listing
 from labctl.errors import (
     ConfigError,
     DatabaseUnreachable,
@@ -41,7 +40,8 @@ from labctl.errors import (
     ValidationError,
 )
 from labctl.jobs.bulk import Action, BulkReport
-from labctl.jobs.submit import JobRequest
+from labctl.jobs.job import Job, JobList
+from labctl.jobs.submit import BatchScript, JobRequest, NewJob
 from labctl.jobs.usage import UsageReport
 from labctl.lab import NewUser, Query
 from labctl.notify.notifyconfig import Recipient
@@ -250,28 +250,22 @@ class ServiceLab:
         found: Entry = self._call("GET", f"/experiments/{_part(dataset)}")
         return found
 
-    def _job_body(self, request: JobRequest) -> Doc:
-        """The request as the service takes it: whose job it is, the service knows."""
-        body = asdict(request)
-        body.pop("user")
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in body.items()}
-
-    def submit(self, request: JobRequest, *, force: bool = False) -> Doc:
-        job: Doc = self._call("POST", "/jobs", {**self._job_body(request), "force": force})
-        return job
+    def submit(self, request: JobRequest, *, force: bool = False) -> Job:
+        body = NewJob(**request.model_dump(exclude={"user"}), force=force)
+        return Job.of(self._call("POST", "/jobs", body.model_dump(mode="json")))
 
     def batch_script(self, request: JobRequest) -> str:
-        return str(self._call("POST", "/jobs/script", self._job_body(request))["batch_script"])
+        body = request.model_dump(mode="json", exclude={"user"})
+        return BatchScript.model_validate(self._call("POST", "/jobs/script", body)).batch_script
 
-    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> Listing[Doc]:
+    def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> Listing[Job]:
         """The newest `limit` jobs (at most `PAGE`)."""
         found = self._call("GET", "/jobs", **(filter or {}), limit=min(limit or PAGE, PAGE))
-        damaged = [Damaged.model_validate(record) for record in found.get("damaged", [])]
-        return Listing(found["items"], damaged)
+        listed = JobList.model_validate(found)
+        return Listing(listed.items, listed.damaged)
 
-    def job(self, job_id: str) -> Doc:
-        found: Doc = self._call("GET", f"/jobs/{_part(job_id)}")
-        return found
+    def job(self, job_id: str) -> Job:
+        return Job.of(self._call("GET", f"/jobs/{_part(job_id)}"))
 
     def heartbeats(self) -> Heartbeats:
         return Heartbeats.model_validate(self._call("GET", "/watchdog"))

@@ -56,7 +56,9 @@ def cfg(config: Config, db: Database, tmp_path: Path) -> Config:
 
 def finished(db: Database, cfg: Config, count: int, state: JobState) -> list[str]:
     """`count` copies of one submitted job, finished in `state` and settled; their ids."""
-    request = JobRequest(DATASET, "local", "selftest", datarawfiles=["fl_a.roli"])
+    request = JobRequest(
+        dataset=DATASET, compute_cluster="local", job_type="selftest", datarawfiles=["fl_a.roli"]
+    )
     model = submit_job(db, cfg, request, force=True)
     db.queue.delete({"job_id": model["job_id"]})
     model.pop("_id", None)
@@ -80,11 +82,13 @@ def finished(db: Database, cfg: Config, count: int, state: JobState) -> list[str
 
 
 def ids_shown(db: Database) -> list[str]:
-    return [job["job_id"] for job in list_jobs(db).items]
+    return [job.job_id for job in list_jobs(db).items]
 
 
 def test_a_job_run_by_the_watchdog_ends_in_the_archive(cfg: Config, db: Database) -> None:
-    request = JobRequest(DATASET, "local", "selftest", datarawfiles=["fl_a.roli"])
+    request = JobRequest(
+        dataset=DATASET, compute_cluster="local", job_type="selftest", datarawfiles=["fl_a.roli"]
+    )
     job_id = submit_job(db, cfg, request, force=True)["job_id"]
     deadline = time.monotonic() + 60
     while db.archive.count({"_id": job_id}) == 0:
@@ -106,7 +110,9 @@ def test_the_stages_never_read_the_archive(
     run_stages(LocalStore.of(db, cfg), cfg, ALL)  # archives them
     assert db.archive.count({}) == 3
     finished(db, cfg, 2, JobState.CANCELLED)
-    request = JobRequest(DATASET, "local", "selftest", datarawfiles=["fl_a.roli"])
+    request = JobRequest(
+        dataset=DATASET, compute_cluster="local", job_type="selftest", datarawfiles=["fl_a.roli"]
+    )
     submit_job(db, cfg, request, force=True)
     calls: list[tuple[str, str]] = []
     for method in ("find", "find_one", "claim", "count", "distinct", "update", "insert"):
@@ -137,7 +143,7 @@ def test_a_move_killed_after_its_copy_shows_the_job_once(cfg: Config, db: Databa
     retried = {"status": str(JobState.QUEUED)}
     db.queue.update({"job_id": job_id}, {"$set": retried})  # a retry since: the copy is older
     assert list_jobs(db, status=str(JobState.FAILED)).items == []
-    assert [job["status"] for job in list_jobs(db).items] == [str(JobState.QUEUED)]
+    assert [job.status for job in list_jobs(db).items] == [str(JobState.QUEUED)]
     db.queue.update({"job_id": job_id}, {"$set": {"status": str(JobState.FAILED)}})
     assert move(db) == [job_id]  # the next move replaces the older copy
     assert db.queue.count({}) == 0
@@ -152,7 +158,7 @@ def test_retry_brings_an_archived_job_back(cfg: Config, db: Database) -> None:
     assert done["status"] == str(JobState.QUEUED)
     assert db.archive.count({}) == 0
     assert db.queue.find_one({"job_id": job_id}, ["status"]) == {"status": "queued"}
-    assert [job["status"] for job in list_jobs(db).items] == [str(JobState.QUEUED)]
+    assert [job.status for job in list_jobs(db).items] == [str(JobState.QUEUED)]
     assert LocalStore.of(db, cfg).run(HasWork())
 
 
@@ -177,7 +183,7 @@ def test_lists_keep_their_order_and_limit_across_queue_and_archive(
     db.archive.insert({**doc, "_id": ids[3]})  # and one is half-way
     assert db.queue.count({}) == 3
     assert ids_shown(db) == ids[::-1]
-    assert [job["job_id"] for job in list_jobs(db, limit=4).items] == ids[:1:-1]
+    assert [job.job_id for job in list_jobs(db, limit=4).items] == ids[:1:-1]
     shown = all_jobs(db, {}, sort=[("created_at", 1)], limit=2)
     assert [doc["job_id"] for doc in shown] == ids[:2]
 

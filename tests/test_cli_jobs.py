@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -14,6 +15,7 @@ from labctl.cli import cli
 from labctl.cli.analysis import progress_bar
 from labctl.config import Config
 from labctl.db import Database
+from labctl.jobs.job import Transfer
 from tests.jobfixtures import DATASET, dataset_with_files, job_config
 
 
@@ -182,13 +184,16 @@ def test_unknown_names_and_listings(run) -> None:  # type: ignore[no-untyped-def
 
 
 def test_progress_bar() -> None:
+    def transfer(**progress: Any) -> Transfer:
+        return Transfer(host="h", argv=["rsync"], pid=1, log="l", status_path="s", **progress)
+
     assert progress_bar(None) == ""
-    bar = progress_bar({"percent": 50, "rate": "114.84MB/s", "eta_seconds": 65})
+    bar = progress_bar(transfer(total=9, percent=50, rate="114.84MB/s", eta_seconds=65))
     assert bar == "██████░░░░░░ 50% 114.84MB/s ETA 0:01:05"
-    assert progress_bar({"percent": 100, "rate": "1MB/s", "eta_seconds": 0}) == (
+    assert progress_bar(transfer(total=9, percent=100, rate="1MB/s", eta_seconds=0)) == (
         "████████████ 100% 1MB/s"
     )
-    nothing = {"percent": 100, "total": 0, "bytes": 0, "rate": "0.00kB/s", "eta_seconds": 0}
+    nothing = transfer(percent=100, total=0, bytes=0, rate="0.00kB/s", eta_seconds=0)
     assert progress_bar(nothing) == "no inputs"
 
 

@@ -96,7 +96,12 @@ def busy(config: Config, tmp_path: Path) -> Path:
             db, cfg, [("20211216_093527", {"user": "dana", "data_raw_path": "/x", **extra})]
         )
         for rawfile in ("fl_a.roli", "fl b $(x).roli"):
-            request = JobRequest(DATASET, "local", "file_stats", datarawfiles=[rawfile])
+            request = JobRequest(
+                dataset=DATASET,
+                compute_cluster="local",
+                job_type="file_stats",
+                datarawfiles=[rawfile],
+            )
             submit_job(db, cfg, request)
     path = tmp_path / "busy.yaml"
     path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))

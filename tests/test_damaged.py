@@ -18,7 +18,7 @@ from labctl.cli import cli
 from labctl.clock import utcnow
 from labctl.config import Config
 from labctl.db import Database
-from labctl.jobs.queue import get_job
+from labctl.jobs.queue import get_job, list_jobs, list_rows
 from labctl.jobs.states import JobState
 from labctl.stages.heartbeat import beat
 from labctl.users import create_token
@@ -215,3 +215,19 @@ def test_a_damaged_heartbeat_alone_breaks_neither_queue_nor_monitor_nor_doctor(
     beat(db, "jobs", {}, "alice", "h1")  # the watchdog's next run mends it
     again = CliRunner().invoke(cli, ["--config", str(path), "queue"])
     assert not lines_with(again.output, "damaged") and lines_with(again.output, "watchdog jobs")
+
+
+def test_a_page_listing_reads_only_the_fields_of_its_rows(
+    db: Database, store: dict[str, str]
+) -> None:
+    rows = list_rows(db, {})
+    # only JobRow's fields are read: j-bad-usage's usage is none of them, so its row lists
+    listed = {row.job_id for row in rows.items}
+    assert {*store.values(), "j-bad-usage"} <= listed and "j-bad-date" not in listed
+    assert {record.id for record in rows.damaged} == {"j-bad-date", "j-bad-created"}
+    everything = list_jobs(db)  # whole jobs: the usage is read and refused
+    assert {record.id for record in everything.damaged} == {
+        "j-bad-date",
+        "j-bad-created",
+        "j-bad-usage",
+    }

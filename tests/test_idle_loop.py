@@ -87,7 +87,9 @@ def test_an_idle_loop_beats_once_a_minute(
 
 
 def test_work_runs_the_stages_each_time(db: Database, cfg: Config, ops: Counter[str]) -> None:
-    request = JobRequest(DATASET, "local", "file_stats", datarawfiles=("fl_a.roli",))
+    request = JobRequest(
+        dataset=DATASET, compute_cluster="local", job_type="file_stats", datarawfiles=("fl_a.roli",)
+    )
     submit_job(db, cfg, request)
     lines: list[str] = []
     run_loop(LocalStore.of(db, cfg), cfg, ALL, 0.2, 2, lines.append)

@@ -110,7 +110,9 @@ def test_labctl_db_migrate_and_status_on_an_old_store(
 def test_the_watchdog_upgrades_an_old_store_and_runs_new_jobs_in_it(
     old_store: Config, db: Database
 ) -> None:
-    request = JobRequest(DATASET, "local", "selftest", datarawfiles=["fl_a.roli"])
+    request = JobRequest(
+        dataset=DATASET, compute_cluster="local", job_type="selftest", datarawfiles=["fl_a.roli"]
+    )
     job_id = submit_job(db, old_store, request, force=True)["job_id"]
     deadline = time.monotonic() + 30
     while (job := read_job(db, job_id)).status not in TERMINAL:
@@ -134,7 +136,7 @@ def test_migrate_moves_the_history_to_the_archive(old_store: Config, db: Databas
     in_queue = {doc["job_id"] for doc in db.queue.find({}, ["job_id"])}
     assert unsettled[0] in in_queue and not in_queue & set(settled)
     assert db.archive.count({}) == 600 + 2
-    assert {job["job_id"] for job in list_jobs(db).items} >= {*settled, *unsettled}
+    assert {job.job_id for job in list_jobs(db).items} >= {*settled, *unsettled}
     assert migrate(db, old_store) == 0
 
 

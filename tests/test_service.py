@@ -26,6 +26,7 @@ from labctl.cli import cli
 from labctl.config import Config, DatabaseConfig
 from labctl.db import connect
 from labctl.errors import PermissionDenied, ValidationError
+from labctl.jobs.job import Job
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest
 from labctl.lab import Lab, LocalLab, Query
@@ -237,15 +238,17 @@ def scenario(lab: Lab, raw: Path) -> dict[str, Any]:
                    filter={"n_planes": {"$gt": 3}}, sort=["-dataset"], limit=5)  # fmt: skip
     script = lab.batch_script(JOB)
     job = lab.submit(JOB)
+    listed, one = lab.jobs({"user": "alice"}).items, lab.job(job.job_id)
+    assert all(isinstance(j, Job) for j in [job, *listed, one])  # typed on either path
     return {
         "logged": logged,
         "picked": lab.query(picked),
         "all": lab.query(Query(sort=["-acquired_at"])),
         "shown": lab.show("20230102_090000"),
         "script": script,
-        "job": job,
-        "listed": lab.jobs({"user": "alice"}).items,
-        "one": lab.job(job["job_id"]),
+        "job": job.doc(),
+        "listed": [j.doc() for j in listed],
+        "one": one.doc(),
     }
 
 

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -114,8 +114,8 @@ def tick_until_finished(lab: Lab2, config: Path, job_id: str, timeout: float = 6
 
 
 def test_each_member_s_watchdog_runs_their_jobs_alone(lab: Lab2, isolated_home: Path) -> None:
-    alices = lab.lab("alice").submit(JOB)["job_id"]
-    bobs = lab.lab("bob").submit(JOB, force=True)["job_id"]
+    alices = lab.lab("alice").submit(JOB).job_id
+    bobs = lab.lab("bob").submit(JOB, force=True).job_id
     bob = lab.machine("bob", claims="alice")  # the config's word changes nothing
     tick_until_finished(lab, bob, bobs)
 
@@ -138,7 +138,7 @@ def test_each_member_s_watchdog_runs_their_jobs_alone(lab: Lab2, isolated_home: 
 
 def test_a_forged_watchdog_cannot_reach_another_s_job(lab: Lab2) -> None:
     """bob's token used as a watchdog would, claiming to be alice and aiming at her job."""
-    alices = lab.lab("alice").submit(JOB)["job_id"]
+    alices = lab.lab("alice").submit(JOB).job_id
     store = ServiceStore(ServiceConfig(url=lab.url), lab.tokens["bob"], member="alice")
     assert store.run(Find(selection=Selection(work=Work.NEW))).jobs == []
     queued = JobRef(job_id=alices, status=JobState.QUEUED)
@@ -185,11 +185,11 @@ def test_doctor_checks_the_service_and_the_member_s_own_watchdog(lab: Lab2) -> N
 @needs_testbed
 def test_a_member_s_watchdog_runs_a_slurm_job_through_the_service(tmp_path: Path) -> None:
     """The real SLURM over the testbed's sshd, driven by bob's watchdog through the service."""
-    on_hpc = replace(JOB, compute_cluster="hpc", datafiles=("phase.h5",))
+    on_hpc = JOB.model_copy(update={"compute_cluster": "hpc", "datafiles": ("phase.h5",)})
     store = DatabaseConfig(uri="embedded", path=tmp_path / "store")
     with remote_scratch() as scratch, lab_server(store, tmp_path, hpc=hpc_cluster(scratch)) as lab:
-        bobs = lab.lab("bob").submit(on_hpc)["job_id"]
-        alices = lab.lab("alice").submit(on_hpc, force=True)["job_id"]
+        bobs = lab.lab("bob").submit(on_hpc).job_id
+        alices = lab.lab("alice").submit(on_hpc, force=True).job_id
         tick_until_finished(lab, lab.machine("bob", claims="alice", hpc_scratch=scratch), bobs, 120)
         job = get_job(lab.db, bobs)
         assert job["status"] == "completed", job

@@ -13,13 +13,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from fastapi.encoders import jsonable_encoder
 from starlette.testclient import TestClient
 
 from labctl.catalog.experiments import get_entry
 from labctl.cli import cli
 from labctl.config import Config
 from labctl.db import Database
+from labctl.jobs.job import Job
 from labctl.jobs.queue import get_job
+from labctl.jobs.submit import JobRequest
 from labctl.limits import REQUEST_BYTES
 from labctl.stages.heartbeat import beat
 from labctl.stages.loop import run_stages
@@ -139,6 +142,51 @@ def test_the_openapi_document_lists_every_route(client: TestClient, tokens: Any)
     assert ("PATCH", f"{V1}/experiments/{{dataset}}") in paths
     assert all(p.startswith(V1) for _, p in paths)  # no page is in the API's document
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_the_openapi_document_describes_a_job_and_takes_a_job_request(
+    client: TestClient, tokens: Any
+) -> None:
+    document = client.get(f"{V1}/openapi.json", headers=tokens["bob"]).json()
+    paths, schemas = document["paths"], document["components"]["schemas"]
+
+    def answer(method: str, path: str, status: str = "200") -> Any:
+        content = paths[f"{V1}{path}"][method]["responses"][status]["content"]
+        return schemas[content["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+
+    def body(method: str, path: str) -> Any:
+        content = paths[f"{V1}{path}"][method]["requestBody"]["content"]
+        return schemas[content["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+
+    job = answer("get", "/jobs/{job_id}")
+    assert set(job["properties"]) == set(Job.model_fields)  # every field of a job, described
+    assert {"job_id", "dataset", "user", "status", "created_at"} <= set(job["required"])
+    for method, path, status in [("post", "/jobs", "201"), ("post", "/jobs/{job_id}/retry", "200")]:
+        assert answer(method, path, status) == job
+    listing = answer("get", "/jobs")
+    assert listing["properties"]["items"]["items"]["$ref"].endswith("/Job")
+    assert set(listing["properties"]) == {"items", "damaged"}
+    assert set(body("post", "/jobs/script")["properties"]) == set(JobRequest.model_fields)
+    assert set(body("post", "/jobs")["properties"]) == {*JobRequest.model_fields, "force"}
+
+
+def test_a_job_answers_as_its_stored_document(
+    client: TestClient, tokens: Any, db: Database
+) -> None:
+    made = client.post(f"{V1}/jobs", json=JOB, headers=tokens["alice"])
+    stored = jsonable_encoder(get_job(db, made.json()["job_id"]))
+    assert made.json() == stored
+    assert client.get(f"{V1}/jobs/{stored['job_id']}", headers=tokens["bob"]).json() == stored
+    [listed] = client.get(f"{V1}/jobs", headers=tokens["bob"]).json()["items"]
+    assert listed == stored  # the same keys and the same text of each date-time
+    refused = client.post(f"{V1}/jobs/script", json={**JOB, "colour": "red"}, headers=tokens["bob"])
+    assert refused.status_code == 422 and "colour" in refused.text
+    as_bob = client.post(f"{V1}/jobs", json={**JOB, "user": "bob"}, headers=tokens["alice"])
+    assert as_bob.status_code == 403 and "alice's, not bob's" in as_bob.json()["detail"]
+    own = client.post(
+        f"{V1}/jobs", json={**JOB, "user": "alice", "force": True}, headers=tokens["alice"]
+    )
+    assert own.status_code == 201 and own.json()["user"] == "alice"
 
 
 # --- experiments ---------------------------------------------------------------------------------

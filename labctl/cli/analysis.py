@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -16,7 +15,7 @@ from labctl.cli.output import cell, console, echo_document, echo_fitted, echo_js
 from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
 from labctl.install.waiting import stale_after, watchdog_notes
-from labctl.jobs.job import TaskUsage
+from labctl.jobs.job import Job, Transfer
 from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
 from labctl.jobs.overview import overview, state_label
 from labctl.jobs.states import RETRYABLE
@@ -72,21 +71,21 @@ def submit_cmd(
         return
     job = app.lab.submit(request, force=force)
     if as_json:
-        echo_json(job)
+        echo_json(job.doc())
     else:
-        click.echo(f"queued {job['job_id']}: {job_type} on {dataset} at {compute_cluster}")
+        click.echo(f"queued {job.job_id}: {job_type} on {dataset} at {compute_cluster}")
 
 
-def progress_bar(transfer: Mapping[str, Any] | None, width: int = 12) -> str:
+def progress_bar(transfer: Transfer | None, width: int = 12) -> str:
     """`███████░░░░░ 58% 114.8MB/s ETA 0:01:05` from a job's recorded transfer progress."""
-    if not transfer or transfer.get("percent") is None:
+    if transfer is None:
         return ""
-    if transfer.get("total") == 0 and transfer["percent"] >= 100:
+    if transfer.total == 0 and transfer.percent >= 100:
         return "no inputs"
-    percent = int(transfer["percent"])
+    percent = transfer.percent
     filled = round(width * percent / 100)
-    eta = transfer.get("eta_seconds")
-    parts = ["█" * filled + "░" * (width - filled), f"{percent}%", str(transfer.get("rate") or "")]
+    eta = transfer.eta_seconds
+    parts = ["█" * filled + "░" * (width - filled), f"{percent}%", transfer.rate or ""]
     if eta is not None and percent < 100:
         parts.append(f"ETA {dt.timedelta(seconds=int(eta))}")
     return " ".join(p for p in parts if p)
@@ -116,27 +115,26 @@ def queue_cmd(
     damaged = [*listed.damaged, *watchdog.damaged]
     if as_json:
         shown = [record.model_dump() for record in damaged]
-        echo_json({"jobs": jobs, "heartbeats": beats, "damaged": shown})
+        echo_json({"jobs": [job.doc() for job in jobs], "heartbeats": beats, "damaged": shown})
         return
     now = utcnow()
     unmoved = watchdog_notes(jobs, beats, now, stale_after(app.config.watchdog.cron_minutes))
     rows = []
     for job in jobs:
-        failure = job.get("failure") or {}
-        state = state_label(job["status"], failure.get("reason"))
-        for note in (job.get("waiting"), unmoved.get(job["job_id"])):
+        state = state_label(job.status, job.failure.reason if job.failure else None)
+        for note in (job.waiting, unmoved.get(job.job_id)):
             state += f"\n{note}" if note else ""
         rows.append(
             [
-                job["job_id"],
-                job["dataset"],
-                job["job_type"],
-                job["compute_cluster"],
-                job["user"],
+                job.job_id,
+                job.dataset,
+                job.job_type,
+                job.compute_cluster,
+                job.user,
                 state,
-                progress_bar(job.get("transfer")),
-                (job.get("scheduler") or {}).get("job_id") or "",
-                age(job.get("created_at"), now),
+                progress_bar(job.transfer),
+                job.scheduler_id or "",
+                age(job.created_at, now),
             ]
         )
     echo_fitted(
@@ -179,9 +177,9 @@ def status_cmd(app: App, job_id: str, show_all: bool, script: bool, as_json: boo
     """One job: its state, why, what to do, how long in each state, and its results."""
     job = app.lab.job(job_id)
     if as_json:
-        echo_json(job)
+        echo_json(job.doc())
     elif script:
-        click.echo(job.get("batch_script") or f"job {job_id} has no batch script yet", nl=False)
+        click.echo(job.batch_script or f"job {job_id} has no batch script yet", nl=False)
     else:
         (echo_whole_job if show_all else echo_overview)(job)
         max_age = stale_after(app.config.watchdog.cron_minutes)
@@ -193,12 +191,12 @@ def status_cmd(app: App, job_id: str, show_all: bool, script: bool, as_json: boo
 TAIL_LINES = 5  # of the log tail under a failed job's overview
 
 
-def echo_overview(job: dict[str, Any]) -> None:
+def echo_overview(job: Job) -> None:
     now = utcnow()
     seen = overview(job, now)
     lines = [
-        f"job {job['job_id']}: {seen.state}",
-        f"  {job['job_type']} on {job['dataset']} at {job['compute_cluster']}, by {job['user']}",
+        f"job {job.job_id}: {seen.state}",
+        f"  {job.job_type} on {job.dataset} at {job.compute_cluster}, by {job.user}",
         f"  why:      {seen.why}",
         f"  to do:    {seen.todo}",
         f"  created:  {cell(seen.created_at)} ({age(seen.created_at, now)} ago), "
@@ -209,32 +207,32 @@ def echo_overview(job: dict[str, Any]) -> None:
     if seen.results:
         names = ", ".join(r.name for r in seen.results)
         lines.append(f"  results:  {names} in {seen.result_dir}")
-    if efficiency := describe([TaskUsage.model_validate(t) for t in job.get("usage", [])]):
+    if efficiency := describe(job.usage):
         lines.append(f"  efficiency: {efficiency}")
     click.echo("\n".join(lines))
-    tail = (job.get("log_tail") or "").rstrip("\n").splitlines()[-TAIL_LINES:]
-    if tail and job["status"] in RETRYABLE:
+    tail = (job.log_tail or "").rstrip("\n").splitlines()[-TAIL_LINES:]
+    if tail and job.status in RETRYABLE:
         click.echo(f"  log tail (last {len(tail)} lines):")
         click.echo("\n".join(f"    {line}" for line in tail))
-    click.echo(f"more: labctl status {job['job_id']} --all (or --json)")
+    click.echo(f"more: labctl status {job.job_id} --all (or --json)")
 
 
-def echo_whole_job(job: dict[str, Any]) -> None:
+def echo_whole_job(job: Job) -> None:
     """Every field, its efficiency, its history and its log tail."""
-    history, tail = job.get("history", []), job.get("log_tail")
-    if job.get("transfer"):
-        job["transfer"].pop("argv", None)
-    shown = {k: v for k, v in job.items() if k not in HIDDEN_IN_STATUS and v not in (None, [], {})}
-    echo_document(shown, title=f"job {job['job_id']}")
-    efficiency = describe([TaskUsage.model_validate(task) for task in job.get("usage", [])])
-    if efficiency:
+    doc = job.doc()
+    if job.transfer:
+        doc["transfer"].pop("argv", None)
+    shown = {k: v for k, v in doc.items() if k not in HIDDEN_IN_STATUS and v not in (None, [], {})}
+    echo_document(shown, title=f"job {job.job_id}")
+    if efficiency := describe(job.usage):
         click.echo(f"efficiency: {efficiency}")
     table = rich_table(title="history", title_justify="left", header_style="bold")
     for name in ("at", "state", "note"):
         table.add_column(name)
-    for item in history:
-        table.add_row(cell(item["at"]), item["state"], item.get("note", ""))
+    for item in job.history:
+        table.add_row(cell(item.at), item.state, item.note)
     console().print(table)
+    tail = job.log_tail
     if tail:
         console().rule("log tail", align="left")
         click.echo(tail)

@@ -179,7 +179,7 @@ def demo_cmd(
             rawfiles=rawfiles,
             allow_dirty=dirty,
         )
-        job_id = list_jobs(app.db, limit=1).items[0]["job_id"]
+        job_id = list_jobs(app.db, limit=1).items[0].job_id
         console().rule("[bold]$ labctl watchdog tick   (cron runs this every minute)", align="left")
         state = watch(app, job_id, timeout)
         _step(ctx, queue_cmd, "queue", limit=10)

@@ -38,8 +38,8 @@ def others_unmoved(db: Database, config: Config) -> list[str]:
     notes = watchdog_notes(jobs, beats, utcnow(), stale_after(config.watchdog.cron_minutes))
     skipped: dict[str, list[str]] = {}
     for job in jobs:
-        if job["job_id"] in notes:
-            skipped.setdefault(job["user"], []).append(job["job_id"])
+        if job.job_id in notes:
+            skipped.setdefault(job.user, []).append(job.job_id)
     return [
         f"skipped {user}'s job(s) {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}: "
         f"{notes[ids[0]]}"

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from labctl.clock import age
+from labctl.jobs.job import Job
 from labctl.jobs.states import ACTIVE
 
 HEARTBEAT_MAX_AGE = dt.timedelta(minutes=5)
@@ -35,12 +36,12 @@ def watchdog_note(
 
 
 def watchdog_notes(
-    jobs: Sequence[Mapping[str, Any]],
+    jobs: Sequence[Job],
     beats: Sequence[Mapping[str, Any]],
     now: dt.datetime,
     max_age: dt.timedelta,
 ) -> dict[str, str]:
     """`{job_id: note}` for each job still to move whose member's watchdog is not running."""
-    moving = [job for job in jobs if job["status"] in ACTIVE]
-    notes = {user: watchdog_note(user, beats, now, max_age) for user in {j["user"] for j in moving}}
-    return {job["job_id"]: note for job in moving if (note := notes[job["user"]]) is not None}
+    moving = [job for job in jobs if job.status in ACTIVE]
+    notes = {user: watchdog_note(user, beats, now, max_age) for user in {j.user for j in moving}}
+    return {job.job_id: note for job in moving if (note := notes[job.user]) is not None}

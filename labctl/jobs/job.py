@@ -271,6 +271,40 @@ class Job(Progress, JobSpec):
         return self.scheduler.job_id if self.scheduler else None
 
 
+class JobRow(BaseModel):
+    """A job as a page's listing shows it (the monitor's queue, a dataset's jobs): only these
+    fields are read from the store (`ROW_FIELDS`), so a row never carries a job's history, log
+    tail or batch script."""
+
+    model_config = ConfigDict(defer_build=True)  # the store's `_id` is ignored
+
+    job_id: str
+    dataset: str
+    user: str
+    compute_cluster: str
+    job_type: str
+    status: JobState
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    waiting: str | None = None
+    failure: Failure | None = None
+    transfer: Transfer | None = None
+    scheduler: SchedulerStatus | None = None
+    results: list[ResultFile] = Field(default_factory=list)
+
+
+ROW_FIELDS = list(JobRow.model_fields)
+
+
+class JobList(BaseModel):
+    """Jobs as a listing gives them (the REST API's `GET /jobs`), and the damaged beside them."""
+
+    items: list[Job]
+    damaged: list[Damaged] = Field(
+        default_factory=list, description="the selected jobs whose stored record does not validate"
+    )
+
+
 class JobRef(BaseModel):
     """A job as a stage read it: which, and in what state (a write lands only if it still is)."""
 

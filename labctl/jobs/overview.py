@@ -44,8 +44,8 @@ def state_label(status: str, reason: str | None) -> str:
     return f"{status} ({reason})" if reason and reason != status else status
 
 
-def overview(doc: Mapping[str, Any], now: dt.datetime) -> Overview:
-    job = Job.of(doc)
+def overview(doc: Job | Mapping[str, Any], now: dt.datetime) -> Overview:
+    job = doc if isinstance(doc, Job) else Job.of(doc)
     failure = job.failure
     if failure is not None:
         why = failure.message or str(failure.reason)

@@ -21,14 +21,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from labctl.clock import utcnow
-from labctl.damaged import Listing
+from labctl.damaged import Listing, validated
 from labctl.db import Collection, Database, Doc, SortSpec
 from labctl.errors import DuplicateError, NotFoundError
 from labctl.jobs.job import (
+    ROW_FIELDS,
     Failure,
     HistoryItem,
     Job,
     JobRef,
+    JobRow,
     MalformedJob,
     Notice,
     NoticeEvent,
@@ -176,6 +178,9 @@ def job_fields(
     return all_jobs(db, filter, fields=fields)
 
 
+NEWEST: SortSpec = [("created_at", -1)]
+
+
 def list_jobs(
     db: Database,
     *,
@@ -184,7 +189,7 @@ def list_jobs(
     dataset: str | None = None,
     limit: int = 0,
     matching: Mapping[str, Any] | None = None,
-) -> Listing[dict[str, Any]]:
+) -> Listing[Job]:
     """Jobs, newest first, and those of them that are damaged; `matching` adds a queue filter
     (as `labctl.jobs.bulk` builds it)."""
     filter: dict[str, Any] = dict(matching or {})
@@ -194,8 +199,14 @@ def list_jobs(
         filter["dataset"] = dataset
     if status:
         filter["status"] = str(JobState(status))
-    found = read_all(all_jobs(db, filter, sort=[("created_at", -1)], limit=limit))
-    return Listing([job.doc() for job in found.items], found.damaged)
+    return read_all(all_jobs(db, filter, sort=NEWEST, limit=limit))
+
+
+def list_rows(db: Database, filter: Mapping[str, Any], *, limit: int = 0) -> Listing[JobRow]:
+    """The jobs `filter` selects, newest first, as a page lists them (only `ROW_FIELDS` are
+    read), and those of them whose listed fields are damaged."""
+    docs = all_jobs(db, filter, sort=NEWEST, limit=limit, fields=ROW_FIELDS)
+    return validated(JobRow, docs, "job", "job_id")
 
 
 def read_all(docs: Iterable[Doc]) -> Listing[Job]:

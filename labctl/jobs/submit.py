@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from labctl.catalog.experiments import get_entry
@@ -21,25 +21,40 @@ from labctl.jobs.batch import JobLayout, render
 from labctl.jobs.codeversion import code_version
 from labctl.jobs.job import Job
 from labctl.jobs.jobtypes import JobType, Resources, job_types_at, slurm_megabytes, slurm_minutes
-from labctl.jobs.queue import active_twin, add_job, get_job, history_item
+from labctl.jobs.queue import active_twin, add_job, history_item, read_job
 from labctl.jobs.states import JobState
 
 SPLIT_OPTIONS = ("split_idx", "num_splits")
 
 
-@dataclass(frozen=True)
-class JobRequest:
-    """What a lab member asks for; `submit_job` validates it into a queue entry."""
+class JobRequest(BaseModel):
+    """What a lab member asks for (from the CLI, the Python API, the web form or the REST API's
+    body); `submit_job` validates it into a queue entry. Through the service, `user` is always
+    the token's member."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset: str
     compute_cluster: str
     job_type: str
     datafiles: Sequence[str] = ()
     datarawfiles: Sequence[str] = ()
-    job_options: Mapping[str, Any] = field(default_factory=dict)
+    job_options: dict[str, Any] = Field(default_factory=dict)
     data_transfer_await: bool = False
-    user: str | None = None
+    user: str | None = Field(default=None, description="whose job; the service sets its caller")
     allow_dirty: bool = False
+
+
+class NewJob(JobRequest):
+    """A request to queue (`POST /jobs`): refused if an identical job is active, unless `force`."""
+
+    force: bool = Field(default=False, description="queue even if an identical job is active")
+
+
+class BatchScript(BaseModel):
+    """The batch script a request would run (`POST /jobs/script`)."""
+
+    batch_script: str
 
 
 def safe_relative(name: str) -> str:
@@ -195,12 +210,12 @@ def submit_job(
     An identical job (same dataset, job type, cluster, inputs and options) still active is
     refused unless `force`.
     """
-    return submit_jobs(db, config, [request], force=force)[0]
+    return submit_jobs(db, config, [request], force=force)[0].doc()
 
 
 def submit_jobs(
     db: Database, config: Config, requests: Sequence[JobRequest], *, force: bool = False
-) -> list[dict[str, Any]]:
+) -> list[Job]:
     """Validate every request as `submit_job` does, then queue them all: if one is refused,
     none is queued. Return the new queue entries."""
     jobs = [prepare_job(db, config, request) for request in requests]
@@ -213,7 +228,7 @@ def submit_jobs(
             )
     for job in jobs:
         add_job(db, job)
-    return [get_job(db, job.job_id) for job in jobs]
+    return [read_job(db, job.job_id) for job in jobs]
 
 
 def batch_script(db: Database, config: Config, request: JobRequest) -> str:

@@ -16,7 +16,8 @@ from labctl.db import Database
 from labctl.errors import ValidationError
 from labctl.jobs.actions import retry_job
 from labctl.jobs.bulk import Selection, parse_action, parse_filter, plan
-from labctl.jobs.queue import get_job, list_jobs
+from labctl.jobs.job import JobRow
+from labctl.jobs.queue import list_rows, read_job
 from labctl.jobs.states import FailureReason, JobState
 from labctl.stages.cancel import cancel_and_stop, carry_out_plan
 from labctl.stages.heartbeat import Heartbeats, heartbeats
@@ -33,12 +34,12 @@ QUEUE_LIMIT = 200
 class Queue:
     """The jobs, the watchdog's heartbeats and the clusters' sessions, each with the damaged."""
 
-    jobs: Listing[dict[str, Any]]
+    jobs: Listing[JobRow]
     watchdog: Heartbeats
 
 
 def _queue(db: Database, filter: Selection) -> Queue:
-    return Queue(list_jobs(db, matching=filter.query(), limit=QUEUE_LIMIT), heartbeats(db))
+    return Queue(list_rows(db, filter.query(), limit=QUEUE_LIMIT), heartbeats(db))
 
 
 @dataclass(frozen=True)
@@ -161,13 +162,13 @@ async def _bulk_page(
 
 @router.get("/jobs/{job_id}")
 async def job_page(request: Request, user: PageUser, job_id: str) -> HTMLResponse:
-    job = await state(request).store.run(get_job, job_id)
+    job = await state(request).store.run(read_job, job_id)
     return render(request, "job.html", user, job=job, poll=POLL_SECONDS)
 
 
 @router.get("/jobs/{job_id}/live")
 async def job_live(request: Request, user: PageUser, job_id: str) -> HTMLResponse:
-    job = await state(request).store.run(get_job, job_id)
+    job = await state(request).store.run(read_job, job_id)
     return render(request, "_job_live.html", user, job=job, poll=POLL_SECONDS)
 
 

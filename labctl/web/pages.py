@@ -16,7 +16,8 @@ from labctl.config import DataSchema
 from labctl.damaged import Listing
 from labctl.db import Database
 from labctl.errors import DuplicateError, PermissionDenied, ValidationError
-from labctl.jobs.queue import list_jobs
+from labctl.jobs.job import JobRow
+from labctl.jobs.queue import list_rows
 from labctl.jobs.usage import unaccounted
 from labctl.web.auth import Principal
 from labctl.web.deps import PageUser, state
@@ -147,8 +148,8 @@ def editable(entry: Entry) -> dict[str, str]:
     }
 
 
-def _entry_and_jobs(db: Database, dataset: str) -> tuple[dict[str, Any], Listing[dict[str, Any]]]:
-    return get_entry(db, dataset), list_jobs(db, dataset=dataset)
+def _entry_and_jobs(db: Database, dataset: str) -> tuple[dict[str, Any], Listing[JobRow]]:
+    return get_entry(db, dataset), list_rows(db, {"dataset": dataset})
 
 
 async def _entry_page(

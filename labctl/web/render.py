@@ -51,9 +51,9 @@ def duration(seconds: float | None) -> str:
     return "" if seconds is None else str(dt.timedelta(seconds=int(seconds)))
 
 
-def efficiency(usage: list[dict[str, Any]] | None) -> str | None:
-    """A stored job's usage in a line, as `labctl status` says it."""
-    return describe([TaskUsage.model_validate(task) for task in usage or []])
+def efficiency(usage: list[TaskUsage]) -> str | None:
+    """A job's usage in a line, as `labctl status` says it."""
+    return describe(usage)
 
 
 def since(value: dt.datetime | None) -> str:

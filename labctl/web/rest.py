@@ -9,18 +9,21 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from labctl.catalog import Entry
 from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, parse_sort
-from labctl.damaged import Damaged
 from labctl.db import Doc, Filter
+from labctl.errors import PermissionDenied
 from labctl.jobs.actions import retry_job
 from labctl.jobs.bulk import FILTER_FIELDS, Action, BulkReport, parse_filter
-from labctl.jobs.queue import get_job, list_jobs
-from labctl.jobs.submit import JobRequest, batch_script, submit_job
+from labctl.jobs.job import Job, JobList, store_value
+from labctl.jobs.queue import list_jobs, read_job
+from labctl.jobs.submit import BatchScript, JobRequest, NewJob, batch_script, submit_jobs
 from labctl.jobs.usage import UsageReport, usage_report
 from labctl.stages.cancel import bulk_action, cancel_and_stop
 from labctl.stages.heartbeat import Heartbeats, heartbeats
@@ -87,32 +90,6 @@ class Entries(BaseModel):
 class ExperimentPage(BaseModel):
     total: int = Field(description="how many entries match, over all pages")
     items: list[Entry]
-
-
-class JobPlan(_In):
-    dataset: str
-    compute_cluster: str
-    job_type: str
-    datafiles: list[str] = Field(default_factory=list)
-    datarawfiles: list[str] = Field(default_factory=list)
-    job_options: Doc = Field(default_factory=dict)
-    data_transfer_await: bool = False
-    allow_dirty: bool = False
-
-
-class NewJob(JobPlan):
-    force: bool = Field(default=False, description="queue even if an identical job is active")
-
-
-class BatchScript(BaseModel):
-    batch_script: str
-
-
-class JobList(BaseModel):
-    items: list[Doc]
-    damaged: list[Damaged] = Field(
-        default_factory=list, description="the selected jobs whose stored record does not validate"
-    )
 
 
 class BulkRequest(_In):
@@ -223,7 +200,7 @@ async def update_experiment(
     return entry
 
 
-@router.get("/jobs")
+@router.get("/jobs", response_model=JobList)
 async def list_queue(
     request: Request,
     user: ApiUser,
@@ -235,7 +212,7 @@ async def list_queue(
     job_type: str | None = None,
     dataset: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> JobList:
+) -> JSONResponse:
     """Jobs, newest first, filtered as `labctl queue` and the bulk actions filter them."""
     selection = parse_filter(
         user.username,
@@ -249,43 +226,59 @@ async def list_queue(
     jobs = await state(request).store.run(
         list_jobs, matching=selection.query(), dataset=dataset, limit=limit
     )
-    return JobList(items=jobs.items, damaged=jobs.damaged)
+    return _as_stored(JobList(items=jobs.items, damaged=jobs.damaged))
 
 
-@router.post("/jobs", status_code=201, responses=_errors(404, 409))
-async def submit(request: Request, user: ApiUser, body: NewJob) -> Doc:
-    """Queue an analysis job, checked as `labctl submit` checks it."""
+def _as_stored(model: BaseModel, status_code: int = 200) -> JSONResponse:
+    """A model's JSON as its stored document's (`+00:00` date-times, as before the models):
+    the route's declared model still describes it in the OpenAPI schema."""
+    return JSONResponse(jsonable_encoder(store_value(model)), status_code)
+
+
+def _callers(user: ApiUser, body: JobRequest) -> JobRequest:
+    """The request as the caller's own job: whose it is, the token or session says."""
+    if body.user not in (None, user.username):
+        raise PermissionDenied(
+            f"a job {user.username} queues is {user.username}'s, not {body.user}'s"
+        )
+    return JobRequest(**body.model_dump(exclude={"user", "force"}), user=user.username)
+
+
+@router.post("/jobs", status_code=201, response_model=Job, responses=_errors(404, 409))
+async def submit(request: Request, user: ApiUser, body: NewJob) -> JSONResponse:
+    """Queue an analysis job, checked as `labctl submit` checks it; it is the caller's."""
     web = state(request)
-    job = JobRequest(**body.model_dump(exclude={"force"}), user=user.username)
-    return await web.store.run(submit_job, web.config_of(user), job, force=body.force)
+    asked = [_callers(user, body)]
+    [job] = await web.store.run(submit_jobs, web.config_of(user), asked, force=body.force)
+    return _as_stored(job, 201)
 
 
 @router.post("/jobs/script", responses=_errors(404))
-async def job_script(request: Request, user: ApiUser, body: JobPlan) -> BatchScript:
+async def job_script(request: Request, user: ApiUser, body: JobRequest) -> BatchScript:
     """The batch script a job would run, checked as a submission is; nothing is queued."""
     web = state(request)
-    job = JobRequest(**body.model_dump(), user=user.username)
-    return BatchScript(batch_script=await web.store.run(batch_script, web.config_of(user), job))
+    script = await web.store.run(batch_script, web.config_of(user), _callers(user, body))
+    return BatchScript(batch_script=script)
 
 
-@router.get("/jobs/{job_id}", responses=_errors(404))
-async def get_one_job(request: Request, user: ApiUser, job_id: str) -> Doc:
-    return await state(request).store.run(get_job, job_id)
+@router.get("/jobs/{job_id}", response_model=Job, responses=_errors(404))
+async def get_one_job(request: Request, user: ApiUser, job_id: str) -> JSONResponse:
+    return _as_stored(await state(request).store.run(read_job, job_id))
 
 
-@router.post("/jobs/{job_id}/cancel", responses=_errors(404))
-async def cancel(request: Request, user: ApiUser, job_id: str) -> Doc:
+@router.post("/jobs/{job_id}/cancel", response_model=Job, responses=_errors(404))
+async def cancel(request: Request, user: ApiUser, job_id: str) -> JSONResponse:
     """Cancel a job (yours, or any as an admin) and stop it on its cluster at once (or, if the
     cluster cannot be reached, on the watchdog's next run)."""
     web = state(request)
     done = await web.store.run(cancel_and_stop, web.config, job_id, user.username)
-    return done.job
+    return _as_stored(Job.of(done.job))
 
 
-@router.post("/jobs/{job_id}/retry", responses=_errors(404))
-async def retry(request: Request, user: ApiUser, job_id: str) -> Doc:
+@router.post("/jobs/{job_id}/retry", response_model=Job, responses=_errors(404))
+async def retry(request: Request, user: ApiUser, job_id: str) -> JSONResponse:
     """Queue a failed or cancelled job again, from the start."""
-    return await state(request).store.run(retry_job, job_id, user.username)
+    return _as_stored(Job.of(await state(request).store.run(retry_job, job_id, user.username)))
 
 
 @router.post("/jobs/bulk", responses=_errors(403, 422))

@@ -260,7 +260,7 @@ async def submit(request: Request, user: PageUser) -> Response:
         except REFUSED as exc:
             form.errors["_form"] = str(exc)
         else:
-            one = f"/jobs/{jobs[0]['job_id']}" if len(jobs) == 1 else "/monitor?user=me"
+            one = f"/jobs/{jobs[0].job_id}" if len(jobs) == 1 else "/monitor?user=me"
             return RedirectResponse(one, status_code=303)
     status = 422 if form.errors else 200
     return await _page(request, user, form, status, scripts)
