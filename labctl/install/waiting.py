@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from labctl.clock import age
-from labctl.jobs.states import ACTIVE
+from labctl.model.states import ACTIVE
 
 HEARTBEAT_MAX_AGE = dt.timedelta(minutes=5)
 

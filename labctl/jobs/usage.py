@@ -22,8 +22,8 @@ from labctl.catalog.query import parse_day
 from labctl.damaged import Listing, validated
 from labctl.db import Database
 from labctl.errors import ValidationError
-from labctl.jobs.job import TaskUsage
 from labctl.jobs.queue import job_fields
+from labctl.model.job import TaskUsage
 
 GROUPINGS = {"user": "user", "job-type": "job_type", "cluster": "cluster", "month": "month"}
 """What `--by` takes, and the key each names in a group."""

@@ -11,14 +11,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from labctl.access.cancel import cancel_and_stop, carry_out_plan
 from labctl.damaged import Listing
 from labctl.db import Database
 from labctl.errors import ValidationError
 from labctl.jobs.actions import retry_job
 from labctl.jobs.bulk import Selection, parse_action, parse_filter, plan
 from labctl.jobs.queue import get_job, list_jobs
-from labctl.jobs.states import FailureReason, JobState
-from labctl.stages.cancel import cancel_and_stop, carry_out_plan
+from labctl.model.states import FailureReason, JobState
 from labctl.stages.heartbeat import Heartbeats, heartbeats
 from labctl.web.auth import Principal, safe_next
 from labctl.web.deps import PageUser, state

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from labctl.access.cancel import bulk_action, cancel_and_stop
 from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, parse_sort
@@ -20,7 +21,6 @@ from labctl.jobs.bulk import FILTER_FIELDS, Action, parse_filter
 from labctl.jobs.queue import get_job, list_jobs
 from labctl.jobs.submit import JobRequest, batch_script, submit_job
 from labctl.jobs.usage import usage_report
-from labctl.stages.cancel import bulk_action, cancel_and_stop
 from labctl.stages.heartbeat import Heartbeats, heartbeats
 from labctl.web.deps import ApiUser, state
 

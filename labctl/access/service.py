@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from labctl.access.lab import Doc, NewUser, Query
 from labctl.catalog.experiments import Entry
 from labctl.config import DataSchema
 from labctl.damaged import Damaged, Listing
@@ -40,7 +41,6 @@ from labctl.errors import (
 )
 from labctl.jobs.bulk import Action
 from labctl.jobs.submit import JobRequest
-from labctl.lab import Doc, NewUser, Query
 from labctl.settings import ServiceConfig
 from labctl.stages.heartbeat import Heartbeats
 
