@@ -26,6 +26,7 @@ import pandas as pd
 
 from labctl.access import open_lab
 from labctl.access.lab import Lab, Query
+from labctl.catalog import Entry
 from labctl.catalog.fields import check_field_name, flatten, get_dotted
 from labctl.catalog.query import result_columns
 from labctl.config import Config, DatabaseConfig, load_config
@@ -96,7 +97,7 @@ def dblog(
     update: bool = False,
     config: Config | Path | str | None = None,
     **more: Any,
-) -> dict[str, Any]:
+) -> Entry:
     """Log (or with `update=True` change) one experiment; return it as stored.
 
     Fields come as a mapping with dotted names (`{"runclass.id": "ARB"}`) and/or keywords.

@@ -9,11 +9,11 @@ import hashlib
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from labctl.catalog.fields import check_field_name
 from labctl.clock import utcnow
@@ -78,15 +78,32 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
-PUBLIC_FIELDS = [
-    "username",
-    "full_name",
-    "email",
-    "role",
-    "hpc_accounts",
-    "created_at",
-    "notify_mode",
-]
+class User(BaseModel):
+    """A lab member as every member may see them: never their password hash or token digest.
+
+    Read from a stored document, the fields it lacks stay unset: `model_dump(exclude_unset=True)`
+    is the document's public part as stored (a member who never chose has no `notify_mode`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    username: str
+    full_name: str = ""
+    email: str = ""
+    role: Role
+    hpc_accounts: dict[str, str] = Field(default_factory=dict, description="cluster -> account")
+    created_at: dt.datetime
+    notify_mode: str | None = Field(default=None, description="each, digest or failures")
+
+
+class Me(BaseModel):
+    """Who labctl acts as, with which role ("no account" without one) and through what."""
+
+    username: str
+    role: str
+    via: str = Field(description="the labctl service or the database it reaches")
+
+
+PUBLIC_FIELDS = list(User.model_fields)
 TOKEN_PREFIX = "lct_"
 MAX_TOKEN_DAYS = 3650
 
@@ -100,7 +117,7 @@ def add_user(
     role: str = "member",
     hpc_accounts: Mapping[str, str] | None = None,
     password: str | None = None,
-) -> dict[str, Any]:
+) -> User:
     doc = new_user(username, full_name, email, role, hpc_accounts or {}, utcnow())
     if password is not None:
         doc["password_hash"] = hash_password(password, doc["username"], doc["email"])
@@ -108,15 +125,16 @@ def add_user(
     return get_user(db, username)
 
 
-def get_user(db: Database, username: str) -> dict[str, Any]:
+def get_user(db: Database, username: str) -> User:
     doc = db.users.find_one({"username": username}, PUBLIC_FIELDS)
     if doc is None:
         raise NotFoundError(f"no user {username!r}")
-    return doc
+    return User.model_validate(doc)
 
 
-def list_users(db: Database) -> list[dict[str, Any]]:
-    return db.users.find({}, PUBLIC_FIELDS, sort=[("username", 1)])
+def list_users(db: Database) -> list[User]:
+    found = db.users.find({}, PUBLIC_FIELDS, sort=[("username", 1)])
+    return [User.model_validate(doc) for doc in found]
 
 
 def _change(db: Database, username: str, fields: dict[str, Any]) -> None:
@@ -126,7 +144,7 @@ def _change(db: Database, username: str, fields: dict[str, Any]) -> None:
 
 def set_password(db: Database, username: str, password: str) -> None:
     user = get_user(db, username)
-    _change(db, username, {"password_hash": hash_password(password, username, user["email"])})
+    _change(db, username, {"password_hash": hash_password(password, username, user.email)})
 
 
 def set_role(db: Database, username: str, role: str) -> None:
@@ -161,11 +179,11 @@ def set_notify(
     _change(db, username, fields)
 
 
-def notify_settings(db: Database, username: str, *, actor: str) -> dict[str, Any]:
+def notify_settings(db: Database, username: str, *, actor: str) -> Recipient:
     """How `username` is told of their jobs, for them or an admin (their webhook is theirs)."""
     check_self_or_admin(db, actor, username, f"see how {username} is notified")
     get_user(db, username)
-    return asdict(recipient(db, username))
+    return recipient(db, username)
 
 
 def recipient(db: Database, username: str, fallback_email: str = "") -> Recipient:
@@ -187,7 +205,7 @@ def _dummy_hash() -> str:
     return _hasher.hash(secrets.token_urlsafe(32))
 
 
-def authenticate(db: Database, username: str, password: str) -> dict[str, Any] | None:
+def authenticate(db: Database, username: str, password: str) -> User | None:
     """The user's public fields if the password matches its stored hash, else None.
 
     Without such a user, or without a password, the password is checked against a dummy hash:
@@ -199,7 +217,7 @@ def authenticate(db: Database, username: str, password: str) -> dict[str, Any] |
         return None
     if not verify_password(stored, password):
         return None
-    return {k: doc.get(k) for k in PUBLIC_FIELDS}
+    return User.model_validate(doc)
 
 
 def _token_digest(token: str) -> str:
@@ -217,12 +235,12 @@ def create_token(db: Database, username: str, days: float | None = None) -> str:
     return token
 
 
-def token_user(db: Database, token: str) -> dict[str, Any] | None:
+def token_user(db: Database, token: str) -> User | None:
     """The public fields of the user whose API token this is, if it has not expired; or None."""
     doc = db.users.find_one(
         {"api_token_sha256": _token_digest(token)}, [*PUBLIC_FIELDS, "api_token_expires"]
     )
     if doc is None:
         return None
-    expires = doc.pop("api_token_expires", None)
-    return None if expires is not None and expires <= utcnow() else doc
+    expires = doc.get("api_token_expires")
+    return None if expires is not None and expires <= utcnow() else User.model_validate(doc)

@@ -320,3 +320,14 @@ def test_a_scheduler_id_is_what_a_scheduler_gives(
         return
     assert answer.status_code == 422, answer.text
     assert stored(db) == before
+
+
+def test_a_notice_key_is_a_name_not_a_path(
+    client: TestClient, bob: dict[str, str], db: Database, cfg: Config
+) -> None:
+    bobs = job_in_state(db, cfg, user="bob")
+    before = stored(db)
+    for key in ["x.owner", "$where", "a/b", ""]:
+        body = {"op": "claim_notice", "job_id": bobs, "key": key, "owner": "o", "lease_s": 9}
+        assert send(client, bob, body).status_code == 422, key
+    assert stored(db) == before

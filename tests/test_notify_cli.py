@@ -78,7 +78,7 @@ def run(config: Config, db: Database, tmp_path: Path):  # type: ignore[no-untype
 def test_members_choose_for_themselves_and_admins_for_others(run, db: Database) -> None:  # type: ignore[no-untyped-def]
     done = run("notify", "set", "--mode", "digest")
     assert done.exit_code == 0 and done.output == "notifications of tester: digest\n"
-    assert get_user(db, "tester")["notify_mode"] == "digest"
+    assert get_user(db, "tester").notify_mode == "digest"
     refused = run("notify", "set", "--user", "dana", "--mode", "failures")
     assert refused.exit_code == 3
     assert refused.output == "error: only dana or an admin may change how dana is notified\n"

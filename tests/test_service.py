@@ -33,7 +33,7 @@ from labctl.jobs.submit import JobRequest
 from labctl.private import write_private
 from labctl.settings import ServiceConfig
 from labctl.stages.heartbeat import beat
-from labctl.users import authenticate, create_token, get_user, token_user
+from labctl.users import authenticate, create_token, get_user, set_notify, token_user
 from tests.jobfixtures import DATASET, job_in_state
 from tests.mongoserver import free_port
 from tests.notifyfixtures import http_receiver
@@ -124,7 +124,7 @@ def test_a_member_cannot_do_an_admin_s_work(server: LabServer, member: MemberCon
     for args, why in refused.items():
         typed = f"{NEW_PASSWORD}\n{NEW_PASSWORD}\n"
         assert why in one_line(run(bob, *args, input=typed), 3)
-    assert get_user(server.db, "bob")["role"] == "member"
+    assert get_user(server.db, "bob").role == "member"
     assert server.db.users.find_one({"username": "alice"})["password_hash"] == alices_hash
     assert server.db.users.find_one({"username": "eve"}) is None
     assert run(bob, "whoami").stdout.startswith("bob (member) via the labctl service at http")
@@ -133,16 +133,16 @@ def test_a_member_cannot_do_an_admin_s_work(server: LabServer, member: MemberCon
 def test_an_admin_can(server: LabServer, member: MemberConfig) -> None:
     root = member("root")
     assert run(root, "user", "set-role", "bob", "admin").exit_code == 0
-    assert get_user(server.db, "bob")["role"] == "admin"
+    assert get_user(server.db, "bob").role == "admin"
     typed = f"{NEW_PASSWORD}\n{NEW_PASSWORD}\n"
     assert run(root, "user", "passwd", "alice", input=typed).exit_code == 0
     assert authenticate(server.db, "alice", NEW_PASSWORD) is not None
     made = run(root, "user", "token", "alice")
     assert made.exit_code == 0 and made.stdout.startswith("lct_")
-    assert token_user(server.db, made.stdout.strip())["username"] == "alice"  # type: ignore[index]
+    assert token_user(server.db, made.stdout.strip()).username == "alice"  # type: ignore[union-attr]
     added = run(root, "user", "add", "eve", "--no-password", "--hpc", "raven=ev1")
     assert added.exit_code == 0, added.stderr
-    assert get_user(server.db, "eve")["hpc_accounts"] == {"raven": "ev1"}
+    assert get_user(server.db, "eve").hpc_accounts == {"raven": "ev1"}
     listing = run(member("bob"), "user", "list", "--json")
     assert listing.exit_code == 0, listing.stderr
     listed = json.loads(listing.stdout)
@@ -590,3 +590,21 @@ def test_a_damaged_record_through_the_service_is_a_line_not_a_failure(
     doctor = run(bob, "doctor")
     assert "✗ damaged job j-bad: updated_at: Input should be a valid datetime" in doctor.stdout
     assert "✗ damaged heartbeat heartbeat:jobs:" in doctor.stdout
+
+
+def test_members_are_the_same_through_the_service(
+    server: LabServer, tokens: dict[str, str]
+) -> None:
+    """Through the service as on the database: the same members, never a secret, whoami typed."""
+    service = ServiceLab(ServiceConfig(url=server.url), tokens["bob"])
+    local = LocalLab(server.config.model_copy(update={"user": "bob"}), server.db)
+    set_notify(server.db, "alice", "failures", actor="alice")
+    assert service.users() == local.users() and len(local.users()) == 3
+    for user in service.users():
+        dumped = user.model_dump(exclude_unset=True)
+        assert "password_hash" not in dumped and "api_token_sha256" not in dumped
+        assert dumped == local.user(user.username).model_dump(exclude_unset=True)
+    assert service.user("alice").notify_mode == "failures"
+    assert service.notify_of("bob") == local.notify_of("bob")
+    assert (service.whoami().username, service.whoami().role) == ("bob", "member")
+    assert service.whoami().via == service.where and local.whoami().via == server.db.where

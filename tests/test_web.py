@@ -961,3 +961,21 @@ def test_labctl_web_serves_the_dashboard(tmp_path: Path) -> None:
         server.terminate()
         output = server.communicate(timeout=10)[0]
     assert "Uvicorn running on http://127.0.0.1:" in output
+
+
+def test_the_usage_page_says_which_clusters_keep_no_accounting(
+    cfg: Config, browser: Browser
+) -> None:
+    """A job on `local` (plain processes) is in no usage report: the page says so, as `labctl
+    usage` does, instead of leaving a member to wonder why their jobs are missing."""
+    page = browser("alice").get("/usage")
+    assert page.status_code == 200
+    plain = [name for name, c in cfg.clusters.items() if c.scheduler == "process"]
+    assert plain, "the test config has the local cluster"
+    assert f"Not counted: {', '.join(plain)} runs jobs as plain processes" in page.text
+    slurm_only = cfg.model_copy(
+        update={"clusters": {n: c for n, c in cfg.clusters.items() if n not in plain}}
+    )
+    with TestClient(create_app(slurm_only)) as client:
+        assert login(client, "alice") == 303
+        assert 'id="unaccounted"' not in client.get("/usage").text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import socket
 import time
@@ -23,7 +24,7 @@ from labctl.limits import REQUEST_BYTES
 from labctl.stages.heartbeat import beat
 from labctl.stages.loop import run_stages
 from labctl.stages.seam import LocalStore
-from labctl.users import create_token
+from labctl.users import PUBLIC_FIELDS, create_token, set_notify
 from labctl.web import create_app
 from tests.hostile import alias_bomb, nested
 from tests.jobfixtures import DATASET
@@ -428,3 +429,32 @@ def test_cancel_stops_a_running_job_at_once(
         assert done.status_code == 303
     assert get_job(db, job_id)["cleanup_pending"] is False  # stopped, nothing left for a run
     assert _stopped(group)
+
+
+SECRETS = ("password_hash", "api_token_sha256", "api_token_expires")
+
+
+def test_members_are_their_public_fields_as_stored(
+    client: TestClient, db: Database, tokens: dict[str, dict[str, str]]
+) -> None:
+    """Every member has a password hash and a token (and alice a notification mode): the
+    listing, one member and a new one carry neither secret, and no field their record lacks."""
+    set_notify(db, "alice", "digest", actor="alice")
+    listed = client.get(f"{V1}/users", headers=tokens["bob"])
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["items"]
+    assert [u["username"] for u in items] == ["alice", "bob", "root"]
+    for shown in items:
+        stored = db.users.find_one({"username": shown["username"]})
+        assert stored and all(stored.get(secret) for secret in SECRETS[:2])
+        assert set(shown) == {k for k in PUBLIC_FIELDS if k in stored}
+        assert not set(shown) & set(SECRETS)
+    alice = client.get(f"{V1}/users/alice", headers=tokens["bob"]).json()
+    assert alice == items[0] and alice["notify_mode"] == "digest"
+    assert "notify_mode" not in items[1]  # bob never chose: none is made up
+    created = db.users.find_one({"username": "alice"})["created_at"]
+    assert dt.datetime.fromisoformat(alice["created_at"]) == created
+    body = {"username": "eve", "password": "a long enough passphrase 9"}
+    made = client.post(f"{V1}/users", json=body, headers=tokens["root"])
+    assert made.status_code == 201, made.text
+    assert made.json()["username"] == "eve" and not set(made.json()) & set(SECRETS)

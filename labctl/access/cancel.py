@@ -11,9 +11,19 @@ from typing import Any
 
 from labctl.compute.cluster import ClusterPool
 from labctl.config import Config
-from labctl.db import Database
+from labctl.db import Database, Doc
 from labctl.jobs.actions import cancel_job
-from labctl.jobs.bulk import Action, Outcome, Plan, carry_out, choose, parse_filter, plan, report
+from labctl.jobs.bulk import (
+    Action,
+    BulkReport,
+    Outcome,
+    Plan,
+    carry_out,
+    choose,
+    parse_filter,
+    plan,
+    report,
+)
 from labctl.jobs.queue import get_job
 from labctl.stages import StageRun
 from labctl.stages.seam import LocalStore
@@ -25,7 +35,7 @@ class Cancelled:
     """The cancelled job as it is now, whether nothing of it is left to stop on its cluster,
     and what stopping it noted (why something was left alone, or must wait)."""
 
-    job: dict[str, Any]
+    job: Doc
     stopped: bool
     noted: str = ""
 
@@ -95,7 +105,7 @@ def bulk_action(
     caller: str,
     *,
     confirm: bool,
-) -> dict[str, Any]:
+) -> BulkReport:
     """`labctl retry|cancel` and `POST /jobs/bulk`: the jobs `ids` or `filter` select for
     `caller`, and, if `confirm`, what acting on them did (`labctl.jobs.bulk.report`)."""
     chosen = plan(db, action, choose(ids, parse_filter(caller, **filter)), caller)

@@ -14,24 +14,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from labctl.catalog.experiments import Entry, get_entry, log_entries
+from labctl.catalog import Entry
+from labctl.catalog.experiments import NewEntry, get_entry, log_entries
 from labctl.catalog.experiments import query as find_entries
 from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, parse_sort
 from labctl.config import Config, DataSchema
 from labctl.damaged import Listing
-from labctl.db import Database
+from labctl.db import Database, Doc
 from labctl.errors import NotFoundError
 
 if TYPE_CHECKING:
-    from labctl.jobs.bulk import Action
+    from labctl.config.notifyconfig import Recipient
+    from labctl.jobs.bulk import Action, BulkReport
     from labctl.jobs.submit import JobRequest
+    from labctl.jobs.usage import UsageReport
     from labctl.stages.heartbeat import Heartbeats
+    from labctl.users import Me, User
 
 # LocalLab imports the code of jobs, heartbeats and accounts in the methods that use it: a
 # command that only logs or queries experiments starts without it (benchmarks/bench_startup).
-
-Doc = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,11 @@ class Lab(Protocol):
     def where(self) -> str:
         """The store or the service, for messages."""
 
-    def whoami(self) -> Doc: ...
+    def whoami(self) -> Me: ...
     def schema(self) -> DataSchema: ...
-    def log(self, entries: Sequence[Entry], *, update: bool = False) -> list[Doc]: ...
-    def query(self, query: Query) -> list[Doc]: ...
-    def show(self, dataset: str) -> Doc: ...
+    def log(self, entries: Sequence[NewEntry], *, update: bool = False) -> list[Entry]: ...
+    def query(self, query: Query) -> list[Entry]: ...
+    def show(self, dataset: str) -> Entry: ...
     def submit(self, request: JobRequest, *, force: bool = False) -> Doc: ...
     def batch_script(self, request: JobRequest) -> str: ...
     def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> Listing[Doc]:
@@ -83,23 +85,23 @@ class Lab(Protocol):
     def heartbeats(self) -> Heartbeats: ...
     def bulk(
         self, action: Action, ids: Sequence[str], filter: Mapping[str, Any], *, confirm: bool
-    ) -> Doc:
+    ) -> BulkReport:
         """The jobs `ids` or `filter` select and, if `confirm`, what acting did to them
         (`labctl.jobs.bulk.report`)."""
 
-    def users(self) -> list[Doc]: ...
-    def user(self, username: str) -> Doc: ...
-    def add_user(self, user: NewUser) -> Doc: ...
+    def users(self) -> list[User]: ...
+    def user(self, username: str) -> User: ...
+    def add_user(self, user: NewUser) -> User: ...
     def set_role(self, username: str, role: str) -> None: ...
     def set_password(self, username: str, password: str) -> None: ...
     def new_token(self, username: str, days: float | None = None) -> str: ...
-    def notify_of(self, username: str) -> Doc:
+    def notify_of(self, username: str) -> Recipient:
         """How `username` is told of their jobs (`labctl.users.notify_settings`)."""
 
     def set_notify(self, username: str, mode: str | None, webhook: str | None) -> None:
         """Change `username`'s notification mode and own webhook ("": none)."""
 
-    def usage(self, by: Sequence[str], since: str | None) -> Doc: ...
+    def usage(self, by: Sequence[str], since: str | None) -> UsageReport: ...
 
 
 @dataclass
@@ -113,27 +115,27 @@ class LocalLab:
     def where(self) -> str:
         return self.db.where
 
-    def whoami(self) -> Doc:
-        from labctl.users import get_user
+    def whoami(self) -> Me:
+        from labctl.users import Me, get_user
 
         try:
-            role = get_user(self.db, self.config.user)["role"]
+            role: str = get_user(self.db, self.config.user).role
         except NotFoundError:
             role = "no account"
-        return {"username": self.config.user, "role": role, "via": self.where}
+        return Me(username=self.config.user, role=role, via=self.where)
 
     def schema(self) -> DataSchema:
         return self.config.data
 
-    def log(self, entries: Sequence[Entry], *, update: bool = False) -> list[Doc]:
+    def log(self, entries: Sequence[NewEntry], *, update: bool = False) -> list[Entry]:
         return log_entries(self.db, self.config, entries, update=update)
 
-    def query(self, query: Query) -> list[Doc]:
+    def query(self, query: Query) -> list[Entry]:
         names = [check_field_name(f) for f in query.fields]
         filter = build_filter(query.where, self.config.data, query.since, query.until, query.filter)
         return find_entries(self.db, names, filter, parse_sort(query.sort), query.limit)
 
-    def show(self, dataset: str) -> Doc:
+    def show(self, dataset: str) -> Entry:
         return get_entry(self.db, dataset)
 
     def submit(self, request: JobRequest, *, force: bool = False) -> Doc:
@@ -165,24 +167,24 @@ class LocalLab:
 
     def bulk(
         self, action: Action, ids: Sequence[str], filter: Mapping[str, Any], *, confirm: bool
-    ) -> Doc:
+    ) -> BulkReport:
         from labctl.access.cancel import bulk_action  # the watchdog's code: only to act
 
         return bulk_action(
             self.db, self.config, action, ids, filter, self.config.user, confirm=confirm
         )
 
-    def users(self) -> list[Doc]:
+    def users(self) -> list[User]:
         from labctl.users import list_users
 
         return list_users(self.db)
 
-    def user(self, username: str) -> Doc:
+    def user(self, username: str) -> User:
         from labctl.users import get_user
 
         return get_user(self.db, username)
 
-    def add_user(self, user: NewUser) -> Doc:
+    def add_user(self, user: NewUser) -> User:
         from labctl.users import add_user
 
         return add_user(
@@ -210,7 +212,7 @@ class LocalLab:
 
         return create_token(self.db, username, days)
 
-    def notify_of(self, username: str) -> Doc:
+    def notify_of(self, username: str) -> Recipient:
         from labctl.users import notify_settings
 
         return notify_settings(self.db, username, actor=self.config.user)
@@ -221,7 +223,7 @@ class LocalLab:
         get_user(self.db, username)
         set_notify(self.db, username, mode, webhook, actor=self.config.user)
 
-    def usage(self, by: Sequence[str], since: str | None) -> Doc:
+    def usage(self, by: Sequence[str], since: str | None) -> UsageReport:
         from labctl.jobs.usage import usage_report
 
         return usage_report(self.db, by, since)

@@ -24,10 +24,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from labctl.access.lab import Doc, NewUser, Query
-from labctl.catalog.experiments import Entry
+from labctl.access.lab import NewUser, Query
+from labctl.catalog import Entry
+from labctl.catalog.experiments import NewEntry
 from labctl.config import DataSchema
+from labctl.config.notifyconfig import Recipient
 from labctl.damaged import Damaged, Listing
+from labctl.db import Doc
 from labctl.errors import (
     ConfigError,
     DatabaseUnreachable,
@@ -39,10 +42,12 @@ from labctl.errors import (
     TokenRefused,
     ValidationError,
 )
-from labctl.jobs.bulk import Action
+from labctl.jobs.bulk import Action, BulkReport
 from labctl.jobs.submit import JobRequest
+from labctl.jobs.usage import UsageReport
 from labctl.settings import ServiceConfig
 from labctl.stages.heartbeat import Heartbeats
+from labctl.users import Me, User
 
 PAGE = 1000  # the most the service gives in one answer
 TOKEN = re.compile(r"[A-Za-z0-9_-]{16,200}")
@@ -215,23 +220,23 @@ class ServiceLab:
     def where(self) -> str:
         return f"the labctl service at {self.service.url}"
 
-    def whoami(self) -> Doc:
-        return {**self._call("GET", "/me"), "via": self.where}
+    def whoami(self) -> Me:
+        return Me(**self._call("GET", "/me"), via=self.where)
 
     def schema(self) -> DataSchema:
         return DataSchema.model_validate(self._call("GET", "/schema"))
 
-    def log(self, entries: Sequence[Entry], *, update: bool = False) -> list[Doc]:
+    def log(self, entries: Sequence[NewEntry], *, update: bool = False) -> list[Entry]:
         batch = [{"dataset": dataset, "fields": dict(fields)} for dataset, fields in entries]
-        items: list[Doc] = self._call(
+        items: list[Entry] = self._call(
             "POST", "/experiments/batch", {"entries": batch, "update": update}
         )["items"]
         return items
 
-    def query(self, query: Query) -> list[Doc]:
+    def query(self, query: Query) -> list[Entry]:
         """Page by page (the service gives at most `PAGE` at a time) up to `query.limit`."""
         body = {k: v for k, v in asdict(query).items() if k != "limit"}
-        found: list[Doc] = []
+        found: list[Entry] = []
         while True:
             want = min(PAGE, query.limit - len(found)) if query.limit else PAGE
             page = self._call(
@@ -241,8 +246,8 @@ class ServiceLab:
             if not page["items"] or len(found) >= page["total"] or len(found) == query.limit:
                 return found
 
-    def show(self, dataset: str) -> Doc:
-        found: Doc = self._call("GET", f"/experiments/{_part(dataset)}")
+    def show(self, dataset: str) -> Entry:
+        found: Entry = self._call("GET", f"/experiments/{_part(dataset)}")
         return found
 
     def _job_body(self, request: JobRequest) -> Doc:
@@ -273,22 +278,18 @@ class ServiceLab:
 
     def bulk(
         self, action: Action, ids: Sequence[str], filter: Mapping[str, Any], *, confirm: bool
-    ) -> Doc:
+    ) -> BulkReport:
         body = {"action": str(action), "ids": list(ids), **filter, "confirm": confirm}
-        answer: Doc = self._call("POST", "/jobs/bulk", body)
-        return answer
+        return BulkReport.model_validate(self._call("POST", "/jobs/bulk", body))
 
-    def users(self) -> list[Doc]:
-        items: list[Doc] = self._call("GET", "/users")["items"]
-        return items
+    def users(self) -> list[User]:
+        return [User.model_validate(item) for item in self._call("GET", "/users")["items"]]
 
-    def user(self, username: str) -> Doc:
-        found: Doc = self._call("GET", f"/users/{_part(username)}")
-        return found
+    def user(self, username: str) -> User:
+        return User.model_validate(self._call("GET", f"/users/{_part(username)}"))
 
-    def add_user(self, user: NewUser) -> Doc:
-        made: Doc = self._call("POST", "/users", asdict(user))
-        return made
+    def add_user(self, user: NewUser) -> User:
+        return User.model_validate(self._call("POST", "/users", asdict(user)))
 
     def set_role(self, username: str, role: str) -> None:
         self._call("PUT", f"/users/{_part(username)}/role", {"role": role})
@@ -299,17 +300,16 @@ class ServiceLab:
     def new_token(self, username: str, days: float | None = None) -> str:
         return str(self._call("POST", f"/users/{_part(username)}/token", {"days": days})["token"])
 
-    def notify_of(self, username: str) -> Doc:
-        found: Doc = self._call("GET", f"/users/{_part(username)}/notify")
-        return found
+    def notify_of(self, username: str) -> Recipient:
+        return Recipient(**self._call("GET", f"/users/{_part(username)}/notify"))
 
     def set_notify(self, username: str, mode: str | None, webhook: str | None) -> None:
         body = {"mode": mode, "webhook": webhook}
         self._call("PUT", f"/users/{_part(username)}/notify", body)
 
-    def usage(self, by: Sequence[str], since: str | None) -> Doc:
-        report: Doc = self._call("GET", "/usage", by=list(by) or None, since=since)
-        return report
+    def usage(self, by: Sequence[str], since: str | None) -> UsageReport:
+        report = self._call("GET", "/usage", by=list(by) or None, since=since)
+        return UsageReport.model_validate(report)
 
 
 def obtain_token(

@@ -59,5 +59,5 @@ def member_watchdog(config: Config, service: ServiceConfig) -> tuple[ServiceStor
     from labctl.access.service import ServiceLab
 
     lab = ServiceLab.of(service)
-    member = str(lab.whoami()["username"])
+    member = lab.whoami().username
     return ServiceStore(service, lab.token, member), config.model_copy(update={"user": member})

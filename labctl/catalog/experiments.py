@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from labctl.catalog import Entry
 from labctl.catalog.fields import (
     MANAGED_FIELDS,
     check_update,
@@ -21,10 +22,11 @@ from labctl.catalog.rights import Actor, check_change, check_new
 from labctl.catalog.storable import check_size
 from labctl.clock import utcnow
 from labctl.config import Config
-from labctl.db import Database
+from labctl.db import Database, Filter
 from labctl.errors import DuplicateError, NotFoundError, ValidationError
 
-Entry = tuple[str, Mapping[str, Any]]
+NewEntry = tuple[str, Mapping[str, Any]]
+"""A dataset and the fields to log for it."""
 # The newest entries whose fields a "did you mean" chooses from.
 SAMPLED_ENTRIES = 1000
 
@@ -37,11 +39,11 @@ def prepare_schema(db: Database, config: Config) -> None:
 def log_entries(
     db: Database,
     config: Config,
-    entries: Sequence[Entry],
+    entries: Sequence[NewEntry],
     *,
     update: bool = False,
     actor: Actor | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Entry]:
     """Store new experiments (or, with `update`, change existing ones); return what is stored.
 
     Every entry is validated, and checked for existence, for `actor`'s rights (see
@@ -80,7 +82,7 @@ def log_entries(
     return _without_id(db.data.find({"dataset": {"$in": ids}}, sort=[("dataset", 1)]))
 
 
-def _insert_all_or_none(db: Database, docs: list[dict[str, Any]]) -> None:
+def _insert_all_or_none(db: Database, docs: list[Entry]) -> None:
     """Insert a batch; if another writer logged one of the ids meanwhile, undo this batch."""
     try:
         db.data.insert_many(docs)
@@ -90,13 +92,13 @@ def _insert_all_or_none(db: Database, docs: list[dict[str, Any]]) -> None:
         raise
 
 
-def _without_id(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _without_id(docs: list[Entry]) -> list[Entry]:
     for doc in docs:
         doc.pop("_id", None)
     return docs
 
 
-def get_entry(db: Database, dataset: str) -> dict[str, Any]:
+def get_entry(db: Database, dataset: str) -> Entry:
     parse_dataset_id(dataset)
     doc = db.data.find_one({"dataset": dataset})
     if doc is None:
@@ -107,11 +109,11 @@ def get_entry(db: Database, dataset: str) -> dict[str, Any]:
 def query(
     db: Database,
     fields: Sequence[str],
-    filter: Mapping[str, Any],
+    filter: Filter,
     sort: Sequence[tuple[str, int]] = (),
     limit: int = 0,
     skip: int = 0,
-) -> list[dict[str, Any]]:
+) -> list[Entry]:
     """Entries matching `filter`, each with `dataset` and the requested dotted fields; a field
     asked for, compared with or sorted by that no entry has is refused (a typo would give
     empty answers)."""
@@ -123,7 +125,7 @@ def query(
     return _without_id(docs)
 
 
-def _check_known(db: Database, names: Sequence[str], found: Sequence[Mapping[str, Any]]) -> None:
+def _check_known(db: Database, names: Sequence[str], found: Sequence[Entry]) -> None:
     """Each of `names` is a field of some entry (of those `found`, else of any), or one line
     names the closest fields that are. An empty collection has no fields to compare with."""
     unknown = [
@@ -162,11 +164,11 @@ def _outermost(fields: Sequence[str]) -> list[str]:
 def query_page(
     db: Database,
     fields: Sequence[str],
-    filter: Mapping[str, Any],
+    filter: Filter,
     sort: Sequence[tuple[str, int]],
     limit: int,
     skip: int = 0,
-) -> tuple[int, list[dict[str, Any]]]:
+) -> tuple[int, list[Entry]]:
     """How many entries match `filter`, and one page of them (as `query` gives them)."""
     return db.data.count(filter), query(db, fields, filter, sort, limit=limit, skip=skip)
 

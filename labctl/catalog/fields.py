@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from labctl.catalog import yamltext
+from labctl.catalog import Entry, yamltext
 from labctl.catalog.storable import check_entry, check_value
 from labctl.config import FIELD_NAME, DataSchema, FieldType
 from labctl.errors import ValidationError
@@ -213,14 +213,14 @@ def typed_fields(fields: Mapping[str, Any], schema: DataSchema) -> dict[str, Any
 
 def new_data_entry(
     dataset: str, fields: Mapping[str, Any], schema: DataSchema, by: str, now: dt.datetime
-) -> dict[str, Any]:
+) -> Entry:
     """A complete, valid `data` document from a dataset id and flat dotted fields."""
     acquired = parse_dataset_id(dataset)
     typed = typed_fields(fields, schema)
     missing = [name for name in schema.required if typed.get(name) in (None, "")]
     if missing:
         raise ValidationError(f"dataset {dataset}: missing required field(s) {', '.join(missing)}")
-    doc: dict[str, Any] = {"dataset": dataset, "acquired_at": acquired}
+    doc: Entry = {"dataset": dataset, "acquired_at": acquired}
     for name, value in typed.items():
         set_dotted(doc, name, value)
     doc.update(created_by=by, created_at=now, updated_by=by, updated_at=now)
@@ -239,7 +239,7 @@ def update_of(
     return {"$set": {**typed, "updated_by": by, "updated_at": now}}
 
 
-def check_update(doc: Mapping[str, Any], change: Mapping[str, Any]) -> None:
+def check_update(doc: Entry, change: Mapping[str, Any]) -> None:
     """The entry `doc` can be stored as `change` (from `update_of`) leaves it."""
     after = copy.deepcopy(dict(doc))
     for name, value in change["$set"].items():

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from labctl.catalog.fields import check_field_name, coerce, parse_text
 from labctl.config import DataSchema
+from labctl.db import Filter
 from labctl.errors import ValidationError
 from labctl.regex import compile_linear
 
@@ -27,7 +28,7 @@ _OPERATOR_RUN = re.compile(r"[=<>!~]+")
 _OPERATORS = "= != > >= < <= ~ in"
 
 
-def parse_where(condition: str, schema: DataSchema) -> dict[str, Any]:
+def parse_where(condition: str, schema: DataSchema) -> Filter:
     """`"user=charlie"` -> `{"user": {"$eq": "charlie"}}`."""
     match = _CONDITION.fullmatch(condition)
     if not match:
@@ -74,11 +75,11 @@ def build_filter(
     since: str | None = None,
     until: str | None = None,
     mapping: Any = None,
-) -> dict[str, Any]:
+) -> Filter:
     """All conditions joined with AND, plus an `acquired_at` range from `since`/`until`, and a
     filter `mapping` as `check_filter` takes it."""
     clauses = [parse_where(c, schema) for c in conditions]
-    window: dict[str, Any] = {}
+    window: dict[str, dt.datetime] = {}
     if since:
         window["$gte"] = parse_day(since, "--since")
     if until:
@@ -96,7 +97,7 @@ def build_filter(
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
-def check_filter(filter: Any) -> dict[str, Any]:
+def check_filter(filter: Any) -> Filter:
     """A filter given as a plain mapping (Python or REST API): field names and equality values only,
     or `{"$op": value}` comparisons from the same set as `--where`."""
     if not isinstance(filter, dict):
@@ -135,7 +136,7 @@ def _plain(field: str, value: Any) -> None:
             _plain(field, item)
 
 
-def filter_fields(filter: Mapping[str, Any]) -> list[str]:
+def filter_fields(filter: Filter) -> list[str]:
     """The field names a filter (from `build_filter`) compares, in order."""
     names: list[str] = []
     for key, value in filter.items():

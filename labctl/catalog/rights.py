@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from labctl.catalog import Entry
 from labctl.catalog.fields import get_dotted
 from labctl.config import DataSchema
 from labctl.errors import PermissionDenied, ValidationError
@@ -56,14 +57,14 @@ def _check(actor: Actor, owner: Any, names: list[str], schema: DataSchema, what:
         )
 
 
-def check_new(actor: Actor, entry: Mapping[str, Any], schema: DataSchema) -> None:
+def check_new(actor: Actor, entry: Entry, schema: DataSchema) -> None:
     """A member logs experiments they own; an admin logs for anyone."""
     owner = get_dotted(entry, schema.owner_field)
     _check(actor, owner, list(entry), schema, f"experiment {entry['dataset']}")
 
 
 def check_change(
-    actor: Actor, entry: Mapping[str, Any], changes: Mapping[str, Any], schema: DataSchema
+    actor: Actor, entry: Entry, changes: Mapping[str, Any], schema: DataSchema
 ) -> None:
     """`changes` (dotted names) to `entry`; a field set to the value it has changes nothing."""
     owner = get_dotted(entry, schema.owner_field) or entry.get("created_by")

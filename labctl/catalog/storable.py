@@ -10,6 +10,7 @@ from typing import Any
 import bson
 import bson.errors
 
+from labctl.catalog import Entry
 from labctl.errors import ValidationError
 from labctl.limits import DEPTH, DOCUMENT_BYTES, FIELDS, NAME_PART_CHARS
 
@@ -51,7 +52,7 @@ def _check_key(name: str, key: Any) -> None:
         )
 
 
-def check_entry(doc: Mapping[str, Any]) -> None:
+def check_entry(doc: Entry) -> None:
     """A whole entry fits the store: at most `FIELDS` keys and `DOCUMENT_BYTES` as BSON."""
     where = f"dataset {doc.get('dataset')}"
     keys = _count_keys(doc)
@@ -60,7 +61,7 @@ def check_entry(doc: Mapping[str, Any]) -> None:
     check_size(doc)
 
 
-def check_size(doc: Mapping[str, Any]) -> None:
+def check_size(doc: Entry) -> None:
     """A whole entry takes at most `DOCUMENT_BYTES` as BSON."""
     where = f"dataset {doc.get('dataset')}"
     try:

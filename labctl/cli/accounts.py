@@ -62,7 +62,7 @@ def user_add(
     accounts = parse_assignments(hpc, "--hpc")
     password = ask_password() if with_password else None
     user = app.lab.add_user(NewUser(username, full_name, email, role, accounts, password))
-    click.echo(f"added {user['username']} ({user['role']})")
+    click.echo(f"added {user.username} ({user.role})")
 
 
 @user_group.command("list")
@@ -70,7 +70,7 @@ def user_add(
 @click.pass_obj
 def user_list(app: App, as_json: bool) -> None:
     """List lab members (never their password hashes)."""
-    users = app.lab.users()
+    users = [user.model_dump(exclude_unset=True) for user in app.lab.users()]
     if as_json:
         echo_json(users)
     else:
@@ -123,9 +123,9 @@ def whoami_cmd(app: App, as_json: bool) -> None:
     """Who labctl acts as, with which role, and through what (the service or a database)."""
     me = app.lab.whoami()
     if as_json:
-        echo_json(me)
+        echo_json(me.model_dump())
     else:
-        click.echo(f"{me['username']} ({me['role']}) via {me['via']}")
+        click.echo(f"{me.username} ({me.role}) via {me.via}")
 
 
 @cli.command("login")
@@ -156,7 +156,7 @@ def login_cmd(app: App, url: str, username: str | None, paste: bool, days: float
     private_dir(service.token_file.parent)
     write_private(service.token_file, token + "\n")
     click.echo(
-        f"logged in to {service.url} as {me['username']} ({me['role']}); "
+        f"logged in to {service.url} as {me.username} ({me.role}); "
         f"token kept in {service.token_file}"
     )
     if app.config.service is not None and app.config.service.url == service.url:

@@ -7,7 +7,6 @@ import getpass
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -16,7 +15,7 @@ from labctl.cli import App, cli
 from labctl.cli.output import echo_json
 from labctl.compute.mount import mount, mount_spec, umount
 from labctl.compute.transport import LocalRunner
-from labctl.config import EMBEDDED, ClusterConfig, Config
+from labctl.config import EMBEDDED, ClusterConfig, Config, RawSettings
 from labctl.config.notifyconfig import SMTP_PASSWORD_VAR
 from labctl.errors import ConfigError, LabctlError, ValidationError, redact
 from labctl.install import cron
@@ -78,13 +77,13 @@ def _ask_password(interactive: bool, store: bool, uri: str) -> str | None:
     return str(answer) or None
 
 
-def _logs_in_with_key(cluster: dict[str, Any]) -> bool:
+def _logs_in_with_key(cluster: RawSettings) -> bool:
     """An SSH cluster that the watchdog logs in to by itself (not password + one-time password)."""
     return cluster.get("type") != "local" and cluster.get("auth", "key") == "key"
 
 
 def _ask_clusters(
-    clusters: dict[str, Any], interactive: bool, users: dict[str, str], keys: dict[str, str]
+    clusters: RawSettings, interactive: bool, users: dict[str, str], keys: dict[str, str]
 ) -> dict[str, ClusterAnswer]:
     """Each SSH cluster's HPC username, and private key where it logs in with one."""
     require_clusters(clusters, [*users, *keys])
@@ -106,7 +105,7 @@ def _ask_clusters(
     return answers
 
 
-def _keys_to_create(settings: dict[str, Any], interactive: bool, create: bool) -> dict[str, Path]:
+def _keys_to_create(settings: RawSettings, interactive: bool, create: bool) -> dict[str, Path]:
     """The missing keys of SSH clusters that may be created (--create-key, or yes on a terminal)."""
     wanted: dict[str, Path] = {}
     for name, cluster in (settings.get("clusters") or {}).items():

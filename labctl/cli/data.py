@@ -11,7 +11,7 @@ import yaml
 
 from labctl.access.lab import Query
 from labctl.catalog import yamltext
-from labctl.catalog.experiments import Entry, prepare_schema
+from labctl.catalog.experiments import NewEntry, prepare_schema
 from labctl.catalog.fields import (
     MANAGED_FIELDS,
     check_field_name,
@@ -26,7 +26,7 @@ from labctl.config import DataSchema
 from labctl.errors import ValidationError
 
 
-def read_entries_file(path: Path) -> list[Entry]:
+def read_entries_file(path: Path) -> list[NewEntry]:
     """A YAML file with one entry (a mapping with `dataset`) or a list of them."""
     try:
         loaded = yamltext.load(path.read_text(encoding="utf-8"))
@@ -39,7 +39,7 @@ def read_entries_file(path: Path) -> list[Entry]:
     except ValidationError as exc:
         raise ValidationError(f"{path}: {exc}") from None
     items = loaded if isinstance(loaded, list) else [loaded]
-    entries: list[Entry] = []
+    entries: list[NewEntry] = []
     for number, item in enumerate(items, start=1):
         if not isinstance(item, dict) or "dataset" not in item:
             raise ValidationError(f"{path}: entry {number} must be a mapping with a 'dataset' key")

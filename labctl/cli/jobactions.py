@@ -14,11 +14,11 @@ import click
 
 from labctl.cli import App, cli
 from labctl.cli.output import cell, console, echo_json, rich_table
+from labctl.db import Doc
 from labctl.errors import LabctlError
-from labctl.jobs.bulk import Action, summary_line
+from labctl.jobs.bulk import Action, BulkReport, Skipped, summary_line
 
 F = TypeVar("F", bound=Callable[..., Any])
-Doc = dict[str, Any]
 COLUMNS = ("job", "dataset", "user", "state", "reason", "updated", "then")
 
 
@@ -58,8 +58,8 @@ def _filter_options(command: F) -> F:
     )
 
 
-def _row(answer: Doc, job: Doc) -> dict[str, str]:
-    why = {skip["job_id"]: skip["why"] for skip in answer["skipped"]}.get(job["job_id"])
+def _row(answer: BulkReport, job: Doc) -> dict[str, str]:
+    why = {skip.job_id: skip.why for skip in answer.skipped}.get(job["job_id"])
     failure = job.get("failure") or {}
     return {
         "job": job["job_id"],
@@ -68,13 +68,13 @@ def _row(answer: Doc, job: Doc) -> dict[str, str]:
         "state": job["status"],
         "reason": failure.get("reason", ""),
         "updated": cell(job["updated_at"]),
-        "then": f"skip: {why}" if why else answer["action"],
+        "then": f"skip: {why}" if why else str(answer.action),
     }
 
 
-def _show(answer: Doc) -> None:
-    jobs = answer["jobs"]
-    table = rich_table(title=f"{len(jobs)} job(s) match {answer['selection']}", header_style="bold")
+def _show(answer: BulkReport) -> None:
+    jobs = answer.jobs
+    table = rich_table(title=f"{len(jobs)} job(s) match {answer.selection}", header_style="bold")
     for name in COLUMNS:
         table.add_column(name)
     for job in jobs:
@@ -82,10 +82,10 @@ def _show(answer: Doc) -> None:
     console().print(table)
 
 
-def _ready(answer: Doc) -> list[str]:
+def _ready(answer: BulkReport) -> list[str]:
     """The selected jobs the action will touch."""
-    skipped = {skip["job_id"] for skip in answer["skipped"]}
-    return [job["job_id"] for job in answer["jobs"] if job["job_id"] not in skipped]
+    skipped = {skip.job_id for skip in answer.skipped}
+    return [job["job_id"] for job in answer.jobs if job["job_id"] not in skipped]
 
 
 def _confirmed(action: Action, count: int, yes: bool, as_json: bool) -> bool:
@@ -101,24 +101,24 @@ def _confirmed(action: Action, count: int, yes: bool, as_json: bool) -> bool:
     return False
 
 
-def _report(answer: Doc, as_json: bool, *, summary: bool = True) -> None:
+def _report(answer: BulkReport, as_json: bool, *, summary: bool = True) -> None:
     if as_json:
-        echo_json(answer)
+        echo_json(answer.model_dump())
         return
-    if not answer["acted"]:
+    if not answer.acted:
         return
-    for line in answer["lines"]:
+    for line in answer.lines:
         click.echo(line)
-    for skip in answer["skipped"]:
-        click.echo(f"skipped {skip['job_id']}: {skip['detail']}")
+    for skip in answer.skipped:
+        click.echo(f"skipped {skip.job_id}: {skip.detail}")
     if summary:
-        click.echo(answer["summary"])
+        click.echo(answer.summary)
 
 
-def _refusal(skip: Doc) -> LabctlError:
+def _refusal(skip: Skipped) -> LabctlError:
     """One named job's skip as the error it was, with its exit code."""
-    error = LabctlError(skip["detail"])
-    error.exit_code = skip["exit_code"]
+    error = LabctlError(skip.detail)
+    error.exit_code = skip.exit_code
     return error
 
 
@@ -128,17 +128,17 @@ def _bulk(
     ctx = click.get_current_context()
     if job_ids:  # named jobs: acted on at once, each reported
         answer = app.lab.bulk(action, job_ids, filters, confirm=True)
-        skipped = answer["skipped"]
+        skipped = answer.skipped
         if len(job_ids) == 1 and skipped and not as_json:
             raise _refusal(skipped[0])
         _report(answer, as_json, summary=len(job_ids) != 1)  # one job's line says it all
-        ctx.exit(max((skip["exit_code"] for skip in skipped), default=0))
+        ctx.exit(max((skip.exit_code for skip in skipped), default=0))
     listed = app.lab.bulk(action, (), filters, confirm=False)
-    if not listed["jobs"]:
+    if not listed.jobs:
         if as_json:
-            echo_json(listed)
+            echo_json(listed.model_dump())
         else:
-            click.echo(f"no job matches {listed['selection']}")
+            click.echo(f"no job matches {listed.selection}")
         return
     if not as_json:
         _show(listed)
@@ -147,19 +147,15 @@ def _bulk(
         _report(listed, as_json)
         ctx.exit(1)
     if not ready:  # all skipped: nothing to do, say why
-        _report({**listed, "acted": True, "lines": []}, as_json)
+        _report(listed.model_copy(update={"acted": True, "lines": []}), as_json)
         return
     # Act on exactly the jobs listed, not on what the filter matches by now.
     done = app.lab.bulk(action, ready, {}, confirm=True)
-    skipped = listed["skipped"] + done["skipped"]
+    skipped = listed.skipped + done.skipped
+    whys = [skip.why for skip in skipped]
+    update = {"selection": listed.selection, "jobs": listed.jobs, "skipped": skipped}
     _report(
-        {
-            **done,
-            "selection": listed["selection"],
-            "jobs": listed["jobs"],
-            "skipped": skipped,
-            "summary": summary_line(action, len(done["done"]), [skip["why"] for skip in skipped]),
-        },
+        done.model_copy(update={**update, "summary": summary_line(action, len(done.done), whys)}),
         as_json,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import click
 
@@ -43,12 +44,12 @@ def notify_set(
     who = username or _me(app)
     with _known_member(who):
         app.lab.set_notify(who, mode, "" if no_webhook else webhook)
-    click.echo(f"notifications of {who}: {app.lab.notify_of(who)['mode']}")
+    click.echo(f"notifications of {who}: {app.lab.notify_of(who).mode}")
 
 
 def _me(app: App) -> str:
     """Who you are to the lab: your token's owner through the service, else the config's user."""
-    return str(app.lab.whoami()["username"])
+    return app.lab.whoami().username
 
 
 @contextmanager
@@ -69,8 +70,8 @@ def _recipient(app: App, username: str | None) -> Recipient:
     me = _me(app)
     with _known_member(username or me):
         found = app.lab.notify_of(username or me)
-    mine = found["username"] == me
-    return Recipient(**{**found, "email": found["email"] or (app.config.email if mine else "")})
+    mine = found.username == me
+    return replace(found, email=found.email or (app.config.email if mine else ""))
 
 
 @notify_group.command("show")

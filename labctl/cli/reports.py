@@ -8,7 +8,7 @@ import click
 
 from labctl.cli import App, cli
 from labctl.cli.output import console, echo_csv, echo_json, rich_table
-from labctl.jobs.usage import GROUPINGS, clock, percent
+from labctl.jobs.usage import GROUPINGS, UsageGroup, clock, percent, unaccounted
 
 FIGURES = [
     "jobs",
@@ -42,47 +42,44 @@ def usage_cmd(
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are exclusive")
     report = app.lab.usage(by, since)
-    keys = [GROUPINGS[name] for name in report["by"]]
+    keys = [GROUPINGS[name] for name in report.by]
     if as_json:
-        echo_json(report)
+        echo_json(report.model_dump(exclude_unset=True))
         return
     if as_csv:
-        echo_csv([_rounded(group) for group in report["groups"]], [*keys, *FIGURES])
+        echo_csv([_rounded(group) for group in report.groups], [*keys, *FIGURES])
     else:
         since_text = f" since {since}" if since else ""
         table = rich_table(title=f"usage{since_text}", header_style="bold")
-        for name in report["by"]:
+        for name in report.by:
             table.add_column(name)
         for heading in HEADINGS:
             table.add_column(heading, justify="right")
-        for group in report["groups"]:
-            table.add_row(*(group[key] for key in keys), *_shown(group))
+        for group in report.groups:
+            table.add_row(*(getattr(group, key) for key in keys), *_shown(group))
         console().print(table)
-        if not report["groups"]:
-            plain = [n for n, c in app.config.clusters.items() if c.scheduler == "process"]
-            why = (
-                f": {', '.join(plain)} runs jobs as plain processes, which keep no accounting "
-                "(only jobs on SLURM are counted)"
-            )
-            click.echo(f"no finished task recorded{since_text}{why if plain else ''}")
-    for damaged in report.get("damaged", []):  # on stderr beside the CSV
-        click.echo(f"damaged {damaged['line']}: not counted", err=as_csv)
+        if not report.groups:
+            why = unaccounted(app.config)
+            click.echo(f"no finished task recorded{since_text}{': ' + why if why else ''}")
+    for damaged in report.damaged:  # on stderr beside the CSV
+        click.echo(f"damaged {damaged.line}: not counted", err=as_csv)
 
 
-def _rounded(group: dict[str, Any]) -> dict[str, Any]:
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in group.items()}
+def _rounded(group: UsageGroup) -> dict[str, Any]:
+    shown = group.model_dump(exclude_unset=True)
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in shown.items()}
 
 
-def _shown(group: dict[str, Any]) -> list[str]:
-    wait = group["median_wait_s"]
+def _shown(group: UsageGroup) -> list[str]:
+    wait = group.median_wait_s
     return [
-        str(group["jobs"]),
-        str(group["tasks"]),
-        f"{group['cpu_hours']:.1f}",
-        f"{group['wall_hours']:.1f}",
+        str(group.jobs),
+        str(group.tasks),
+        f"{group.cpu_hours:.1f}",
+        f"{group.wall_hours:.1f}",
         "unknown" if wait is None else clock(wait),
-        _share(group["cpu_efficiency"]),
-        _share(group["memory_efficiency"]),
+        _share(group.cpu_efficiency),
+        _share(group.memory_efficiency),
     ]
 
 

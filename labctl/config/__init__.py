@@ -346,7 +346,12 @@ def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> 
     return _apply_env(config.model_copy(update={"notify": config.notify.with_env(env)}), env)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+RawSettings = dict[str, Any]
+"""Settings as a YAML file writes them: only what is given (no defaults), not yet validated (that
+is `load_config`'s); a cluster's or the database's settings inside them are such a mapping too."""
+
+
+def _read_yaml(path: Path) -> RawSettings:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

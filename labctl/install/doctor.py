@@ -74,7 +74,7 @@ def check_service(service: ServiceConfig) -> tuple[Check, Lab | None]:
     except LabctlError as exc:
         hint = f"check service.url and the network; 'labctl login {service.url}' for a new token"
         return Check("service", False, str(exc), hint), None
-    return Check("service", True, f"{lab.where}, as {me['username']}"), lab
+    return Check("service", True, f"{lab.where}, as {me.username}"), lab
 
 
 def check_database(config: DatabaseConfig) -> tuple[Check, Database | None]:
@@ -362,7 +362,7 @@ def run_checks(
         if crontab.ok:
             yield check_watchdog_logs(config.watchdog.log_dir, minutes, now)
         if lab is not None:
-            me = lab.whoami()["username"]
+            me = lab.whoami().username
             watchdog = lab.heartbeats()
             mine = [beat for beat in watchdog.heartbeats if beat.get("user") == me]
             yield check_heartbeat(mine, now, stale_after(minutes))

@@ -25,6 +25,7 @@ from labctl.config import (
     EMBEDDED,
     Config,
     DatabaseConfig,
+    RawSettings,
     WatchdogConfig,
     _read_yaml,
     _with_password,
@@ -69,12 +70,12 @@ def config_file(explicit: Path | None, env: Mapping[str, str] | None = None) -> 
     return default_config_path()
 
 
-def read_settings(path: Path | None) -> dict[str, Any]:
+def read_settings(path: Path | None) -> RawSettings:
     """The settings a YAML file holds as they are written (no defaults), {} if there is none."""
     return _read_yaml(path) if path is not None and path.exists() else {}
 
 
-def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> RawSettings:
     """`base` with `over` laid on top, mapping by mapping."""
     merged = dict(base)
     for key, value in over.items():
@@ -94,11 +95,11 @@ def require_clusters(known: Iterable[str], names: Iterable[str]) -> None:
         raise ConfigError(f"unknown cluster {unknown[0]!r} (configured: {listed})")
 
 
-def apply(settings: Mapping[str, Any], answers: Answers) -> dict[str, Any]:
+def apply(settings: RawSettings, answers: Answers) -> RawSettings:
     """The settings with the answers filled in; an answer for an unknown cluster is an error."""
     require_clusters(settings.get("clusters") or {}, answers.clusters)
     top = {"user": answers.user, "email": answers.email}
-    new: dict[str, Any] = {k: v for k, v in top.items() if v is not None}
+    new: RawSettings = {k: v for k, v in top.items() if v is not None}
     uri = answers.db_uri or (settings.get("database") or {}).get("uri")
     if answers.db_password:
         if not uri or uri == EMBEDDED or not urlsplit(uri).username:
@@ -118,7 +119,7 @@ def apply(settings: Mapping[str, Any], answers: Answers) -> dict[str, Any]:
     return merge(_pinned_paths(), merge(settings, new))
 
 
-def _pinned_paths() -> dict[str, Any]:
+def _pinned_paths() -> RawSettings:
     """The default local directories, written out: cron has neither the XDG variables of your
     shell nor, maybe, the same HOME, and must use the same store and state as you."""
     watchdog = WatchdogConfig()
@@ -223,7 +224,7 @@ def _replace(path: Path, text: str, check: Callable[[Path], None]) -> None:
 
 def write_config(
     path: Path,
-    settings: Mapping[str, Any],
+    settings: RawSettings,
     verify_clusters: Iterable[str] = (),
     verify_database: bool = False,
     then: Callable[[Config], None] | None = None,

@@ -15,8 +15,10 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, TypeVar
 
+from pydantic import BaseModel, Field
+
 from labctl.catalog.query import parse_day
-from labctl.db import Database
+from labctl.db import Database, Doc
 from labctl.errors import LabctlError, NotFoundError, PermissionDenied, ValidationError
 from labctl.jobs.actions import (
     cancel_job,
@@ -51,7 +53,7 @@ class Action(StrEnum):
         """Raise ValidationError unless `job`'s state allows this action."""
         (check_retryable if self is Action.RETRY else check_cancellable)(job)
 
-    def apply(self, db: Database, job_id: str, username: str) -> dict[str, Any]:
+    def apply(self, db: Database, job_id: str, username: str) -> Doc:
         """The one job's change in the queue (a cancel's stop on the cluster is the caller's)."""
         return (retry_job if self is Action.RETRY else cancel_job)(db, job_id, username)
 
@@ -232,7 +234,7 @@ class Outcome:
     """What a bulk action did: each touched job as it is now, a line per job, and the skipped."""
 
     action: Action
-    done: list[dict[str, Any]] = field(default_factory=list)
+    done: list[Doc] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
 
@@ -254,30 +256,46 @@ def summary_line(action: Action, done: int, skipped: Sequence[str]) -> str:
     return text
 
 
-def report(chosen: Plan, outcome: Outcome | None) -> dict[str, Any]:
-    """The selection, and what was done to it (if it was), as `--json` and the API answer."""
+class Skipped(BaseModel):
+    """A skipped job as a report tells of it."""
+
+    job_id: str
+    why: str = Field(description="in a few words: the job's state, its owner's, not found")
+    detail: str
+    exit_code: int = Field(description="the command line's exit code for this reason")
+
+
+class BulkReport(BaseModel):
+    """The selection, and what was done to it (if it was): `--json` and the API's answer."""
+
+    action: Action
+    selection: str = Field(description="the selection in words")
+    jobs: list[Doc] = Field(description="the jobs selected, last changed first")
+    acted: bool = Field(description="whether anything was done (`confirm`)")
+    done: list[Doc] = Field(description="the jobs touched, as they are now")
+    lines: list[str] = Field(description="what was done to each job, a line each")
+    skipped: list[Skipped]
+    summary: str
+
+
+def report(chosen: Plan, outcome: Outcome | None) -> BulkReport:
     skipped = outcome.skipped if outcome else chosen.skipped
-    return {
-        "action": str(chosen.action),
-        "selection": chosen.selection.describe(),
-        "jobs": [job.doc() for job in chosen.jobs],
-        "acted": outcome is not None,
-        "done": outcome.done if outcome else [],
-        "lines": outcome.lines if outcome else [],
-        "skipped": [
-            {
-                "job_id": s.job_id,
-                "why": s.why,
-                "detail": str(s.error),
-                "exit_code": s.error.exit_code,
-            }
+    return BulkReport(
+        action=chosen.action,
+        selection=chosen.selection.describe(),
+        jobs=[job.doc() for job in chosen.jobs],
+        acted=outcome is not None,
+        done=outcome.done if outcome else [],
+        lines=outcome.lines if outcome else [],
+        skipped=[
+            Skipped(job_id=s.job_id, why=s.why, detail=str(s.error), exit_code=s.error.exit_code)
             for s in skipped
         ],
-        "summary": outcome.summary() if outcome else "nothing done",
-    }
+        summary=outcome.summary() if outcome else "nothing done",
+    )
 
 
-Act = Callable[[Database, str, str], dict[str, Any]]
+Act = Callable[[Database, str, str], Doc]
 
 
 def carry_out(db: Database, plan: Plan, caller: str, act: Act | None = None) -> Outcome:

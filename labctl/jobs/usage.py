@@ -16,10 +16,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from labctl.catalog.query import parse_day
-from labctl.damaged import Listing, validated
+from labctl.config import Config
+from labctl.damaged import Damaged, Listing, validated
 from labctl.db import Database
 from labctl.errors import ValidationError
 from labctl.jobs.queue import job_fields
@@ -127,9 +128,10 @@ def bins(values: Iterable[float | None]) -> list[int]:
     return counts
 
 
-@dataclass(frozen=True)
-class Figures:
+class Figures(BaseModel):
     """The figures of some tasks, as `labctl usage` reports them."""
+
+    model_config = ConfigDict(frozen=True)
 
     jobs: int
     tasks: int
@@ -157,33 +159,72 @@ class Figures:
         )
 
 
-def summarize(tasks: Sequence[Task], by: Sequence[str]) -> list[dict[str, Any]]:
+class _GroupKeys(BaseModel):
+    """What a group is by: only the keys asked for are set (and dumped, `exclude_unset`)."""
+
+    user: str | None = None
+    job_type: str | None = None
+    cluster: str | None = None
+    month: str | None = Field(default=None, description="YYYY-MM")
+
+
+class UsageGroup(Figures, _GroupKeys):
+    """One group's keys, then its figures."""
+
+
+def summarize(tasks: Sequence[Task], by: Sequence[str]) -> list[UsageGroup]:
     """One group per distinct value of the `by` keys (sorted), with its figures."""
     keys = [GROUPINGS[name] for name in check_by(by)]
     groups: dict[tuple[str, ...], list[Task]] = {}
     for task in tasks:
         groups.setdefault(tuple(getattr(task, key) for key in keys), []).append(task)
     return [
-        {
-            **dict(zip(keys, values, strict=True)),
-            **vars(Figures.of([t.job_id for t in members], [t.usage for t in members])),
-        }
+        UsageGroup.model_validate(
+            {
+                **dict(zip(keys, values, strict=True)),
+                **dict(Figures.of([t.job_id for t in members], [t.usage for t in members])),
+            }
+        )
         for values, members in sorted(groups.items())
     ]
 
 
-def usage_report(db: Database, by: Sequence[str] = (), since: str | None = None) -> dict[str, Any]:
-    """The report of `labctl usage` and the REST API: the groups, what was asked, and the jobs
-    whose recorded usage cannot be read (`Damaged`, not counted)."""
+class UsageReport(BaseModel):
+    """The report of `labctl usage` and the REST API; its JSON is `model_dump(exclude_unset=True)`
+    (a group carries only the keys it is by)."""
+
+    by: list[str] = Field(description="what the groups are by: user, job-type, cluster, month")
+    since: str | None = Field(description="only tasks that ended from then on")
+    groups: list[UsageGroup] = Field(
+        description="per group, its keys (user, job_type, cluster, month) and figures: jobs, "
+        "tasks, cpu_hours (cores x elapsed), wall_hours, median_wait_s, cpu_efficiency, "
+        "memory_efficiency (null where unknown), and how many tasks fall in each tenth of "
+        "efficiency (cpu_efficiency_bins, memory_efficiency_bins)"
+    )
+    damaged: list[Damaged] = Field(
+        default_factory=list, description="jobs whose recorded usage cannot be read: not counted"
+    )
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _as_text(cls, value: object) -> object:
+        """The service's JSON arrives with its date-times read (`labctl.access.service`): as
+        sent."""
+        return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+def usage_report(db: Database, by: Sequence[str] = (), since: str | None = None) -> UsageReport:
+    """The groups, what was asked, and the jobs whose recorded usage cannot be read (`Damaged`,
+    not counted)."""
     names = check_by(by)
     start = parse_day(since, "--since") if since else None
     tasks = read_tasks(db, start)
-    return {
-        "by": names,
-        "since": start.isoformat() if start else None,
-        "groups": summarize(tasks.items, names),
-        "damaged": [damaged.model_dump() for damaged in tasks.damaged],
-    }
+    return UsageReport(
+        by=names,
+        since=start.isoformat() if start else None,
+        groups=summarize(tasks.items, names),
+        damaged=tasks.damaged,
+    )
 
 
 def memory_text(size: float) -> str:
@@ -231,3 +272,15 @@ def describe(tasks: Sequence[TaskUsage]) -> str | None:
 def clock(seconds: float) -> str:
     """`1:02:03`."""
     return str(dt.timedelta(seconds=int(seconds)))
+
+
+def unaccounted(config: Config) -> str:
+    """Which configured clusters keep no accounting, in words ("" if all do): their jobs are in
+    no usage report."""
+    plain = [name for name, cluster in config.clusters.items() if cluster.scheduler == "process"]
+    if not plain:
+        return ""
+    return (
+        f"{', '.join(plain)} runs jobs as plain processes, which keep no accounting "
+        "(only jobs on SLURM are counted)"
+    )

@@ -60,6 +60,11 @@ class Notified(BaseModel):
     webhook: str | None = None
 
 
+# A notice's key on its job, as the store makes it (`completed-1-4`, `session-20261207T...`): a
+# plain name, never a path into the job's other fields.
+NoticeKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")]
+
+
 def _lease(seconds: float) -> dt.timedelta:
     return dt.timedelta(seconds=seconds)
 
@@ -283,7 +288,7 @@ class Entry(Op[dict[str, Any] | None]):
 class ClaimNotice(Op[Job | None]):
     op: Literal["claim_notice"] = "claim_notice"
     job_id: Name
-    key: Name
+    key: NoticeKey
     owner: Owner
     lease_s: LeaseSeconds
 
@@ -295,7 +300,7 @@ class ClaimNotice(Op[Job | None]):
 class SettleNotice(Op[bool]):
     op: Literal["settle_notice"] = "settle_notice"
     job_id: Name
-    key: Name
+    key: NoticeKey
     owner: Owner
     state: NoticeState
     change: NoticeChange = Field(default_factory=NoticeChange)

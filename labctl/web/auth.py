@@ -93,12 +93,12 @@ def session_principal(db: Database, token: str) -> Principal | None:
         user = get_user(db, session["username"])
     except NotFoundError:
         return None
-    return Principal(user["username"], user["role"], session["csrf"])
+    return Principal(user.username, user.role, session["csrf"])
 
 
 def bearer_principal(db: Database, token: str) -> Principal | None:
     user = token_user(db, token)
-    return Principal(user["username"], user["role"], None) if user else None
+    return Principal(user.username, user.role, None) if user else None
 
 
 def same_token(sent: object, expected: str | None) -> bool:

@@ -74,7 +74,7 @@ async def login(
         return _login_page(request, target, "wrong username or password", status=401)
     web.limiter.succeeded(username)
     lifetime = dt.timedelta(hours=web.config.web.session_hours)
-    token = await web.store.run(open_session, user["username"], lifetime)
+    token = await web.store.run(open_session, user.username, lifetime)
     response = RedirectResponse(target, status_code=303)
     set_cookie(response, request, SESSION_COOKIE, token, int(lifetime.total_seconds()))
     response.delete_cookie(LOGIN_COOKIE, path="/")

@@ -10,10 +10,12 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from labctl.config.notifyconfig import Recipient
 from labctl.errors import PermissionDenied
 from labctl.users import (
     MAX_TOKEN_DAYS,
     Role,
+    User,
     add_user,
     authenticate,
     create_token,
@@ -26,7 +28,7 @@ from labctl.users import (
 )
 from labctl.web.auth import LoginRequired, Principal
 from labctl.web.deps import ApiUser, state
-from labctl.web.rest import Doc, Entries, _errors, _In
+from labctl.web.rest import _errors, _In
 
 router = APIRouter(prefix="/api/v1", responses=_errors(400, 401, 403, 404, 422))
 
@@ -64,11 +66,8 @@ class NotifyChange(_In):
     webhook: str | None = Field(default=None, description='their own webhook; "": none')
 
 
-class Notify(BaseModel):
-    username: str
-    email: str
-    mode: str
-    webhook: str | None
+class Members(BaseModel):
+    items: list[User]
 
 
 class Token(BaseModel):
@@ -86,26 +85,26 @@ def _self_or_admin(user: Principal, username: str, what: str) -> None:
         raise PermissionDenied(f"only {username} or an admin may {what}")
 
 
-@router.get("/users")
-async def members(request: Request, user: ApiUser) -> Entries:
+@router.get("/users", response_model_exclude_unset=True)
+async def members(request: Request, user: ApiUser) -> Members:
     """The lab's members (never their password hashes or tokens)."""
-    return Entries(items=await state(request).store.run(list_users))
+    return Members(items=await state(request).store.run(list_users))
 
 
-@router.get("/users/{username}")
-async def member(request: Request, user: ApiUser, username: str) -> Doc:
+@router.get("/users/{username}", response_model_exclude_unset=True)
+async def member(request: Request, user: ApiUser, username: str) -> User:
     return await state(request).store.run(get_user, username)
 
 
-@router.post("/users", status_code=201, responses=_errors(409))
-async def add_member(request: Request, user: ApiUser, body: NewMember) -> Doc:
+@router.post("/users", status_code=201, responses=_errors(409), response_model_exclude_unset=True)
+async def add_member(request: Request, user: ApiUser, body: NewMember) -> User:
     """Add a lab member (admins only)."""
     _admin(user, "add lab members")
     return await state(request).store.run(add_user, **body.model_dump())
 
 
-@router.put("/users/{username}/role")
-async def change_role(request: Request, user: ApiUser, username: str, body: RoleChange) -> Doc:
+@router.put("/users/{username}/role", response_model_exclude_unset=True)
+async def change_role(request: Request, user: ApiUser, username: str, body: RoleChange) -> User:
     """Make a member an admin or a member (admins only)."""
     _admin(user, "change roles")
     store = state(request).store
@@ -113,10 +112,10 @@ async def change_role(request: Request, user: ApiUser, username: str, body: Role
     return await store.run(get_user, username)
 
 
-@router.put("/users/{username}/password")
+@router.put("/users/{username}/password", response_model_exclude_unset=True)
 async def change_password(
     request: Request, user: ApiUser, username: str, body: PasswordChange
-) -> Doc:
+) -> User:
     """Set a member's web password: your own, or anyone's as an admin."""
     _self_or_admin(user, username, "set their password")
     store = state(request).store
@@ -133,21 +132,20 @@ async def new_token(request: Request, user: ApiUser, username: str, body: TokenW
 
 
 @router.get("/users/{username}/notify")
-async def notify_of(request: Request, user: ApiUser, username: str) -> Notify:
+async def notify_of(request: Request, user: ApiUser, username: str) -> Recipient:
     """How a member is told of their jobs: yours, or anyone's as an admin."""
-    found = await state(request).store.run(notify_settings, username, actor=user.username)
-    return Notify(**found)
+    return await state(request).store.run(notify_settings, username, actor=user.username)
 
 
 @router.put("/users/{username}/notify")
 async def change_notify(
     request: Request, user: ApiUser, username: str, body: NotifyChange
-) -> Notify:
+) -> Recipient:
     """Change how a member is told of their jobs: yours, or anyone's as an admin."""
     store = state(request).store
     await store.run(notify_settings, username, actor=user.username)  # theirs to change
     await store.run(set_notify, username, body.mode, body.webhook, actor=user.username)
-    return Notify(**await store.run(notify_settings, username, actor=user.username))
+    return await store.run(notify_settings, username, actor=user.username)
 
 
 @router.post("/token", responses=_errors(429))
@@ -165,5 +163,5 @@ async def token_for_password(request: Request, body: Credentials) -> Token:
         web.limiter.failed(body.username, address)
         raise LoginRequired("wrong username or password")
     web.limiter.succeeded(body.username)
-    token = await web.store.run(create_token, found["username"], body.days)
-    return Token(username=found["username"], token=token)
+    token = await web.store.run(create_token, found.username, body.days)
+    return Token(username=found.username, token=token)

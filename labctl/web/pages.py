@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from labctl.catalog import Entry
 from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import MANAGED_FIELDS, flatten, is_field_name
 from labctl.catalog.query import build_filter, parse_day, parse_sort
@@ -16,6 +17,7 @@ from labctl.damaged import Listing
 from labctl.db import Database
 from labctl.errors import DuplicateError, PermissionDenied, ValidationError
 from labctl.jobs.queue import list_jobs
+from labctl.jobs.usage import unaccounted
 from labctl.web.auth import Principal
 from labctl.web.deps import PageUser, state
 from labctl.web.forms import FieldsForm, check_dataset, collect, read_form
@@ -79,7 +81,7 @@ def default_columns(schema: DataSchema) -> list[str]:
     return ["dataset", "acquired_at", *schema.fields]
 
 
-def column_choices(schema: DataSchema, docs: list[dict[str, Any]]) -> list[str]:
+def column_choices(schema: DataSchema, docs: list[Entry]) -> list[str]:
     """Schema fields, labctl's own, and every other field on this page (results aside)."""
     seen = dict.fromkeys([*default_columns(schema), *MANAGED_FIELDS])
     for doc in docs:
@@ -107,7 +109,7 @@ async def browse(
     if member:
         conditions.append(f"user={member}")
     total, error = 0, ""
-    docs: list[dict[str, Any]] = []
+    docs: list[Entry] = []
     try:
         filter = build_filter(conditions, schema, since or None, until or None)
         order = parse_sort([sort]) if sort else []
@@ -135,7 +137,7 @@ async def browse(
     )
 
 
-def editable(entry: dict[str, Any]) -> dict[str, str]:
+def editable(entry: Entry) -> dict[str, str]:
     """The fields a member may edit (not labctl's own, not results), as text. A field whose name
     labctl would refuse (`cond.$gt`, written by other means) is shown but not offered."""
     return {
@@ -214,5 +216,11 @@ async def usage_page(request: Request, user: PageUser, since: str = "") -> HTMLR
     except ValidationError as exc:
         error = str(exc)
     return render(
-        request, "usage.html", user, status=400 if error else 200, since=since, error=error
+        request,
+        "usage.html",
+        user,
+        status=400 if error else 200,
+        since=since,
+        error=error,
+        unaccounted=unaccounted(state(request).config),
     )

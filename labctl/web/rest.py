@@ -12,15 +12,17 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from labctl.access.cancel import bulk_action, cancel_and_stop
+from labctl.catalog import Entry
 from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import check_field_name
 from labctl.catalog.query import build_filter, parse_sort
 from labctl.damaged import Damaged
+from labctl.db import Doc, Filter
 from labctl.jobs.actions import retry_job
-from labctl.jobs.bulk import FILTER_FIELDS, Action, parse_filter
+from labctl.jobs.bulk import FILTER_FIELDS, Action, BulkReport, parse_filter
 from labctl.jobs.queue import get_job, list_jobs
 from labctl.jobs.submit import JobRequest, batch_script, submit_job
-from labctl.jobs.usage import usage_report
+from labctl.jobs.usage import UsageReport, usage_report
 from labctl.stages.heartbeat import Heartbeats, heartbeats
 from labctl.web.deps import ApiUser, state
 
@@ -34,7 +36,6 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 router = APIRouter(prefix="/api/v1", responses=_errors(400, 401, 403, 422))
-Doc = dict[str, Any]
 
 
 class _In(BaseModel):
@@ -45,7 +46,7 @@ class NewExperiment(_In):
     dataset: str = Field(
         description="acquisition time YYYYMMDD_HHMMSS", examples=["20211215_093527"]
     )
-    fields: Doc = Field(
+    fields: Entry = Field(
         default_factory=dict,
         description="dotted field names -> values; text is typed by the schema or YAML, as in "
         "`labctl log --set`",
@@ -54,7 +55,7 @@ class NewExperiment(_In):
 
 
 class FieldChanges(_In):
-    fields: Doc = Field(description="dotted field names -> new values")
+    fields: Entry = Field(description="dotted field names -> new values")
 
 
 class ExperimentQuery(_In):
@@ -80,12 +81,12 @@ class ExperimentBatch(_In):
 
 
 class Entries(BaseModel):
-    items: list[Doc]
+    items: list[Entry]
 
 
 class ExperimentPage(BaseModel):
     total: int = Field(description="how many entries match, over all pages")
-    items: list[Doc]
+    items: list[Entry]
 
 
 class JobPlan(_In):
@@ -126,45 +127,13 @@ class BulkRequest(_In):
     confirm: bool = Field(default=False, description="false: only list what would be touched")
 
 
-class Skipped(BaseModel):
-    job_id: str
-    why: str = Field(description="in a few words: the job's state, its owner's, not found")
-    detail: str
-    exit_code: int = Field(description="the command line's exit code for this reason")
-
-
-class BulkAnswer(BaseModel):
-    action: Action
-    selection: str = Field(description="the selection in words")
-    jobs: list[Doc] = Field(description="the jobs selected, last changed first")
-    acted: bool = Field(description="whether anything was done (`confirm`)")
-    done: list[Doc] = Field(description="the jobs touched, as they are now")
-    lines: list[str] = Field(description="what was done to each job, a line each")
-    skipped: list[Skipped]
-    summary: str
-
-
-class Usage(BaseModel):
-    by: list[str] = Field(description="what the groups are by: user, job-type, cluster, month")
-    since: str | None = Field(description="only tasks that ended from then on")
-    groups: list[Doc] = Field(
-        description="per group, its keys (user, job_type, cluster, month) and figures: jobs, "
-        "tasks, cpu_hours (cores x elapsed), wall_hours, median_wait_s, cpu_efficiency, "
-        "memory_efficiency (null where unknown), and how many tasks fall in each tenth of "
-        "efficiency (cpu_efficiency_bins, memory_efficiency_bins)"
-    )
-    damaged: list[Damaged] = Field(
-        default_factory=list, description="jobs whose recorded usage cannot be read: not counted"
-    )
-
-
 class Me(BaseModel):
     username: str
     role: str
 
 
 async def _page(
-    request: Request, fields: list[str], filter: Doc, sort: list[str], limit: int, skip: int
+    request: Request, fields: list[str], filter: Filter, sort: list[str], limit: int, skip: int
 ) -> ExperimentPage:
     names, order = [check_field_name(f) for f in fields], parse_sort(sort)
     total, items = await state(request).store.run(query_page, names, filter, order, limit, skip)
@@ -206,12 +175,12 @@ async def query_experiments(
 
 
 @router.get("/experiments/{dataset}", responses=_errors(404))
-async def get_experiment(request: Request, user: ApiUser, dataset: str) -> Doc:
+async def get_experiment(request: Request, user: ApiUser, dataset: str) -> Entry:
     return await state(request).store.run(get_entry, dataset)
 
 
 @router.post("/experiments", status_code=201, responses=_errors(409))
-async def create_experiment(request: Request, user: ApiUser, body: NewExperiment) -> Doc:
+async def create_experiment(request: Request, user: ApiUser, body: NewExperiment) -> Entry:
     """Log a new experiment; labctl sets acquired_at, created_by/at and updated_by/at."""
     web = state(request)
     [entry] = await web.store.run(
@@ -241,7 +210,7 @@ async def schema(request: Request, user: ApiUser) -> Doc:
 @router.patch("/experiments/{dataset}", responses=_errors(404))
 async def update_experiment(
     request: Request, user: ApiUser, dataset: str, body: FieldChanges
-) -> Doc:
+) -> Entry:
     """Change or add fields of an experiment (not labctl's own); sets updated_by/at."""
     web = state(request)
     [entry] = await web.store.run(
@@ -320,15 +289,14 @@ async def retry(request: Request, user: ApiUser, job_id: str) -> Doc:
 
 
 @router.post("/jobs/bulk", responses=_errors(403, 422))
-async def bulk(request: Request, user: ApiUser, body: BulkRequest) -> BulkAnswer:
+async def bulk(request: Request, user: ApiUser, body: BulkRequest) -> BulkReport:
     """Retry or cancel named jobs, or every job a filter selects (as `labctl retry|cancel`):
     without `confirm` only the selection is listed. A member touches only their own jobs."""
     web = state(request)
     wanted = body.model_dump(include=set(FILTER_FIELDS))
-    answer = await web.store.run(
+    return await web.store.run(
         bulk_action, web.config, body.action, body.ids, wanted, user.username, confirm=body.confirm
     )
-    return BulkAnswer(**answer)
 
 
 @router.get("/watchdog")
@@ -336,16 +304,16 @@ async def watchdog(request: Request, user: ApiUser) -> Heartbeats:
     return await state(request).store.run(heartbeats)
 
 
-@router.get("/usage")
+@router.get("/usage", response_model_exclude_unset=True)
 async def usage(
     request: Request,
     user: ApiUser,
     by: Annotated[list[str], Query(description="user, job-type, cluster or month")] = [],  # noqa: B006
     since: Annotated[str | None, Query(description="tasks ended on or after (date)")] = None,
-) -> Usage:
+) -> UsageReport:
     """Where the lab's compute time went, as `labctl usage` reports it. Every member sees the
     whole lab's figures."""
-    return Usage(**await state(request).store.run(usage_report, by, since))
+    return await state(request).store.run(usage_report, by, since)
 
 
 @router.get("/openapi.json", include_in_schema=False)
