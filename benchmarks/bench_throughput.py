@@ -45,6 +45,8 @@ from benchmarks.common import (
     testbed_cluster,
     testbed_shell,
 )
+from labctl.access.service import ServiceLab
+from labctl.access.servicedb import ServiceStore, member_watchdog
 from labctl.api import dbqueue_job
 from labctl.catalog.experiments import log_entries
 from labctl.compute import cluster as clusters
@@ -53,10 +55,8 @@ from labctl.compute.transport import Result, SSHRunner, TransferHandle
 from labctl.config import ClusterConfig, Config, DatabaseConfig
 from labctl.db import Collection, Database, connect
 from labctl.errors import ServiceError
-from labctl.jobs.states import JobState
+from labctl.model.states import JobState
 from labctl.private import write_private
-from labctl.service import ServiceLab
-from labctl.servicedb import ServiceStore, member_watchdog
 from labctl.settings import ServiceConfig
 from labctl.stages import scan
 from labctl.stages.loop import reap_children, run_stages

@@ -50,8 +50,8 @@ from labctl.clock import utcnow
 from labctl.config import ClusterConfig, Config
 from labctl.db import Database, connect
 from labctl.jobs.queue import archive_settled, get_job
-from labctl.jobs.states import TERMINAL
 from labctl.jobs.submit import JobRequest, new_job_id, submit_job
+from labctl.model.states import TERMINAL
 from labctl.stages.loop import reap_children, run_stages
 from labctl.stages.seam import LocalStore
 

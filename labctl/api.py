@@ -5,7 +5,7 @@
 
 Each call reads the configuration (`config=` path, else the usual lookup), so scripts and
 notebooks need no set-up. With `service:` in it, every call goes to the labctl service with the
-member's token, and acts as that member (see `labctl.lab`); otherwise to the database.
+member's token, and acts as that member (see `labctl.access.lab`); otherwise to the database.
 
 The database is opened once per database config (and thread: the embedded store's files may not
 change threads) and kept until the process exits or the thread calls `close_connections()`. Kept
@@ -24,13 +24,14 @@ from typing import Any
 
 import pandas as pd
 
+from labctl.access import open_lab
+from labctl.access.lab import Lab, Query
 from labctl.catalog import Entry
 from labctl.catalog.fields import check_field_name, flatten, get_dotted
 from labctl.catalog.query import result_columns
 from labctl.config import Config, DatabaseConfig, load_config
 from labctl.db import Database, connect
 from labctl.jobs.submit import JobRequest
-from labctl.lab import Lab, Query, open_lab
 
 _Key = tuple[int, int, DatabaseConfig]
 _connections: dict[_Key, Database] = {}

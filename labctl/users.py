@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labctl.catalog.fields import check_field_name
 from labctl.clock import utcnow
+from labctl.config.notifyconfig import EMAIL, Recipient, check_mode, check_webhook
 from labctl.db import Database
 from labctl.errors import NotFoundError, PermissionDenied, ValidationError
-from labctl.notify.notifyconfig import EMAIL, Recipient, check_mode, check_webhook
 from labctl.passwords import check_password
 
 ROLES = ("admin", "member")

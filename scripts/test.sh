@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the tests need (venv, the sshd + SLURM testbed) and run the whole suite:
-# lint, type check, pytest, then the compatibility matrix on the other Pythons
-# (scripts/matrix.sh). Extra arguments make it one pytest run with them instead of the whole suite.
+# lint, type check, the import layers (pyproject.toml's [tool.importlinter]), pytest, then the
+# compatibility matrix on the other Pythons (scripts/matrix.sh). Extra arguments make it one
+# pytest run with them instead of the whole suite.
 source "$(dirname "$0")/bootstrap.sh"
 cd "$ROOT"
 if [ -f scripts/testbed.sh ]; then
@@ -21,6 +22,7 @@ if ! dpkg -s chromium 2>/dev/null | grep -q '^Status: install ok installed'; the
 fi
 echo "[test] ruff";  ruff check .
 echo "[test] mypy";  mypy
+echo "[test] import-linter"; lint-imports
 status=0
 if [ "$#" -gt 0 ]; then
   echo "[test] pytest $*"

@@ -13,12 +13,12 @@ from typing import Any
 
 from labctl.catalog.experiments import log_entries
 from labctl.config import ClusterConfig, Config, DatabaseConfig, WatchdogConfig
+from labctl.config.jobtypes import JobTypeConfig, Resources
 from labctl.db import Database, connect
-from labctl.jobs.job import Job
-from labctl.jobs.jobtypes import JobTypeConfig, Resources
 from labctl.jobs.queue import transition
-from labctl.jobs.states import FailureReason, JobState
 from labctl.jobs.submit import JobRequest, submit_job
+from labctl.model.job import Job
+from labctl.model.states import FailureReason, JobState
 
 DATASET = "20211215_093527"
 REPO = Path(__file__).resolve().parent.parent

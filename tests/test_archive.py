@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from labctl.catalog.provenance import provenance
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Collection, Database, connect
 from labctl.jobs.actions import (
     retry_job,
 )
+from labctl.jobs.provenance import provenance
 from labctl.jobs.queue import (
     all_jobs,
     archive_settled,
@@ -33,8 +33,8 @@ from labctl.jobs.queue import (
     list_jobs,
     read_job,
 )
-from labctl.jobs.states import TERMINAL, JobState
 from labctl.jobs.submit import JobRequest, new_job_id, submit_job
+from labctl.model.states import TERMINAL, JobState
 from labctl.stages.loop import reap_children, run_stages
 from labctl.stages.ops import HasWork
 from labctl.stages.seam import LocalStore

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from labctl.compute.batch import JobLayout, array_size, expected_outputs, render
 from labctl.config import ClusterConfig
-from labctl.jobs.batch import JobLayout, array_size, expected_outputs, render
-from labctl.jobs.job import Job
-from labctl.jobs.jobtypes import JobType, Resources
-from labctl.jobs.states import JobState
+from labctl.config.jobtypes import JobType, Resources
+from labctl.model.job import Job
+from labctl.model.states import JobState
 
 GOLDEN = Path(__file__).parent / "golden"
 CLUSTER = ClusterConfig(

@@ -25,7 +25,7 @@ from labctl.db import Database
 from labctl.errors import PermissionDenied, ValidationError
 from labctl.jobs.bulk import Action, Selection, carry_out, choose, parse_filter, plan
 from labctl.jobs.queue import get_job, read_job, transition
-from labctl.jobs.states import FailureReason, JobState
+from labctl.model.states import FailureReason, JobState
 from labctl.users import create_token
 from labctl.web import create_app
 from tests.jobfixtures import job_in_state

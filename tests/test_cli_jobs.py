@@ -15,7 +15,7 @@ from labctl.cli import cli
 from labctl.cli.analysis import progress_bar
 from labctl.config import Config
 from labctl.db import Database
-from labctl.jobs.job import Transfer
+from labctl.model.job import Transfer
 from tests.jobfixtures import DATASET, dataset_with_files, job_config
 
 

@@ -5,7 +5,7 @@ import pytest
 from labctl.config import load_config
 from labctl.errors import ConfigError, redact
 from labctl.install.doctor import check_config, check_database
-from labctl.jobs.jobtypes import job_types_at
+from labctl.jobs.declarations import job_types_at
 
 
 def write(path: Path, text: str, mode: int = 0o600) -> Path:

@@ -19,7 +19,7 @@ from labctl.clock import utcnow
 from labctl.config import Config
 from labctl.db import Database
 from labctl.jobs.queue import get_job, list_jobs, list_rows
-from labctl.jobs.states import JobState
+from labctl.model.states import JobState
 from labctl.stages.heartbeat import beat
 from labctl.users import create_token
 from labctl.web import create_app

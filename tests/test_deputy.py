@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from labctl.access.servicedb import encode
 from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import DuplicateError
-from labctl.jobs.job import Job, JobRef, Progress
 from labctl.jobs.queue import add_job, get_job, read_job, transition
-from labctl.jobs.states import FailureReason, JobState
 from labctl.jobs.work import Selection, Work
-from labctl.servicedb import encode
+from labctl.model.job import Job, JobRef, Progress
+from labctl.model.states import FailureReason, JobState
 from labctl.stages.heartbeat import HEARTBEAT_KIND
 from labctl.stages.ops import Beat, Claim, Find, HowNotified, Move, Read, RecordResult, Update
 from labctl.stages.seam import Op

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from labctl.config import Config
+from labctl.config.jobtypes import JobTypeConfig, Resources
 from labctl.db import Database
 from labctl.errors import (
     ConfigError,
@@ -20,8 +21,7 @@ from labctl.jobs.actions import (
     cancel_job,
     retry_job,
 )
-from labctl.jobs.job import Job, Transfer
-from labctl.jobs.jobtypes import JobTypeConfig, Resources, job_types_at
+from labctl.jobs.declarations import job_types_at
 from labctl.jobs.queue import (
     claim,
     get_job,
@@ -29,8 +29,9 @@ from labctl.jobs.queue import (
     release,
     transition,
 )
-from labctl.jobs.states import FailureReason, InvalidTransition, JobState
 from labctl.jobs.submit import JobRequest, submit_job
+from labctl.model.job import Job, Transfer
+from labctl.model.states import FailureReason, InvalidTransition, JobState
 from labctl.users import add_user
 from tests.jobfixtures import DATASET, dataset_with_files, job_config, transfer_record
 
@@ -183,7 +184,7 @@ def test_cancel_and_retry_permissions(db: Database, jcfg: Config) -> None:
 
 
 def test_job_options_may_ask_for_more_resources_within_limits(db: Database, jcfg: Config) -> None:
-    from labctl.jobs.batch import JobLayout, render
+    from labctl.compute.batch import JobLayout, render
 
     capped = JobTypeConfig(max_resources=Resources(time="1-00:00:00", mem="16G", cpus=4))
     cfg = jcfg.model_copy(update={"job_types": {**jcfg.job_types, "selftest": capped}})
@@ -225,7 +226,7 @@ def test_job_options_may_ask_for_more_resources_within_limits(db: Database, jcfg
     ],
 )
 def test_slurm_time_formats(text: str, minutes: float) -> None:
-    from labctl.jobs.jobtypes import slurm_minutes
+    from labctl.config.jobtypes import slurm_minutes
 
     assert slurm_minutes(text) == minutes
 

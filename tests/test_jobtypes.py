@@ -16,11 +16,12 @@ from click.testing import CliRunner
 from labctl.cli import cli
 from labctl.compute.cluster import ClusterPool
 from labctl.config import Config, load_config
+from labctl.config.jobtypes import Resources
 from labctl.db import Database
 from labctl.errors import ConfigError, ValidationError
-from labctl.jobs.job import Job
-from labctl.jobs.jobtypes import Resources, declared, job_types_at
+from labctl.jobs.declarations import declared, job_types_at
 from labctl.jobs.submit import JobRequest, prepare_job, submit_job
+from labctl.model.job import Job
 from labctl.stages import StageRun, Unconfigured
 from labctl.stages.seam import LocalStore
 from pipelines.__main__ import job_types as shipped_job_types

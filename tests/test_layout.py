@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from labctl.compute.slurm import _SLURM_STATES
-from labctl.jobs.states import JobState
+from labctl.model.states import JobState
 
 PACKAGE = Path(__file__).resolve().parent.parent / "labctl"
 EXAMPLE = PACKAGE / "install" / "example"  # data: links to pipelines/ files the demo ships
@@ -58,7 +58,7 @@ def test_slurm_s_state_names_are_read_in_slurm_py_alone() -> None:
 
 def test_job_states_are_spelled_through_the_enum() -> None:
     words = _quoted(state.value for state in JobState)
-    allowed = {PACKAGE / "jobs" / "states.py"}
+    allowed = {PACKAGE / "model" / "states.py"}
     sources = [p for p in MODULES if p not in allowed] + sorted(PACKAGE.rglob("*.html"))
     found = {str(p.relative_to(PACKAGE)): words.findall(_source(p)) for p in sources}
     assert {name: hits for name, hits in found.items() if hits} == {}

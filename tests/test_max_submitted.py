@@ -9,8 +9,8 @@ from pathlib import Path
 from labctl.config import Config
 from labctl.db import Database
 from labctl.jobs.queue import get_job
-from labctl.jobs.states import TERMINAL
 from labctl.jobs.submit import JobRequest, submit_job
+from labctl.model.states import TERMINAL
 from labctl.stages.loop import run_stages
 from labctl.stages.seam import LocalStore
 from tests.jobfixtures import DATASET, local_jobs

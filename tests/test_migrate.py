@@ -21,7 +21,6 @@ from labctl.cli import cli
 from labctl.clock import utcnow
 from labctl.config import Config
 from labctl.db import Database
-from labctl.jobs.job import SCHEMA_VERSION
 from labctl.jobs.migrate import (
     UpgradeBusy,
     migrate,
@@ -30,8 +29,9 @@ from labctl.jobs.migrate import (
     stored_version,
 )
 from labctl.jobs.queue import all_jobs, get_job, list_jobs, read_job
-from labctl.jobs.states import TERMINAL, JobState
 from labctl.jobs.submit import JobRequest, submit_job
+from labctl.model.job import SCHEMA_VERSION
+from labctl.model.states import TERMINAL, JobState
 from labctl.stages.loop import reap_children, run_stages
 from labctl.stages.seam import LocalStore
 from tests.jobfixtures import DATASET, local_jobs

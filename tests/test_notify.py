@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from labctl.config import ClusterConfig, Config
+from labctl.config.notifyconfig import NotifyConfig, SmtpConfig
 from labctl.db import Database, connect
 from labctl.jobs.actions import retry_job
-from labctl.jobs.job import NoticeState
 from labctl.jobs.queue import read_job, transition
-from labctl.jobs.states import FailureReason, JobState
-from labctl.notify.notifyconfig import NotifyConfig, SmtpConfig
+from labctl.model.job import NoticeState
+from labctl.model.states import FailureReason, JobState
 from labctl.stages import stage_run
 from labctl.stages.loop import run_stages
 from labctl.stages.notices import send_notices

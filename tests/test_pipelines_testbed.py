@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from labctl.catalog.experiments import log_entries
-from labctl.catalog.provenance import provenance
 from labctl.config import Config, DatabaseConfig
 from labctl.db import connect
 from labctl.errors import ValidationError
+from labctl.jobs.provenance import provenance
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 from tests.jobfixtures import REGISTRATION_TYPES

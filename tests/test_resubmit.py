@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from labctl.compute.batch import JobLayout, render
 from labctl.compute.sacct import SacctError, duration_seconds, size_bytes
-from labctl.jobs.batch import JobLayout, render
-from labctl.jobs.job import Resubmission, TaskStatus, TaskUsage
-from labctl.jobs.jobtypes import JobType, Resources
+from labctl.config.jobtypes import JobType, Resources
 from labctl.jobs.resubmit import clock, plan
-from labctl.jobs.states import FailureReason, JobState
+from labctl.model.job import Resubmission, TaskStatus, TaskUsage
+from labctl.model.states import FailureReason, JobState
 from tests.test_batch import CLUSTER, JOB_TYPE, job
 
 S, R = JobState, FailureReason

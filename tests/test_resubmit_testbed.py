@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from labctl.config import Config
+from labctl.config.jobtypes import JobTypeConfig, Resources
 from labctl.db import Database
-from labctl.jobs.jobtypes import JobTypeConfig, Resources
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages import stage_run

@@ -23,8 +23,8 @@ from labctl.compute.cluster import Cluster, ClusterPool
 from labctl.compute.scheduler import ProcessScheduler
 from labctl.compute.transport import LocalRunner, Result
 from labctl.config import Config
+from labctl.config.jobtypes import JobTypeConfig
 from labctl.db import Database
-from labctl.jobs.jobtypes import JobTypeConfig
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages import StageRun

@@ -21,7 +21,7 @@ from labctl.cli import cli
 from labctl.config import Config
 from labctl.db import Database
 from labctl.jobs.queue import get_job
-from labctl.jobs.states import TERMINAL
+from labctl.model.states import TERMINAL
 from labctl.stages.loop import reap_children, run_stages
 from labctl.stages.seam import LocalStore
 from labctl.users import create_token

@@ -9,11 +9,11 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from labctl.clock import utcnow
+from labctl.compute.batch import JobLayout
 from labctl.compute.scheduler import NotOursError, SlurmScheduler, SubmitLimitError
 from labctl.compute.slurm import SchedulerError
 from labctl.compute.transport import Result
-from labctl.jobs.batch import JobLayout
-from labctl.jobs.states import FailureReason, JobState
+from labctl.model.states import FailureReason, JobState
 
 CAPTURED = Path(__file__).parent / "captured"
 LAYOUT = JobLayout(PurePosixPath("/scratch/j1"))

@@ -20,18 +20,18 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from labctl.access.lab import Lab, LocalLab, Query
+from labctl.access.service import ServiceLab
 from labctl.api import dbjob, dblog, dbquery, dbqueue_job
 from labctl.catalog.experiments import get_entry
 from labctl.cli import cli
 from labctl.config import Config, DatabaseConfig
 from labctl.db import connect
 from labctl.errors import PermissionDenied, ValidationError
-from labctl.jobs.job import Job
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest
-from labctl.lab import Lab, LocalLab, Query
+from labctl.model.job import Job
 from labctl.private import write_private
-from labctl.service import ServiceLab
 from labctl.settings import ServiceConfig
 from labctl.stages.heartbeat import beat
 from labctl.users import authenticate, create_token, get_user, set_notify, token_user

@@ -18,19 +18,19 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from labctl.access.lab import Lab
+from labctl.access.service import ServiceLab, send
+from labctl.access.servicedb import ServiceStore
 from labctl.cli import cli
 from labctl.config import ClusterConfig, Config, DatabaseConfig
 from labctl.db import Database, connect
 from labctl.errors import NotFoundError
-from labctl.jobs.job import JobRef, Progress
 from labctl.jobs.queue import get_job
-from labctl.jobs.states import JobState
 from labctl.jobs.submit import JobRequest
 from labctl.jobs.work import Selection, Work
-from labctl.lab import Lab
+from labctl.model.job import JobRef, Progress
+from labctl.model.states import JobState
 from labctl.private import write_private
-from labctl.service import ServiceLab, send
-from labctl.servicedb import ServiceStore
 from labctl.settings import ServiceConfig
 from labctl.stages.ops import Find, RecordResult, Update
 from labctl.users import create_token

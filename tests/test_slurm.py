@@ -16,8 +16,8 @@ from labctl.compute.slurm import (
     to_job_state,
 )
 from labctl.errors import LabctlError
-from labctl.jobs.job import TaskStatus
-from labctl.jobs.states import FailureReason, JobState, check_transition
+from labctl.model.job import TaskStatus
+from labctl.model.states import FailureReason, JobState, check_transition
 
 CAPTURED = Path(__file__).parent / "captured"
 S, R = JobState, FailureReason

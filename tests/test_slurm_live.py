@@ -15,8 +15,8 @@ from labctl.compute.slurm import (
     sacct_command,
     squeue_command,
 )
-from labctl.jobs.job import TaskStatus
-from labctl.jobs.states import FailureReason, JobState
+from labctl.model.job import TaskStatus
+from labctl.model.states import FailureReason, JobState
 
 pytestmark = pytest.mark.testbed
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from labctl.config import ClusterConfig, Config
+from labctl.config.jobtypes import JobTypeConfig
 from labctl.db import Database
-from labctl.jobs.jobtypes import JobTypeConfig
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import run_stages

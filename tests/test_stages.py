@@ -12,12 +12,12 @@ import pytest
 
 from labctl.catalog.experiments import log_entries
 from labctl.config import ClusterConfig, Config
+from labctl.config.jobtypes import JobTypeConfig
 from labctl.db import Database
 from labctl.jobs.actions import cancel_job, retry_job
-from labctl.jobs.jobtypes import JobTypeConfig
 from labctl.jobs.queue import get_job
-from labctl.jobs.states import TERMINAL
 from labctl.jobs.submit import JobRequest, submit_job
+from labctl.model.states import TERMINAL
 from labctl.stages.heartbeat import latest
 from labctl.stages.loop import run_stages
 from labctl.stages.seam import LocalStore

@@ -4,7 +4,7 @@ from itertools import product
 
 import pytest
 
-from labctl.jobs.states import (
+from labctl.model.states import (
     ACTIVE,
     TERMINAL,
     TRANSITIONS,

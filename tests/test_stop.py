@@ -18,16 +18,16 @@ from typing import Any
 
 import pytest
 
+from labctl.access.cancel import cancel_and_stop
+from labctl.compute.batch import JobLayout
 from labctl.compute.cluster import ClusterPool
 from labctl.compute.scheduler import NotOursError, ProcessScheduler
 from labctl.compute.transport import LocalRunner
 from labctl.config import Config
 from labctl.db import Database
-from labctl.jobs.batch import JobLayout
 from labctl.jobs.queue import get_job
-from labctl.jobs.states import JobState
+from labctl.model.states import JobState
 from labctl.stages import StageRun, stage_run
-from labctl.stages.cancel import cancel_and_stop
 from labctl.stages.scan import launch
 from labctl.stages.seam import LocalStore
 from labctl.stages.tracking import stop_cancelled

@@ -20,9 +20,9 @@ from labctl.cli import cli
 from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import ValidationError
-from labctl.jobs.job import TaskUsage
 from labctl.jobs.queue import add_job
 from labctl.jobs.usage import bins, describe, memory_text, usage_report
+from labctl.model.job import TaskUsage
 from labctl.users import create_token
 from labctl.web import create_app
 from tests.usagefixtures import LAB, finished_job, seed_usage

@@ -37,13 +37,13 @@ from labctl.clock import utcnow
 from labctl.compute.transport import parse_progress
 from labctl.compute.transport.rsync import TransferHandle, TransferState, poll
 from labctl.config import Config, DatabaseConfig
+from labctl.config.jobtypes import JobTypeConfig, OptionSpec
 from labctl.db import Database, connect
 from labctl.errors import ValidationError
 from labctl.jobs.actions import cancel_job
-from labctl.jobs.jobtypes import JobTypeConfig, OptionSpec
 from labctl.jobs.queue import get_job, read_job
-from labctl.jobs.states import TERMINAL, JobState
 from labctl.jobs.submit import JobRequest, submit_job
+from labctl.model.states import TERMINAL, JobState
 from labctl.stages import stage_run
 from labctl.stages.heartbeat import latest
 from labctl.stages.loop import run_stages

@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 from labctl.catalog.experiments import get_entry, log_entries
 from labctl.compute.transport import Session
 from labctl.config import Config, DatabaseConfig, WebConfig, load_config
+from labctl.config.jobtypes import ClusterResources, JobTypeConfig, Resources
 from labctl.db import Database
 from labctl.errors import (
     ConfigError,
@@ -35,12 +36,11 @@ from labctl.errors import (
     PermissionDenied,
     ValidationError,
 )
-from labctl.jobs.job import Job
-from labctl.jobs.jobtypes import ClusterResources, JobTypeConfig, Resources
 from labctl.jobs.queue import get_job, read_job, transition
-from labctl.jobs.states import FailureReason, InvalidTransition, JobState
 from labctl.jobs.submit import JobRequest, batch_script
 from labctl.limits import REQUEST_BYTES
+from labctl.model.job import Job
+from labctl.model.states import FailureReason, InvalidTransition, JobState
 from labctl.stages.heartbeat import SessionReport, beat, record_sessions
 from labctl.users import add_user
 from labctl.web import create_app

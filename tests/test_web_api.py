@@ -20,10 +20,10 @@ from labctl.catalog.experiments import get_entry
 from labctl.cli import cli
 from labctl.config import Config
 from labctl.db import Database
-from labctl.jobs.job import Job
 from labctl.jobs.queue import get_job
 from labctl.jobs.submit import JobRequest
 from labctl.limits import REQUEST_BYTES
+from labctl.model.job import Job
 from labctl.stages.heartbeat import beat
 from labctl.stages.loop import run_stages
 from labctl.stages.seam import LocalStore

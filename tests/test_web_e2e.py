@@ -22,7 +22,7 @@ import pytest
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database, connect
 from labctl.jobs.queue import get_job, read_job, transition
-from labctl.jobs.states import FailureReason, JobState
+from labctl.model.states import FailureReason, JobState
 from labctl.stages.heartbeat import beat
 from labctl.users import create_token
 from tests.jobfixtures import DATASET as FIXTURE_DATASET

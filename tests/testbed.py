@@ -25,8 +25,8 @@ import yaml
 
 from labctl.compute.transport import SSHTarget, private_dir
 from labctl.config import ClusterConfig, Config
+from labctl.config.jobtypes import Resources
 from labctl.db import Database
-from labctl.jobs.jobtypes import Resources
 from labctl.jobs.queue import get_job
 from labctl.stages.loop import run_stages
 from labctl.stages.seam import LocalStore

@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as dt
 
 from labctl.db import Database
-from labctl.jobs.job import Job, TaskUsage
 from labctl.jobs.queue import add_job
-from labctl.jobs.states import JobState
+from labctl.model.job import Job, TaskUsage
+from labctl.model.states import JobState
 
 GB = 1024**3
 

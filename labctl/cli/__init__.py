@@ -23,9 +23,9 @@ import click
 from labctl.errors import ConfigError, LabctlError, redact
 
 if TYPE_CHECKING:
+    from labctl.access.lab import Lab
     from labctl.config import Config
     from labctl.db import Database
-    from labctl.lab import Lab
 
 
 class Lazy(NamedTuple):
@@ -90,7 +90,7 @@ class App:
     def lab(self) -> Lab:
         """Where the member's commands go: the service if configured, else the database."""
         if self._lab is None:
-            from labctl.lab import open_lab
+            from labctl.access import open_lab
 
             self._lab = open_lab(self.config, lambda: self.db)
         return self._lab

@@ -9,12 +9,12 @@ import click
 import yaml
 from pydantic import ValidationError as PydanticValidationError
 
+from labctl.access.lab import NewUser
 from labctl.catalog.fields import parse_assignments
 from labctl.cli import App, cli
 from labctl.cli.output import echo_json, echo_table
 from labctl.config import default_config_path
 from labctl.errors import ValidationError
-from labctl.lab import NewUser
 from labctl.private import private_dir, write_private
 from labctl.settings import ServiceConfig, describe
 from labctl.users import MAX_TOKEN_DAYS, ROLES
@@ -141,7 +141,7 @@ def login_cmd(app: App, url: str, username: str | None, paste: bool, days: float
 
     With your password, the service makes a new token (replacing your earlier one, on any
     machine). The token is kept in a file only you may read (service.token_file)."""
-    from labctl.service import TOKEN, ServiceLab, obtain_token
+    from labctl.access.service import TOKEN, ServiceLab, obtain_token
 
     service = service_at(app, url)
     if paste:

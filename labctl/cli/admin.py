@@ -16,6 +16,7 @@ from labctl.cli.output import echo_json
 from labctl.compute.mount import mount, mount_spec, umount
 from labctl.compute.transport import LocalRunner
 from labctl.config import EMBEDDED, ClusterConfig, Config, RawSettings
+from labctl.config.notifyconfig import SMTP_PASSWORD_VAR
 from labctl.errors import ConfigError, LabctlError, ValidationError, redact
 from labctl.install import cron
 from labctl.install.doctor import Check, run_checks
@@ -33,7 +34,6 @@ from labctl.install.onboarding import (
     write_config,
 )
 from labctl.install.onboarding import create_key as create_key_pair
-from labctl.notify.notifyconfig import SMTP_PASSWORD_VAR
 
 DEFAULT_KEY = "~/.ssh/id_ed25519"
 

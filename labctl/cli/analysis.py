@@ -8,18 +8,19 @@ from typing import Any
 import click
 
 from labctl.catalog.fields import parse_assignments
-from labctl.catalog.provenance import provenance
 from labctl.cli import App, cli
 from labctl.cli.jobactions import FILTER_OPTIONS, F, with_options
 from labctl.cli.output import cell, console, echo_document, echo_fitted, echo_json, rich_table
 from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
+from labctl.config.jobtypes import JobType, JobTypes
 from labctl.install.waiting import stale_after, watchdog_notes
-from labctl.jobs.job import Job, Transfer
-from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
+from labctl.jobs.declarations import job_types_at
 from labctl.jobs.overview import overview, state_label
-from labctl.jobs.states import RETRYABLE
+from labctl.jobs.provenance import provenance
 from labctl.jobs.usage import describe
+from labctl.model.job import Job, Transfer
+from labctl.model.states import RETRYABLE
 
 
 @cli.command("submit")

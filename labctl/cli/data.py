@@ -9,6 +9,7 @@ from typing import Any
 import click
 import yaml
 
+from labctl.access.lab import Query
 from labctl.catalog import yamltext
 from labctl.catalog.experiments import NewEntry, prepare_schema
 from labctl.catalog.fields import (
@@ -23,7 +24,6 @@ from labctl.cli import App, cli
 from labctl.cli.output import columns_of, echo_csv, echo_document, echo_json, echo_table
 from labctl.config import DataSchema
 from labctl.errors import ValidationError
-from labctl.lab import Query
 
 
 def read_entries_file(path: Path) -> list[NewEntry]:

@@ -30,7 +30,7 @@ from labctl.config import (
 )
 from labctl.jobs.codeversion import code_version
 from labctl.jobs.queue import list_jobs, read_job
-from labctl.jobs.states import TERMINAL, JobState
+from labctl.model.states import TERMINAL, JobState
 from labctl.stages.loop import reap_children, run_stages
 from labctl.stages.seam import LocalStore
 

@@ -10,9 +10,9 @@ import click
 
 from labctl.cli import App, cli
 from labctl.cli.output import echo_json
+from labctl.config.notifyconfig import MODES, Recipient, shown_url
 from labctl.errors import LabctlError, NotFoundError
 from labctl.notify.channels import send_test
-from labctl.notify.notifyconfig import MODES, Recipient, shown_url
 
 
 class TestFailed(LabctlError):

@@ -14,7 +14,7 @@ from labctl.config import Config
 from labctl.db import Database
 from labctl.install.waiting import stale_after, watchdog_notes
 from labctl.jobs.queue import list_jobs
-from labctl.jobs.states import ACTIVE
+from labctl.model.states import ACTIVE
 from labctl.stages.heartbeat import latest
 from labctl.stages.loop import STAGES, run_loop, run_stages
 from labctl.stages.seam import LocalStore, WatchdogStore
@@ -24,7 +24,7 @@ def watchdog_store(app: App) -> tuple[WatchdogStore, Config]:
     """The store the member's watchdog works on, and its config acting as that member."""
     if app.config.service is None:
         return LocalStore.of(app.db, app.config), app.config
-    from labctl.servicedb import member_watchdog
+    from labctl.access.servicedb import member_watchdog
 
     return member_watchdog(app.config, app.config.service)
 

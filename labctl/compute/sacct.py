@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from labctl.errors import LabctlError
-from labctl.jobs.job import TaskUsage
+from labctl.model.job import TaskUsage
 
 SACCT_FIELDS = (
     "JobID",

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from labctl.clock import utcnow
+from labctl.compute.batch import JobLayout
 from labctl.compute.slurm import (
     SchedulerError,
     parse_sacct,
@@ -24,9 +25,8 @@ from labctl.compute.slurm import (
     submit_limit,
 )
 from labctl.compute.transport import Runner
-from labctl.jobs.batch import JobLayout
-from labctl.jobs.job import TaskStatus
-from labctl.jobs.states import FailureReason, JobState
+from labctl.model.job import TaskStatus
+from labctl.model.states import FailureReason, JobState
 
 
 class Scheduler(Protocol):

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 
 from labctl.compute.sacct import SACCT_FORMAT, SacctRecord, read_sacct
 from labctl.errors import LabctlError
-from labctl.jobs.job import TaskStatus
-from labctl.jobs.states import FailureReason, JobState
+from labctl.model.job import TaskStatus
+from labctl.model.states import FailureReason, JobState
 
 SQUEUE_FORMAT = "JobArrayID:|,State:|,exit_code:"
 """`squeue --Format`: `|`-separated job id (`138`, `138_2`, `138_[0-3]`), state, wait status."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labctl.access.lab import Lab, LocalLab
 from labctl.compute.cluster import open_cluster
 from labctl.compute.mount import mount_spec, mounted_type
 from labctl.compute.transport import (
@@ -28,7 +29,6 @@ from labctl.errors import ConfigError, LabctlError
 from labctl.install.cron import CronSpec, installed_block
 from labctl.install.onboarding import config_file
 from labctl.install.waiting import HEARTBEAT_MAX_AGE, stale_after
-from labctl.lab import Lab, LocalLab
 from labctl.settings import ServiceConfig
 
 CRON_PATH = "/usr/bin:/bin"  # the PATH cron gives a crontab line that sets none
@@ -66,7 +66,7 @@ def _describe_server(hello: Mapping[str, Any]) -> str:
 
 def check_service(service: ServiceConfig) -> tuple[Check, Lab | None]:
     """The service answers and takes the token (which the watchdog uses too)."""
-    from labctl.service import ServiceLab
+    from labctl.access.service import ServiceLab
 
     try:
         lab = ServiceLab.of(service)

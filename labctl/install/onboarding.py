@@ -175,7 +175,7 @@ def verify(config: Config, clusters: Iterable[str], database: bool) -> None:
         finally:
             cluster.close()
     if database and config.service is not None:
-        from labctl.service import ServiceLab
+        from labctl.access.service import ServiceLab
 
         ServiceLab.of(config.service).whoami()
     elif database and not config.database.embedded:

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from labctl.clock import age
-from labctl.jobs.job import Job
-from labctl.jobs.states import ACTIVE
+from labctl.model.job import Job
+from labctl.model.states import ACTIVE
 
 HEARTBEAT_MAX_AGE = dt.timedelta(minutes=5)
 

@@ -1,1 +1,1 @@
-"""The job domain: states, the queue, submitting, the batch script, code versions."""
+"""The job domain: the queue, submitting, bulk actions, code versions, usage, provenance."""

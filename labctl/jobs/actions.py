@@ -9,9 +9,9 @@ from typing import Any
 from labctl.clock import utcnow
 from labctl.db import Database
 from labctl.errors import DuplicateError, PermissionDenied, ValidationError
-from labctl.jobs.job import Job
 from labctl.jobs.queue import read_job, transition
-from labctl.jobs.states import ACTIVE, RETRYABLE, FailureReason, JobState
+from labctl.model.job import Job
+from labctl.model.states import ACTIVE, RETRYABLE, FailureReason, JobState
 
 
 def is_admin(db: Database, username: str) -> bool:

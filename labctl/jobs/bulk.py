@@ -28,11 +28,11 @@ from labctl.jobs.actions import (
     is_admin,
     retry_job,
 )
-from labctl.jobs.job import Job, MalformedJob
 from labctl.jobs.queue import (
     find_jobs,
 )
-from labctl.jobs.states import FailureReason, JobState
+from labctl.model.job import Job, MalformedJob
+from labctl.model.states import FailureReason, JobState
 
 ME = "me"  # `--user me`: the caller
 FILTER_FIELDS = ("status", "reason", "user", "since", "cluster", "job_type")

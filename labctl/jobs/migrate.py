@@ -18,9 +18,9 @@ from labctl.compute.slurm import SchedulerError, to_job_state
 from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import LabctlError
-from labctl.jobs.job import SCHEMA_VERSION
 from labctl.jobs.queue import archive_settled, take
-from labctl.jobs.states import JobState
+from labctl.model.job import SCHEMA_VERSION
+from labctl.model.states import JobState
 
 _SCHEMA_KEY = "schema"
 _UPGRADE_KEY = "schema-upgrade"

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labctl.clock import utcnow
 from labctl.db import Database
-from labctl.jobs.job import Job, NoticeState, store_value
 from labctl.jobs.queue import read_job
+from labctl.model.job import Job, NoticeState, store_value
 
 
 class NoticeChange(BaseModel):

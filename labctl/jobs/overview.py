@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from labctl.clock import age
-from labctl.jobs.job import Job, ResultFile
-from labctl.jobs.states import TERMINAL, JobState
+from labctl.model.job import Job, ResultFile
+from labctl.model.states import TERMINAL, JobState
 
 _WHY = {
     JobState.QUEUED: "waiting for the watchdog to send its inputs to {cluster}",

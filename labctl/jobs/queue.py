@@ -24,7 +24,7 @@ from labctl.clock import utcnow
 from labctl.damaged import Listing, validated
 from labctl.db import Collection, Database, Doc, SortSpec
 from labctl.errors import DuplicateError, NotFoundError
-from labctl.jobs.job import (
+from labctl.model.job import (
     ROW_FIELDS,
     Failure,
     HistoryItem,
@@ -37,7 +37,7 @@ from labctl.jobs.job import (
     Progress,
     store_value,
 )
-from labctl.jobs.states import (
+from labctl.model.states import (
     ACTIVE,
     TERMINAL,
     FailureReason,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from labctl.jobs.batch import array_size, resources_of
-from labctl.jobs.job import Job, Resubmission, TaskStatus
-from labctl.jobs.jobtypes import JobType, Resources, slurm_megabytes, slurm_minutes
-from labctl.jobs.states import FailureReason, JobState
+from labctl.compute.batch import array_size, resources_of
+from labctl.config.jobtypes import JobType, Resources, slurm_megabytes, slurm_minutes
+from labctl.model.job import Job, Resubmission, TaskStatus
+from labctl.model.states import FailureReason, JobState
 
 GROW = {FailureReason.TIMEOUT: "time", FailureReason.OUT_OF_MEMORY: "mem"}
 """Ends that are resubmitted with twice the named resource."""

@@ -14,15 +14,16 @@ from pydantic import ValidationError as PydanticValidationError
 from labctl.catalog.experiments import get_entry
 from labctl.catalog.fields import coerce, get_dotted
 from labctl.clock import utcnow
+from labctl.compute.batch import JobLayout, render
 from labctl.config import Config
+from labctl.config.jobtypes import JobType, Resources, slurm_megabytes, slurm_minutes
 from labctl.db import Database
 from labctl.errors import DuplicateError, ValidationError
-from labctl.jobs.batch import JobLayout, render
 from labctl.jobs.codeversion import code_version
-from labctl.jobs.job import Job
-from labctl.jobs.jobtypes import JobType, Resources, job_types_at, slurm_megabytes, slurm_minutes
+from labctl.jobs.declarations import job_types_at
 from labctl.jobs.queue import active_twin, add_job, history_item, read_job
-from labctl.jobs.states import JobState
+from labctl.model.job import Job
+from labctl.model.states import JobState
 
 SPLIT_OPTIONS = ("split_idx", "num_splits")
 

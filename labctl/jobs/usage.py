@@ -23,8 +23,8 @@ from labctl.config import Config
 from labctl.damaged import Damaged, Listing, validated
 from labctl.db import Database
 from labctl.errors import ValidationError
-from labctl.jobs.job import TaskUsage
 from labctl.jobs.queue import job_fields
+from labctl.model.job import TaskUsage
 
 GROUPINGS = {"user": "user", "job-type": "job_type", "cluster": "cluster", "month": "month"}
 """What `--by` takes, and the key each names in a group."""
@@ -208,7 +208,8 @@ class UsageReport(BaseModel):
     @field_validator("since", mode="before")
     @classmethod
     def _as_text(cls, value: object) -> object:
-        """The service's JSON arrives with its date-times read (`labctl.service`): as sent."""
+        """The service's JSON arrives with its date-times read (`labctl.access.service`): as
+        sent."""
         return value.isoformat() if isinstance(value, dt.datetime) else value
 
 

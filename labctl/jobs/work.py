@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labctl.clock import utcnow
 from labctl.jobs.queue import settled, where
-from labctl.jobs.states import ACTIVE, WATCHED, JobState
 from labctl.limits import WATCHDOG_IDS
+from labctl.model.states import ACTIVE, WATCHED, JobState
 
 
 class Work(StrEnum):

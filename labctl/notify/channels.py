@@ -16,9 +16,9 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from functools import partial
 
+from labctl.config.notifyconfig import NotifyConfig, Recipient, SmtpConfig, shown_url
 from labctl.errors import LabctlError
 from labctl.notify.messages import Message
-from labctl.notify.notifyconfig import NotifyConfig, Recipient, SmtpConfig, shown_url
 
 SUBJECT_PREFIX = "[labctl] "
 

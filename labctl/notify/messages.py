@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from labctl.jobs.job import Job, NoticeEvent
+from labctl.model.job import Job, NoticeEvent
 
 LOG_LINES = 30
 

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from labctl.clock import utcnow
+from labctl.compute.batch import JobLayout
 from labctl.compute.cluster import Cluster, ClusterPool
 from labctl.compute.transport import (
     SessionDownError,
@@ -32,14 +33,14 @@ from labctl.compute.transport import (
     waiting_message,
 )
 from labctl.config import Config
+from labctl.config.jobtypes import JobType, JobTypes
 from labctl.damaged import Damaged
 from labctl.errors import LabctlError
-from labctl.jobs.batch import JobLayout
 from labctl.jobs.codeversion import shipped_commit
-from labctl.jobs.job import Job, JobRef, Progress
-from labctl.jobs.jobtypes import JobType, JobTypes, job_types_at
-from labctl.jobs.states import TERMINAL, FailureReason, JobState
+from labctl.jobs.declarations import job_types_at
 from labctl.jobs.work import Selection, Work
+from labctl.model.job import Job, JobRef, Progress
+from labctl.model.states import TERMINAL, FailureReason, JobState
 from labctl.private import private_dir
 from labctl.stages.heartbeat import Pacer, SessionReport
 from labctl.stages.ops import (

@@ -15,14 +15,14 @@ import datetime as dt
 from collections import defaultdict
 
 from labctl.clock import utcnow
+from labctl.config.notifyconfig import Recipient
 from labctl.errors import NotFoundError
-from labctl.jobs.job import Job, NoticeEvent, NoticeState
 from labctl.jobs.noticeboard import NoticeChange
-from labctl.jobs.states import JobState
 from labctl.jobs.work import Work
+from labctl.model.job import Job, NoticeEvent, NoticeState
+from labctl.model.states import JobState
 from labctl.notify.channels import Channel, DeliveryError, channels
 from labctl.notify.messages import Event, message
-from labctl.notify.notifyconfig import Recipient
 from labctl.stages import StageRun
 from labctl.stages.ops import ClaimNotice, HowNotified, Read, RescheduleNotices, SettleNotice
 

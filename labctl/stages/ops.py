@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field
 
 from labctl.catalog.experiments import get_entry, record_result
 from labctl.clock import utcnow
+from labctl.config.notifyconfig import Mode
 from labctl.damaged import Damaged
 from labctl.errors import DuplicateError, NotFoundError, ValidationError
-from labctl.jobs.job import Job, JobRef, MalformedJob, NoticeState, Progress, ResultFile
 from labctl.jobs.noticeboard import NoticeChange, claim_notice, reschedule_notices, settle_notice
 from labctl.jobs.queue import (
     add_job,
@@ -26,10 +26,10 @@ from labctl.jobs.queue import (
     update,
     update_all,
 )
-from labctl.jobs.states import FailureReason, JobState
 from labctl.jobs.work import Selection, pending_filter
 from labctl.limits import WATCHDOG_IDS
-from labctl.notify.notifyconfig import Mode
+from labctl.model.job import Job, JobRef, MalformedJob, NoticeState, Progress, ResultFile
+from labctl.model.states import FailureReason, JobState
 from labctl.stages.heartbeat import SessionReport, beat, record_sessions
 from labctl.stages.seam import Ids, LeaseSeconds, LocalStore, Name, Note, Op, Owner
 from labctl.users import recipient
@@ -210,7 +210,7 @@ class QueueFollowUp(Op[FollowedUp]):
     job: JobRef
 
     def apply(self, store: LocalStore) -> FollowedUp:
-        from labctl.jobs.jobtypes import job_types_at
+        from labctl.jobs.declarations import job_types_at
         from labctl.jobs.submit import JobRequest, prepare_job
 
         job = store.own(self.job)

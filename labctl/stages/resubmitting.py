@@ -14,11 +14,11 @@ from typing import Any
 
 from labctl.clock import utcnow
 from labctl.compute.cluster import Cluster
-from labctl.jobs.job import Job, Resubmission, SchedulerStatus, TaskStatus, TaskUsage
-from labctl.jobs.jobtypes import Resources
+from labctl.config.jobtypes import Resources
 from labctl.jobs.resubmit import describe_resources, plan
-from labctl.jobs.states import JobState
 from labctl.jobs.work import Work
+from labctl.model.job import Job, Resubmission, SchedulerStatus, TaskStatus, TaskUsage
+from labctl.model.states import JobState
 from labctl.stages import StageRun
 from labctl.stages.scan import submit
 

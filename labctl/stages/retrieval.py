@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
 
+from labctl.compute.batch import JobLayout, array_size, expected_outputs
 from labctl.compute.cluster import Cluster
 from labctl.compute.transport import (
     CommandError,
@@ -37,11 +38,10 @@ from labctl.compute.transport import (
     rsync_argv,
 )
 from labctl.errors import ValidationError
-from labctl.jobs.batch import JobLayout, array_size, expected_outputs
-from labctl.jobs.job import Job, JobRef, Progress, ResultFile
-from labctl.jobs.states import FailureReason, JobState
 from labctl.jobs.submit import dataset_dirs
 from labctl.jobs.work import Selection, Work
+from labctl.model.job import Job, JobRef, Progress, ResultFile
+from labctl.model.states import FailureReason, JobState
 from labctl.stages import StageRun
 from labctl.stages.ops import RecordResult, UpdateAll
 

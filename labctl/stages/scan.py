@@ -13,17 +13,17 @@ from typing import Any
 
 from labctl.catalog.fields import get_dotted
 from labctl.clock import utcnow
+from labctl.compute.batch import job_name, render, resources_of, submitted_tasks
 from labctl.compute.scheduler import SubmitLimitError
 from labctl.compute.slurm import SchedulerError
 from labctl.compute.transport import TransferError, TransferHandle, TransportError
 from labctl.compute.transport import start_background as start_rsync
 from labctl.errors import ValidationError
-from labctl.jobs.batch import job_name, render, resources_of, submitted_tasks
-from labctl.jobs.job import Job, SchedulerStatus, Transfer
 from labctl.jobs.resubmit import describe_resources
-from labctl.jobs.states import FailureReason, JobState
 from labctl.jobs.submit import check_inputs, dataset_dirs
 from labctl.jobs.work import Work
+from labctl.model.job import Job, SchedulerStatus, Transfer
+from labctl.model.states import FailureReason, JobState
 from labctl.private import write_private
 from labctl.stages import StageRun
 from labctl.stages.shipping import code_folder, shared_code

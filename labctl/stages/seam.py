@@ -7,10 +7,11 @@ member (`LocalStore.member`): it selects only their jobs, changes only what a wa
 (`Progress`), moves a state only as the state machine allows, and builds every document itself.
 
 The same code runs on both sides: `LocalStore` carries an operation out on a store it holds (the
-lab server's watchdog, and the service on behalf of a member's); `labctl.servicedb.ServiceStore`
-sends it to the service, which checks the token and runs it in a `LocalStore` for the token's
-owner (`labctl.web.deputy`). So a member's watchdog can do exactly what its own code does on a
-store it holds, for that member, and nothing else.
+lab server's watchdog, and the service on behalf of a member's);
+`labctl.access.servicedb.ServiceStore` sends it to the service, which checks the token and runs
+it in a `LocalStore` for the token's owner (`labctl.web.deputy`). So a member's
+watchdog can do exactly what its own code does on a store it holds, for that member, and nothing
+else.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import NotFoundError
-from labctl.jobs.job import Job, JobRef
 from labctl.jobs.migrate import migrate_if_needed
 from labctl.limits import DEPTH, WATCHDOG_IDS
+from labctl.model.job import Job, JobRef
 
 R = TypeVar("R")
 

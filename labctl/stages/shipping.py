@@ -15,11 +15,11 @@ import secrets
 import string
 from pathlib import Path, PurePosixPath
 
+from labctl.compute.batch import JobLayout
 from labctl.compute.cluster import Cluster
 from labctl.compute.transport import CommandError, LocalRunner, TransportError
-from labctl.jobs.batch import JobLayout
 from labctl.jobs.codeversion import export_commit, shipped_commit
-from labctl.jobs.job import Job
+from labctl.model.job import Job
 from labctl.stages import StageRun
 
 COMPLETE = ".complete"

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import PurePosixPath
 from typing import Any
 
+from labctl.compute.batch import JobLayout, job_name
 from labctl.compute.cluster import Cluster
 from labctl.compute.scheduler import NotOursError
 from labctl.compute.slurm import SchedulerError
@@ -21,10 +22,9 @@ from labctl.compute.transport import (
     stop_transfer,
     transfer_alive,
 )
-from labctl.jobs.batch import JobLayout, job_name
-from labctl.jobs.job import Job, JobRef, SchedulerStatus, TaskStatus
-from labctl.jobs.states import FailureReason, JobState
 from labctl.jobs.work import Work
+from labctl.model.job import Job, JobRef, SchedulerStatus, TaskStatus
+from labctl.model.states import FailureReason, JobState
 from labctl.stages import StageRun, Unconfigured
 from labctl.stages.notices import send_notices
 from labctl.stages.ops import ArchiveSettled, QueueFollowUp

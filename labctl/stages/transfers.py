@@ -15,9 +15,9 @@ from labctl.compute.transport import (
     TransportError,
     poll,
 )
-from labctl.jobs.job import Job, Transfer
-from labctl.jobs.states import FailureReason
 from labctl.jobs.work import Work
+from labctl.model.job import Job, Transfer
+from labctl.model.states import FailureReason
 from labctl.stages import StageRun
 from labctl.stages.scan import launch
 

@@ -2,7 +2,7 @@
 
 A member's watchdog runs on their machine, as them, with their HPC account; it holds no database
 credential, only their token, and sends each of its typed operations here
-(`labctl.servicedb.ServiceStore`). The body must be exactly one of the operations of
+(`labctl.access.servicedb.ServiceStore`). The body must be exactly one of the operations of
 `labctl.stages.seam`, validated by its model (no field names of stored documents, no values
 beyond what the model takes); the service carries it out in a `LocalStore` for the token's
 owner, so that it concerns their jobs alone, changes only what a watchdog records, and moves a
@@ -17,8 +17,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel
 
+from labctl.access.servicedb import PATH
 from labctl.db import Database
-from labctl.servicedb import PATH
 from labctl.stages.ops import AnyOp
 from labctl.stages.seam import LocalStore, Op, results
 from labctl.web.deps import ApiUser, state

@@ -10,8 +10,8 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from labctl.config.notifyconfig import Recipient
 from labctl.errors import PermissionDenied
-from labctl.notify.notifyconfig import Recipient
 from labctl.users import (
     MAX_TOKEN_DAYS,
     Role,

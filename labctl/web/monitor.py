@@ -11,15 +11,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from labctl.access.cancel import cancel_and_stop, carry_out_plan
 from labctl.damaged import Listing
 from labctl.db import Database
 from labctl.errors import ValidationError
 from labctl.jobs.actions import retry_job
 from labctl.jobs.bulk import Selection, parse_action, parse_filter, plan
-from labctl.jobs.job import JobRow
 from labctl.jobs.queue import list_rows, read_job
-from labctl.jobs.states import FailureReason, JobState
-from labctl.stages.cancel import cancel_and_stop, carry_out_plan
+from labctl.model.job import JobRow
+from labctl.model.states import FailureReason, JobState
 from labctl.stages.heartbeat import Heartbeats, heartbeats
 from labctl.web.auth import Principal, safe_next
 from labctl.web.deps import PageUser, state

@@ -16,9 +16,9 @@ from labctl.config import DataSchema
 from labctl.damaged import Listing
 from labctl.db import Database
 from labctl.errors import DuplicateError, PermissionDenied, ValidationError
-from labctl.jobs.job import JobRow
 from labctl.jobs.queue import list_rows
 from labctl.jobs.usage import unaccounted
+from labctl.model.job import JobRow
 from labctl.web.auth import Principal
 from labctl.web.deps import PageUser, state
 from labctl.web.forms import FieldsForm, check_dataset, collect, read_form

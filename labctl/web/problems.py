@@ -17,9 +17,9 @@ from labctl.errors import (
     QueryTimeout,
     ValidationError,
 )
-from labctl.jobs.job import MalformedJob
-from labctl.jobs.states import InvalidTransition
 from labctl.limits import REQUEST_BYTES
+from labctl.model.job import MalformedJob
+from labctl.model.states import InvalidTransition
 from labctl.web.auth import CsrfError, LoginRequired
 from labctl.web.render import render
 

@@ -15,9 +15,9 @@ from fastapi.templating import Jinja2Templates
 
 from labctl.catalog.fields import get_dotted
 from labctl.clock import age, utcnow
-from labctl.jobs.job import TaskUsage
-from labctl.jobs.states import ACTIVE, RETRYABLE
 from labctl.jobs.usage import describe
+from labctl.model.job import TaskUsage
+from labctl.model.states import ACTIVE, RETRYABLE
 from labctl.web.auth import CSRF_FIELD, CSRF_HEADER, Principal
 from labctl.web.deps import state
 

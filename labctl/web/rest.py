@@ -13,6 +13,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from labctl.access.cancel import bulk_action, cancel_and_stop
 from labctl.catalog import Entry
 from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import check_field_name
@@ -21,11 +22,10 @@ from labctl.db import Doc, Filter
 from labctl.errors import PermissionDenied
 from labctl.jobs.actions import retry_job
 from labctl.jobs.bulk import FILTER_FIELDS, Action, BulkReport, parse_filter
-from labctl.jobs.job import Job, JobList, store_value
 from labctl.jobs.queue import list_jobs, read_job
 from labctl.jobs.submit import BatchScript, JobRequest, NewJob, batch_script, submit_jobs
 from labctl.jobs.usage import UsageReport, usage_report
-from labctl.stages.cancel import bulk_action, cancel_and_stop
+from labctl.model.job import Job, JobList, store_value
 from labctl.stages.heartbeat import Heartbeats, heartbeats
 from labctl.web.deps import ApiUser, state
 

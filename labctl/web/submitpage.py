@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from labctl.config import Config
+from labctl.config.jobtypes import JobType
 from labctl.db import Database
 from labctl.errors import (
     ConfigError,
@@ -24,7 +25,7 @@ from labctl.errors import (
     PermissionDenied,
     ValidationError,
 )
-from labctl.jobs.jobtypes import JobType, job_types_at
+from labctl.jobs.declarations import job_types_at
 from labctl.jobs.submit import (
     RESOURCE_OPTIONS,
     SPLIT_OPTIONS,

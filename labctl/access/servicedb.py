@@ -40,7 +40,7 @@ class ServiceStore:
     member: str
 
     def run(self, op: Op[R]) -> R:
-        from labctl.service import send
+        from labctl.access.service import send
 
         answer = send(self.service, "POST", PATH, encode(op), self.token)
         try:
@@ -56,7 +56,7 @@ class ServiceStore:
 def member_watchdog(config: Config, service: ServiceConfig) -> tuple[ServiceStore, Config]:
     """The store a member's watchdog works on through `service`, and `config` acting as the
     member whose token it holds (whatever its `user` says)."""
-    from labctl.service import ServiceLab
+    from labctl.access.service import ServiceLab
 
     lab = ServiceLab.of(service)
     member = lab.whoami().username

@@ -6,31 +6,24 @@ A pipelines module declares a module-level literal
                  "splittable": False, "merge_with": None, "resources": {"mem": "4G"},
                  "max_resources": {"mem": "64G"}}
 
-read here from the module's source, at a git commit or in the working tree, without importing
-it (`ast.literal_eval`: the lab server needs none of the pipelines' packages). The config's
+read from the module's source by labctl.jobs.declarations, at a git commit or in the working
+tree, without importing it (the lab server needs none of the pipelines' packages). The config's
 `job_types:` replaces declared fields, adds resources per cluster, or defines a type of its own
 (with `entry`); `offered_job_types` restricts which types are offered.
 """
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
-from pydantic import ValidationError as PydanticValidationError
 
 from labctl.errors import ConfigError
-from labctl.settings import Settings, describe
-
-if TYPE_CHECKING:
-    from labctl.config import Config
+from labctl.settings import Settings
 
 ENTRY = r"^[a-z_][a-z0-9_]*$"
-DECLARATION = "INTERFACE"
 
 TIME: str = r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$"
 """SLURM's `--time` formats: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH[:MM[:SS]]`."""
@@ -188,93 +181,3 @@ class JobTypes:
                 f"job type {name}: merge_with {spec.merge_with!r} is not an offered job type"
             )
         return spec
-
-
-def job_types_at(config: Config, version: Mapping[str, Any] | None = None) -> JobTypes:
-    """The job types at the pipelines version a job ships (a `code_version` record): its
-    commit, or the working tree for an allowed dirty one; the working tree without `version`."""
-    from labctl.jobs.codeversion import shipped_commit  # git and tar: not for reading the config
-
-    commit = shipped_commit(version) if version is not None else None
-    return JobTypes(
-        declared(config.watchdog.pipelines, commit), config.job_types, config.offered_job_types
-    )
-
-
-def declared(pipelines: Path, commit: str | None = None) -> dict[str, JobType]:
-    """The job types the modules of `pipelines` declare: at `commit`, or (None) in the working
-    tree. A job type module is a top-level `*.py` whose name does not start with `_`."""
-    if not pipelines.is_dir():
-        raise ConfigError(f"the pipelines folder {pipelines} does not exist")
-    if commit is None:
-        sources = {
-            path.stem: (str(path), _read(path))
-            for path in sorted(pipelines.glob("*.py"))
-            if not path.name.startswith("_")
-        }
-    else:
-        from labctl.jobs.codeversion import git
-
-        files = git(pipelines, "ls-tree", "-z", "--name-only", commit).split("\0")
-        sources = {
-            name[: -len(".py")]: (
-                f"{pipelines / name} at commit {commit[:12]}",
-                git(pipelines, "cat-file", "blob", f"{commit}:./{name}"),
-            )
-            for name in sorted(files)
-            if name.endswith(".py") and not name.startswith("_")
-        }
-    found = {}
-    for entry, (where, source) in sources.items():
-        spec = parse_declaration(source, entry, where)
-        if spec is not None:
-            found[entry] = spec
-    return found
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-
-
-def _declaration(tree: ast.Module) -> ast.expr | None:
-    """The value last assigned to `INTERFACE` at the top level of a module."""
-    value: ast.expr | None = None
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            targets = node.targets
-        elif isinstance(node, ast.AnnAssign):
-            targets = [node.target]
-        else:
-            continue
-        if any(isinstance(target, ast.Name) and target.id == DECLARATION for target in targets):
-            value = node.value
-    return value
-
-
-def parse_declaration(source: str, entry: str, where: str) -> JobType | None:
-    """The job type that module `entry` declares in its `INTERFACE` literal, read from its
-    `source` without running it; None if it declares none. `where` names it in errors."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise ConfigError(f"{where}: not valid Python (line {exc.lineno})") from None
-    value = _declaration(tree)
-    if value is None:
-        return None
-    try:
-        literal = ast.literal_eval(value)
-    except (ValueError, TypeError, RecursionError):
-        literal = None
-    if not isinstance(literal, dict):
-        raise ConfigError(
-            f"{where}: {DECLARATION} (line {value.lineno}) must be a dict literal of plain "
-            "values (strings, numbers, booleans, None, lists, dicts)"
-        )
-    try:
-        interface = Interface.model_validate(literal)
-        return JobType.model_validate({**interface.model_dump(), "entry": entry})
-    except PydanticValidationError as exc:
-        raise ConfigError(f"{where}: {DECLARATION} {describe(exc)}") from None

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from labctl.config import ClusterConfig
-from labctl.jobs.job import Job
-from labctl.jobs.jobtypes import JobType, Resources
+from labctl.config.jobtypes import JobType, Resources
+from labctl.model.job import Job
 
 
 @dataclass(frozen=True)

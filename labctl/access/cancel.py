@@ -1,6 +1,7 @@
 """Cancelling a job, the same from the CLI, the dashboard and the REST API: mark it cancelled,
 then stop it on the cluster at once (scancel, or kill a process job or a transfer); where the
-cluster cannot be reached now, the watchdog's next `jobs` run stops it."""
+cluster cannot be reached now, the watchdog's next `jobs` run stops it. A user action, above the
+watchdog's stages whose code it runs: the acting member is passed in."""
 
 from __future__ import annotations
 

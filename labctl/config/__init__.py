@@ -21,10 +21,10 @@ import yaml
 from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from labctl.compute.policy import SchedulerPolicy
+from labctl.config.jobtypes import JobTypeConfig, Resources
+from labctl.config.notifyconfig import NotifyConfig
+from labctl.config.policy import SchedulerPolicy
 from labctl.errors import ConfigError, redact
-from labctl.jobs.jobtypes import JobTypeConfig, Resources
-from labctl.notify.notifyconfig import NotifyConfig
 from labctl.settings import ServiceConfig, Settings, describe, xdg
 
 FieldType = Literal["str", "int", "float", "bool", "datetime", "date", "list", "path"]
@@ -213,7 +213,7 @@ class ClusterConfig(SchedulerPolicy):
 def source_pipelines() -> Path | None:
     """The pipelines/ beside labctl's own source, when labctl runs from the lab's git checkout
     (an editable install); None for an installed wheel."""
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]  # labctl/config/__init__.py
     found = checkout / "pipelines"
     return found if (found / "__main__.py").is_file() and (checkout / ".git").exists() else None
 

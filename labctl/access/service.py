@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from labctl.access.lab import NewUser, Query
 from labctl.catalog import Entry
 from labctl.catalog.experiments import NewEntry
 from labctl.config import DataSchema
+from labctl.config.notifyconfig import Recipient
 from labctl.damaged import Listing
 from labctl.errors import (
     ConfigError,
@@ -40,11 +42,9 @@ from labctl.errors import (
     ValidationError,
 )
 from labctl.jobs.bulk import Action, BulkReport
-from labctl.jobs.job import Job, JobList
 from labctl.jobs.submit import BatchScript, JobRequest, NewJob
 from labctl.jobs.usage import UsageReport
-from labctl.lab import NewUser, Query
-from labctl.notify.notifyconfig import Recipient
+from labctl.model.job import Job, JobList
 from labctl.settings import ServiceConfig
 from labctl.stages.heartbeat import Heartbeats
 from labctl.users import Me, User

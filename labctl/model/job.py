@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from labctl.damaged import Damaged, problem
 from labctl.errors import LabctlError
-from labctl.jobs.states import FailureReason, JobState
+from labctl.model.states import FailureReason, JobState
 
 SCHEMA_VERSION = 3
 """Version 2 replaced the job's `slurm` field by the scheduler-neutral `scheduler`; version 3

@@ -2,14 +2,15 @@
 
 `LocalLab` calls the library on a database, as the config's `user`, with the authority of
 whoever holds that database (the embedded single-user default, or the lab server itself).
-`ServiceLab` (`labctl.service`) asks the labctl service the same, which acts as the member whose
-token it is and checks their rights. The CLI and the Python API take the one `open_lab` gives:
-a config with `service:` means the service, and then no database is opened here.
+`ServiceLab` (`labctl.access.service`) asks the labctl service the same, which acts as the
+member whose token it is and checks their rights. The CLI and the Python API take the one
+`labctl.access.open_lab` gives: a config with `service:` means the service, and then no database
+is opened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,11 +25,11 @@ from labctl.db import Database
 from labctl.errors import NotFoundError
 
 if TYPE_CHECKING:
+    from labctl.config.notifyconfig import Recipient
     from labctl.jobs.bulk import Action, BulkReport
-    from labctl.jobs.job import Job
     from labctl.jobs.submit import JobRequest
     from labctl.jobs.usage import UsageReport
-    from labctl.notify.notifyconfig import Recipient
+    from labctl.model.job import Job
     from labctl.stages.heartbeat import Heartbeats
     from labctl.users import Me, User
 
@@ -168,7 +169,7 @@ class LocalLab:
     def bulk(
         self, action: Action, ids: Sequence[str], filter: Mapping[str, Any], *, confirm: bool
     ) -> BulkReport:
-        from labctl.stages.cancel import bulk_action  # the watchdog's code: only to act
+        from labctl.access.cancel import bulk_action  # the watchdog's code: only to act
 
         return bulk_action(
             self.db, self.config, action, ids, filter, self.config.user, confirm=confirm
@@ -227,12 +228,3 @@ class LocalLab:
         from labctl.jobs.usage import usage_report
 
         return usage_report(self.db, by, since)
-
-
-def open_lab(config: Config, database: Callable[[], Database]) -> Lab:
-    """The service if the config names one (`service:`), else `database()` as `config.user`."""
-    if config.service is not None:
-        from labctl.service import ServiceLab
-
-        return ServiceLab.of(config.service)
-    return LocalLab(config, database())

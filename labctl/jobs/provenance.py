@@ -8,7 +8,7 @@ from labctl.catalog.experiments import get_entry
 from labctl.damaged import Listing
 from labctl.db import Database
 from labctl.jobs.queue import all_jobs, read_all, where
-from labctl.jobs.states import JobState
+from labctl.model.states import JobState
 
 
 def provenance(db: Database, dataset: str) -> Listing[dict[str, Any]]:
