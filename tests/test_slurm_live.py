@@ -23,6 +23,19 @@ pytestmark = pytest.mark.testbed
 SSH_CONFIG = os.environ.get("HPC_SSH_CONFIG")
 
 
+def jobcomp_open_to_the_cluster_user() -> None:
+    """What scripts/testbed.sh sets up, once more: the cluster user's `sacct --completion` opens
+    the jobcomp log for writing, and root's own (this machine's `local` cluster, in other tests
+    run as root) sets it back to 0644."""
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True)
+    [path] = [
+        line.split("=", 1)[1].strip()
+        for line in config.stdout.splitlines()
+        if line.startswith("JobCompLoc ")
+    ]
+    os.chmod(path, 0o666)
+
+
 def ssh(argv: list[str]) -> str:
     """Run argv as the cluster user on the testbed's `hpc` host; return its stdout."""
     assert SSH_CONFIG is not None
@@ -64,6 +77,7 @@ def test_jobs_run_and_end_as_parsed() -> None:
     def plain(found: dict[str, TaskStatus]) -> dict[str, TaskStatus]:
         return {key: dataclasses.replace(s, usage=None) for key, s in found.items()}
 
+    jobcomp_open_to_the_cluster_user()
     logged = parse_sacct(ssh(sacct_command([ok, bad], since_seconds=600, jobcomp=True)))
     assert plain(logged) == {ok: statuses[ok], bad: statuses[bad]}
     if os.environ.get("HPC_WITH_DBD") != "1":
