@@ -176,7 +176,8 @@ EOF
 fi
 start slurmctld /run/slurmctld.pid 'scontrol ping | grep -q UP' slurmctld
 start slurmd /run/slurmd.pid 'sinfo -h -N -o %T | grep -Eq "idle|mixed|allocated"' slurmd -N localhost
-# slurmctld resets the jobcomp file to 0644 at each start, but non-root `sacct -c` opens it for writing.
+# slurmctld resets the jobcomp file to 0644 at each start (and so does root's own `sacct -c`), but
+# non-root `sacct -c` opens it for writing (tests/test_slurm_live.py opens it again before its own).
 chmod 0666 "$(scontrol show config | sed -n 's/^JobCompLoc *= *//p')"
 
 # 5. sshd: key-only login for $HPC_USER; the key and known_hosts stay in $KEYS. The login host and
