@@ -2,7 +2,7 @@
 # Set up everything the tests need (venv, the sshd + SLURM testbed) and run the whole suite:
 # lint, type check, the import layers (pyproject.toml's [tool.importlinter]), pytest, then the
 # compatibility matrix on the other Pythons (scripts/matrix.sh). Extra arguments make it one
-# pytest run with them instead of the whole suite.
+# pytest run with them instead of the whole suite and the matrix.
 source "$(dirname "$0")/bootstrap.sh"
 cd "$ROOT"
 if [ -f scripts/testbed.sh ]; then
@@ -23,23 +23,22 @@ fi
 echo "[test] ruff";  ruff check .
 echo "[test] mypy";  mypy
 echo "[test] import-linter"; lint-imports
-status=0
 if [ "$#" -gt 0 ]; then
   echo "[test] pytest $*"
-  pytest --durations=15 "$@" || status=$?
-else
-  # Two processes side by side: the tests that share the testbed (marked `testbed`, see
-  # tests/conftest.py) one after another in the background, every other test meanwhile.
-  echo "[test] pytest, in two processes: -m testbed (shown after) and -m 'not testbed'"
-  shared_log=$(mktemp)
-  pytest --durations=10 -m testbed --basetemp=/tmp/labctl-pytest-testbed >"$shared_log" 2>&1 &
-  shared=$!
-  pytest --durations=10 -m "not testbed" --basetemp=/tmp/labctl-pytest-others || status=$?
-  wait "$shared" || status=$?
-  echo "[test] pytest -m testbed"
-  cat "$shared_log"
-  rm -f "$shared_log"
+  exec pytest --durations=15 "$@"
 fi
+status=0
+# Two processes side by side: the tests that share the testbed (marked `testbed`, see
+# tests/conftest.py) one after another in the background, every other test meanwhile.
+echo "[test] pytest, in two processes: -m testbed (shown after) and -m 'not testbed'"
+shared_log=$(mktemp)
+pytest --durations=10 -m testbed --basetemp=/tmp/labctl-pytest-testbed >"$shared_log" 2>&1 &
+shared=$!
+pytest --durations=10 -m "not testbed" --basetemp=/tmp/labctl-pytest-others || status=$?
+wait "$shared" || status=$?
+echo "[test] pytest -m testbed"
+cat "$shared_log"
+rm -f "$shared_log"
 echo "[test] compatibility matrix"
 bash scripts/matrix.sh || status=1
 exit "$status"

@@ -77,6 +77,24 @@ def test_submit_queue_status_and_watchdog_to_completion(run) -> None:  # type: i
     assert "watchdog jobs on" in run("queue").output
 
 
+def test_an_identical_job_is_found_whatever_the_order_or_spelling(run) -> None:  # type: ignore[no-untyped-def]
+    queued = run(*SUBMIT)
+    assert queued.exit_code == 0, queued.output
+    job_id = queued.output.split()[1].rstrip(":")
+    reordered = ["--datafile", "phase.h5", "--rawfile", "fl_a.roli"]
+    for variant in (
+        [*SUBMIT, "--option", "sleep_seconds=0"],  # the declared default, given explicitly
+        [*SUBMIT[:-4], *reordered],
+        [*SUBMIT[:-4], "--datafile", "./phase.h5", "--rawfile", "fl_a.roli"],
+    ):
+        twin = run(*variant)
+        assert twin.exit_code == 1, (variant, twin.output)
+        assert f"identical job {job_id} is already queued" in twin.output
+    twice = run(*SUBMIT, "--datafile", "phase.h5")
+    assert twice.exit_code != 0 and "input file 'phase.h5' is listed twice" in twice.output
+    assert len(run("queue", "--json").output.split('"job_id"')) == 2  # only the first is queued
+
+
 def _until(run, job_id: str, *states: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + 60
     while json.loads(run("status", job_id, "--json").output)["status"] not in states:

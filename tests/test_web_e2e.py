@@ -367,6 +367,29 @@ def test_retry_two_failed_jobs_from_the_job_list(
         expect(page.locator(f"#job-{job_id} .state")).to_have_text("queued")
 
 
+def test_a_job_id_with_a_quote_does_not_stop_the_monitor(
+    site: tuple[str, Database], page: sync_api.Page, tmp_path: Path
+) -> None:
+    """A job stored with an odd id (a member with the database's credentials can write any) is
+    listed, and the monitor's live updates go on for everyone: element ids stay selector-safe."""
+    url, db = site
+    expect = sync_api.expect
+    cfg = site_config(tmp_path)
+    odd = get_job(db, job_in_state(db, cfg, JobState.FAILED))
+    db.queue.delete({"job_id": odd["job_id"]})
+    db.queue.insert({**odd, "_id": "j'q\"x", "job_id": "j'q\"x"})
+    _log_in(page, url, "/monitor", "alice")
+    expect(page.locator("#queue tbody tr")).to_have_count(1)
+    box = page.get_by_label("select j'q\"x")
+    box.check()
+    for _ in range(2):
+        with page.expect_response(lambda r: "/monitor/live" in r.url):
+            pass
+    later = job_in_state(db, cfg, JobState.FAILED)
+    expect(page.locator(f"#job-{later}")).to_have_count(1)
+    expect(box).to_be_checked()  # kept through the updates (hx-preserve found it)
+
+
 def _log_in(page: sync_api.Page, url: str, path: str, username: str) -> None:
     page.goto(url + path)
     page.fill("input[name=username]", username)

@@ -229,16 +229,21 @@ def add_job(db: Database, job: Job) -> None:
 
 
 def active_twin(db: Database, job: Job) -> dict[str, Any] | None:
-    """An active job identical to `job`: same dataset, job type, cluster, inputs and options."""
+    """An active job identical to `job`: same dataset, job type, cluster, options and inputs
+    (in any order)."""
     same = {
         "dataset": job.dataset,
         "job_type": job.job_type,
         "compute_cluster": job.compute_cluster,
         "options_key": job.options_key,
-        "datafiles": job.datafiles,
-        "datarawfiles": job.datarawfiles,
     }
-    return db.queue.find_one({**same, **where(*ACTIVE)}, ["job_id", "status"])
+    fields = ["job_id", "status", "datafiles", "datarawfiles"]
+    for twin in db.queue.find({**same, **where(*ACTIVE)}, fields):
+        if sorted(twin.get("datafiles") or []) == sorted(job.datafiles) and sorted(
+            twin.get("datarawfiles") or []
+        ) == sorted(job.datarawfiles):
+            return twin
+    return None
 
 
 # What changes on a job: what a watchdog records (`Progress`), or, for a person's action (a

@@ -86,6 +86,8 @@ def check_inputs(directory: Path, names: Sequence[str], must_exist: bool) -> lis
             raise ValidationError(f"input file {name!r} leads outside {directory}")
         if must_exist and not target.is_file():
             raise ValidationError(f"input file {name!r} does not exist in {directory}")
+        if rel in checked:
+            raise ValidationError(f"input file {name!r} is listed twice")
         checked.append(rel)
     return checked
 
@@ -148,8 +150,13 @@ def resource_request(job_type: str, spec: JobType, given: Mapping[str, Any]) -> 
 
 
 def options_key(options: Mapping[str, Any]) -> str:
-    """A canonical text of the options, so that identical jobs can be found by equality."""
-    return json.dumps(options, sort_keys=True, default=str)
+    """A canonical text of the options, so that identical jobs can be found by equality: a
+    whole number is the same whether given as `0` or `0.0`."""
+    canonical = {
+        name: int(value) if isinstance(value, float) and value.is_integer() else value
+        for name, value in options.items()
+    }
+    return json.dumps(canonical, sort_keys=True, default=str)
 
 
 def new_job_id() -> str:

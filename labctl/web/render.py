@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -60,6 +61,18 @@ def since(value: dt.datetime | None) -> str:
     return age(value, utcnow())
 
 
+SELECTOR_SAFE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def dom_id(value: str) -> str:
+    """A job id as part of an element id that any CSS selector can name (htmx looks preserved
+    elements up by `#id`, unescaped): letters, digits, `_` and `-` as they are, else the id in
+    hex behind an `x`."""
+    if SELECTOR_SAFE.fullmatch(value):
+        return value
+    return "x" + value.encode().hex()
+
+
 def with_query(request: Request, **changes: Any) -> str:
     """This page's query string with some parameters replaced: `?sort=-n_planes&page=1`."""
     items = [(k, v) for k, v in request.query_params.multi_items() if k not in changes]
@@ -80,6 +93,7 @@ def make_templates() -> Jinja2Templates:
         age=since,
         dotted=get_dotted,
         efficiency=efficiency,
+        dom_id=dom_id,
     )
     env.globals.update(
         CSRF_FIELD=CSRF_FIELD,
