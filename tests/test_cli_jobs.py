@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,28 @@ def _until(run, job_id: str, *states: str) -> None:  # type: ignore[no-untyped-d
     while json.loads(run("status", job_id, "--json").output)["status"] not in states:
         assert run("watchdog", "tick").exit_code == 0
         assert time.monotonic() < deadline
+
+
+def test_a_local_job_is_the_member_s_alone_and_never_sees_the_token(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `umask 000` the job folder is still 0700, and the job's processes do not inherit
+    the member's LABCTL_TOKEN."""
+    monkeypatch.setenv("LABCTL_TOKEN", "lct_not-for-jobs")
+    old = os.umask(0)
+    try:
+        queued = run(*SUBMIT, "--option", "sleep_seconds=30")
+        job_id = queued.output.split()[1].rstrip(":")
+        _until(run, job_id, "submitted", "running")
+        status = json.loads(run("status", job_id, "--json").output)
+        root = Path(status["remote_dir"])
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700
+        environ = Path(f"/proc/{status['scheduler']['job_id']}/environ").read_bytes()
+        assert b"HOME=" in environ and b"LABCTL_TOKEN" not in environ
+    finally:
+        os.umask(old)
+        run("cancel", job_id)
+        _until(run, job_id, "cancelled")
 
 
 def test_status_leads_with_state_reason_and_what_to_do(run) -> None:  # type: ignore[no-untyped-def]

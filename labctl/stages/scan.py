@@ -30,6 +30,10 @@ from labctl.stages.shipping import code_folder, shared_code
 
 RECORD = "transfer.json"
 
+# Make the job folder $1 with its logs/ $2 and outputs/ $3 (and the scratch root, if new), the
+# member's alone whatever the umask.
+_MAKE = 'umask 077 && mkdir -p -- "$2" "$3" && chmod 700 -- "$1"'
+
 
 def run_scan(run: StageRun) -> None:
     run.each(Work.NEW, partial(start, run))
@@ -42,6 +46,7 @@ def stage_inputs(run: StageRun, job: Job, processed: Path, raw: Path, *, code: b
     staging = run.state_dir(job.job_id) / "staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    staging.chmod(0o700)  # rsync gives the job folder this mode, whatever the umask
     for base, sub, names in (
         (processed, "data", job.datafiles),
         (raw, "raw", job.datarawfiles),
@@ -79,7 +84,8 @@ def start(run: StageRun, job: Job) -> None:
     cluster = run.cluster(job)
     layout = run.layout(job)
     try:
-        cluster.runner.run(["mkdir", "-p", "--", str(layout.logs), str(layout.outputs)])
+        folders = [layout.root, layout.logs, layout.outputs]
+        cluster.runner.run(["sh", "-c", _MAKE, "mkdir", *map(str, folders)])
         code_dir = shared_code(run, cluster, job, layout)
     except TransportError as exc:
         run.setback(job, exc, FailureReason.TRANSFER)

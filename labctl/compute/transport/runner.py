@@ -97,6 +97,15 @@ def checked(result: Result, check: bool) -> Result:
     return result
 
 
+SECRETS = ("LABCTL_TOKEN",)
+"""What labctl's own commands and the jobs they start (a `local` cluster's) never inherit."""
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment without `SECRETS`."""
+    return {name: value for name, value in os.environ.items() if name not in SECRETS}
+
+
 class LocalRunner:
     """Runs commands on this machine with subprocess (argv lists, never a shell)."""
 
@@ -122,6 +131,7 @@ class LocalRunner:
                 text=True,
                 encoding="utf-8",
                 errors="replace",
+                env=child_env(),
             )
         except FileNotFoundError as exc:
             return checked(Result(args, 127, "", f"{args[0]}: {exc.strerror}"), check)
