@@ -287,6 +287,7 @@ def test_the_seam_gives_the_same_either_way(
     assert isinstance(mine["shown"]["acquired_at"], dt.datetime)
     assert mine["one"]["user"] == "alice" and mine["one"]["status"] == "queued"
     assert len(mine["listed"]) == 1 and "#SBATCH --job-name=labctl-ID\n" in mine["script"]
+    assert "cd '<scratch>/ID'" in mine["script"] and "ROOT" not in mine["script"]  # no paths
     here.db.close()
 
 

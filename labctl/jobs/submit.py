@@ -239,11 +239,15 @@ def submit_jobs(
     return [read_job(db, job.job_id) for job in jobs]
 
 
+PREVIEW_SCRATCH = PurePosixPath("<scratch>")
+
+
 def batch_script(db: Database, config: Config, request: JobRequest) -> str:
     """The batch script a request would run, validated as `submit_job` validates it; nothing is
-    queued (`labctl submit --dry-run`)."""
+    queued (`labctl submit --dry-run`). Its folder is under `PREVIEW_SCRATCH`: where the job
+    will run is for the member's watchdog to say, not for the server to show."""
     planned = prepare_job(db, config, request)
     cluster = config.clusters[request.compute_cluster]
     spec = job_types_at(config, planned.pipelines).get(request.job_type, request.compute_cluster)
     assert spec is not None  # prepare_job found it
-    return render(planned, spec, cluster, JobLayout.of(cluster, planned.job_id))
+    return render(planned, spec, cluster, JobLayout(PREVIEW_SCRATCH / planned.job_id))
