@@ -183,6 +183,38 @@ def test_a_bad_job_in_a_batch_fails_or_retries_alone(solo: tuple[Database, Confi
     assert Path(done["result_dir"], "file_stats.json").read_bytes().endswith(b" ")
 
 
+def test_no_link_brings_home_or_shows_a_file_from_outside_the_job_folder(
+    solo: tuple[Database, Config], tmp_path: Path
+) -> None:
+    """An output that is a symlink to a private file outside scratch (or reached through a
+    linked folder), or a link in logs/, is neither summed, nor brought home, nor put in the log
+    tail every member reads; the others of the batch complete."""
+    db, cfg = solo
+    secret = tmp_path / "secret"
+    secret.write_text("private words")
+    secret.chmod(0o600)
+    good, linked, via_folder = (submit(db, cfg) for _ in range(3))
+    ran(db, cfg, [good, linked, via_folder])
+    output = folder(cfg, linked) / "outputs" / "file_stats.json"
+    output.unlink()
+    output.symlink_to(secret)
+    (folder(cfg, linked) / "logs" / "zz.log").symlink_to(secret)
+    outputs = folder(cfg, via_folder) / "outputs"
+    outputs.rename(tmp_path / "elsewhere")
+    outputs.symlink_to(tmp_path / "elsewhere")
+    run = jobs_run(db, cfg, Counting())
+    assert run.did["completed"] == 1, (run.did, run.notes)
+    assert get_job(db, good)["status"] == "completed"
+    for job_id in (linked, via_folder):
+        job = get_job(db, job_id)
+        assert job["status"] == "failed", job["history"]
+        assert job["failure"]["message"].startswith("the job did not write file_stats.json")
+        assert "private words" not in job["log_tail"] and "== zz.log" not in job["log_tail"]
+        assert "== task-0.out" in job["log_tail"]  # the job's own logs are still shown
+        results = Path(cfg.watchdog.state_dir).parent / "data/processed/results" / job_id
+        assert not (results / "file_stats.json").exists()
+
+
 def test_a_pull_failed_by_one_jobs_file_completes_the_others(
     solo: tuple[Database, Config],
 ) -> None:

@@ -49,15 +49,18 @@ BATCH = 100
 """Jobs per pull at most: bounds the file lists and the command line of the cleanup."""
 
 # In the scratch folder $1, make the folder $2 (removing those of killed runs once a day old);
-# stdin: records of two lines, a file on the cluster then "-" or where in $2 to link to it. Out,
-# one line per record: "SIZE SHA256" if the file is there (and then it is linked), else "-".
+# stdin: records of three lines, a job folder, a file in it, then "-" or where in $2 to link to
+# it. Out, one line per record: "SIZE SHA256" if the file is a regular file reached through no
+# symlink below the job folder (and then it is linked), else "-": a job's link cannot bring
+# home, nor have summed, a file from outside its folder.
 _SUMS = r"""
 cd "$1" || exit 3
 find . -maxdepth 1 -name '.pull-*' -mtime +0 -exec rm -rf -- {} +
 mkdir -- "$2" && cd "$2" || exit 3
 last=
-while IFS= read -r f && IFS= read -r link; do
-  if [ -f "$f" ]; then
+while IFS= read -r root && IFS= read -r name && IFS= read -r link; do
+  f=$(realpath -e -- "$root/$name" 2>/dev/null)
+  if [ -f "$f" ] && [ "$f" = "$(realpath -e -- "$root")/$name" ]; then
     printf '%s %s\n' "$(stat -c %s -- "$f")" "$(sha256sum < "$f" | cut -d' ' -f1)"
     [ "$link" = - ] && continue
     dir=${link%/*}
@@ -66,7 +69,14 @@ while IFS= read -r f && IFS= read -r link; do
   else echo -; fi
 done
 """
-_LOG_TAIL = r'for f in "$1"/*; do [ -f "$f" ] && { echo "== ${f##*/}"; tail -n 20 -- "$f"; }; done'
+# The last lines of each regular file in the job's logs/ $1 (no link followed: a log tail is
+# read by every member).
+_LOG_TAIL = r"""
+[ -L "$1" ] && exit 0
+for f in "$1"/*; do
+  [ -f "$f" ] && [ ! -L "$f" ] && { echo "== ${f##*/}"; tail -n 20 -- "$f"; }
+done
+"""
 
 Sums = dict[PurePosixPath, tuple[int, str] | None]
 
@@ -111,12 +121,16 @@ class Pull:
     def link(self, fetch: Fetch, name: str) -> str:
         return f"{os.path.relpath(fetch.real, self.home)}/{name}"
 
-    def records(self) -> list[tuple[PurePosixPath, str]]:
-        """Each file whose checksum a job needs, with where to link it ("-": inputs stay)."""
+    def records(self) -> list[tuple[PurePosixPath, PurePosixPath, str]]:
+        """Each file whose checksum a job needs: its job folder, its path there, and where to
+        link it ("-": inputs stay)."""
         found = []
         for fetch in self.fetches:
-            found += [(fetch.layout.outputs / n, self.link(fetch, n)) for n in fetch.outputs]
-            found += [(fetch.layout.inputs / n, "-") for n in fetch.inputs]
+            root = fetch.layout.root
+            found += [
+                (root, PurePosixPath("outputs", n), self.link(fetch, n)) for n in fetch.outputs
+            ]
+            found += [(root, PurePosixPath("inputs", n), "-") for n in fetch.inputs]
         return found
 
 
@@ -206,15 +220,15 @@ def remote_sums(cluster: Cluster, batch: Pull) -> Sums:
     """Size and SHA-256 of each file on the cluster (None for a missing one), each output linked
     into the batch's folder: one command."""
     records = batch.records()
-    listing = "".join(f"{path}\n{link}\n" for path, link in records)
+    listing = "".join(f"{root}\n{path}\n{link}\n" for root, path, link in records)
     argv = ["sh", "-c", _SUMS, "sums", str(batch.links.parent), batch.links.name]
     out = cluster.runner.run(argv, input=listing).stdout.splitlines()
     if len(out) != len(records):
         raise TransportError(f"the checksums of {len(records)} files came back in {len(out)} lines")
     found: Sums = {}
-    for (path, _), line in zip(records, out, strict=True):
+    for (root, path, _), line in zip(records, out, strict=True):
         size, _, digest = line.partition(" ")
-        found[path] = None if line == "-" else (int(size), digest)
+        found[root / path] = None if line == "-" else (int(size), digest)
     return found
 
 
