@@ -126,6 +126,30 @@ def test_a_local_job_is_the_member_s_alone_and_never_sees_the_token(  # type: ig
         _until(run, job_id, "cancelled")
 
 
+def test_timeline_shows_where_a_dataset_s_time_and_bytes_went(run) -> None:  # type: ignore[no-untyped-def]
+    """Each job's time in each phase and bytes each way, and the dataset's totals."""
+    assert run("timeline", DATASET).output == f"no job for {DATASET} yet\n"
+    first = run(*SUBMIT, "--option", "sleep_seconds=1").output.split()[1].rstrip(":")
+    _until(run, first, "completed")
+    second = run(*SUBMIT, "--option", "sleep_seconds=0.5").output.split()[1].rstrip(":")
+    _until(run, second, "completed")
+    shown = json.loads(run("timeline", DATASET, "--json").output)
+    assert [job["job_id"] for job in shown["jobs"]] == [first, second]  # oldest first
+    for job in shown["jobs"]:
+        stored = json.loads(run("status", job["job_id"], "--json").output)
+        assert job["bytes_out"] == 3000 + 1000  # phase.h5 and fl_a.roli, as shipped
+        assert job["bytes_home"] == sum(r["size"] for r in stored["results"]) > 0
+        assert job["phases"]["computing"] + job["phases"]["waiting"] >= 0.5
+        assert sum(job["phases"].values()) <= shown["span_seconds"] + 1
+    assert shown["bytes_out"] == 8000
+    assert shown["phases_seconds"]["computing"] == sum(
+        job["phases"]["computing"] for job in shown["jobs"]
+    )
+    text = run("timeline", DATASET).output
+    assert first in text and second in text and "8.0 kB" in text
+    assert "2 job(s) over" in text and "so far" not in text
+
+
 def test_status_leads_with_state_reason_and_what_to_do(run) -> None:  # type: ignore[no-untyped-def]
     """A failed job's reason and next step come first, not under 65 rows of internals; a job
     without inputs shows no transfer rate."""

@@ -348,6 +348,16 @@ def test_the_python_api_through_the_service(server: LabServer, member: MemberCon
         dblog("20230101_090000", {"data_raw_path": "/elsewhere"}, update=True, config=bob)
 
 
+def test_a_dataset_s_timeline_through_the_service(server: LabServer, member: MemberConfig) -> None:
+    alice = member("alice")
+    job_id = dbqueue_job(DATASET, "local", "file_stats", config=alice)
+    done = run(alice, "timeline", DATASET, "--json")
+    assert done.exit_code == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert [(job["job_id"], job["status"]) for job in shown["jobs"]] == [(job_id, "queued")]
+    assert shown["bytes_out"] == 0 and set(shown["phases_seconds"]) >= {"queued", "computing"}
+
+
 # --- what goes wrong gives one line --------------------------------------------------------------
 
 

@@ -526,6 +526,38 @@ def test_entry_page_shows_all_fields_and_jobs_with_results(
     assert "2.0 kB" in html
 
 
+def test_entry_page_shows_the_dataset_s_time_to_result(
+    browser: Browser, db: Database, cfg: Config
+) -> None:
+    """A bar per job, a part per phase as its history has it, and the bytes each way."""
+    job = submit_as(db, cfg)
+    t0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+    steps = [("queued", 0), ("transferring", 60), ("submitted", 180), ("running", 210),
+             ("retrieving", 810), ("completed", 830)]  # fmt: skip
+    history = [{"state": s, "at": t0 + dt.timedelta(seconds=at), "note": ""} for s, at in steps]
+    shipped = {**transfer_record(), "bytes": 4000, "total": 4000, "done": True,
+               "started_at": t0 + dt.timedelta(seconds=60),
+               "finished_at": t0 + dt.timedelta(seconds=160)}  # fmt: skip
+    result = {"name": "file_stats.json", "path": "/r/file_stats.json", "size": 2048}
+    changes = {"status": "completed", "created_at": t0, "history": history, "transfer": shipped,
+               "results": [{**result, "sha256": "ab" * 32}]}  # fmt: skip
+    db.queue.update({"job_id": job["job_id"]}, {"$set": changes})
+    page = browser("bob").get(f"/entry/{DATASET}").text
+    section = page[page.index('id="timeline"') :]
+    assert "1 job(s) over 0:13:50;" in section  # queued to completed
+    assert "sent 4.0 kB, brought home 2.0 kB" in section
+    assert (
+        'aria-label="queued 0:01:00, transferring 0:02:00, waiting 0:00:30, computing 0:10:00, '
+        'retrieving 0:00:20"'
+    ) in section
+    assert "40 B/s" in section  # 4000 bytes in 100 s
+    widths = [
+        float(w)
+        for w in re.findall(r'<rect class="ph-\w+" x="[\d.]+" y="0" width="([\d.]+)"', section)
+    ]
+    assert len(widths) == 5 and abs(sum(widths) - 1000) < 1
+
+
 def test_unknown_or_malformed_entry_is_an_error_page(browser: Browser) -> None:
     assert browser("alice").get("/entry/20990101_000000").status_code == 404
     assert browser("alice").get("/entry/nope").status_code == 422

@@ -488,3 +488,9 @@ def test_every_page_fits_a_420_px_screen(
     for name, path in (("narrow-browse", "/browse"), ("narrow-monitor", "/monitor")):
         page.goto(url + path)
         page.screenshot(path=shots / f"{name}.png", full_page=True)
+    page.set_viewport_size({"width": 1000, "height": 800})
+    page.goto(f"{url}/entry/{FIXTURE_DATASET}")
+    timeline = page.locator("#timeline")
+    sync_api.expect(timeline.locator("svg.bar rect")).not_to_have_count(0)
+    assert timeline.locator("svg.bar").first.bounding_box()["width"] > 100  # drawn, not empty
+    timeline.screenshot(path=shots / "timeline.png")

@@ -153,8 +153,10 @@ class LocalLab:
         from labctl.jobs.bulk import parse_filter
         from labctl.jobs.queue import list_jobs
 
-        selection = parse_filter(self.config.user, **(filter or {}))
-        return list_jobs(self.db, matching=selection.query(), limit=limit)
+        asked = dict(filter or {})
+        dataset = asked.pop("dataset", None)
+        selection = parse_filter(self.config.user, **asked)
+        return list_jobs(self.db, matching=selection.query(), dataset=dataset, limit=limit)
 
     def job(self, job_id: str) -> Job:
         from labctl.jobs.queue import read_job

@@ -59,6 +59,7 @@ COMMANDS = {
     "show": Lazy("data", "Print one experiment whole."),
     "status": Lazy("analysis", "One job: its state, why, what to do, and its results."),
     "submit": Lazy("analysis", "Queue an analysis job on DATASET."),
+    "timeline": Lazy("analysis", "Time to result for DATASET: where its jobs' time went."),
     "umount": Lazy("admin", "Unmount CLUSTER's mount_point."),
     "usage": Lazy("reports", "CPU-hours, wall-hours, queue wait and efficiency."),
     "user": Lazy("accounts", "Manage lab members (admin operations)."),

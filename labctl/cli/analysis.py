@@ -1,4 +1,4 @@
-"""`labctl submit|queue|status|job-types|clusters|provenance`: analysis jobs."""
+"""`labctl submit|queue|status|timeline|job-types|clusters|provenance`: analysis jobs."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from labctl.install.waiting import stale_after, watchdog_notes
 from labctl.jobs.declarations import job_types_at
 from labctl.jobs.overview import overview, state_label
 from labctl.jobs.provenance import provenance
+from labctl.jobs.timeline import PHASES, DatasetTimeline, bytes_text, clock_text
 from labctl.jobs.usage import describe
 from labctl.model.job import Job, Transfer
 from labctl.model.states import RETRYABLE
@@ -309,6 +310,56 @@ def clusters_cmd(app: App, as_json: bool) -> None:
         host = f"{c.host}:{c.port}" if c.host else "this machine"
         table.add_row(name, c.type, host, c.user or "", c.scratch, c.scheduler)
     console().print(table)
+
+
+@cli.command("timeline")
+@click.argument("dataset")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def timeline_cmd(app: App, dataset: str, as_json: bool) -> None:
+    """Time to result for DATASET: each job's time queued, sending its inputs, waiting in the
+    scheduler, computing and bringing results home, the bytes each way, and the totals."""
+    found = app.lab.jobs({"dataset": dataset}, limit=1000)
+    seen = DatasetTimeline.of(dataset, found.items, utcnow())
+    if as_json:
+        echo_json(
+            {
+                "dataset": dataset,
+                "span_seconds": seen.span,
+                "phases_seconds": seen.phases,
+                "bytes_out": seen.bytes_out,
+                "bytes_home": seen.bytes_home,
+                "jobs": [{**vars(job), "rate_out_bytes_per_s": job.rate_out} for job in seen.jobs],
+            }
+        )
+        return
+    for damaged in found.damaged:
+        click.echo(f"damaged {damaged.line}")
+    if not seen.jobs:
+        click.echo(f"no job for {dataset} yet")
+        return
+    table = rich_table(title=f"time to result for {dataset}", title_justify="left")
+    for name in ("job", "type", "state", *PHASES, "sent", "home"):
+        table.add_column(name, justify="right" if name in (*PHASES, "sent", "home") else "left")
+    for job in seen.jobs:
+        rate = f" at {bytes_text(job.rate_out)}/s" if job.rate_out else ""
+        table.add_row(
+            job.job_id,
+            f"{job.job_type} @ {job.cluster}",
+            str(job.status),
+            *(clock_text(job.phases[phase]) for phase in PHASES),
+            bytes_text(job.bytes_out) + rate,
+            bytes_text(job.bytes_home),
+        )
+    console().print(table)
+    busy = ", ".join(f"{phase} {clock_text(seen.phases[phase])}" for phase in PHASES)
+    still = any(job.end is None for job in seen.jobs)
+    click.echo(
+        f"{len(seen.jobs)} job(s) over {clock_text(seen.span)}"
+        + (" so far" if still else "")
+        + f"; sent {bytes_text(seen.bytes_out)}, brought home {bytes_text(seen.bytes_home)}"
+    )
+    click.echo(f"summed over the jobs: {busy}")
 
 
 @cli.command("provenance")

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from labctl.clock import age
+from labctl.jobs.timeline import seconds_in
 from labctl.model.job import Job, ResultFile
-from labctl.model.states import TERMINAL, JobState
+from labctl.model.states import JobState
 
 _WHY = {
     JobState.QUEUED: "waiting for the watchdog to send its inputs to {cluster}",
@@ -82,13 +83,6 @@ def _todo(job: Job, now: dt.datetime) -> str:
 
 
 def _time_in(job: Job, now: dt.datetime) -> dict[str, str]:
-    """How long in each state from the history, summed over visits; the last one until now
-    unless it is an end."""
-    spent: dict[str, float] = {}
-    items = job.history
-    for item, after in zip(items, [*items[1:], None], strict=False):  # none after the last
-        if after is None and item.state in TERMINAL:
-            break
-        seconds = max(0.0, ((after.at if after else now) - item.at).total_seconds())
-        spent[item.state] = spent.get(item.state, 0.0) + seconds
+    """How long in each state, summed over visits; the last one until now unless it is an end."""
+    spent = seconds_in(job, now)
     return {state: age(now - dt.timedelta(seconds=s), now) for state, s in spent.items()}

@@ -12,11 +12,13 @@ from labctl.catalog import Entry
 from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import MANAGED_FIELDS, flatten, is_field_name
 from labctl.catalog.query import build_filter, parse_day, parse_sort
+from labctl.clock import utcnow
 from labctl.config import DataSchema
 from labctl.damaged import Listing
 from labctl.db import Database
 from labctl.errors import DuplicateError, PermissionDenied, ValidationError
-from labctl.jobs.queue import list_rows
+from labctl.jobs.queue import list_jobs, list_rows
+from labctl.jobs.timeline import PHASES, DatasetTimeline
 from labctl.jobs.usage import unaccounted
 from labctl.model.job import JobRow
 from labctl.web.auth import Principal
@@ -148,14 +150,17 @@ def editable(entry: Entry) -> dict[str, str]:
     }
 
 
-def _entry_and_jobs(db: Database, dataset: str) -> tuple[dict[str, Any], Listing[JobRow]]:
-    return get_entry(db, dataset), list_rows(db, {"dataset": dataset})
+def _entry_and_jobs(
+    db: Database, dataset: str
+) -> tuple[dict[str, Any], Listing[JobRow], DatasetTimeline]:
+    entry, rows = get_entry(db, dataset), list_rows(db, {"dataset": dataset})
+    return entry, rows, DatasetTimeline.of(dataset, list_jobs(db, dataset=dataset).items, utcnow())
 
 
 async def _entry_page(
     request: Request, user: Principal, dataset: str, form: FieldsForm, status: int = 200
 ) -> HTMLResponse:
-    entry, jobs = await state(request).store.run(_entry_and_jobs, dataset)
+    entry, jobs, timeline = await state(request).store.run(_entry_and_jobs, dataset)
     fields = {k: v for k, v in flatten(entry).items() if k.split(".")[0] != RESULTS}
     return render(
         request,
@@ -167,6 +172,8 @@ async def _entry_page(
         editable=editable(entry),
         jobs=jobs.items,
         damaged_jobs=jobs.damaged,
+        timeline=timeline,
+        phases=PHASES,
         form=form,
         created="created" in request.query_params,
         saved="saved" in request.query_params,

@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from labctl.catalog.fields import get_dotted
 from labctl.clock import age, utcnow
+from labctl.jobs.timeline import bytes_text
 from labctl.jobs.usage import describe
 from labctl.model.job import TaskUsage
 from labctl.model.states import ACTIVE, RETRYABLE
@@ -34,18 +35,6 @@ def text(value: Any) -> str:
     if isinstance(value, (Mapping, list)):
         return json.dumps(value, default=text)
     return str(value)
-
-
-def size(value: float | None) -> str:
-    """Bytes in decimal units: `1.5 MB`."""
-    if value is None:
-        return ""
-    amount, unit = float(value), "B"
-    for bigger in ("kB", "MB", "GB", "TB"):
-        if abs(amount) < 1000:
-            break
-        amount, unit = amount / 1000, bigger
-    return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
 
 
 def duration(seconds: float | None) -> str:
@@ -88,7 +77,7 @@ def make_templates() -> Jinja2Templates:
     )
     env.filters.update(
         text=text,
-        size=size,
+        size=bytes_text,
         duration=duration,
         age=since,
         dotted=get_dotted,
