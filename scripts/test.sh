@@ -9,15 +9,20 @@ if [ -f scripts/testbed.sh ]; then
   bash scripts/testbed.sh
   source "${HPC_DIR:-/tmp/hpc-testbed}/env.sh"
 fi
-# The browser tests drive Debian's headless Chromium (never a downloaded browser build).
-if ! dpkg -s chromium 2>/dev/null | grep -q '^Status: install ok installed'; then
+# The browser tests drive Debian's headless Chromium (never a downloaded browser build); the
+# dashboard draws a dataset's lineage with Debian's graphviz.
+missing=()
+for package in chromium graphviz; do
+  dpkg -s "$package" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    echo "[test] installing chromium"
+    echo "[test] installing ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
-      >/tmp/labctl-apt-chromium.log 2>&1 || { tail /tmp/labctl-apt-chromium.log >&2; exit 1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+      >/tmp/labctl-apt.log 2>&1 || { tail /tmp/labctl-apt.log >&2; exit 1; }
   else
-    echo "[test] chromium is not installed and this is not root: the browser tests will skip"
+    echo "[test] ${missing[*]} not installed and this is not root: the tests needing them will skip"
   fi
 fi
 echo "[test] ruff";  ruff check .

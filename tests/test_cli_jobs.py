@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,31 @@ def test_timeline_shows_where_a_dataset_s_time_and_bytes_went(run) -> None:  # t
     text = run("timeline", DATASET).output
     assert first in text and second in text and "8.0 kB" in text
     assert "2 job(s) over" in text and "so far" not in text
+
+
+def test_lineage_as_a_tree_json_and_dot(run) -> None:  # type: ignore[no-untyped-def]
+    """Two jobs that read the same raw file: one node for the file, each job under it."""
+    assert run("lineage", DATASET).output == f"no job for {DATASET} yet\n"
+    first = run(*SUBMIT).output.split()[1].rstrip(":")
+    _until(run, first, "completed")
+    second = run(*SUBMIT, "--option", "sleep_seconds=0.1").output.split()[1].rstrip(":")
+    _until(run, second, "completed")
+    shown = json.loads(run("lineage", DATASET, "--json").output)
+    files = [n for n in shown["nodes"] if n["kind"] == "file"]
+    raw = [n for n in files if n["label"] == "raw/fl_a.roli"]
+    assert len(raw) == 1  # one node per content, however many jobs read it
+    readers = [e["target"] for e in shown["edges"] if e["source"] == raw[0]["id"]]
+    assert readers == [f"job:{first}", f"job:{second}"]
+    tree = run("lineage", DATASET).output.splitlines()
+    assert tree[0] == DATASET
+    assert any(line.startswith("├── raw/fl_a.roli") or line.startswith("└── raw/fl_a.roli")
+               for line in tree)  # fmt: skip
+    for job_id in (first, second):  # under each of its two inputs; what it wrote once
+        lines = [line for line in tree if job_id in line]
+        assert len(lines) == 2 and sum(line.endswith("... shown above") for line in lines) == 1
+    dot = run("lineage", DATASET, "--dot").output
+    drawn = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True)
+    assert drawn.returncode == 0 and drawn.stdout.count('class="node"') == len(shown["nodes"])
 
 
 def test_status_leads_with_state_reason_and_what_to_do(run) -> None:  # type: ignore[no-untyped-def]

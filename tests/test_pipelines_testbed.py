@@ -15,8 +15,9 @@ from labctl.catalog.experiments import log_entries
 from labctl.config import Config, DatabaseConfig
 from labctl.db import connect
 from labctl.errors import ValidationError
+from labctl.jobs.lineage import Lineage
 from labctl.jobs.provenance import provenance
-from labctl.jobs.queue import get_job
+from labctl.jobs.queue import get_job, list_jobs
 from labctl.jobs.submit import JobRequest, submit_job
 from tests.jobfixtures import REGISTRATION_TYPES
 from tests.testbed import hpc_config, needs_testbed, remote_scratch, status_in, tick_until
@@ -105,6 +106,30 @@ def test_split_registration_merges_and_recovers_known_shifts(tmp_path: Path) -> 
         assert stack_input["sha256"] == _sha256(raw / "stack.h5")
         assert {e["split_idx"] for e in records[array["job_id"]]["environment"]} == {0, 1, 2, 3}
         assert all(e["packages"]["h5py"] for e in records[array["job_id"]]["environment"])
+
+        summary = submit_job(db, cfg, request.model_copy(update={"job_type": "summary_stats",
+                                                                  "job_options": {}}))  # fmt: skip
+        tick_until(db, cfg, status_in(db, summary["job_id"], "completed", "failed"), timeout=120)
+        assert get_job(db, summary["job_id"])["status"] == "completed"
+        jobs = list_jobs(db, dataset=DATASET).items
+        lineage = Lineage.of(DATASET, jobs)
+        stack = f"file:{stack_input['sha256']}"
+        assert lineage.roots == [stack]  # the raw stack leads to everything
+        assert lineage.children(stack) == [f"job:{array['job_id']}", f"job:{summary['job_id']}"]
+        shards = lineage.children(f"job:{array['job_id']}")
+        labels = {lineage.nodes[shard].label for shard in shards}
+        assert {f"registration_{k}.h5" for k in range(4)} <= labels
+        for shard in shards:
+            if lineage.nodes[shard].label.startswith("registration_"):
+                assert lineage.children(shard) == [f"job:{merge_id}"]  # the merge read it there
+        merged_node = f"file:{_sha256(merged)}"
+        assert merged_node in lineage.children(f"job:{merge_id}")
+        tree = "\n".join(lineage.tree())
+        for job_id in (array["job_id"], merge_id, summary["job_id"]):
+            assert job_id in tree
+        drawn = subprocess.run(["dot", "-Tsvg"], input=lineage.dot(), capture_output=True,
+                               text=True, check=True)  # fmt: skip
+        assert drawn.stdout.count('class="node"') == len(lineage.nodes)
 
         pipelines = cfg.watchdog.pipelines_dir
         (pipelines / "merge_splits.py").write_text("raise SystemExit('uncommitted')\n")

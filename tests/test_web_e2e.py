@@ -10,11 +10,14 @@ repository), else tmp_path.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -388,6 +391,55 @@ def test_a_job_id_with_a_quote_does_not_stop_the_monitor(
     later = job_in_state(db, cfg, JobState.FAILED)
     expect(page.locator(f"#job-{later}")).to_have_count(1)
     expect(box).to_be_checked()  # kept through the updates (hx-preserve found it)
+
+
+def _derived(db: Database, cfg: Config) -> dict[str, str]:
+    """A split run, its merge and a summary on the fixtures' dataset, with recorded checksums."""
+    sha = {name: hashlib.sha256(name.encode()).hexdigest() for name in
+           ("stack", "shard0", "shard1", "merged", "summary")}  # fmt: skip
+
+    def record(job_id: str, inputs: list[tuple[str, str]], outputs: list[tuple[str, str]],
+               **more: Any) -> None:  # fmt: skip
+        changes = {
+            "status": "completed",
+            "input_checksums": [{"name": n, "size": 1000, "sha256": sha[k]} for n, k in inputs],
+            "results": [
+                {"name": n, "path": f"/r/{n}", "size": 2000, "sha256": sha[k]} for n, k in outputs
+            ],
+            **more,
+        }
+        db.queue.update({"job_id": job_id}, {"$set": changes})
+
+    ids = {name: job_in_state(db, cfg) for name in ("array", "merge", "summary")}
+    record(ids["array"], [("raw/stack.h5", "stack")],
+           [("registration_0.h5", "shard0"), ("registration_1.h5", "shard1")])  # fmt: skip
+    record(ids["merge"], [("data/results/registration_0.h5", "shard0"),
+                          ("data/results/registration_1.h5", "shard1")],
+           [("registration.h5", "merged")], parent_job=ids["array"])  # fmt: skip
+    record(ids["summary"], [("raw/stack.h5", "stack")], [("summary_stats.h5", "summary")])
+    return ids
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="needs Debian's graphviz")
+def test_the_dataset_page_draws_its_lineage(
+    site: tuple[str, Database], page: sync_api.Page, tmp_path: Path
+) -> None:
+    url, db = site
+    shots = Path(os.environ.get("LABCTL_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    ids = _derived(db, site_config(tmp_path))
+    _log_in(page, url, f"/entry/{FIXTURE_DATASET}", "alice")
+    picture = page.locator("#lineage img")
+    sync_api.expect(picture).to_have_count(1)
+    picture.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=picture.element_handle()
+    )
+    svg = page.request.get(f"{url}/entry/{FIXTURE_DATASET}/lineage.svg")
+    assert svg.headers["content-type"] == "image/svg+xml"
+    for text in [*ids.values(), "raw/stack.h5", "registration.h5", "summary_stats.h5"]:
+        assert text in svg.text()
+    page.locator("#lineage").screenshot(path=shots / "lineage.png")
 
 
 def _log_in(page: sync_api.Page, url: str, path: str, username: str) -> None:

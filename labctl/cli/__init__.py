@@ -47,6 +47,7 @@ COMMANDS = {
     "disconnect": Lazy("connections", "Close CLUSTER's session."),
     "doctor": Lazy("admin", "Check the config, database, clusters, cron and mounts."),
     "job-types": Lazy("analysis", "List the job types offered, with their options."),
+    "lineage": Lazy("analysis", "How DATASET's results were derived: files, jobs, outputs."),
     "log": Lazy("data", "Add an experiment, keyed by YYYYMMDD_HHMMSS."),
     "login": Lazy("accounts", "Log in to the labctl service at URL and keep its token."),
     "mount": Lazy("admin", "Mount CLUSTER's data_dir with sshfs."),

@@ -1,4 +1,5 @@
-"""`labctl submit|queue|status|timeline|job-types|clusters|provenance`: analysis jobs."""
+"""`labctl submit|queue|status|timeline|lineage|job-types|clusters|provenance`: analysis
+jobs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from labctl.config import ClusterConfig, Config
 from labctl.config.jobtypes import JobType, JobTypes
 from labctl.install.waiting import stale_after, watchdog_notes
 from labctl.jobs.declarations import job_types_at
+from labctl.jobs.lineage import Lineage
 from labctl.jobs.overview import overview, state_label
 from labctl.jobs.provenance import provenance
 from labctl.jobs.timeline import PHASES, DatasetTimeline, bytes_text, clock_text
@@ -360,6 +362,31 @@ def timeline_cmd(app: App, dataset: str, as_json: bool) -> None:
         + f"; sent {bytes_text(seen.bytes_out)}, brought home {bytes_text(seen.bytes_home)}"
     )
     click.echo(f"summed over the jobs: {busy}")
+
+
+@cli.command("lineage")
+@click.argument("dataset")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--dot", "as_dot", is_flag=True, help="Graphviz DOT (e.g. | dot -Tsvg > l.svg).")
+@click.pass_obj
+def lineage_cmd(app: App, dataset: str, as_json: bool, as_dot: bool) -> None:
+    """How DATASET's results were derived: its files, the jobs that read them, what they wrote,
+    and the jobs that read that in turn."""
+    found = app.lab.jobs({"dataset": dataset}, limit=1000)
+    seen = Lineage.of(dataset, found.items)
+    if as_json:
+        echo_json(seen.as_json())
+        return
+    if as_dot:
+        click.echo(seen.dot(), nl=False)
+        return
+    for damaged in found.damaged:
+        click.echo(f"damaged {damaged.line}")
+    if not seen.nodes:
+        click.echo(f"no job for {dataset} yet")
+        return
+    for line in seen.tree():
+        click.echo(line)
 
 
 @cli.command("provenance")

@@ -3,6 +3,9 @@ the lab's compute usage."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import subprocess
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -17,6 +20,7 @@ from labctl.config import DataSchema
 from labctl.damaged import Listing
 from labctl.db import Database
 from labctl.errors import DuplicateError, PermissionDenied, ValidationError
+from labctl.jobs.lineage import Lineage
 from labctl.jobs.queue import list_jobs, list_rows
 from labctl.jobs.timeline import PHASES, DatasetTimeline
 from labctl.jobs.usage import unaccounted
@@ -174,6 +178,7 @@ async def _entry_page(
         damaged_jobs=jobs.damaged,
         timeline=timeline,
         phases=PHASES,
+        drawable=shutil.which(GRAPHVIZ) is not None,
         form=form,
         created="created" in request.query_params,
         saved="saved" in request.query_params,
@@ -183,6 +188,33 @@ async def _entry_page(
 @router.get("/entry/{dataset}")
 async def entry_page(request: Request, user: PageUser, dataset: str) -> HTMLResponse:
     return await _entry_page(request, user, dataset, FieldsForm())
+
+
+GRAPHVIZ = "dot"
+DRAW_SECONDS = 20
+
+
+def _lineage(db: Database, dataset: str) -> Lineage:
+    get_entry(db, dataset)  # 404 for a dataset that is not there, 422 for a malformed id
+    return Lineage.of(dataset, list_jobs(db, dataset=dataset).items)
+
+
+@router.get("/entry/{dataset}/lineage.svg")
+async def lineage_picture(request: Request, user: PageUser, dataset: str) -> Response:
+    """The dataset's lineage drawn by graphviz (`dot -Tsvg`), as an image of the page."""
+    lineage = await state(request).store.run(_lineage, dataset)
+    try:
+        drawn = await asyncio.to_thread(
+            subprocess.run,
+            [GRAPHVIZ, "-Tsvg"],
+            input=lineage.dot().encode(),
+            capture_output=True,
+            timeout=DRAW_SECONDS,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return Response("graphviz could not draw the lineage", 503, media_type="text/plain")
+    return Response(drawn.stdout, media_type="image/svg+xml")
 
 
 @router.post("/entry/{dataset}")
