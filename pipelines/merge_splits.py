@@ -4,7 +4,9 @@ Inputs: every file under the inputs folder matching the glob `pattern` (default
 `**/registration_*.h5`), e.g. the shards brought home from one array job and shipped as datafiles.
 
 Output: `registration.h5`, the same file an unsplit run writes (frames sorted, each exactly once),
-with the attribute `merged_from` listing the shards (relative to the inputs folder).
+with the attribute `merged_from` listing the shards' file names in split order (names only: the
+folder they were shipped in names the array's job, and a merge of the same shards must write the
+same bytes whichever job made them; labctl's lineage links the files by checksum).
 
 Refused, with one line naming the problem: a missing or duplicate split index, shards of different
 runs (stack, reference, frame count or dataset differ), frames that no shard holds (a gap) or that
@@ -70,7 +72,8 @@ def run(dataset: str, inputs: Path, outputs: Path, options: dict[str, Any]) -> i
     shards = [_shard(path, inputs) for path in paths]
     n_total = _check(shards, dataset)
     attrs = {k: v for k, v in shards[0].attrs.items() if k not in SPLIT_ATTRS}
-    attrs["merged_from"] = json.dumps([s.name for s in sorted(shards, key=lambda s: s.split_idx)])
+    ordered = sorted(shards, key=lambda s: s.split_idx)
+    attrs["merged_from"] = json.dumps([s.path.name for s in ordered])
     target = outputs / "registration.h5"
     with atomic_output(target) as partial, h5py.File(partial, "w") as out:
         create_registration(out, n_total, shards[0].reference, attrs)
