@@ -374,7 +374,7 @@ def poll(handle: TransferHandle) -> TransferStatus:
     if code is None:
         return TransferStatus(TransferState.VANISHED, None, progress, message, transient=True)
     log = "\n".join(diagnostics)
-    unreachable = code == 255 and could_not_connect(log)
+    unreachable = could_not_connect(log)  # exit 12 or 255, as rsync sees ssh end
     return TransferStatus(
         TransferState.FAILED, code, progress, message, is_transient(code, log), unreachable
     )
