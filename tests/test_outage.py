@@ -9,11 +9,13 @@ test_outage_testbed.py.
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from labctl.clock import utcnow
 from labctl.compute.transport import (
     AuthError,
     CommandTimeoutError,
@@ -32,10 +34,11 @@ from labctl.compute.transport import (
 from labctl.compute.transport.sessions import Sessions, could_not_connect, ssh_error
 from labctl.config import Config
 from labctl.db import Database
-from labctl.jobs.queue import read_job
-from labctl.model.job import NoticeEvent
+from labctl.jobs.queue import read_job, transition
+from labctl.model.job import NoticeEvent, Transfer
 from labctl.model.states import FailureReason, JobState
 from labctl.stages import stage_run
+from labctl.stages.loop import run_stages
 from labctl.stages.seam import LocalStore
 from tests.jobfixtures import local_jobs
 from tests.test_stages import dead_cluster, submit
@@ -179,3 +182,31 @@ def test_a_setback_waits_for_the_cluster_or_spends_the_job_s_retries(
         [notice] = job.notices.values()  # told once, however often it waits
         outage = "unreachable" in waits
         assert notice.event is (NoticeEvent.OUTAGE if outage else NoticeEvent.SESSION)
+
+
+def test_an_rsync_cut_by_an_outage_resumes_for_free_once_the_cluster_is_back(
+    db: Database, cfg: Config, tmp_path: Path
+) -> None:
+    job_id = submit(db, cfg, compute_cluster="dead")
+    log = tmp_path / "rsync.log"
+    argv = rsync_argv([f"{tmp_path}/"], "/tmp/nowhere/job/", target=key_target(tmp_path))
+    handle = start_background(argv, log)
+    wait_for_exit(log)
+    transfer = Transfer(
+        host=socket.gethostname(),
+        argv=argv,
+        pid=handle.pid,
+        log=handle.log_path,
+        status_path=handle.status_path,
+        started_at=utcnow(),
+    )
+    transition(db, read_job(db, job_id), JobState.TRANSFERRING, fields={"transfer": transfer})
+    for _ in range(cfg.watchdog.max_retries + 2):  # more runs than it has attempts
+        run_stages(LocalStore.of(db, cfg), cfg, ["transfers"])
+    job = read_job(db, job_id)
+    assert job.status is JobState.TRANSFERRING and job.retries == 0
+    assert job.waiting is not None and "waiting for dead: unreachable since" in job.waiting
+    assert job.transfer is not None
+    assert (job.transfer.resume, job.transfer.free_resume) == (True, True)
+    assert job.transfer.attempts == 1 and job.transfer.pid == handle.pid  # none started meanwhile
+    assert not [h.note for h in job.history if "retry" in h.note or "resumed" in h.note]
