@@ -256,7 +256,8 @@ class StageRun:
             return
         delay = dt.timedelta(seconds=settings.backoff_seconds * 2 ** (attempt - 1))
         note = f"{message}; retry {attempt} in {delay}"
-        self.update(job, note, **(fields or {}), next_try_at=utcnow() + delay)
+        later = utcnow() + delay  # an error of its own: it waits for nothing else any more
+        self.update(job, note, **(fields or {}), next_try_at=later, waiting=None)
         self.did["retries"] += 1
 
     def wait_for_session(self, jobs: Sequence[Job], cluster: str) -> None:
