@@ -33,6 +33,7 @@ SHARE_THE_TESTBED = {
     "test_install.py",
     "test_mfa_testbed.py",
     "test_mount.py",
+    "test_outage_testbed.py",
     "test_pipelines_testbed.py",
     "test_resubmit_testbed.py",
     "test_sessions_mfa.py",

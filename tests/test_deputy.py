@@ -26,10 +26,20 @@ from labctl.db import Database
 from labctl.errors import DuplicateError
 from labctl.jobs.queue import add_job, get_job, read_job, transition
 from labctl.jobs.work import Selection, Work
-from labctl.model.job import Job, JobRef, Progress
+from labctl.model.job import Job, JobRef, NoticeEvent, Progress
 from labctl.model.states import FailureReason, JobState
 from labctl.stages.heartbeat import HEARTBEAT_KIND
-from labctl.stages.ops import Beat, Claim, Find, HowNotified, Move, Read, RecordResult, Update
+from labctl.stages.ops import (
+    Beat,
+    Claim,
+    Find,
+    HowNotified,
+    MarkWaiting,
+    Move,
+    Read,
+    RecordResult,
+    Update,
+)
 from labctl.stages.seam import Op
 from labctl.users import create_token
 from labctl.web import create_app
@@ -87,6 +97,29 @@ def test_an_operation_reaches_only_the_member_s_jobs(
         assert answer.status_code == 404, answer.text
         assert "bob has no job" in answer.json()["detail"]
     assert stored(db) == before
+
+
+def test_an_outage_is_marked_through_the_service_on_the_member_s_jobs_only(
+    client: TestClient, bob: dict[str, str], db: Database, cfg: Config
+) -> None:
+    alices = job_in_state(db, cfg, user="alice")
+    bobs = job_in_state(db, cfg, user="bob")
+    later = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    mark = MarkWaiting(
+        jobs=[ref(bobs), ref(alices)],
+        message="waiting for hpc: unreachable since 2026-12-07 22:00:00 UTC",
+        session="hpc",
+        outage=True,
+        next_try_at=later,
+    )
+    assert send(client, bob, mark).status_code == 200
+    job = read_job(db, bobs)
+    assert job.waiting == mark.message and job.next_try_at == later
+    [notice] = job.notices.values()
+    assert notice.event is NoticeEvent.OUTAGE and notice.cluster == "hpc"
+    assert read_job(db, alices).waiting is None and not read_job(db, alices).notices
+    body = json.loads(encode(mark)) | {"next_try_at": "soon"}
+    assert send(client, bob, body).status_code == 422
 
 
 # Every field of a job that is not what a watchdog records: what was asked, whose it is, and

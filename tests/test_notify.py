@@ -35,7 +35,7 @@ from tests.notifyfixtures import (
     silent_server,
     smtp_server,
 )
-from tests.test_stages import run_until_final, submit
+from tests.test_stages import dead_cluster, run_until_final, submit
 
 OWNER = "tester@lab.org"
 
@@ -177,6 +177,35 @@ def test_a_session_down_is_told_once_with_the_connect_line(
     )
     run_stages(LocalStore.of(db, cfg), cfg, ["scan", "transfers", "jobs"])
     assert read_job(db, later).waiting and len(box.mails) == 1  # the same outage: told once
+    [notice] = read_job(db, later).notices.values()
+    assert notice.state is NoticeState.SKIPPED and notice.note in (
+        f"told with {first}",
+        f"told with {second}",
+    )
+
+
+def test_an_outage_is_told_once_and_says_the_jobs_go_on_by_themselves(
+    db: Database, cfg: Config, mailbox: tuple[Mailbox, int], tmp_path: Path
+) -> None:
+    box, port = mailbox
+    clusters = {**cfg.clusters, "dead": dead_cluster(tmp_path)}
+    cfg = notifying(cfg, port).model_copy(update={"clusters": clusters})
+    first = submit(db, cfg, compute_cluster="dead")
+    second = submit(db, cfg, compute_cluster="dead", job_type="selftest")
+    for _ in range(3):
+        run_stages(LocalStore.of(db, cfg), cfg, ["scan", "transfers", "jobs"])
+    assert box.subjects() == ["[labctl] 2 job(s) wait for cluster dead: it cannot be reached"]
+    body = box.body()
+    assert "Cluster dead cannot be reached (ssh could not connect): 2 of your jobs" in body
+    assert f"    {first} (file_stats on {DATASET}, queued)" in body
+    assert "Nothing failed and no retry is spent" in body
+    assert f"Their status says: {read_job(db, second).waiting}\n" in body
+    later = submit(
+        db, cfg, compute_cluster="dead", job_type="selftest", job_options={"exit_code": 1}
+    )
+    run_stages(LocalStore.of(db, cfg), cfg, ["scan", "transfers", "jobs"])
+    assert read_job(db, later).waiting == read_job(db, first).waiting
+    assert len(box.mails) == 1  # the same outage: told once
     [notice] = read_job(db, later).notices.values()
     assert notice.state is NoticeState.SKIPPED and notice.note in (
         f"told with {first}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -15,9 +16,10 @@ from labctl.config import ClusterConfig, Config
 from labctl.config.jobtypes import JobTypeConfig
 from labctl.db import Database
 from labctl.jobs.actions import cancel_job, retry_job
-from labctl.jobs.queue import get_job
+from labctl.jobs.queue import get_job, read_job
 from labctl.jobs.submit import JobRequest, submit_job
-from labctl.model.states import TERMINAL
+from labctl.model.job import NoticeEvent
+from labctl.model.states import TERMINAL, JobState
 from labctl.stages.heartbeat import latest
 from labctl.stages.loop import run_stages
 from labctl.stages.seam import LocalStore
@@ -172,13 +174,12 @@ def test_await_transfer_waits_for_the_complete_flag(
     assert [h["state"] for h in job["history"]][:3] == ["queued", "awaiting_data", "transferring"]
 
 
-def test_unreachable_cluster_is_retried_then_failed(
-    db: Database, cfg: Config, tmp_path: Path
-) -> None:
+def dead_cluster(tmp_path: Path) -> ClusterConfig:
+    """A key cluster nothing listens for (port 1 on this machine: the connection is refused)."""
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     (tmp_path / "known_hosts").write_text("")
-    dead = ClusterConfig(
+    return ClusterConfig(
         host="127.0.0.1",
         port=1,
         user="nobody",
@@ -186,14 +187,26 @@ def test_unreachable_cluster_is_retried_then_failed(
         key_file=key,
         known_hosts=tmp_path / "known_hosts",
     )
-    cfg = cfg.model_copy(update={"clusters": {**cfg.clusters, "dead": dead}})
+
+
+def test_an_unreachable_cluster_is_waited_for_without_spending_retries(
+    db: Database, cfg: Config, tmp_path: Path
+) -> None:
+    cfg = cfg.model_copy(update={"clusters": {**cfg.clusters, "dead": dead_cluster(tmp_path)}})
     job_id = submit(db, cfg, compute_cluster="dead")
-    job = run_until_final(db, cfg, job_id)
-    assert job["status"] == "failed"
-    assert job["failure"]["reason"] == "transfer"  # type: ignore[index]
-    assert "gave up after 2 retries" in job["failure"]["message"]  # type: ignore[index]
-    notes = [h["note"] for h in job["history"]]  # type: ignore[attr-defined]
-    assert sum("retry" in n for n in notes) == 2
+    for _ in range(cfg.watchdog.max_retries + 3):  # more runs than it has retries
+        run_stages(LocalStore.of(db, cfg), cfg, ALL)
+    job = read_job(db, job_id)
+    assert job.status is JobState.QUEUED and job.retries == 0 and job.failure is None
+    assert job.waiting is not None
+    assert re.fullmatch(
+        r"waiting for dead: unreachable since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; "
+        r"it goes on by itself once the cluster is back",
+        job.waiting,
+    )
+    assert [h.note for h in job.history] == ["submitted by tester"]  # no retry noted
+    [notice] = job.notices.values()  # one notice for the outage, however many runs
+    assert notice.event is NoticeEvent.OUTAGE and notice.cluster == "dead"
 
 
 def test_cancel_stops_the_running_job_and_retry_runs_it_again(db: Database, cfg: Config) -> None:

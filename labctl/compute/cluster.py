@@ -4,6 +4,7 @@ most once per run, so each session is checked once per run."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,12 @@ class Cluster:
         it (a no-op for this machine)."""
         if isinstance(self.runner, SSHRunner):
             self.runner.require_session(fresh=fresh)
+
+    def down_since(self) -> dt.datetime:
+        """Since when the cluster cannot be reached (now for this machine, which always can)."""
+        if isinstance(self.runner, SSHRunner):
+            return self.runner.down_since()
+        return dt.datetime.now(dt.UTC)
 
     def close(self) -> None:
         self.runner.close()

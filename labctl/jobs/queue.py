@@ -325,15 +325,25 @@ def update_all(db: Database, jobs: Sequence[JobRef], fields: Fields, user: str) 
 
 
 def mark_waiting(
-    db: Database, jobs: Sequence[JobRef], message: str, user: str, session: str | None = None
+    db: Database,
+    jobs: Sequence[JobRef],
+    message: str,
+    user: str,
+    session: str | None = None,
+    *,
+    event: NoticeEvent = NoticeEvent.SESSION,
+    next_try_at: dt.datetime | None = None,
 ) -> None:
-    """Note on each of `user`'s jobs (still in the state it was read in) what it waits for;
-    when it waits for its owner's `session` to a cluster, with a notice to tell them."""
+    """Note on each of `user`'s jobs (still in the state it was read in) what it waits for, and
+    when to look again; when it waits for its owner's `session` to a cluster (or, with
+    `event=OUTAGE`, for that cluster to be reachable again), with a notice to tell them."""
     now = utcnow()
     change: dict[str, Any] = {"waiting": message}
+    if next_try_at is not None:
+        change["next_try_at"] = next_try_at
     if session is not None:
-        notice = Notice(event=NoticeEvent.SESSION, at=now, cluster=session, next_try_at=now)
-        change.update(_new_notice(f"session-{now:%Y%m%dT%H%M%S%f}", notice))
+        notice = Notice(event=event, at=now, cluster=session, next_try_at=now)
+        change.update(_new_notice(f"{event}-{now:%Y%m%dT%H%M%S%f}", notice))
     _set_all(db, jobs, change, user)
 
 

@@ -131,11 +131,13 @@ class TaskUsage(_Part):
 
 
 class NoticeEvent(StrEnum):
-    """What the job's owner is told of: the job ended, or it waits for their session."""
+    """What the job's owner is told of: the job ended, or it waits for their session or for
+    its cluster to be reachable again."""
 
     COMPLETED = JobState.COMPLETED.value
     FAILED = JobState.FAILED.value
     SESSION = "session"  # it cannot go on until `labctl connect CLUSTER`
+    OUTAGE = "outage"  # its cluster cannot be reached: it goes on by itself once it is back
 
 
 class NoticeState(StrEnum):

@@ -90,13 +90,30 @@ def session(cluster: str, jobs: Sequence[Job]) -> tuple[str, list[str]]:
     return f"{len(jobs)} job(s) wait for your session to {cluster}", lines
 
 
+def outage(cluster: str, jobs: Sequence[Job]) -> tuple[str, list[str]]:
+    lines = [
+        f"Cluster {cluster} cannot be reached (ssh could not connect): {len(jobs)} of your jobs "
+        "wait for it.",
+        *(f"    {job.job_id} ({job.job_type} on {job.dataset}, {job.status})" for job in jobs),
+        "",
+        "Nothing failed and no retry is spent: the watchdog keeps trying, and the jobs go on by "
+        f"themselves once {cluster} is back. You need not do anything.",
+        f"Their status says: {jobs[0].waiting}",
+    ]
+    return f"{len(jobs)} job(s) wait for cluster {cluster}: it cannot be reached", lines
+
+
+WAITS = {NoticeEvent.SESSION: session, NoticeEvent.OUTAGE: outage}
+"""The events that jobs wait for together, each told in one message for all of them."""
+
+
 def one(event: Event) -> tuple[str, list[str]]:
     """The subject and lines telling of one event."""
     if event.kind is NoticeEvent.COMPLETED:
         return completed(event.job, event.parent)
     if event.kind is NoticeEvent.FAILED:
         return failed(event.job)
-    return session(event.job.notices[event.key].cluster, [event.job])
+    return WAITS[event.kind](event.job.notices[event.key].cluster, [event.job])
 
 
 def _key(kind: str, events: Sequence[Event]) -> str:
@@ -107,17 +124,22 @@ def _key(kind: str, events: Sequence[Event]) -> str:
 
 
 def message(events: Sequence[Event], *, digest: bool = False) -> Message:
-    """One message for `events`: one event as it is; jobs waiting for one session together;
-    a member's digest with every event of the day, one after the other."""
+    """One message for `events`: one event as it is; jobs waiting for one session (or one
+    cluster's outage) together; a member's digest with every event of the day, one after the
+    other."""
     if not digest and len(events) == 1:
         subject, lines = one(events[0])
         return Message(subject, "\n".join(lines) + "\n", _key("job", events))
     if not digest:
+        kind = events[0].kind
         cluster = events[0].job.notices[events[0].key].cluster
-        subject, lines = session(cluster, [e.job for e in events])
-        return Message(subject, "\n".join(lines) + "\n", _key("session", events))
+        subject, lines = WAITS[kind](cluster, [e.job for e in events])
+        return Message(subject, "\n".join(lines) + "\n", _key(str(kind), events))
     counts = Counter(e.kind for e in events)
-    said = {NoticeEvent.SESSION: "waiting for a session"}
+    said = {
+        NoticeEvent.SESSION: "waiting for a session",
+        NoticeEvent.OUTAGE: "waiting for a cluster",
+    }
     subject = "daily digest: " + ", ".join(
         f"{counts[kind]} {said.get(kind, kind)}" for kind in NoticeEvent if counts[kind]
     )

@@ -27,8 +27,10 @@ from labctl.clock import utcnow
 from labctl.compute.batch import JobLayout
 from labctl.compute.cluster import Cluster, ClusterPool
 from labctl.compute.transport import (
+    ConnectError,
     SessionDownError,
     TransportError,
+    outage_message,
     rsync_argv,
     waiting_message,
 )
@@ -254,7 +256,8 @@ class StageRun:
             return
         delay = dt.timedelta(seconds=settings.backoff_seconds * 2 ** (attempt - 1))
         note = f"{message}; retry {attempt} in {delay}"
-        self.update(job, note, **(fields or {}), next_try_at=utcnow() + delay)
+        later = utcnow() + delay  # an error of its own: it waits for nothing else any more
+        self.update(job, note, **(fields or {}), next_try_at=later, waiting=None)
         self.did["retries"] += 1
 
     def wait_for_session(self, jobs: Sequence[Job], cluster: str) -> None:
@@ -266,11 +269,38 @@ class StageRun:
             self.store.run(MarkWaiting(jobs=refs, message=message, session=cluster))
         self.did[f"waiting for {cluster}"] += len(jobs)
 
-    def setback(self, job: Job, error: TransportError, reason: FailureReason) -> None:
-        """A cluster could not be reached or refused: wait for its session, retry with backoff,
-        or fail."""
+    def wait_for_cluster(self, jobs: Sequence[Job], cluster: str) -> None:
+        """An outage: the cluster cannot be reached. Jobs stay where they are, not failed and
+        no retry spent, and are looked at again after `backoff_seconds` (never given up); their
+        owner is told once per outage. Only jobs not yet marked are written."""
+        message = outage_message(cluster, self.pool.get(cluster).down_since())
+        later = utcnow() + dt.timedelta(seconds=self.config.watchdog.backoff_seconds)
+        new = [JobRef.of(job) for job in jobs if job.waiting != message]
+        known = [JobRef.of(job) for job in jobs if job.waiting == message]
+        if new:  # with the notice that tells their owner
+            told = MarkWaiting(
+                jobs=new, message=message, session=cluster, outage=True, next_try_at=later
+            )
+            self.store.run(told)
+        if known:
+            self.store.run(MarkWaiting(jobs=known, message=message, next_try_at=later))
+        self.did[f"waiting for {cluster} (unreachable)"] += len(jobs)
+
+    def wait_out(self, jobs: Sequence[Job], cluster: str, error: TransportError) -> bool:
+        """Whether `error` is the cluster's not the jobs' (its session is down, or it cannot be
+        reached): if so, the jobs wait for it, spending no retry."""
         if isinstance(error, SessionDownError):
-            self.wait_for_session([job], job.compute_cluster)
+            self.wait_for_session(jobs, cluster)
+        elif isinstance(error, ConnectError):
+            self.wait_for_cluster(jobs, cluster)
+        else:
+            return False
+        return True
+
+    def setback(self, job: Job, error: TransportError, reason: FailureReason) -> None:
+        """A cluster could not be reached or refused: wait for its session or for it to be
+        back, else retry with backoff, or fail."""
+        if self.wait_out([job], job.compute_cluster, error):
             return
         attempt = job.retries + 1
         self.retry_later(

@@ -22,7 +22,7 @@ from labctl.jobs.work import Work
 from labctl.model.job import Job, NoticeEvent, NoticeState
 from labctl.model.states import JobState
 from labctl.notify.channels import Channel, DeliveryError, channels
-from labctl.notify.messages import Event, message
+from labctl.notify.messages import WAITS, Event, message
 from labctl.stages import StageRun
 from labctl.stages.ops import ClaimNotice, HowNotified, Read, RescheduleNotices, SettleNotice
 
@@ -56,19 +56,19 @@ def send_notices(run: StageRun) -> None:
                     run.did["notices skipped"] += 1  # (not counted where nothing is set up)
             elif job.follow_up_pending and notice.event is NoticeEvent.COMPLETED:
                 continue  # its merge job is still to queue, and tells of both
-            elif who.mode == "digest" and notice.event is not NoticeEvent.SESSION:
+            elif who.mode == "digest" and notice.event not in WAITS:
                 if notice.digest:
                     groups["digest"].append(_event(run, job, key))
                 else:
                     at = next_digest(now, run.config.notify.digest_hour)
                     held = NoticeChange(digest=True, next_try_at=at)
                     _settle(run, job.job_id, key, NoticeState.NEW, held)
-            elif notice.event is NoticeEvent.SESSION:
-                groups[f"session {notice.cluster}"].append(_event(run, job, key))
+            elif notice.event in WAITS:  # told at once, one message per cluster
+                groups[f"{notice.event} {notice.cluster}"].append(_event(run, job, key))
             else:
                 groups[f"job {job.job_id} {key}"].append(_event(run, job, key))
     for name, events in groups.items():
-        told = _told_of_session(run, events) if name.startswith("session ") else None
+        told = _told_of_session(run, events) if events[0].kind in WAITS else None
         if told is None:
             deliver(run, events, ways, digest=name == "digest")
             continue
@@ -103,7 +103,7 @@ def _skip(job: Job, event: NoticeEvent, who: Recipient, ways: list[Channel]) -> 
         return "no e-mail address with an SMTP server, and no webhook"
     if event is NoticeEvent.FAILED and job.status is not JobState.FAILED:
         return "retried before it was told"
-    if event is NoticeEvent.SESSION and not job.waiting:
+    if event in WAITS and not job.waiting:
         return "the job went on before it was told"
     if event is NoticeEvent.COMPLETED and job.follow_up_job:
         return f"told with its merge job {job.follow_up_job}"
@@ -113,12 +113,13 @@ def _skip(job: Job, event: NoticeEvent, who: Recipient, ways: list[Channel]) -> 
 
 
 def _told_of_session(run: StageRun, events: list[Event]) -> str | None:
-    """Another job of this member that still waits for the same session and was told of it:
-    one message per session that went down, whatever joins the wait later."""
-    waiting = events[0].job.waiting
+    """Another job of this member that still waits for the same session (or outage) and was
+    told of it: one message per session that went down (or outage), whatever joins the wait
+    later."""
+    waiting, kind = events[0].job.waiting, events[0].kind
     ids = [e.job.job_id for e in events]
     for job in run.find(Work.WAITING, waiting=waiting, exclude=ids):
-        sessions = [n for n in job.notices.values() if n.event is NoticeEvent.SESSION]
+        sessions = [n for n in job.notices.values() if n.event is kind]
         if sessions and max(sessions, key=lambda n: n.at).state is NoticeState.SENT:
             return job.job_id
     return None

@@ -28,7 +28,15 @@ from labctl.jobs.queue import (
 )
 from labctl.jobs.work import Selection, pending_filter
 from labctl.limits import WATCHDOG_IDS
-from labctl.model.job import Job, JobRef, MalformedJob, NoticeState, Progress, ResultFile
+from labctl.model.job import (
+    Job,
+    JobRef,
+    MalformedJob,
+    NoticeEvent,
+    NoticeState,
+    Progress,
+    ResultFile,
+)
 from labctl.model.states import FailureReason, JobState
 from labctl.stages.heartbeat import SessionReport, beat, record_sessions
 from labctl.stages.seam import Ids, LeaseSeconds, LocalStore, Name, Note, Op, Owner
@@ -180,16 +188,28 @@ class UpdateAll(Op[None]):
 
 
 class MarkWaiting(Op[None]):
-    """Note on jobs what they wait for; for their owner's `session` to a cluster, with a
-    notice to tell them."""
+    """Note on jobs what they wait for (and, with `next_try_at`, when a stage looks again); for
+    their owner's `session` to a cluster, with a notice to tell them; with `outage`, the
+    notice tells that this cluster cannot be reached (the jobs go on by themselves)."""
 
     op: Literal["mark_waiting"] = "mark_waiting"
     jobs: Annotated[list[JobRef], Field(max_length=WATCHDOG_IDS)]
     message: Note
     session: Name | None = None
+    outage: bool = False
+    next_try_at: dt.datetime | None = None
 
     def apply(self, store: LocalStore) -> None:
-        mark_waiting(store.db, self.jobs, self.message, store.member, session=self.session)
+        event = NoticeEvent.OUTAGE if self.outage else NoticeEvent.SESSION
+        mark_waiting(
+            store.db,
+            self.jobs,
+            self.message,
+            store.member,
+            session=self.session,
+            event=event,
+            next_try_at=self.next_try_at,
+        )
 
 
 class ArchiveSettled(Op[list[str]]):

@@ -33,7 +33,6 @@ from labctl.compute.cluster import Cluster
 from labctl.compute.transport import (
     CommandError,
     LocalRunner,
-    SessionDownError,
     TransportError,
     rsync_argv,
 )
@@ -321,9 +320,8 @@ def complete(
     """Record and complete one job whose files all arrived intact; else retry or fail it."""
     results = verified(fetch, sums)
     if isinstance(results, str):
-        if isinstance(error, SessionDownError):  # wait for the session, spend no retry
-            run.setback(job, error, FailureReason.RETRIEVE)
-            return
+        if error is not None and run.wait_out([job], job.compute_cluster, error):
+            return  # its session is down or it cannot be reached: no retry spent
         attempt = job.retries + 1
         run.retry_later(  # whatever failed the batch's pull may be another job's file
             job,

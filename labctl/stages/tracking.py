@@ -16,12 +16,7 @@ from labctl.compute.batch import JobLayout, job_name
 from labctl.compute.cluster import Cluster
 from labctl.compute.scheduler import NotOursError
 from labctl.compute.slurm import SchedulerError
-from labctl.compute.transport import (
-    SessionDownError,
-    TransportError,
-    stop_transfer,
-    transfer_alive,
-)
+from labctl.compute.transport import TransportError, stop_transfer, transfer_alive
 from labctl.jobs.work import Work
 from labctl.model.job import Job, JobRef, SchedulerStatus, TaskStatus
 from labctl.model.states import FailureReason, JobState
@@ -66,12 +61,10 @@ def poll_cluster(run: StageRun, name: str, jobs: list[Job]) -> None:
     try:
         cluster.require_session()
         statuses = cluster.scheduler.poll(asked, since=min(times, default=None))
-    except SessionDownError:
-        run.wait_for_session(jobs, name)
-        return
     except (TransportError, SchedulerError) as exc:
-        run.did["unreachable"] += 1
-        run.notes.append(f"{name}: {exc}")
+        if not (isinstance(exc, TransportError) and run.wait_out(jobs, name, exc)):
+            run.did["unreachable"] += 1
+            run.notes.append(f"{name}: {exc}")
         return
     for job in jobs:
         run.alone(job, partial(follow, run, cluster, statuses=statuses))

@@ -7,7 +7,6 @@ from functools import partial
 from labctl.clock import utcnow
 from labctl.compute.transport import (
     Progress,
-    SessionDownError,
     TransferError,
     TransferHandle,
     TransferState,
@@ -78,9 +77,9 @@ def follow(run: StageRun, job: Job) -> None:
 
 
 def broken(run: StageRun, job: Job, status: TransferStatus, transfer: Transfer) -> None:
-    """An rsync that failed or was killed: resume it once the session is back, or after a
-    backoff, or fail the job."""
-    if session_down(run, job):  # cut by the session's end: resume once it is back, for free
+    """An rsync that failed or was killed: resume it once its cluster is back (its session,
+    or after an outage), for free; else after a backoff, or fail the job."""
+    if cluster_away(run, job) or status.unreachable:  # the cluster's doing, not the job's
         free = transfer.model_copy(update={"resume": True, "free_resume": True})
         run.update(job, transfer=free)
         run.did["interrupted"] += 1
@@ -98,21 +97,19 @@ def broken(run: StageRun, job: Job, status: TransferStatus, transfer: Transfer) 
     run.did["interrupted"] += 1
 
 
-def session_down(run: StageRun, job: Job) -> bool:
-    """Whether the job's cluster has no session now (the job is then marked as waiting)."""
+def cluster_away(run: StageRun, job: Job) -> bool:
+    """Whether the job's cluster has no session now or cannot be reached (the job is then
+    marked as waiting for it)."""
     try:
         run.cluster(job).require_session(fresh=True)
-    except SessionDownError:
-        run.wait_for_session([job], job.compute_cluster)
-        return True
-    except TransportError:
-        return False  # unreachable: the usual backoff applies
+    except TransportError as exc:
+        return run.wait_out([job], job.compute_cluster, exc)
     return False
 
 
 def resume(run: StageRun, job: Job, transfer: Transfer) -> None:
     """Start the same rsync again: --partial lets it continue where it stopped."""
-    if session_down(run, job):
+    if cluster_away(run, job):
         return
     handle = launch(run.state_dir(job.job_id), transfer.argv)
     if handle is None:
@@ -128,5 +125,5 @@ def resume(run: StageRun, job: Job, transfer: Transfer) -> None:
             "attempts": attempt,
         }
     )
-    run.update(job, f"rsync resumed (attempt {attempt})", transfer=resumed)
+    run.update(job, f"rsync resumed (attempt {attempt})", transfer=resumed, waiting=None)
     run.did["resumed"] += 1

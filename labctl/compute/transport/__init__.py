@@ -25,7 +25,13 @@ from labctl.compute.transport.runner import (
     Runner,
     TransportError,
 )
-from labctl.compute.transport.sessions import Session, SessionDownError, Sessions, waiting_message
+from labctl.compute.transport.sessions import (
+    Session,
+    SessionDownError,
+    Sessions,
+    outage_message,
+    waiting_message,
+)
 from labctl.compute.transport.ssh import SSHRunner
 from labctl.compute.transport.target import SSHTarget, private_dir, ssh_command, ssh_options
 
@@ -50,6 +56,7 @@ __all__ = [
     "TransferStatus",
     "TransportError",
     "is_transient",
+    "outage_message",
     "parse_progress",
     "poll",
     "private_dir",

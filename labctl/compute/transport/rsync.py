@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from labctl.compute.transport.runner import TransportError
+from labctl.compute.transport.sessions import could_not_connect
 from labctl.compute.transport.target import SSHTarget, ssh_command
 from labctl.private import open_private
 
@@ -129,6 +130,7 @@ class TransferStatus:
     progress: Progress | None
     message: str | None  # the first line of the log that is neither progress nor summary
     transient: bool  # failed or vanished, and rerunning the same argv can succeed
+    unreachable: bool = False  # failed because ssh could not connect to the cluster at all
 
 
 def _local(path: str) -> str:
@@ -371,5 +373,8 @@ def poll(handle: TransferHandle) -> TransferStatus:
     message = diagnostics[0] if diagnostics else None
     if code is None:
         return TransferStatus(TransferState.VANISHED, None, progress, message, transient=True)
-    transient = is_transient(code, "\n".join(diagnostics))
-    return TransferStatus(TransferState.FAILED, code, progress, message, transient)
+    log = "\n".join(diagnostics)
+    unreachable = could_not_connect(log)  # exit 12 or 255, as rsync sees ssh end
+    return TransferStatus(
+        TransferState.FAILED, code, progress, message, is_transient(code, log), unreachable
+    )

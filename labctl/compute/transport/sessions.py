@@ -34,6 +34,14 @@ _UNKNOWN_HOST = re.compile(r"No (\S+) host key is known for (\S+) and you have r
 _CHANGED_HOST = re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key for \S+ has changed")
 _DENIED = re.compile(r"Permission denied \(([a-z,-]+)\)")
 _MASTER_PID = re.compile(r"Master running \(pid=(\d+)\)")
+# ssh could not connect at all: the host (or a hop) refused, did not answer, or hung up before
+# the login. An outage to wait out, never an error of what was to run there.
+_NO_CONNECTION = re.compile(
+    r"^ssh: connect to host |^ssh: Could not resolve hostname |^kex_exchange_identification|"
+    r"^ssh_exchange_identification|^Connection (closed|reset) by \S+ port \d+|"
+    r"^Connection timed out during banner exchange|^channel \d+: open failed: connect failed",
+    re.MULTILINE,
+)
 
 
 class SessionDownError(TransportError):
@@ -78,6 +86,20 @@ def waiting_message(cluster: str) -> str:
     return f"waiting for a session to {cluster}: {connect_hint(cluster)}"
 
 
+def outage_message(cluster: str, since: dt.datetime) -> str:
+    """What the job list and the job page say of a job whose cluster cannot be reached: the
+    same for every job of one outage (its notice is told once)."""
+    return (
+        f"waiting for {cluster}: unreachable since {since:%Y-%m-%d %H:%M:%S} UTC; "
+        "it goes on by itself once the cluster is back"
+    )
+
+
+def could_not_connect(text: str) -> bool:
+    """Whether ssh's diagnostics in `text` say it could not connect to the host at all."""
+    return _NO_CONNECTION.search(text.replace("\r", "")) is not None
+
+
 def _record_path(target: SSHTarget) -> Path:
     return target.stem.with_name(target.stem.name + ".json")
 
@@ -98,6 +120,10 @@ def _opened_at(target: SSHTarget, pid: int) -> dt.datetime | None:
         return dt.datetime.fromtimestamp(target.control_path.stat().st_mtime, dt.UTC)
     except OSError:
         return None
+
+
+def _down_path(target: SSHTarget) -> Path:
+    return target.stem.with_name(target.stem.name + ".down")
 
 
 def _write_record(target: SSHTarget, pid: int | None, now: dt.datetime) -> None:
@@ -134,6 +160,7 @@ class Sessions:
             self._control(target, "exit")
             expired = f"expired at {until:%Y-%m-%d %H:%M} UTC"
             return replace(base, since=since, until=until, detail=expired)
+        _down_path(target).unlink(missing_ok=True)  # reached: an outage is over
         return Session(target.name, True, target.auth, target.via, since, until, pid)
 
     def open_batch(self, target: SSHTarget) -> Session:
@@ -162,6 +189,26 @@ class Sessions:
             raise ConnectError(f"{target.name}: the login worked but no session stayed open")
         _write_record(target, int(found[1]), now)
         return self.status(target, now)
+
+    def down_since(self, target: SSHTarget) -> dt.datetime:
+        """Since when the cluster cannot be reached, as first noted by this account here (now,
+        and noted, if this is the first time): until its session is next seen up."""
+        path = _down_path(target)
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(now.isoformat())
+        try:
+            os.link(partial, path)  # the first run to note it wins; the others read its time
+        except FileExistsError:
+            pass
+        finally:
+            partial.unlink()
+        try:
+            return _utc(path.read_text().strip())
+        except (OSError, ValueError):  # damaged, or ended meanwhile: it starts now
+            partial.write_text(now.isoformat())
+            partial.replace(path)
+            return now
 
     def close(self, target: SSHTarget) -> bool:
         """End the session; False if there was none."""
@@ -241,6 +288,8 @@ def ssh_error(
             f"{name} refused the login: wrong password or one-time password? "
             f"Nothing was changed; {connect_hint(name)} again"
         )
+    if first is not None and first.startswith("Bad owner"):  # ~/.ssh, not the cluster
+        return TransportError(f"ssh refuses its own files: {first.strip()}")
     if target.auth == "interactive" and not connecting:
         return SessionDownError(f"the session to {name} is down: {connect_hint(name)}")
     lines = text.strip().splitlines()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shlex
 from collections.abc import Sequence
 
@@ -26,7 +27,9 @@ class SSHRunner:
     """Runs commands on a cluster through its session, with BatchMode: never a prompt.
 
     The session is checked once (on first use): a key cluster's is opened if it is down, an
-    interactive cluster's raises SessionDownError, then and on every later call.
+    interactive cluster's raises SessionDownError, then and on every later call. A cluster
+    found unreachable raises its ConnectError again on every later call (`fresh` too): an
+    outage costs a run one connection attempt, not one per job.
     """
 
     def __init__(self, target: SSHTarget, sessions: Sessions | None = None) -> None:
@@ -34,6 +37,7 @@ class SSHRunner:
         self.sessions = sessions or Sessions()
         self.ssh_processes = 0
         self._session: Session | None = None
+        self._unreachable: ConnectError | None = None
 
     def session(self, *, fresh: bool = False) -> Session:
         """The session, as checked on first use (or now, with fresh)."""
@@ -45,13 +49,23 @@ class SSHRunner:
     def require_session(self, *, fresh: bool = False) -> None:
         """Raise SessionDownError if an interactive cluster's session is down; open a key
         cluster's session if it is."""
+        if self._unreachable is not None:
+            raise self._unreachable
         if self.session(fresh=fresh).up:
             return
         if self.target.auth == "interactive":
             name = self.target.name
             raise SessionDownError(f"no session to {name}: {connect_hint(name)}")
         self.ssh_processes += 1
-        self._session = self.sessions.open_batch(self.target)
+        try:
+            self._session = self.sessions.open_batch(self.target)
+        except ConnectError as exc:
+            self._unreachable = exc
+            raise
+
+    def down_since(self) -> dt.datetime:
+        """Since when this cluster cannot be reached (see `Sessions.down_since`)."""
+        return self.sessions.down_since(self.target)
 
     def run(
         self,
@@ -74,6 +88,8 @@ class SSHRunner:
                 fresh=True
             ).up:  # a session that goes away under a command says nothing
                 error = self._dropped()
+            if isinstance(error, ConnectError):
+                self._unreachable = error
             if error is not None:
                 raise error
         return checked(result, check)
