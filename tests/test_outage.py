@@ -24,7 +24,9 @@ from labctl.compute.transport import (
     Result,
     SessionDownError,
     SSHTarget,
+    TransferHandle,
     TransferState,
+    TransferStatus,
     TransportError,
     outage_message,
     poll,
@@ -100,20 +102,20 @@ def test_ssh_refusing_its_own_files_fails_at_once(tmp_path: Path) -> None:
     assert str(error) == "ssh refuses its own files: Bad owner or permissions on /root/.ssh/config"
 
 
-def wait_for_exit(log: Path) -> None:
-    status = log.with_name(log.name + ".status")
+def wait_for_exit(handle: TransferHandle) -> TransferStatus:
+    """The transfer's status once it has ended (its status written and its log let go)."""
     deadline = time.monotonic() + 20
-    while not status.exists():
-        assert time.monotonic() < deadline, log.read_text()
+    while (status := poll(handle)).state is TransferState.RUNNING:
+        assert time.monotonic() < deadline, Path(handle.log_path).read_text()
         time.sleep(0.05)
+    return status
 
 
 def test_a_real_rsync_that_could_not_connect_is_an_outage(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     argv = rsync_argv([f"{tmp_path / 'src'}/"], "/tmp/x/", target=key_target(tmp_path))
     handle = start_background(argv, tmp_path / "rsync.log")
-    wait_for_exit(tmp_path / "rsync.log")
-    status = poll(handle)
+    status = wait_for_exit(handle)
     assert status.state is TransferState.FAILED and status.exit_code in (12, 255)  # either
     assert status.unreachable and status.transient
     assert status.message == "ssh: connect to host 127.0.0.1 port 1: Connection refused"
@@ -122,8 +124,7 @@ def test_a_real_rsync_that_could_not_connect_is_an_outage(tmp_path: Path) -> Non
 def test_a_real_rsync_that_failed_on_its_files_is_the_job_s_error(tmp_path: Path) -> None:
     argv = rsync_argv([str(tmp_path / "missing")], str(tmp_path / "dest"))
     handle = start_background(argv, tmp_path / "rsync.log")
-    wait_for_exit(tmp_path / "rsync.log")
-    status = poll(handle)
+    status = wait_for_exit(handle)
     assert status.state is TransferState.FAILED and status.exit_code == 23
     assert not status.unreachable and not status.transient
 
@@ -191,7 +192,7 @@ def test_an_rsync_cut_by_an_outage_resumes_for_free_once_the_cluster_is_back(
     log = tmp_path / "rsync.log"
     argv = rsync_argv([f"{tmp_path}/"], "/tmp/nowhere/job/", target=key_target(tmp_path))
     handle = start_background(argv, log)
-    wait_for_exit(log)
+    wait_for_exit(handle)
     transfer = Transfer(
         host=socket.gethostname(),
         argv=argv,
