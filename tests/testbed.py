@@ -148,6 +148,13 @@ def write_config(config: Config, path: Path) -> Path:
     return path
 
 
+def pulling(scratch: str) -> bool:
+    """Whether a watchdog's rsync brings a batch's results home from `scratch` now."""
+    found = subprocess.run(["pgrep", "-f", f"rsync .*--files-from=- .*{scratch}/[.]pull-"],
+                           capture_output=True, text=True)  # fmt: skip
+    return bool(found.stdout.strip())
+
+
 def tick_until(
     db: Database,
     config: Config,
