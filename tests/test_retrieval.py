@@ -32,7 +32,7 @@ from labctl.stages.loop import run_stages
 from labctl.stages.seam import LocalStore
 from labctl.stages.tracking import run_jobs
 from tests.jobfixtures import DATASET, dataset_with_files, embedded_jobs
-from tests.testbed import pulling, write_config
+from tests.testbed import pulls, write_config
 
 LABCTL = str(Path(sys.executable).parent / "labctl")
 
@@ -234,7 +234,7 @@ def test_a_pull_killed_anywhere_leaves_every_job_recoverable(
         if isinstance(moment, float):
             time.sleep(moment)
         while isinstance(moment, str) and proc.poll() is None:
-            if moment.startswith("while") and pulling(scratch):
+            if moment.startswith("while") and pulls(scratch):
                 break
             if moment.startswith("once") and db.queue.count(completed) > done:
                 break

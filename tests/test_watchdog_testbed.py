@@ -57,7 +57,7 @@ from tests.testbed import (
     hpc_config,
     needs_testbed,
     parse_named,
-    pulling,
+    pulls,
     remote_exists,
     remote_scratch,
     slurm_jobs_named,
@@ -604,7 +604,7 @@ def test_a_run_killed_during_a_pull_stalls_no_job_for_its_lease(
     config_file = write_config(hpc, tmp_path / "config.yaml")
     argv = [LABCTL, "--config", str(config_file), "watchdog", "jobs"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True)
-    while not pulling(scratch):
+    while not pulls(scratch):
         assert time.monotonic() < deadline, "no pull was seen"
         if proc.poll() is not None:  # it found SLURM's accounting not done yet: the next run
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True)
