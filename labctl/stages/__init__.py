@@ -7,8 +7,10 @@
    results home, verifies them and records them.
 
 Each stage takes a job with an owner and a lease and moves it only with compare-and-set
-transitions, so overlapping runs never act on the same job twice. Stages reach the store only
-through the typed operations of `labctl.stages.seam`, for the member they run for.
+transitions, so overlapping runs never act on the same job twice; the leases of a run killed
+on this machine are freed by the next run (`labctl.stages.runlock`), not when they expire.
+Stages reach the store only through the typed operations of `labctl.stages.seam`, for the
+member they run for.
 """
 
 from __future__ import annotations
