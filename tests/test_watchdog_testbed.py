@@ -589,12 +589,13 @@ def test_a_run_killed_during_a_pull_stalls_no_job_for_its_lease(
         }
     )
     ids = [submit(db, hpc, "big", **INPUTS) for _ in range(3)]
-    names = [f"labctl-{job_id}" for job_id in ids]
     tick_until(db, hpc, lambda: db.queue.count({"status": "submitted"}) == 3,
                stages=["scan", "transfers"])  # fmt: skip
+    slurm_ids = ",".join(get_job(db, job_id)["scheduler"]["job_id"] for job_id in ids)
+    accounted = ["sacct", "--noheader", "--parsable2", "--allocations", "--format=State"]
     deadline = time.monotonic() + 120
-    while not all(e and e[0].state == "COMPLETED" for e in slurm_jobs_named(names).values()):
-        assert time.monotonic() < deadline, slurm_jobs_named(names)
+    while (ended := ssh([*accounted, f"--jobs={slurm_ids}"])) != "COMPLETED\n" * 3:
+        assert time.monotonic() < deadline, ended  # the jobs stage waits for accounting too
         time.sleep(0.5)
     made = {}
     for job_id in ids:  # what each job made besides: 20 MiB
@@ -605,9 +606,7 @@ def test_a_run_killed_during_a_pull_stalls_no_job_for_its_lease(
     argv = [LABCTL, "--config", str(config_file), "watchdog", "jobs"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True)
     while not pulls(scratch):
-        assert time.monotonic() < deadline, "no pull was seen"
-        if proc.poll() is not None:  # it found SLURM's accounting not done yet: the next run
-            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True)
+        assert time.monotonic() < deadline and proc.poll() is None, "no pull was seen"
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)  # the stage, its rsync and its ssh
     proc.wait()
