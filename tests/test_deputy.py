@@ -38,6 +38,7 @@ from labctl.stages.ops import (
     Move,
     Read,
     RecordResult,
+    ReleaseDead,
     Update,
 )
 from labctl.stages.seam import Op
@@ -308,6 +309,28 @@ def test_a_lease_names_its_member_s_jobs_only(
     db.queue.update({"job_id": alices}, {"$set": lease})
     assert send(client, bob, body).status_code == 200
     assert db.queue.find_one({"job_id": alices})["owner"] == "x" != held["owner"]
+
+
+def test_a_dead_run_frees_only_its_member_s_leases(
+    client: TestClient, bob: dict[str, str], db: Database, cfg: Config
+) -> None:
+    """bob's watchdog names a run it found dead: his jobs it held are free to claim; alice's
+    held by a run of the same name, and his own held by a live run, are not."""
+    alices = job_in_state(db, cfg, user="alice")
+    freed, live = (job_in_state(db, cfg, user="bob") for _ in range(2))
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=600)
+    leases = {alices: "h:1:dead", freed: "h:1:dead", live: "h:2:live"}
+    for job_id, owner in leases.items():
+        db.queue.update({"job_id": job_id}, {"$set": {"owner": owner, "lease_until": until}})
+    assert send(client, bob, ReleaseDead(owners=["h:1:dead"])).status_code == 200
+    owners = {doc["job_id"]: doc["owner"] for doc in db.queue.find({})}
+    assert owners == {alices: "h:1:dead", freed: None, live: "h:2:live"}
+    claim = Claim(selection=Selection(work=Work.NEW), owner="h:3:next", lease_s=600)
+    assert send(client, bob, claim).json()["result"]["job"]["job_id"] == freed
+    assert send(client, bob, claim).json()["result"]["job"] is None
+    for owners_sent in ([], ["x"] * 101, [""]):
+        body = {"op": "release_dead", "owners": owners_sent}
+        assert send(client, bob, body).status_code == 422
 
 
 def test_a_forged_pid_makes_the_service_kill_nothing(

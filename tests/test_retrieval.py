@@ -32,7 +32,7 @@ from labctl.stages.loop import run_stages
 from labctl.stages.seam import LocalStore
 from labctl.stages.tracking import run_jobs
 from tests.jobfixtures import DATASET, dataset_with_files, embedded_jobs
-from tests.testbed import write_config
+from tests.testbed import pulls, write_config
 
 LABCTL = str(Path(sys.executable).parent / "labctl")
 
@@ -237,12 +237,6 @@ def test_a_pull_failed_by_one_jobs_file_completes_the_others(
     }
 
 
-def _pulling(scratch: str) -> bool:
-    found = subprocess.run(["pgrep", "-f", f"rsync .*--files-from=- .*{scratch}/[.]pull-"],
-                           capture_output=True, text=True)  # fmt: skip
-    return bool(found.stdout.strip())
-
-
 def test_a_pull_killed_anywhere_leaves_every_job_recoverable(
     solo: tuple[Database, Config], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -272,7 +266,7 @@ def test_a_pull_killed_anywhere_leaves_every_job_recoverable(
         if isinstance(moment, float):
             time.sleep(moment)
         while isinstance(moment, str) and proc.poll() is None:
-            if moment.startswith("while") and _pulling(scratch):
+            if moment.startswith("while") and pulls(scratch):
                 break
             if moment.startswith("once") and db.queue.count(completed) > done:
                 break

@@ -22,7 +22,7 @@ from labctl.jobs.submit import JobRequest, submit_job
 from labctl.stages.loop import run_stages
 from labctl.stages.seam import LocalStore
 from tests.jobfixtures import DATASET, embedded_jobs, local_jobs
-from tests.testbed import write_config
+from tests.testbed import pulls, write_config
 
 ALL = ["scan", "transfers", "jobs"]
 LABCTL = str(Path(sys.executable).parent / "labctl")
@@ -123,23 +123,6 @@ def test_a_job_keeps_its_folder_when_the_scratch_setting_changes(
     assert not (tmp_path / "new-scratch" / job_id).exists()
 
 
-def _pull_of(scratch: str) -> list[int]:
-    """The pids of the rsyncs bringing outputs home from `scratch`: one per pull, whatever
-    children each has forked so far (a child's parent is an rsync of the same pull)."""
-    found = subprocess.run(["pgrep", "-f", f"rsync .*--files-from=- .*{scratch}/[.]pull-"],
-                           capture_output=True, text=True)  # fmt: skip
-    pids = {int(pid) for pid in found.stdout.split()}
-    return sorted(pid for pid in pids if _parent(pid) not in pids)
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None  # gone meanwhile
-    return int(stat.rpartition(")")[2].split()[1])
-
-
 def test_a_long_pull_keeps_its_lease(db: Database, cfg: Config, tmp_path: Path) -> None:
     """lease_seconds=2 and a pull of 120 MB capped at 20 MB/s (6 s): no other run takes over."""
     big = JobTypeConfig(entry="file_stats", outputs=["file_stats.json", "big.bin"])
@@ -155,13 +138,13 @@ def test_a_long_pull_keeps_its_lease(db: Database, cfg: Config, tmp_path: Path) 
     first = subprocess.Popen([LABCTL, "--config", str(path), "watchdog", "jobs"],
                              stdout=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 20
-    while not (pulls := _pull_of(slow.clusters["local"].scratch)):
+    while not (started := pulls(slow.clusters["local"].scratch)):
         assert time.monotonic() < deadline and first.poll() is None, "no pull started"
         time.sleep(0.05)
     time.sleep(3)  # past the 2 s lease
-    assert get_job(db, job_id)["owner"].endswith(f":{first.pid}")
+    assert get_job(db, job_id)["owner"].split(":")[1] == str(first.pid)  # host:pid:token
     assert run_stages(LocalStore.of(db, slow), slow, ["jobs"]) == ["jobs: nothing to do"]
-    assert _pull_of(slow.clusters["local"].scratch) == pulls  # the one pull, never a second
+    assert pulls(slow.clusters["local"].scratch) == started  # the one pull, never a second
     out, _ = first.communicate(timeout=60)
     assert first.returncode == 0 and "completed 1" in out, out
     job = get_job(db, job_id)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import os
 import re
+import signal
+import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,8 +27,10 @@ from labctl.jobs.queue import get_job, read_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.model.job import NoticeEvent
 from labctl.model.states import TERMINAL, JobState
+from labctl.stages import stage_run
 from labctl.stages.heartbeat import latest
 from labctl.stages.loop import run_stages
+from labctl.stages.runlock import RUNS, dead
 from labctl.stages.seam import LocalStore
 from tests.jobfixtures import DATASET, local_jobs
 from tests.modes import modes
@@ -101,7 +110,7 @@ def test_the_watchdog_state_is_private(db: Database, cfg: Config) -> None:
     assert run_until_final(db, cfg, job_id)["status"] == "completed"
     state = cfg.watchdog.state_dir
     found = modes(state)
-    assert found["."] == 0o700 and found[job_id] == 0o700
+    assert found["."] == found[job_id] == found[RUNS] == 0o700
     own = {name: mode for name, mode in found.items() if name.startswith(f"{job_id}/")}
     files = {name for name in own if (state / name).is_file()}
     assert {f"{job_id}/{n}" for n in ("transfer.json", "rsync.log")} <= files
@@ -240,3 +249,68 @@ def test_dataset_deleted_after_submit_fails_the_job(db: Database, cfg: Config) -
         "reason": "transfer",
         "message": f"dataset {DATASET} is no longer in the database",
     }
+
+
+# A run that was killed with jobs in hand -----------------------------------------------------
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from labctl.stages.runlock import Mark, hold
+state, owner, member, host = sys.argv[1:]
+with hold(Path(state), Mark(owner=owner, member=member, host=host)):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+@contextmanager
+def run_holding(state: Path, owner: str, member: str, host: str) -> Iterator[int]:
+    """A real process that holds a run file as a stage run does; its pid."""
+    argv = [sys.executable, "-c", HOLDER, str(state), owner, member, host]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+        try:
+            yield proc.pid
+        finally:
+            proc.kill()
+
+
+def test_a_run_file_is_found_dead_only_once_its_process_is_gone(tmp_path: Path) -> None:
+    with run_holding(tmp_path, "here:1:a", "tester", "here") as pid:
+        assert dead(tmp_path, "tester", "here", 10) == []
+        os.kill(pid, signal.SIGSTOP)  # stopped is alive
+        assert dead(tmp_path, "tester", "here", 10) == []
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        assert dead(tmp_path, "alice", "here", 10) == []  # another member's run
+        assert dead(tmp_path, "tester", "there", 10) == []  # a run on another machine
+        [found] = dead(tmp_path, "tester", "here", 10)
+        assert found.mark.owner == "here:1:a"
+        assert dead(tmp_path, "tester", "here", 10) == []  # locked by who found it
+        found.drop()
+    assert os.listdir(tmp_path / RUNS) == []
+
+
+def test_a_killed_run_s_leases_are_freed_by_the_next_run_and_no_live_one_s(
+    db: Database, cfg: Config
+) -> None:
+    """Jobs leased for 600 s by a run SIGKILLed since are free at the next run's start; jobs
+    leased by a live run stay its own, and so do another member's jobs leased by the dead run."""
+    host, state = socket.gethostname(), cfg.watchdog.state_dir
+    killed, live, alices = (submit(db, cfg, job_options={"sleep_seconds": n}) for n in range(3))
+    db.queue.update({"job_id": alices}, {"$set": {"user": "alice"}})
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=600)
+    leases = {killed: f"{host}:1:k", alices: f"{host}:1:k", live: f"{host}:2:l"}
+    for job_id, owner in leases.items():
+        db.queue.update({"job_id": job_id}, {"$set": {"owner": owner, "lease_until": until}})
+    with run_holding(state, f"{host}:2:l", cfg.user, host):
+        with run_holding(state, f"{host}:1:k", cfg.user, host) as pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        with stage_run(LocalStore.of(db, cfg), cfg, "scan") as run:
+            assert run.did["dead runs"] == 1
+            assert len(os.listdir(state / RUNS)) == 2  # the live run's and this run's
+        owners = {job_id: get_job(db, job_id)["owner"] for job_id in leases}
+        assert owners == {killed: None, alices: f"{host}:1:k", live: f"{host}:2:l"}
+        assert len(os.listdir(state / RUNS)) == 1

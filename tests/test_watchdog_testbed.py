@@ -14,6 +14,7 @@ The tests at the end need no testbed: they check the parsing of output captured 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -47,6 +48,7 @@ from labctl.model.states import TERMINAL, JobState
 from labctl.stages import stage_run
 from labctl.stages.heartbeat import latest
 from labctl.stages.loop import run_stages
+from labctl.stages.runlock import RUNS
 from labctl.stages.seam import LocalStore
 from labctl.stages.tracking import follow
 from tests.jobfixtures import DATASET, dataset_with_files
@@ -55,6 +57,7 @@ from tests.testbed import (
     hpc_config,
     needs_testbed,
     parse_named,
+    pulls,
     remote_exists,
     remote_scratch,
     slurm_jobs_named,
@@ -568,6 +571,60 @@ def test_watchdog_killed_anywhere_then_rerun_completes_each_job_once(
         record = db.data.find_one({"dataset": DATASET})
         assert record is not None and record["results"][job["job_id"]]["files"] == job["results"]
         assert not remote_exists(job["remote_dir"])
+
+
+@on_testbed
+def test_a_run_killed_during_a_pull_stalls_no_job_for_its_lease(
+    solo: tuple[Database, Config], tmp_path: Path, scratch: str
+) -> None:
+    """SIGKILL of the jobs stage while it pulls a batch of three jobs' results, with the default
+    lease of 600 s: the next run frees the dead run's leases and brings every job home."""
+    db, base = solo
+    big = JobTypeConfig(entry="file_stats", outputs=["file_stats.json", "big.bin"])
+    settings = {"lease_seconds": 600, "bwlimit_kib": 20_000}  # the default lease; a 3-s pull
+    hpc = base.model_copy(
+        update={
+            "job_types": {**base.job_types, "big": big},
+            "watchdog": base.watchdog.model_copy(update=settings),
+        }
+    )
+    ids = [submit(db, hpc, "big", **INPUTS) for _ in range(3)]
+    tick_until(db, hpc, lambda: db.queue.count({"status": "submitted"}) == 3,
+               stages=["scan", "transfers"])  # fmt: skip
+    slurm_ids = ",".join(get_job(db, job_id)["scheduler"]["job_id"] for job_id in ids)
+    accounted = ["sacct", "--noheader", "--parsable2", "--allocations", "--format=State"]
+    deadline = time.monotonic() + 120
+    while (ended := ssh([*accounted, f"--jobs={slurm_ids}"])) != "COMPLETED\n" * 3:
+        assert time.monotonic() < deadline, ended  # the jobs stage waits for accounting too
+        time.sleep(0.5)
+    made = {}
+    for job_id in ids:  # what each job made besides: 20 MiB
+        path = f"{scratch}/{job_id}/outputs/big.bin"
+        write = 'head -c 20971520 /dev/urandom > "$1" && sha256sum < "$1"'
+        made[job_id] = ssh(["sh", "-c", write, "big", path]).split()[0]
+    config_file = write_config(hpc, tmp_path / "config.yaml")
+    argv = [LABCTL, "--config", str(config_file), "watchdog", "jobs"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True)
+    while not pulls(scratch):
+        assert time.monotonic() < deadline and proc.poll() is None, "no pull was seen"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # the stage, its rsync and its ssh
+    proc.wait()
+    held = [get_job(db, job_id) for job_id in ids]
+    assert {job["status"] for job in held} == {"retrieving"}
+    assert all(job["lease_until"] > utcnow() + dt.timedelta(seconds=500) for job in held)
+
+    assert run_stages(LocalStore.of(db, hpc), hpc, ["jobs"]) == [
+        "jobs: archived 3, cleaned 3, completed 3, dead runs 1"
+    ]
+    dest = tmp_path / "data" / "processed" / "results"
+    for job_id in ids:
+        job = get_job(db, job_id)
+        assert job["status"] == "completed", job.get("failure")
+        assert_verified(job, dest / job_id, ["file_stats.json", "big.bin"])
+        assert sha256(dest / job_id / "big.bin") == made[job_id]
+        assert job["owner"] is None
+    assert os.listdir(hpc.watchdog.state_dir / RUNS) == []  # the dead run's file too
 
 
 # 7. shell metacharacters and `..` -------------------------------------------------------------

@@ -148,6 +148,23 @@ def write_config(config: Config, path: Path) -> Path:
     return path
 
 
+def pulls(scratch: str) -> list[int]:
+    """The pids of the watchdog's rsyncs bringing outputs home from `scratch`: one per pull,
+    whatever children each has forked so far (a child's parent is an rsync of the same pull)."""
+    found = subprocess.run(["pgrep", "-f", f"rsync .*--files-from=- .*{scratch}/[.]pull-"],
+                           capture_output=True, text=True)  # fmt: skip
+    pids = {int(pid) for pid in found.stdout.split()}
+    return sorted(pid for pid in pids if _parent(pid) not in pids)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None  # gone meanwhile
+    return int(stat.rpartition(")")[2].split()[1])
+
+
 def tick_until(
     db: Database,
     config: Config,

@@ -386,8 +386,13 @@ def renew(db: Database, job_ids: Sequence[str], owner: str, lease: dt.timedelta,
 
 def release(db: Database, job_ids: Sequence[str], owner: str, user: str) -> None:
     """Give up `owner`'s leases on `user`'s jobs, in one write."""
-    db.queue.update(
-        {"job_id": {"$in": list(job_ids)}, "owner": owner, "user": user},
-        {"$set": {"owner": None, "lease_until": None}},
-        many=True,
-    )
+    _free(db, {"job_id": {"$in": list(job_ids)}, "owner": owner, "user": user})
+
+
+def release_dead(db: Database, owners: Sequence[str], user: str) -> None:
+    """Free every lease on `user`'s jobs that one of `owners`, runs known to be dead, held."""
+    _free(db, {"owner": {"$in": list(owners)}, "user": user})
+
+
+def _free(db: Database, leased: Mapping[str, Any]) -> None:
+    db.queue.update(leased, {"$set": {"owner": None, "lease_until": None}}, many=True)

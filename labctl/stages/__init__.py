@@ -7,14 +7,15 @@
    results home, verifies them and records them.
 
 Each stage takes a job with an owner and a lease and moves it only with compare-and-set
-transitions, so overlapping runs never act on the same job twice. Stages reach the store only
-through the typed operations of `labctl.stages.seam`, for the member they run for.
+transitions, so overlapping runs never act on the same job twice; the leases of a run killed
+on this machine are freed by the next run (`labctl.stages.runlock`), not when they expire.
+Stages reach the store only through the typed operations of `labctl.stages.seam`, for the
+member they run for.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -55,9 +56,11 @@ from labctl.stages.ops import (
     Read,
     RecordSessions,
     Release,
+    ReleaseDead,
     Renew,
     Update,
 )
+from labctl.stages.runlock import Mark, dead, hold, new_owner
 from labctl.stages.seam import WatchdogStore
 
 
@@ -75,7 +78,7 @@ class StageRun:
     config: Config
     stage: str
     pool: ClusterPool
-    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    owner: str = field(default_factory=lambda: new_owner(socket.gethostname()))
     did: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
     shipped: set[tuple[str, PurePosixPath]] = field(default_factory=set)  # (cluster, code folder)
@@ -321,16 +324,34 @@ def stage_run(
     (with a `pacer`, that of a run that did nothing only when due)."""
     store.prepare()
     run = StageRun(store, config, stage, ClusterPool(config))
-    try:
-        yield run
-    finally:
+    mark = Mark(owner=run.owner, member=store.member, host=run.host)
+    with hold(config.watchdog.state_dir, mark):  # until the end: see labctl.stages.runlock
         try:
-            found = run.pool.sessions(every=stage == "jobs")
-            reports = [SessionReport.of(session) for session in found]
-            if reports:
-                store.run(RecordSessions(host=run.host, sessions=reports))
-        except TransportError as exc:
-            run.notes.append(f"sessions: {exc}")
-        run.pool.close()
-        if (pacer or Pacer()).beats(stage, run.did):
-            store.run(Beat(stage=stage, host=run.host, did=dict(run.did)))
+            free_dead_runs(run)
+            yield run
+        finally:
+            try:
+                found = run.pool.sessions(every=stage == "jobs")
+                reports = [SessionReport.of(session) for session in found]
+                if reports:
+                    store.run(RecordSessions(host=run.host, sessions=reports))
+            except TransportError as exc:
+                run.notes.append(f"sessions: {exc}")
+            run.pool.close()
+            if (pacer or Pacer()).beats(stage, run.did):
+                store.run(Beat(stage=stage, host=run.host, did=dict(run.did)))
+
+
+def free_dead_runs(run: StageRun) -> None:
+    """Free the leases of the member's runs on this machine that died holding them (their run
+    files are unlocked), so their jobs wait for no lease; then remove those files."""
+    state_dir = run.config.watchdog.state_dir
+    while found := dead(state_dir, run.store.member, run.host, limit=100):
+        freed = False
+        try:
+            run.store.run(ReleaseDead(owners=[lock.mark.owner for lock in found]))
+            freed = True
+        finally:  # a file is removed only once its leases are free
+            for lock in found:
+                lock.drop(remove=freed)
+        run.did["dead runs"] += len(found)

@@ -21,6 +21,7 @@ from labctl.jobs.queue import (
     mark_waiting,
     read_job,
     release,
+    release_dead,
     renew,
     transition,
     update,
@@ -103,6 +104,17 @@ class Release(Op[None]):
 
     def apply(self, store: LocalStore) -> None:
         release(store.db, self.job_ids, self.owner, store.member)
+
+
+class ReleaseDead(Op[None]):
+    """Free the leases that the member's runs named here held: runs that died (kill -9)
+    without releasing them, as their run files show (`labctl.stages.runlock`)."""
+
+    op: Literal["release_dead"] = "release_dead"
+    owners: Annotated[list[Owner], Field(min_length=1, max_length=100)]
+
+    def apply(self, store: LocalStore) -> None:
+        release_dead(store.db, self.owners, store.member)
 
 
 class Renew(Op[None]):
@@ -382,6 +394,7 @@ class HasWork(Op[bool]):
 AnyOp = Annotated[
     Claim
     | Release
+    | ReleaseDead
     | Renew
     | Find
     | Read

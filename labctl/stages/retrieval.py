@@ -10,9 +10,9 @@ SHA-256 must equal the cluster's before the job is completed and its results rec
 whose files did not arrive intact is retried or failed alone. One `rm -rf` removes the batch's
 folder of links and the folders of all the jobs completed.
 
-kill -9 anywhere leaves each job retrieving (its lease expires; a later run starts over, and rsync
-skips what arrived) or completed with its folder still to remove (the next run removes it); a
-folder of links left behind is removed by a later pull once a day old.
+kill -9 anywhere leaves each job retrieving (the next run frees the dead run's leases, starts
+over, and rsync skips what arrived) or completed with its folder still to remove (the next run
+removes it); a folder of links left behind is removed by a later pull once a day old.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What a watchdog may do to the store: twenty typed operations, each checked as an operation.
+"""What a watchdog may do to the store: twenty-one typed operations, each checked as an operation.
 
 A watchdog's stages never send a query or a document: they send one of the operations of
 `labctl.stages.ops` (claim a kind of work, move a job of theirs from the state they read it in,
@@ -32,7 +32,8 @@ R = TypeVar("R")
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Note = Annotated[str, Field(max_length=10_000)]
-Owner = Annotated[str, Field(min_length=1, max_length=300)]  # host:pid of the run holding a lease
+# A run holding leases: host:pid:token (labctl.stages.runlock.new_owner)
+Owner = Annotated[str, Field(min_length=1, max_length=300)]
 LeaseSeconds = Annotated[float, Field(gt=0, le=7 * 86400)]
 Ids = Annotated[list[Name], Field(max_length=WATCHDOG_IDS)]
 
