@@ -79,8 +79,11 @@ def start(run: StageRun, job: Job) -> None:
     cluster = run.cluster(job)
     layout = run.layout(job)
     try:
-        cluster.runner.run(["mkdir", "-p", "--", str(layout.logs), str(layout.outputs)])
+        cluster.scheduler.prepare(layout)
         code_dir = shared_code(run, cluster, job, layout)
+    except SchedulerError as exc:
+        run.move(job, JobState.FAILED, str(exc), reason=FailureReason.SUBMIT)
+        return
     except TransportError as exc:
         run.setback(job, exc, FailureReason.TRANSFER)
         return
