@@ -147,9 +147,10 @@ class SlurmScheduler:
         self._run(["scancel", f"--name={name}", job_id])
 
 
-# Whether process $1 is alive as labctl's launcher (`_LAUNCH`, given as $2) for folder $3: its
-# id leading its own session and process group, its command line `sh -c $2 labctl-job $3 TASKS`.
-# Returns 0 if so, 1 if it is gone (or a zombie), 2 if it is something else (and says what).
+# A shell function the scripts below start with: whether process $1 is alive as labctl's
+# launcher (`_LAUNCH`, given as $2) for folder $3: its id leading its own session and process
+# group, its command line `sh -c $2 labctl-job $3 TASKS`. Returns 0 if so, 1 if it is gone (or a
+# zombie), 2 if it is something else (and says what).
 _LAUNCHER = r"""
 launcher() {
   l_id=$1; l_launch=$2; l_dir=$3
@@ -175,7 +176,7 @@ launcher() {
 # launcher with a missing exit file was killed, never merely finishing. The last task's exit
 # counts once the launcher has ended too: until then the job runs, and its folder is not removed
 # under it.
-_POLL = _LAUNCHER + r"""
+_POLL = r"""
 launch=$1; shift
 for arg in "$@"; do
   id=${arg%%=*}; dir=${arg#*=}; tasks=$(cat "$dir/logs/tasks" 2>/dev/null || echo 1)
@@ -218,7 +219,7 @@ done
 # Stops process job $1 only if it is labctl's launcher for folder $3 (`launcher`), its id all
 # digits (no leading 0); checked and killed in one round trip. Exit 0: stopped, or gone already;
 # 3 (_REFUSED): something else, left alone.
-_CANCEL = _LAUNCHER + r"""
+_CANCEL = r"""
 id=$1; launch=$2; dir=$3
 case $id in ''|0*|*[!0-9]*) printf '%s is not a process id: left alone\n' "$id"; exit 3;; esac
 said=$(launcher "$id" "$launch" "$dir")
@@ -229,7 +230,7 @@ _REFUSED = 3
 
 # Readies folder $2 for a new attempt of its job: its folders made, the claim of an earlier
 # attempt's launch removed, unless that launch still runs (exit 3, saying so).
-_PREPARE = _LAUNCHER + r"""
+_PREPARE = r"""
 launch=$1; dir=$2
 if claim=$(cat "$dir/logs/launched" 2>/dev/null) && launcher "$claim" "$launch" "$dir" >/dev/null
 then
@@ -250,7 +251,7 @@ class ProcessScheduler:
         self.calls = 0
 
     def prepare(self, layout: JobLayout) -> None:
-        argv = ["sh", "-c", _PREPARE, "prepare", _LAUNCH, str(layout.root)]
+        argv = ["sh", "-c", _LAUNCHER + _PREPARE, "prepare", _LAUNCH, str(layout.root)]
         result = self.runner.run(argv, check=False)
         if result.returncode == _REFUSED:
             raise SchedulerError(result.stdout.strip())
@@ -283,7 +284,8 @@ class ProcessScheduler:
             return {}
         self.calls += 1
         args = [f"{job_id}={layout.root}" for job_id, layout in jobs.items()]
-        out = self.runner.run(["sh", "-c", _POLL, "poll", _LAUNCH, *args], timeout=60).stdout
+        argv = ["sh", "-c", _LAUNCHER + _POLL, "poll", _LAUNCH, *args]
+        out = self.runner.run(argv, timeout=60).stdout
         tasks: dict[str, list[tuple[int, str]]] = {}
         for line in out.splitlines():
             job_id, index, what = line.split("|", 2)
@@ -299,7 +301,7 @@ class ProcessScheduler:
         """Kill the job's process group, once the host has checked that it is the job's
         launcher (`_CANCEL`)."""
         self.calls += 1
-        argv = ["sh", "-c", _CANCEL, "cancel", job_id, _LAUNCH, str(layout.root)]
+        argv = ["sh", "-c", _LAUNCHER + _CANCEL, "cancel", job_id, _LAUNCH, str(layout.root)]
         result = self.runner.run(argv, check=False, timeout=30)
         said = (result.stdout.strip() or result.stderr.strip() or "(no message)").splitlines()[0]
         if result.returncode == _REFUSED:
