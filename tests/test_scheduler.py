@@ -245,15 +245,18 @@ def test_an_exit_file_ends_nothing_but_its_own_launch(tmp_path: Path) -> None:
 
 def test_a_new_attempt_waits_for_the_earlier_launch_then_launches_afresh(tmp_path: Path) -> None:
     """`prepare` (a retried job) refuses while the earlier attempt's launch runs; once it ended
-    it clears its claim and leftovers, and the folder is launched again, once."""
+    it clears its claim and outputs, and the folder is launched again, once, with none of the
+    earlier launch's exit files counted."""
     runs = tmp_path / "runs"
     scheduler, layout = _process_job(tmp_path, f"echo ran >> {runs}; sleep 1; exit 3\n")
     first = scheduler.submit(layout, 1)
     with pytest.raises(SchedulerError, match=f"process {first} of an earlier attempt still runs"):
         scheduler.prepare(layout)
     _gone(first)
+    Path(layout.outputs / "result.json").write_text("{}")  # the earlier attempt's
     scheduler.prepare(layout)
     assert scheduler.find("labctl-j1", layout) is None
+    assert not any(Path(layout.outputs).iterdir())
     Path(layout.script).write_text(f"echo ran >> {runs}; sleep 1\n")
     second = scheduler.submit(layout, 1)
     assert second != first

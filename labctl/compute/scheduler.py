@@ -73,6 +73,10 @@ class NotOursError(SchedulerError):
     """A job id names something that is not the labctl job to stop: it was left alone."""
 
 
+# Makes job folder $1's `logs` and an empty `outputs`: an earlier attempt's outputs are not this
+# attempt's results.
+_FRESH = 'rm -rf -- "$1/outputs" && mkdir -p -- "$1/logs" "$1/outputs"'
+
 # The ids `sbatch --parsable` and squeue give: a job, or one task of an array.
 _SLURM_ID = re.compile(r"[0-9]+(_[0-9]+)?")
 _PID = re.compile(r"[1-9][0-9]*")
@@ -99,7 +103,7 @@ class SlurmScheduler:
         return result.stdout
 
     def prepare(self, layout: JobLayout) -> None:
-        self.runner.run(["mkdir", "-p", "--", str(layout.logs), str(layout.outputs)])
+        self.runner.run(["sh", "-c", _FRESH, "prepare", str(layout.root)])
 
     def submit(self, layout: JobLayout, tasks: int) -> str:
         return parse_sbatch(self._run(["sbatch", "--parsable", str(layout.script)]))
@@ -228,15 +232,15 @@ kill -s TERM -- "-$id"
 """
 _REFUSED = 3
 
-# Readies folder $2 for a new attempt of its job: its folders made, the claim of an earlier
-# attempt's launch removed, unless that launch still runs (exit 3, saying so).
+# Readies folder $2 for a new attempt of its job: removes the claim of an earlier attempt's
+# launch, unless that launch still runs (exit 3, saying so); then `_FRESH` (on $1, the folder).
 _PREPARE = r"""
-launch=$1; dir=$2
+launch=$1; dir=$2; shift
 if claim=$(cat "$dir/logs/launched" 2>/dev/null) && launcher "$claim" "$launch" "$dir" >/dev/null
 then
   echo "process $claim of an earlier attempt still runs in $dir"; exit 3
 fi
-mkdir -p -- "$dir/logs" "$dir/outputs" && rm -f -- "$dir/logs/launched"
+rm -f -- "$dir/logs/launched" || exit
 """
 
 
@@ -251,7 +255,8 @@ class ProcessScheduler:
         self.calls = 0
 
     def prepare(self, layout: JobLayout) -> None:
-        argv = ["sh", "-c", _LAUNCHER + _PREPARE, "prepare", _LAUNCH, str(layout.root)]
+        script = _LAUNCHER + _PREPARE + _FRESH
+        argv = ["sh", "-c", script, "prepare", _LAUNCH, str(layout.root)]
         result = self.runner.run(argv, check=False)
         if result.returncode == _REFUSED:
             raise SchedulerError(result.stdout.strip())
