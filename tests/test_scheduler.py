@@ -10,9 +10,14 @@ import pytest
 
 from labctl.clock import utcnow
 from labctl.compute.batch import JobLayout
-from labctl.compute.scheduler import NotOursError, SlurmScheduler, SubmitLimitError
+from labctl.compute.scheduler import (
+    NotOursError,
+    ProcessScheduler,
+    SlurmScheduler,
+    SubmitLimitError,
+)
 from labctl.compute.slurm import SchedulerError
-from labctl.compute.transport import Result
+from labctl.compute.transport import LocalRunner, Result
 from labctl.model.states import FailureReason, JobState
 
 CAPTURED = Path(__file__).parent / "captured"
@@ -186,3 +191,76 @@ def test_a_process_job_over_ssh_is_stopped_only_by_its_own_launcher() -> None:
         finally:
             ssh(["kill", foreign], check=False)
             cluster.close()
+
+
+# --- the process scheduler's launches, on this machine ---------------------------------------
+
+
+def _process_job(tmp_path: Path, script: str) -> tuple[ProcessScheduler, JobLayout]:
+    """A `process` scheduler on this machine, and a job folder made ready with `script`."""
+    scheduler = ProcessScheduler(LocalRunner())
+    layout = JobLayout(PurePosixPath(tmp_path / "j1"))
+    scheduler.prepare(layout)
+    Path(layout.script).write_text(script)
+    return scheduler, layout
+
+
+def _gone(pid: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while (stat := Path(f"/proc/{pid}/stat")).exists() and " Z " not in stat.read_text():
+        assert time.monotonic() < deadline, f"launcher {pid} still runs"
+        time.sleep(0.05)
+
+
+def test_a_process_folder_is_launched_once(tmp_path: Path) -> None:
+    """A second launch of a folder, while the first runs or after it ended, runs nothing and
+    reports the first launcher's pid, which `find` adopts."""
+    runs = tmp_path / "runs"
+    scheduler, layout = _process_job(tmp_path, f"echo ran >> {runs}; sleep 1\n")
+    assert scheduler.find("labctl-j1", layout) is None
+    first = scheduler.submit(layout, 1)
+    assert scheduler.submit(layout, 1) == first  # refused while it runs
+    assert scheduler.find("labctl-j1", layout) == first
+    _gone(first)
+    assert scheduler.submit(layout, 1) == first  # and once it ended
+    assert scheduler.poll({first: layout})[first].state is JobState.RETRIEVING
+    time.sleep(0.5)
+    assert runs.read_text() == "ran\n"
+
+
+def test_an_exit_file_ends_nothing_but_its_own_launch(tmp_path: Path) -> None:
+    """Exit files count only for the launch that claimed the folder, and the last one only
+    once its launcher has ended: until then the job runs (its folder is not to be removed)."""
+    scheduler, layout = _process_job(tmp_path, "sleep 300\n")
+    launcher = scheduler.submit(layout, 1)
+    try:
+        Path(layout.logs / "task-0.exit").write_text("0\n")  # as if written, launcher not ended
+        assert scheduler.poll({launcher: layout})[launcher].detail == "alive"
+        assert scheduler.poll({"999999": layout}) == {}  # another id: not this folder's launch
+    finally:
+        scheduler.cancel(launcher, layout, "labctl-j1")
+    _gone(launcher)
+    assert scheduler.poll({launcher: layout})[launcher].detail == "exited"
+
+
+def test_a_new_attempt_waits_for_the_earlier_launch_then_launches_afresh(tmp_path: Path) -> None:
+    """`prepare` (a retried job) refuses while the earlier attempt's launch runs; once it ended
+    it clears its claim and outputs, and the folder is launched again, once, with none of the
+    earlier launch's exit files counted."""
+    runs = tmp_path / "runs"
+    scheduler, layout = _process_job(tmp_path, f"echo ran >> {runs}; sleep 1; exit 3\n")
+    first = scheduler.submit(layout, 1)
+    with pytest.raises(SchedulerError, match=f"process {first} of an earlier attempt still runs"):
+        scheduler.prepare(layout)
+    _gone(first)
+    Path(layout.outputs / "result.json").write_text("{}")  # the earlier attempt's
+    scheduler.prepare(layout)
+    assert scheduler.find("labctl-j1", layout) is None
+    assert not any(Path(layout.outputs).iterdir())
+    Path(layout.script).write_text(f"echo ran >> {runs}; sleep 1\n")
+    second = scheduler.submit(layout, 1)
+    assert second != first
+    assert scheduler.poll({second: layout})[second].state is JobState.RUNNING  # not exit 3
+    _gone(second)
+    assert scheduler.poll({second: layout})[second].state is JobState.RETRIEVING
+    assert runs.read_text() == "ran\nran\n"

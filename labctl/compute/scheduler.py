@@ -24,7 +24,7 @@ from labctl.compute.slurm import (
     squeue_command,
     submit_limit,
 )
-from labctl.compute.transport import Runner
+from labctl.compute.transport import CommandError, Runner
 from labctl.model.job import TaskStatus
 from labctl.model.states import FailureReason, JobState
 
@@ -34,6 +34,10 @@ class Scheduler(Protocol):
     """How people know it: "SLURM", "process"."""
     accounts: bool
     """Whether `poll` reports each finished task's usage (SLURM with slurmdbd)."""
+
+    def prepare(self, layout: JobLayout) -> None:
+        """Make the job's folder ready for a new attempt: its `logs` and `outputs` made, and
+        nothing of an earlier attempt's in the way (SchedulerError while that still runs)."""
 
     def submit(self, layout: JobLayout, tasks: int) -> str:
         """Submit the job folder's script; return the scheduler's job id."""
@@ -69,8 +73,16 @@ class NotOursError(SchedulerError):
     """A job id names something that is not the labctl job to stop: it was left alone."""
 
 
+# Makes job folder $1's `logs` and an empty `outputs` (an earlier attempt's outputs are not this
+# attempt's results), and the folder (and the scratch root, if new) the member's alone whatever
+# the umask.
+_FRESH = (
+    'umask 077 && rm -rf -- "$1/outputs" && mkdir -p -- "$1/logs" "$1/outputs" && chmod 700 -- "$1"'
+)
+
 # The ids `sbatch --parsable` and squeue give: a job, or one task of an array.
 _SLURM_ID = re.compile(r"[0-9]+(_[0-9]+)?")
+_PID = re.compile(r"[1-9][0-9]*")
 
 
 class SlurmScheduler:
@@ -92,6 +104,9 @@ class SlurmScheduler:
             first = (result.stderr.strip().splitlines() or ["(no message)"])[0]
             raise SchedulerError(f"{argv[0]} failed: {first}")
         return result.stdout
+
+    def prepare(self, layout: JobLayout) -> None:
+        self.runner.run(["sh", "-c", _FRESH, "prepare", str(layout.root)])
 
     def submit(self, layout: JobLayout, tasks: int) -> str:
         return parse_sbatch(self._run(["sbatch", "--parsable", str(layout.script)]))
@@ -139,25 +154,66 @@ class SlurmScheduler:
         self._run(["scancel", f"--name={name}", job_id])
 
 
-# One shell round trip for all process jobs: for each (id, folder) print id|task|state. Whether
+# A shell function the scripts below start with: whether process $1 is alive as labctl's
+# launcher (`_LAUNCH`, given as $2) for folder $3: its id leading its own session and process
+# group, its command line `sh -c $2 labctl-job $3 TASKS`. Returns 0 if so, 1 if it is gone (or a
+# zombie), 2 if it is something else (and says what).
+_LAUNCHER = r"""
+launcher() {
+  l_id=$1; l_launch=$2; l_dir=$3
+  l_found=$(ps -o stat=,pgid=,sid= -p "$l_id" 2>/dev/null) || return 1
+  set -- $l_found
+  case $1 in Z*) return 1;; esac
+  if [ "$2" != "$l_id" ] || [ "$3" != "$l_id" ]; then
+    echo "process $l_id does not lead its own session"; return 2
+  fi
+  l_want=$(printf '%s\0' sh -c "$l_launch" labctl-job "$l_dir" | od -An -v -tx1 | tr -d ' \n')
+  l_have=$(head -c $((${#l_want} / 2)) "/proc/$l_id/cmdline" 2>/dev/null | od -An -v -tx1 |
+    tr -d ' \n')
+  if [ "$l_have" != "$l_want" ]; then
+    echo "process $l_id is not labctl's job in $l_dir"; return 2
+  fi
+}
+"""
+
+# One shell round trip for all process jobs ($1 is `_LAUNCH`): for each (id, folder) print
+# id|task|state, for the launch that claimed the folder only (a folder without a claim was
+# launched by a labctl before launches claimed their folder: its id is taken as it is). Whether
 # the launcher lives is read BEFORE its exit files: it writes them all before it ends, so a dead
-# launcher with a missing exit file was killed, never merely finishing.
+# launcher with a missing exit file was killed, never merely finishing. The last task's exit
+# counts once the launcher has ended too: until then the job runs, and its folder is not removed
+# under it.
 _POLL = r"""
+launch=$1; shift
 for arg in "$@"; do
   id=${arg%%=*}; dir=${arg#*=}; tasks=$(cat "$dir/logs/tasks" 2>/dev/null || echo 1)
-  if ps -o stat= -p "$id" 2>/dev/null | grep -qv '^Z'; then alive=alive; else alive=gone; fi
+  if claim=$(cat "$dir/logs/launched" 2>/dev/null); then
+    [ "$claim" = "$id" ] || continue
+    if launcher "$id" "$launch" "$dir" >/dev/null; then alive=alive; else alive=gone; fi
+  elif ps -o stat= -p "$id" 2>/dev/null | grep -qv '^Z'; then alive=alive; else alive=gone; fi
   i=0
   while [ "$i" -lt "$tasks" ]; do
-    if [ -f "$dir/logs/task-$i.exit" ]; then echo "$id|$i|exit=$(cat "$dir/logs/task-$i.exit")"
+    if [ -f "$dir/logs/task-$i.exit" ] && { [ "$alive" = gone ] || [ "$i" -lt $((tasks - 1)) ]; }
+    then echo "$id|$i|exit=$(cat "$dir/logs/task-$i.exit")"
     else echo "$id|$i|$alive"; fi
     i=$((i + 1))
   done
 done
 """
 
-# Runs the tasks one after the other, each with SLURM_ARRAY_TASK_ID set as SLURM would.
+# Launches folder $1 at most once: claims it by linking a file holding its own pid to
+# `logs/launched` (a link is made whole or not at all, and never over another); prints the pid
+# that holds the claim and closes its output, so the caller hears back at once. Only the
+# claimant goes on: it removes what an earlier attempt's launch left and runs the tasks one after
+# the other, each with SLURM_ARRAY_TASK_ID set as SLURM would.
 _LAUNCH = r"""
-dir=$1; tasks=$2; cd "$dir" && echo "$tasks" > logs/tasks
+dir=$1; tasks=$2; cd "$dir" || exit 3
+echo $$ > "logs/launched.$$" && ln "logs/launched.$$" logs/launched 2>/dev/null
+rm -f "logs/launched.$$"
+first=$(cat logs/launched) || exit 3
+if [ "$first" = $$ ]; then rm -f logs/task-*; echo "$tasks" > logs/tasks || exit 3; fi
+echo "$first"; exec >/dev/null 2>&1
+[ "$first" = $$ ] || exit 0
 i=0
 while [ "$i" -lt "$tasks" ]; do
   SLURM_ARRAY_TASK_ID=$i bash job.sh > "logs/task-$i.out" 2>&1
@@ -167,27 +223,28 @@ done
 """
 
 
-# Stops process job $1 only if it is labctl's launcher for folder $3 (`ProcessScheduler.submit`):
-# its id all digits (no leading 0), leading its own session and process group, its command line
-# `sh -c $2 labctl-job $3 TASKS`; checked and killed in one round trip. Exit 0: stopped, or gone
-# already; 3 (_REFUSED): something else, left alone.
+# Stops process job $1 only if it is labctl's launcher for folder $3 (`launcher`), its id all
+# digits (no leading 0); checked and killed in one round trip. Exit 0: stopped, or gone already;
+# 3 (_REFUSED): something else, left alone.
 _CANCEL = r"""
-set -f; id=$1; launch=$2; dir=$3
+id=$1; launch=$2; dir=$3
 case $id in ''|0*|*[!0-9]*) printf '%s is not a process id: left alone\n' "$id"; exit 3;; esac
-found=$(ps -o stat=,pgid=,sid= -p "$id" 2>/dev/null) || exit 0
-set -- $found
-case $1 in Z*) exit 0;; esac
-if [ "$2" != "$id" ] || [ "$3" != "$id" ]; then
-  echo "process $id does not lead its own session: left alone"; exit 3
-fi
-want=$(printf '%s\0' sh -c "$launch" labctl-job "$dir" | od -An -v -tx1 | tr -d ' \n')
-have=$(head -c $((${#want} / 2)) "/proc/$id/cmdline" 2>/dev/null | od -An -v -tx1 | tr -d ' \n')
-if [ "$have" != "$want" ]; then
-  echo "process $id is not labctl's job in $dir: left alone"; exit 3
-fi
+said=$(launcher "$id" "$launch" "$dir")
+case $? in 1) exit 0;; 2) echo "$said: left alone"; exit 3;; esac
 kill -s TERM -- "-$id"
 """
 _REFUSED = 3
+
+# Readies folder $2 for a new attempt of its job: removes the claim of an earlier attempt's
+# launch, unless that launch still runs (exit 3, saying so); then `_FRESH` (on $1, the folder).
+_PREPARE = r"""
+launch=$1; dir=$2; shift
+if claim=$(cat "$dir/logs/launched" 2>/dev/null) && launcher "$claim" "$launch" "$dir" >/dev/null
+then
+  echo "process $claim of an earlier attempt still runs in $dir"; exit 3
+fi
+rm -f -- "$dir/logs/launched" || exit
+"""
 
 
 class ProcessScheduler:
@@ -200,18 +257,33 @@ class ProcessScheduler:
         self.runner = runner
         self.calls = 0
 
+    def prepare(self, layout: JobLayout) -> None:
+        script = _LAUNCHER + _PREPARE + _FRESH
+        argv = ["sh", "-c", script, "prepare", _LAUNCH, str(layout.root)]
+        result = self.runner.run(argv, check=False)
+        if result.returncode == _REFUSED:
+            raise SchedulerError(result.stdout.strip())
+        if result.returncode != 0:
+            raise CommandError(result)
+
     def submit(self, layout: JobLayout, tasks: int) -> str:
+        """Launch the job's tasks, unless its folder was launched already: the pid of the
+        launcher that claimed the folder either way (`_LAUNCH`)."""
         self.calls += 1
         launch = ["setsid", "sh", "-c", _LAUNCH, "labctl-job", str(layout.root), str(tasks)]
-        spawn = 'nohup "$@" </dev/null >/dev/null 2>&1 & echo $!'
+        spawn = 'nohup "$@" </dev/null 2>&1 &'
         result = self.runner.run(["sh", "-c", spawn, "sh", *launch], timeout=30)
         pid = result.stdout.strip()
-        if not pid.isdigit():
-            raise SchedulerError(f"could not start the job: {result.stderr.strip()}")
+        if not _PID.fullmatch(pid):
+            raise SchedulerError(f"could not start the job: {pid or result.stderr.strip()}")
         return pid
 
     def find(self, name: str, layout: JobLayout) -> str | None:
-        return None  # a process job is started and recorded in one step; nothing to adopt
+        """The launcher that claimed the job's folder (running or ended), if one did."""
+        self.calls += 1
+        claim = self.runner.run(["cat", "--", str(layout.logs / "launched")], check=False)
+        pid = claim.stdout.strip()
+        return pid if claim.returncode == 0 and _PID.fullmatch(pid) else None
 
     def poll(
         self, jobs: Mapping[str, JobLayout], since: dt.datetime | None = None
@@ -220,7 +292,8 @@ class ProcessScheduler:
             return {}
         self.calls += 1
         args = [f"{job_id}={layout.root}" for job_id, layout in jobs.items()]
-        out = self.runner.run(["sh", "-c", _POLL, "poll", *args], timeout=60).stdout
+        argv = ["sh", "-c", _LAUNCHER + _POLL, "poll", _LAUNCH, *args]
+        out = self.runner.run(argv, timeout=60).stdout
         tasks: dict[str, list[tuple[int, str]]] = {}
         for line in out.splitlines():
             job_id, index, what = line.split("|", 2)
@@ -236,7 +309,7 @@ class ProcessScheduler:
         """Kill the job's process group, once the host has checked that it is the job's
         launcher (`_CANCEL`)."""
         self.calls += 1
-        argv = ["sh", "-c", _CANCEL, "cancel", job_id, _LAUNCH, str(layout.root)]
+        argv = ["sh", "-c", _LAUNCHER + _CANCEL, "cancel", job_id, _LAUNCH, str(layout.root)]
         result = self.runner.run(argv, check=False, timeout=30)
         said = (result.stdout.strip() or result.stderr.strip() or "(no message)").splitlines()[0]
         if result.returncode == _REFUSED:

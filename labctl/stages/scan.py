@@ -30,10 +30,6 @@ from labctl.stages.shipping import code_folder, shared_code
 
 RECORD = "transfer.json"
 
-# Make the job folder $1 with its logs/ $2 and outputs/ $3 (and the scratch root, if new), the
-# member's alone whatever the umask.
-_MAKE = 'umask 077 && mkdir -p -- "$2" "$3" && chmod 700 -- "$1"'
-
 
 def run_scan(run: StageRun) -> None:
     run.each(Work.NEW, partial(start, run))
@@ -84,9 +80,11 @@ def start(run: StageRun, job: Job) -> None:
     cluster = run.cluster(job)
     layout = run.layout(job)
     try:
-        folders = [layout.root, layout.logs, layout.outputs]
-        cluster.runner.run(["sh", "-c", _MAKE, "mkdir", *map(str, folders)])
+        cluster.scheduler.prepare(layout)
         code_dir = shared_code(run, cluster, job, layout)
+    except SchedulerError as exc:
+        run.move(job, JobState.FAILED, str(exc), reason=FailureReason.SUBMIT)
+        return
     except TransportError as exc:
         run.setback(job, exc, FailureReason.TRANSFER)
         return
