@@ -35,7 +35,8 @@ class Replay:
         timeout: float | None = None,
         input: str | None = None,
     ) -> Result:
-        program = argv[2] if argv[0] == "env" else argv[0]  # env SLURM_TIME_FORMAT=%s sacct
+        # env SLURM_TIME_FORMAT=%s sacct; sh -c SCRIPT find squeue (as the cluster user)
+        program = argv[{"env": 2, "sh": 4}.get(argv[0], 0)]
         self.asked.append(program)
         self.argvs.append(list(argv))
         code, out, err = self.answers[program]
@@ -117,6 +118,28 @@ def test_submit_refused_for_a_submit_limit() -> None:
     with pytest.raises(SchedulerError) as other:
         SlurmScheduler(Replay({"sbatch": (1, "", bad)})).submit(LAYOUT, 1)
     assert not isinstance(other.value, SubmitLimitError)
+
+
+def test_find_asks_squeue_and_then_the_accounting() -> None:
+    """squeue forgot the job (MinJobAge): the accounting has it, in the attempt's window."""
+    attempt = dt.datetime(2026, 12, 7, 22, 58, 20, tzinfo=dt.UTC)
+    for jobcomp, found in [(False, "sacct-named.txt"), (True, "sacct-named-jobcomp.txt")]:
+        runner = Replay(
+            {"squeue": (0, "hpcuser\n", ""), "sacct": (0, (CAPTURED / found).read_text(), "")}
+        )
+        scheduler = SlurmScheduler(runner, jobcomp=jobcomp)
+        assert scheduler.find("labctl-jcapture0001", LAYOUT, attempt) == "2065"
+        assert runner.asked == ["squeue", "sacct"]
+        assert ("--completion" in runner.argvs[1]) is jobcomp
+        window = [a for a in runner.argvs[1] if a.startswith("--starttime=now-")]
+        assert len(window) == 1 and int(window[0].split("-")[-1]) >= 3600
+
+
+def test_find_needs_no_accounting_for_a_job_squeue_shows() -> None:
+    runner = Replay({"squeue": (0, (CAPTURED / "squeue-named.txt").read_text(), "")})
+    scheduler = SlurmScheduler(runner)
+    assert scheduler.find("labctl-jcapture0001", LAYOUT, None) == "2065"
+    assert runner.asked == ["squeue"]
 
 
 def test_poll_still_fails_on_other_squeue_errors() -> None:

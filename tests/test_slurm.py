@@ -1,5 +1,6 @@
 """SLURM parsing against output captured on the testbed (see tests/captured/README.md)."""
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -7,10 +8,16 @@ from pathlib import Path
 import pytest
 
 from labctl.compute.slurm import (
+    SUBMIT_SKEW,
+    Named,
     SchedulerError,
+    named_sacct_command,
+    named_since,
+    named_squeue_command,
     parse_sacct,
     parse_sbatch,
     parse_squeue,
+    read_named,
     sacct_command,
     squeue_command,
     to_job_state,
@@ -298,3 +305,61 @@ def test_every_state_in_the_reference_squeue_json_maps() -> None:
     assert mapped.count((S.FAILED, R.EXIT_CODE)) == 2
     assert mapped.count((S.CANCELLED, R.CANCELLED)) == 2
     assert mapped.count((S.FAILED, R.TIMEOUT)) == 1
+
+
+# --- a job found by its name (adopting what a killed run submitted) ------------------------
+
+NAME = "labctl-jcapture0001"
+ARRAY = Named("2065", dt.datetime(2026, 12, 7, 22, 58, 27, tzinfo=dt.UTC))
+
+
+def test_named_commands_ask_for_the_cluster_users_own_jobs() -> None:
+    squeue = named_squeue_command(NAME)
+    assert squeue[:2] == ["sh", "-c"] and 'echo "$me"' in squeue[2]
+    assert squeue[4:] == [
+        "squeue",
+        "--noheader",
+        "--states=all",
+        f"--name={NAME}",
+        "--format=%F|%j|%u|%V",
+    ]
+    sacct = named_sacct_command(NAME, since_seconds=7200)
+    assert sacct[2] == squeue[2] and sacct[4] == "sacct"
+    assert "--starttime=now-7200" in sacct and "--completion" not in sacct
+    assert "--completion" in named_sacct_command(NAME, since_seconds=7200, jobcomp=True)
+
+
+@pytest.mark.parametrize("name", ["squeue-named.txt", "sacct-named.txt"])
+def test_read_named_folds_an_arrays_tasks(name: str) -> None:
+    assert read_named(captured(name), NAME) == [ARRAY] * 3
+
+
+def test_read_named_from_the_jobcomp_log_keeps_the_users_jobs_of_that_name() -> None:
+    """The jobcomp log ignores --name and --user: root's job of the same name (2064) and the
+    other jobs are left out; the array's tasks come under their raw ids."""
+    later = ARRAY.submitted + dt.timedelta(seconds=1)
+    found = read_named(captured("sacct-named-jobcomp.txt"), NAME)
+    assert found == [Named("2065", later), Named("2067", later), Named("2066", later)]
+    assert named_since(found, ARRAY.submitted) == "2065"  # the array's own id
+
+
+def test_named_since_takes_the_attempts_job_not_an_earlier_attempts() -> None:
+    """A person's retry submits under the same name: the earlier attempt's job is older."""
+    attempt = dt.datetime(2026, 12, 7, 23, 0, tzinfo=dt.UTC)
+    earlier = Named("90", attempt - dt.timedelta(minutes=5))
+    this = Named("120", attempt + dt.timedelta(seconds=1))
+    lagging = Named("121", attempt - SUBMIT_SKEW)  # the cluster's clock a little behind
+    assert named_since([earlier, this], attempt) == "120"
+    assert named_since([earlier, lagging], attempt) == "121"
+    assert named_since([earlier], attempt) is None
+    assert named_since([], attempt) is None
+    assert named_since([this, earlier], None) == "90"  # no time recorded: the first
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["hpcuser\n2065|labctl-x|hpcuser\n", "hpcuser\nabc|labctl-x|hpcuser|1\n"],
+)
+def test_read_named_rejects_garbage(text: str) -> None:
+    with pytest.raises(SchedulerError, match=re.escape("expected 'id|name|user|submit'")):
+        read_named(text, "labctl-x")

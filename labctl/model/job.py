@@ -95,7 +95,7 @@ class SchedulerStatus(_Part):
     exit_code: int | None = None
     missing: int = 0  # polls in a row that did not find it (or, finished, its accounting)
     task_states: dict[str, str] = Field(default_factory=dict)
-    submitted_at: dt.datetime | None = None
+    submitted_at: dt.datetime | None = None  # while `submitting`: when the attempt began
 
 
 class Failure(_Part):
