@@ -14,6 +14,7 @@ from labctl.compute.scheduler import NotOursError, SlurmScheduler, SubmitLimitEr
 from labctl.compute.slurm import SchedulerError
 from labctl.compute.transport import Result
 from labctl.model.states import FailureReason, JobState
+from tests.test_slurm import with_restarts
 
 CAPTURED = Path(__file__).parent / "captured"
 LAYOUT = JobLayout(PurePosixPath("/scratch/j1"))
@@ -70,10 +71,10 @@ def test_poll_asks_accounting_when_squeue_lists_none_of_the_jobs() -> None:
 def test_poll_asks_squeue_once_and_sacct_once_for_the_finished_only() -> None:
     """Jobs squeue shows running need no accounting; finished ones get accounting's record,
     with usage, in the same single sacct call, from the oldest job's submission on."""
-    running = "7001|RUNNING|0\n7002_[0-9]|PENDING|0\n"
+    running = "7001|RUNNING|0|0\n7002_[0-9]|PENDING|0|0\n"
     runner = Replay(
         {
-            "squeue": (0, running + (CAPTURED / "squeue-usage.txt").read_text(), ""),
+            "squeue": (0, running + with_restarts((CAPTURED / "squeue-usage.txt").read_text()), ""),
             "sacct": (0, (CAPTURED / "sacct-usage.txt").read_text(), ""),
         }
     )
@@ -97,12 +98,23 @@ def test_poll_keeps_squeue_word_while_accounting_lags() -> None:
     """squeue has the job finished, accounting does not yet: squeue's state stands."""
     runner = Replay(
         {
-            "squeue": (0, "6226|COMPLETED|0\n", ""),
+            "squeue": (0, "6226|COMPLETED|0|0\n", ""),
             "sacct": (0, "6226|RUNNING|0:0|0||1||1G|1|100|101|Unknown|localhost\n", ""),
         }
     )
     status = SlurmScheduler(runner).poll({"6226": LAYOUT})["6226"]
     assert (status.state, status.usage) == (JobState.RETRIEVING, None)
+
+
+def test_poll_keeps_squeues_restart_count_under_accountings_record() -> None:
+    runner = Replay(
+        {
+            "squeue": (0, (CAPTURED / "squeue-requeued.txt").read_text(), ""),
+            "sacct": (0, "2069|COMPLETED|0:0|5||1||1G|1|100|101|106|localhost\n", ""),
+        }
+    )
+    status = SlurmScheduler(runner).poll({"2069": LAYOUT})["2069"]
+    assert (status.restarts, status.usage is not None) == (1, True)
 
 
 def test_submit_refused_for_a_submit_limit() -> None:

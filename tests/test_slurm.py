@@ -34,6 +34,12 @@ def captured(name: str) -> str:
     return (CAPTURED / name).read_text()
 
 
+def with_restarts(text: str) -> str:
+    """A squeue capture made before labctl asked for `RestartCnt`, as squeue prints it now: none
+    of those jobs was requeued, so each line ends in `|0`."""
+    return "".join(f"{line}|0\n" for line in text.splitlines())
+
+
 def summary(statuses: dict[str, TaskStatus]) -> dict[str, tuple[str, str | None, int | None]]:
     return {key: (s.state, s.reason, s.exit_code) for key, s in statuses.items()}
 
@@ -65,7 +71,7 @@ def test_parse_sbatch_rejects_garbage(stdout: str) -> None:
 def test_squeue_command_asks_once_for_all_jobs_finished_included() -> None:
     assert squeue_command(["16", "17", "16", "28_3"]) == [
         "squeue", "--noheader", "--states=all", "--jobs=16,17,28_3",
-        "--Format=JobArrayID:|,State:|,exit_code:",
+        "--Format=JobArrayID:|,State:|,exit_code:|,RestartCnt:",
     ]  # fmt: skip
 
 
@@ -94,7 +100,7 @@ def test_commands_refuse_missing_or_odd_ids(ids: list[str]) -> None:
 
 
 def test_parse_squeue_with_jobs_pending_running_and_finished() -> None:
-    assert summary(parse_squeue(captured("squeue-live.txt"))) == {
+    assert summary(parse_squeue(with_restarts(captured("squeue-live.txt")))) == {
         "16": (S.RETRIEVING, None, 0),
         **{f"17_{t}": (S.RETRIEVING, None, 0) for t in range(4)},
         "21": (S.FAILED, R.EXIT_CODE, 3),
@@ -113,7 +119,7 @@ def test_parse_squeue_with_jobs_pending_running_and_finished() -> None:
 
 
 def test_parse_squeue_names_array_tasks_by_parent_and_task() -> None:
-    statuses = parse_squeue(captured("squeue-live.txt"))
+    statuses = parse_squeue(with_restarts(captured("squeue-live.txt")))
     assert statuses["17_2"] == TaskStatus("17", S.RETRIEVING, None, "COMPLETED", 0, 2)
     assert statuses["29_3"] == TaskStatus("29", S.PENDING, None, "PENDING", None, 3)
     assert statuses["16"] == TaskStatus("16", S.RETRIEVING, None, "COMPLETED", 0, None)
@@ -122,7 +128,7 @@ def test_parse_squeue_names_array_tasks_by_parent_and_task() -> None:
 
 
 def test_parse_squeue_after_cancelling_everything() -> None:
-    statuses = parse_squeue(captured("squeue-after-cancel.txt"))
+    statuses = parse_squeue(with_restarts(captured("squeue-after-cancel.txt")))
     cancelled = {k for k, s in statuses.items() if s.state is S.CANCELLED}
     assert cancelled == {"25", "27", "28_0", "28_1", "28_2", "30"} | {
         f"{job}_{t}" for job in (26, 29) for t in range(4)
@@ -132,27 +138,41 @@ def test_parse_squeue_after_cancelling_everything() -> None:
     assert summary(statuses)["24"] == (S.FAILED, R.TIMEOUT, 143)
 
 
+def test_parse_squeue_counts_a_jobs_requeues() -> None:
+    """2069 was requeued by `scontrol requeue` while running: pending again, then completed."""
+    pending = parse_squeue(captured("squeue-requeued-pending.txt"))
+    assert (pending["2069"].state, pending["2069"].restarts) == (S.PENDING, 1)
+    done = parse_squeue(captured("squeue-requeued.txt"))
+    assert done["2069"] == TaskStatus("2069", S.RETRIEVING, None, "COMPLETED", 0, restarts=1)
+    assert done["2070"].restarts == 0
+
+
 def test_parse_squeue_of_empty_output() -> None:
     assert parse_squeue("") == {}
     assert parse_squeue("\n") == {}
 
 
+EXPECTED = "expected 'id|state|exit code|restarts' from squeue"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (captured("squeue-unknown-id.stderr"), "expected 'id|state|exit code'"),
-        (captured("sacct-jobcomp.txt"), "unrecognised squeue exit code '0:0'"),
-        ("16|COMPLETED", "expected 'id|state|exit code'"),
-        ("16|COMPLETED|0|", "expected 'id|state|exit code'"),
-        ("abc|RUNNING|0", "unrecognised SLURM job id 'abc'"),
-        ("16.batch|RUNNING|0", "unrecognised SLURM job id"),
-        ("16_[3-]|PENDING|0", "unrecognised array task range"),
-        ("16_[-3]|PENDING|0", "unrecognised array task range"),
-        ("16_[5-3]|PENDING|0", "unrecognised array task range"),
-        ("16_[1,,2]|PENDING|0", "unrecognised array task range"),
-        ("16|WAITING|0", "unknown SLURM job state 'WAITING'"),
-        ("16||0", "unknown SLURM job state ''"),
-        ("16|RUNNING|", "unrecognised squeue exit code ''"),
+        (captured("squeue-unknown-id.stderr"), EXPECTED),
+        (with_restarts(captured("sacct-jobcomp.txt")), "unrecognised squeue exit code '0:0'"),
+        ("16|COMPLETED|0", EXPECTED),
+        ("16|COMPLETED|0|", EXPECTED),
+        ("16|COMPLETED|0|1|", EXPECTED),
+        ("16|COMPLETED|0|x", EXPECTED),
+        ("abc|RUNNING|0|0", "unrecognised SLURM job id 'abc'"),
+        ("16.batch|RUNNING|0|0", "unrecognised SLURM job id"),
+        ("16_[3-]|PENDING|0|0", "unrecognised array task range"),
+        ("16_[-3]|PENDING|0|0", "unrecognised array task range"),
+        ("16_[5-3]|PENDING|0|0", "unrecognised array task range"),
+        ("16_[1,,2]|PENDING|0|0", "unrecognised array task range"),
+        ("16|WAITING|0|0", "unknown SLURM job state 'WAITING'"),
+        ("16||0|0", "unknown SLURM job state ''"),
+        ("16|RUNNING||0", "unrecognised squeue exit code ''"),
     ],
 )
 def test_parse_squeue_rejects_garbage(text: str, message: str) -> None:

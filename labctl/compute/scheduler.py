@@ -8,6 +8,7 @@ keyed `ID` or `ID_TASK`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Mapping
@@ -134,7 +135,8 @@ class SlurmScheduler:
             # accounting's final word (with usage) replaces squeue's; for a job squeue still
             # shows, only for the tasks it shows (the jobcomp log names array tasks otherwise)
             if status.finished and (status.job_id not in seen or key in statuses):
-                statuses[key] = status
+                restarts = statuses[key].restarts if key in statuses else status.restarts
+                statuses[key] = dataclasses.replace(status, restarts=restarts)
             elif status.job_id not in seen:
                 statuses.setdefault(key, status)
         return statuses

@@ -7,6 +7,7 @@ and None until the job has finished. `sacct` also yields each finished task's `T
 (`labctl.compute.sacct` reads its units).
 """
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Callable, Iterable
@@ -17,8 +18,9 @@ from labctl.errors import LabctlError
 from labctl.model.job import TaskStatus
 from labctl.model.states import FailureReason, JobState
 
-SQUEUE_FORMAT = "JobArrayID:|,State:|,exit_code:"
-"""`squeue --Format`: `|`-separated job id (`138`, `138_2`, `138_[0-3]`), state, wait status."""
+SQUEUE_FORMAT = "JobArrayID:|,State:|,exit_code:|,RestartCnt:"
+"""`squeue --Format`: `|`-separated job id (`138`, `138_2`, `138_[0-3]`), state, wait status,
+and how many times SLURM requeued it (`scontrol requeue`, a node failure)."""
 
 SUBMIT_LIMITS = re.compile(r"\b((?:QOS|Assoc)(?:Max|Grp)\w*Submit\w*)")
 """What sbatch names when a per-user, QOS or association submit limit refuses a job
@@ -207,8 +209,20 @@ def named_since(found: Iterable[Named], since: dt.datetime | None) -> str | None
 
 
 def parse_squeue(text: str) -> dict[str, TaskStatus]:
-    """Read the output of `squeue_command`, keyed by `TaskStatus.key`."""
-    return _parse_records(text, _exit_from_wait_status)
+    """Read the output of `squeue_command`, keyed by `TaskStatus.key`, with the restarts."""
+    statuses: dict[str, TaskStatus] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != 4 or not fields[3].isdigit():
+            raise SchedulerError(
+                f"expected 'id|state|exit code|restarts' from squeue, got {line!r}"
+            )
+        record = "|".join(fields[:3])
+        for key, status in _parse_records(record, _exit_from_wait_status).items():
+            statuses[key] = dataclasses.replace(status, restarts=int(fields[3]))
+    return statuses
 
 
 def parse_sacct(text: str) -> dict[str, TaskStatus]:
