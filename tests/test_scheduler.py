@@ -19,6 +19,7 @@ from labctl.compute.scheduler import (
 from labctl.compute.slurm import SchedulerError
 from labctl.compute.transport import LocalRunner, Result
 from labctl.model.states import FailureReason, JobState
+from tests.test_slurm import with_restarts
 
 CAPTURED = Path(__file__).parent / "captured"
 LAYOUT = JobLayout(PurePosixPath("/scratch/j1"))
@@ -40,7 +41,8 @@ class Replay:
         timeout: float | None = None,
         input: str | None = None,
     ) -> Result:
-        program = argv[2] if argv[0] == "env" else argv[0]  # env SLURM_TIME_FORMAT=%s sacct
+        # env SLURM_TIME_FORMAT=%s sacct; sh -c SCRIPT find squeue (as the cluster user)
+        program = argv[{"env": 2, "sh": 4}.get(argv[0], 0)]
         self.asked.append(program)
         self.argvs.append(list(argv))
         code, out, err = self.answers[program]
@@ -74,10 +76,10 @@ def test_poll_asks_accounting_when_squeue_lists_none_of_the_jobs() -> None:
 def test_poll_asks_squeue_once_and_sacct_once_for_the_finished_only() -> None:
     """Jobs squeue shows running need no accounting; finished ones get accounting's record,
     with usage, in the same single sacct call, from the oldest job's submission on."""
-    running = "7001|RUNNING|0\n7002_[0-9]|PENDING|0\n"
+    running = "7001|RUNNING|0|0\n7002_[0-9]|PENDING|0|0\n"
     runner = Replay(
         {
-            "squeue": (0, running + (CAPTURED / "squeue-usage.txt").read_text(), ""),
+            "squeue": (0, running + with_restarts((CAPTURED / "squeue-usage.txt").read_text()), ""),
             "sacct": (0, (CAPTURED / "sacct-usage.txt").read_text(), ""),
         }
     )
@@ -101,12 +103,23 @@ def test_poll_keeps_squeue_word_while_accounting_lags() -> None:
     """squeue has the job finished, accounting does not yet: squeue's state stands."""
     runner = Replay(
         {
-            "squeue": (0, "6226|COMPLETED|0\n", ""),
+            "squeue": (0, "6226|COMPLETED|0|0\n", ""),
             "sacct": (0, "6226|RUNNING|0:0|0||1||1G|1|100|101|Unknown|localhost\n", ""),
         }
     )
     status = SlurmScheduler(runner).poll({"6226": LAYOUT})["6226"]
     assert (status.state, status.usage) == (JobState.RETRIEVING, None)
+
+
+def test_poll_keeps_squeues_restart_count_under_accountings_record() -> None:
+    runner = Replay(
+        {
+            "squeue": (0, (CAPTURED / "squeue-requeued.txt").read_text(), ""),
+            "sacct": (0, "2069|COMPLETED|0:0|5||1||1G|1|100|101|106|localhost\n", ""),
+        }
+    )
+    status = SlurmScheduler(runner).poll({"2069": LAYOUT})["2069"]
+    assert (status.restarts, status.usage is not None) == (1, True)
 
 
 def test_submit_refused_for_a_submit_limit() -> None:
@@ -122,6 +135,28 @@ def test_submit_refused_for_a_submit_limit() -> None:
     with pytest.raises(SchedulerError) as other:
         SlurmScheduler(Replay({"sbatch": (1, "", bad)})).submit(LAYOUT, 1)
     assert not isinstance(other.value, SubmitLimitError)
+
+
+def test_find_asks_squeue_and_then_the_accounting() -> None:
+    """squeue forgot the job (MinJobAge): the accounting has it, in the attempt's window."""
+    attempt = dt.datetime(2026, 12, 7, 22, 58, 20, tzinfo=dt.UTC)
+    for jobcomp, found in [(False, "sacct-named.txt"), (True, "sacct-named-jobcomp.txt")]:
+        runner = Replay(
+            {"squeue": (0, "hpcuser\n", ""), "sacct": (0, (CAPTURED / found).read_text(), "")}
+        )
+        scheduler = SlurmScheduler(runner, jobcomp=jobcomp)
+        assert scheduler.find("labctl-jcapture0001", LAYOUT, attempt) == "2065"
+        assert runner.asked == ["squeue", "sacct"]
+        assert ("--completion" in runner.argvs[1]) is jobcomp
+        window = [a for a in runner.argvs[1] if a.startswith("--starttime=now-")]
+        assert len(window) == 1 and int(window[0].split("-")[-1]) >= 3600
+
+
+def test_find_needs_no_accounting_for_a_job_squeue_shows() -> None:
+    runner = Replay({"squeue": (0, (CAPTURED / "squeue-named.txt").read_text(), "")})
+    scheduler = SlurmScheduler(runner)
+    assert scheduler.find("labctl-jcapture0001", LAYOUT, None) == "2065"
+    assert runner.asked == ["squeue"]
 
 
 def test_poll_still_fails_on_other_squeue_errors() -> None:
@@ -217,10 +252,10 @@ def test_a_process_folder_is_launched_once(tmp_path: Path) -> None:
     reports the first launcher's pid, which `find` adopts."""
     runs = tmp_path / "runs"
     scheduler, layout = _process_job(tmp_path, f"echo ran >> {runs}; sleep 1\n")
-    assert scheduler.find("labctl-j1", layout) is None
+    assert scheduler.find("labctl-j1", layout, None) is None
     first = scheduler.submit(layout, 1)
     assert scheduler.submit(layout, 1) == first  # refused while it runs
-    assert scheduler.find("labctl-j1", layout) == first
+    assert scheduler.find("labctl-j1", layout, None) == first
     _gone(first)
     assert scheduler.submit(layout, 1) == first  # and once it ended
     assert scheduler.poll({first: layout})[first].state is JobState.RETRIEVING
@@ -255,7 +290,7 @@ def test_a_new_attempt_waits_for_the_earlier_launch_then_launches_afresh(tmp_pat
     _gone(first)
     Path(layout.outputs / "result.json").write_text("{}")  # the earlier attempt's
     scheduler.prepare(layout)
-    assert scheduler.find("labctl-j1", layout) is None
+    assert scheduler.find("labctl-j1", layout, None) is None
     assert not any(Path(layout.outputs).iterdir())
     Path(layout.script).write_text(f"echo ran >> {runs}; sleep 1\n")
     second = scheduler.submit(layout, 1)

@@ -1,5 +1,6 @@
 """SLURM parsing against output captured on the testbed (see tests/captured/README.md)."""
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -7,10 +8,16 @@ from pathlib import Path
 import pytest
 
 from labctl.compute.slurm import (
+    SUBMIT_SKEW,
+    Named,
     SchedulerError,
+    named_sacct_command,
+    named_since,
+    named_squeue_command,
     parse_sacct,
     parse_sbatch,
     parse_squeue,
+    read_named,
     sacct_command,
     squeue_command,
     to_job_state,
@@ -25,6 +32,12 @@ S, R = JobState, FailureReason
 
 def captured(name: str) -> str:
     return (CAPTURED / name).read_text()
+
+
+def with_restarts(text: str) -> str:
+    """A squeue capture made before labctl asked for `RestartCnt`, as squeue prints it now: none
+    of those jobs was requeued, so each line ends in `|0`."""
+    return "".join(f"{line}|0\n" for line in text.splitlines())
 
 
 def summary(statuses: dict[str, TaskStatus]) -> dict[str, tuple[str, str | None, int | None]]:
@@ -58,7 +71,7 @@ def test_parse_sbatch_rejects_garbage(stdout: str) -> None:
 def test_squeue_command_asks_once_for_all_jobs_finished_included() -> None:
     assert squeue_command(["16", "17", "16", "28_3"]) == [
         "squeue", "--noheader", "--states=all", "--jobs=16,17,28_3",
-        "--Format=JobArrayID:|,State:|,exit_code:",
+        "--Format=JobArrayID:|,State:|,exit_code:|,RestartCnt:",
     ]  # fmt: skip
 
 
@@ -87,7 +100,7 @@ def test_commands_refuse_missing_or_odd_ids(ids: list[str]) -> None:
 
 
 def test_parse_squeue_with_jobs_pending_running_and_finished() -> None:
-    assert summary(parse_squeue(captured("squeue-live.txt"))) == {
+    assert summary(parse_squeue(with_restarts(captured("squeue-live.txt")))) == {
         "16": (S.RETRIEVING, None, 0),
         **{f"17_{t}": (S.RETRIEVING, None, 0) for t in range(4)},
         "21": (S.FAILED, R.EXIT_CODE, 3),
@@ -106,7 +119,7 @@ def test_parse_squeue_with_jobs_pending_running_and_finished() -> None:
 
 
 def test_parse_squeue_names_array_tasks_by_parent_and_task() -> None:
-    statuses = parse_squeue(captured("squeue-live.txt"))
+    statuses = parse_squeue(with_restarts(captured("squeue-live.txt")))
     assert statuses["17_2"] == TaskStatus("17", S.RETRIEVING, None, "COMPLETED", 0, 2)
     assert statuses["29_3"] == TaskStatus("29", S.PENDING, None, "PENDING", None, 3)
     assert statuses["16"] == TaskStatus("16", S.RETRIEVING, None, "COMPLETED", 0, None)
@@ -115,7 +128,7 @@ def test_parse_squeue_names_array_tasks_by_parent_and_task() -> None:
 
 
 def test_parse_squeue_after_cancelling_everything() -> None:
-    statuses = parse_squeue(captured("squeue-after-cancel.txt"))
+    statuses = parse_squeue(with_restarts(captured("squeue-after-cancel.txt")))
     cancelled = {k for k, s in statuses.items() if s.state is S.CANCELLED}
     assert cancelled == {"25", "27", "28_0", "28_1", "28_2", "30"} | {
         f"{job}_{t}" for job in (26, 29) for t in range(4)
@@ -125,27 +138,41 @@ def test_parse_squeue_after_cancelling_everything() -> None:
     assert summary(statuses)["24"] == (S.FAILED, R.TIMEOUT, 143)
 
 
+def test_parse_squeue_counts_a_jobs_requeues() -> None:
+    """2069 was requeued by `scontrol requeue` while running: pending again, then completed."""
+    pending = parse_squeue(captured("squeue-requeued-pending.txt"))
+    assert (pending["2069"].state, pending["2069"].restarts) == (S.PENDING, 1)
+    done = parse_squeue(captured("squeue-requeued.txt"))
+    assert done["2069"] == TaskStatus("2069", S.RETRIEVING, None, "COMPLETED", 0, restarts=1)
+    assert done["2070"].restarts == 0
+
+
 def test_parse_squeue_of_empty_output() -> None:
     assert parse_squeue("") == {}
     assert parse_squeue("\n") == {}
 
 
+EXPECTED = "expected 'id|state|exit code|restarts' from squeue"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (captured("squeue-unknown-id.stderr"), "expected 'id|state|exit code'"),
-        (captured("sacct-jobcomp.txt"), "unrecognised squeue exit code '0:0'"),
-        ("16|COMPLETED", "expected 'id|state|exit code'"),
-        ("16|COMPLETED|0|", "expected 'id|state|exit code'"),
-        ("abc|RUNNING|0", "unrecognised SLURM job id 'abc'"),
-        ("16.batch|RUNNING|0", "unrecognised SLURM job id"),
-        ("16_[3-]|PENDING|0", "unrecognised array task range"),
-        ("16_[-3]|PENDING|0", "unrecognised array task range"),
-        ("16_[5-3]|PENDING|0", "unrecognised array task range"),
-        ("16_[1,,2]|PENDING|0", "unrecognised array task range"),
-        ("16|WAITING|0", "unknown SLURM job state 'WAITING'"),
-        ("16||0", "unknown SLURM job state ''"),
-        ("16|RUNNING|", "unrecognised squeue exit code ''"),
+        (captured("squeue-unknown-id.stderr"), EXPECTED),
+        (with_restarts(captured("sacct-jobcomp.txt")), "unrecognised squeue exit code '0:0'"),
+        ("16|COMPLETED|0", EXPECTED),
+        ("16|COMPLETED|0|", EXPECTED),
+        ("16|COMPLETED|0|1|", EXPECTED),
+        ("16|COMPLETED|0|x", EXPECTED),
+        ("abc|RUNNING|0|0", "unrecognised SLURM job id 'abc'"),
+        ("16.batch|RUNNING|0|0", "unrecognised SLURM job id"),
+        ("16_[3-]|PENDING|0|0", "unrecognised array task range"),
+        ("16_[-3]|PENDING|0|0", "unrecognised array task range"),
+        ("16_[5-3]|PENDING|0|0", "unrecognised array task range"),
+        ("16_[1,,2]|PENDING|0|0", "unrecognised array task range"),
+        ("16|WAITING|0|0", "unknown SLURM job state 'WAITING'"),
+        ("16||0|0", "unknown SLURM job state ''"),
+        ("16|RUNNING||0", "unrecognised squeue exit code ''"),
     ],
 )
 def test_parse_squeue_rejects_garbage(text: str, message: str) -> None:
@@ -298,3 +325,61 @@ def test_every_state_in_the_reference_squeue_json_maps() -> None:
     assert mapped.count((S.FAILED, R.EXIT_CODE)) == 2
     assert mapped.count((S.CANCELLED, R.CANCELLED)) == 2
     assert mapped.count((S.FAILED, R.TIMEOUT)) == 1
+
+
+# --- a job found by its name (adopting what a killed run submitted) ------------------------
+
+NAME = "labctl-jcapture0001"
+ARRAY = Named("2065", dt.datetime(2026, 12, 7, 22, 58, 27, tzinfo=dt.UTC))
+
+
+def test_named_commands_ask_for_the_cluster_users_own_jobs() -> None:
+    squeue = named_squeue_command(NAME)
+    assert squeue[:2] == ["sh", "-c"] and 'echo "$me"' in squeue[2]
+    assert squeue[4:] == [
+        "squeue",
+        "--noheader",
+        "--states=all",
+        f"--name={NAME}",
+        "--format=%F|%j|%u|%V",
+    ]
+    sacct = named_sacct_command(NAME, since_seconds=7200)
+    assert sacct[2] == squeue[2] and sacct[4] == "sacct"
+    assert "--starttime=now-7200" in sacct and "--completion" not in sacct
+    assert "--completion" in named_sacct_command(NAME, since_seconds=7200, jobcomp=True)
+
+
+@pytest.mark.parametrize("name", ["squeue-named.txt", "sacct-named.txt"])
+def test_read_named_folds_an_arrays_tasks(name: str) -> None:
+    assert read_named(captured(name), NAME) == [ARRAY] * 3
+
+
+def test_read_named_from_the_jobcomp_log_keeps_the_users_jobs_of_that_name() -> None:
+    """The jobcomp log ignores --name and --user: root's job of the same name (2064) and the
+    other jobs are left out; the array's tasks come under their raw ids."""
+    later = ARRAY.submitted + dt.timedelta(seconds=1)
+    found = read_named(captured("sacct-named-jobcomp.txt"), NAME)
+    assert found == [Named("2065", later), Named("2067", later), Named("2066", later)]
+    assert named_since(found, ARRAY.submitted) == "2065"  # the array's own id
+
+
+def test_named_since_takes_the_attempts_job_not_an_earlier_attempts() -> None:
+    """A person's retry submits under the same name: the earlier attempt's job is older."""
+    attempt = dt.datetime(2026, 12, 7, 23, 0, tzinfo=dt.UTC)
+    earlier = Named("90", attempt - dt.timedelta(minutes=5))
+    this = Named("120", attempt + dt.timedelta(seconds=1))
+    lagging = Named("121", attempt - SUBMIT_SKEW)  # the cluster's clock a little behind
+    assert named_since([earlier, this], attempt) == "120"
+    assert named_since([earlier, lagging], attempt) == "121"
+    assert named_since([earlier], attempt) is None
+    assert named_since([], attempt) is None
+    assert named_since([this, earlier], None) == "90"  # no time recorded: the first
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["hpcuser\n2065|labctl-x|hpcuser\n", "hpcuser\nabc|labctl-x|hpcuser|1\n"],
+)
+def test_read_named_rejects_garbage(text: str) -> None:
+    with pytest.raises(SchedulerError, match=re.escape("expected 'id|name|user|submit'")):
+        read_named(text, "labctl-x")

@@ -8,6 +8,7 @@ keyed `ID` or `ID_TASK`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Mapping
@@ -17,9 +18,13 @@ from labctl.clock import utcnow
 from labctl.compute.batch import JobLayout
 from labctl.compute.slurm import (
     SchedulerError,
+    named_sacct_command,
+    named_since,
+    named_squeue_command,
     parse_sacct,
     parse_sbatch,
     parse_squeue,
+    read_named,
     sacct_command,
     squeue_command,
     submit_limit,
@@ -42,8 +47,9 @@ class Scheduler(Protocol):
     def submit(self, layout: JobLayout, tasks: int) -> str:
         """Submit the job folder's script; return the scheduler's job id."""
 
-    def find(self, name: str, layout: JobLayout) -> str | None:
-        """The id of a job already submitted for this folder, if any (for safe resubmission)."""
+    def find(self, name: str, layout: JobLayout, since: dt.datetime | None) -> str | None:
+        """The id of the job named `name` already submitted for this folder by the submission
+        attempt begun at `since`, if any (to adopt it rather than submit it again)."""
 
     def poll(
         self, jobs: Mapping[str, JobLayout], since: dt.datetime | None = None
@@ -111,10 +117,14 @@ class SlurmScheduler:
     def submit(self, layout: JobLayout, tasks: int) -> str:
         return parse_sbatch(self._run(["sbatch", "--parsable", str(layout.script)]))
 
-    def find(self, name: str, layout: JobLayout) -> str | None:
-        out = self._run(["squeue", "--noheader", "--states=all", f"--name={name}", "--format=%F"])
-        ids = sorted({line.strip() for line in out.splitlines() if line.strip()})
-        return ids[0] if ids else None
+    def find(self, name: str, layout: JobLayout, since: dt.datetime | None) -> str | None:
+        """squeue, while it remembers the job; else the accounting, as `poll` reads it (a short
+        job that ended is purged from squeue `MinJobAge` after, 300 s by default)."""
+        found = named_since(read_named(self._run(named_squeue_command(name)), name), since)
+        if found is None:
+            argv = named_sacct_command(name, since_seconds=_window(since), jobcomp=self.jobcomp)
+            found = named_since(read_named(self._run(argv), name), since)
+        return found
 
     def poll(
         self, jobs: Mapping[str, JobLayout], since: dt.datetime | None = None
@@ -135,13 +145,13 @@ class SlurmScheduler:
         if not ended:
             return statuses
         seen = {status.job_id for status in statuses.values()}
-        seconds = int(((utcnow() - since).total_seconds() if since else 86400) + 3600)
-        argv = sacct_command(ended, since_seconds=seconds, jobcomp=self.jobcomp)
+        argv = sacct_command(ended, since_seconds=_window(since), jobcomp=self.jobcomp)
         for key, status in parse_sacct(self._run(argv)).items():
             # accounting's final word (with usage) replaces squeue's; for a job squeue still
             # shows, only for the tasks it shows (the jobcomp log names array tasks otherwise)
             if status.finished and (status.job_id not in seen or key in statuses):
-                statuses[key] = status
+                restarts = statuses[key].restarts if key in statuses else status.restarts
+                statuses[key] = dataclasses.replace(status, restarts=restarts)
             elif status.job_id not in seen:
                 statuses.setdefault(key, status)
         return statuses
@@ -152,6 +162,12 @@ class SlurmScheduler:
         if not _SLURM_ID.fullmatch(job_id):
             raise NotOursError(f"{job_id!r} is not a SLURM job id: left alone")
         self._run(["scancel", f"--name={name}", job_id])
+
+
+def _window(since: dt.datetime | None) -> int:
+    """How many seconds back to ask the accounting about jobs submitted at `since` (a day if
+    that is unknown), with an hour to spare for the clocks and sacct's own reckoning."""
+    return int(((utcnow() - since).total_seconds() if since else 86400) + 3600)
 
 
 # A shell function the scripts below start with: whether process $1 is alive as labctl's
@@ -278,7 +294,7 @@ class ProcessScheduler:
             raise SchedulerError(f"could not start the job: {pid or result.stderr.strip()}")
         return pid
 
-    def find(self, name: str, layout: JobLayout) -> str | None:
+    def find(self, name: str, layout: JobLayout, since: dt.datetime | None) -> str | None:
         """The launcher that claimed the job's folder (running or ended), if one did."""
         self.calls += 1
         claim = self.runner.run(["cat", "--", str(layout.logs / "launched")], check=False)

@@ -7,16 +7,20 @@ and None until the job has finished. `sacct` also yields each finished task's `T
 (`labctl.compute.sacct` reads its units).
 """
 
+import dataclasses
+import datetime as dt
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from labctl.compute.sacct import SACCT_FORMAT, SacctRecord, read_sacct
 from labctl.errors import LabctlError
 from labctl.model.job import TaskStatus
 from labctl.model.states import FailureReason, JobState
 
-SQUEUE_FORMAT = "JobArrayID:|,State:|,exit_code:"
-"""`squeue --Format`: `|`-separated job id (`138`, `138_2`, `138_[0-3]`), state, wait status."""
+SQUEUE_FORMAT = "JobArrayID:|,State:|,exit_code:|,RestartCnt:"
+"""`squeue --Format`: `|`-separated job id (`138`, `138_2`, `138_[0-3]`), state, wait status,
+and how many times SLURM requeued it (`scontrol requeue`, a node failure)."""
 
 SUBMIT_LIMITS = re.compile(r"\b((?:QOS|Assoc)(?:Max|Grp)\w*Submit\w*)")
 """What sbatch names when a per-user, QOS or association submit limit refuses a job
@@ -126,9 +130,99 @@ def sacct_command(
     ]
 
 
+# Runs squeue or sacct ("$@") over the cluster user's own jobs, naming the user on the first line:
+# the jobcomp log ignores --user (and --name and --starttime), and root sees everyone's jobs.
+_AS_ME = 'me=$(id -un) && echo "$me" && exec env SLURM_TIME_FORMAT=%s "$@" --user="$me"'
+
+SUBMIT_SKEW = dt.timedelta(seconds=30)
+"""How far the cluster's clock may lag this machine's when a job's submit time is compared
+with the submission attempt labctl recorded (`named_since`)."""
+
+
+@dataclass(frozen=True)
+class Named:
+    """A SLURM job found by its name: its job id (an array's own), and when it was submitted."""
+
+    job_id: str
+    submitted: dt.datetime | None
+
+
+def named_squeue_command(name: str) -> list[str]:
+    """The `squeue` call that lists the cluster user's jobs named `name` that SLURM still
+    remembers (finished ones for `MinJobAge`), for `read_named`."""
+    squeue = ["squeue", "--noheader", "--states=all", f"--name={name}", "--format=%F|%j|%u|%V"]
+    return ["sh", "-c", _AS_ME, "find", *squeue]
+
+
+def named_sacct_command(name: str, *, since_seconds: int, jobcomp: bool = False) -> list[str]:
+    """The `sacct` call that lists the cluster user's jobs named `name` in the accounting
+    (slurmdbd, or with `jobcomp` the job completion log) over the last `since_seconds`, for
+    `read_named`: the source and window as `sacct_command` chooses them."""
+    source = ["--completion"] if jobcomp else []
+    sacct = [
+        "sacct",
+        *source,
+        "--parsable2",
+        "--noheader",
+        "--allocations",
+        f"--starttime=now-{max(60, since_seconds)}",
+        f"--name={name}",
+        "--format=JobID,JobName,User,Submit",
+    ]
+    return ["sh", "-c", _AS_ME, "find", *sacct]
+
+
+def read_named(text: str, name: str) -> list[Named]:
+    """The jobs named `name` of the user on the first line, from the output of
+    `named_squeue_command` or `named_sacct_command` (`id|name|user|epoch` lines; the jobcomp log
+    lists everyone's jobs and writes the user as `hpcuser(1001)`); an array's tasks (`138_2`,
+    `138_[0-3]`) under the array's id."""
+    me, *lines = text.splitlines() or [""]
+    found: list[Named] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        match = _REPORTED_ID.fullmatch(fields[0])
+        if len(fields) != 4 or match is None:
+            raise SchedulerError(f"expected 'id|name|user|submit' from SLURM, got {line!r}")
+        _, job_name, user, submit = fields
+        if job_name != name or user.partition("(")[0] != me:
+            continue
+        when = dt.datetime.fromtimestamp(int(submit), dt.UTC) if submit.isdigit() else None
+        found.append(Named(match[1], when))
+    return found
+
+
+def named_since(found: Iterable[Named], since: dt.datetime | None) -> str | None:
+    """The job of the submission attempt made at `since`: of the jobs submitted since then (all
+    if the time is unknown), the first (the array's own id where the jobcomp log lists each
+    task under its raw id); None if there is none. An earlier attempt's job of the same name
+    (before a person's retry) is older than the attempt, and not it."""
+    earliest = None if since is None else since - SUBMIT_SKEW
+    ids = {
+        int(job.job_id)
+        for job in found
+        if earliest is None or job.submitted is None or job.submitted >= earliest
+    }
+    return str(min(ids)) if ids else None
+
+
 def parse_squeue(text: str) -> dict[str, TaskStatus]:
-    """Read the output of `squeue_command`, keyed by `TaskStatus.key`."""
-    return _parse_records(text, _exit_from_wait_status)
+    """Read the output of `squeue_command`, keyed by `TaskStatus.key`, with the restarts."""
+    statuses: dict[str, TaskStatus] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != 4 or not fields[3].isdigit():
+            raise SchedulerError(
+                f"expected 'id|state|exit code|restarts' from squeue, got {line!r}"
+            )
+        record = "|".join(fields[:3])
+        for key, status in _parse_records(record, _exit_from_wait_status).items():
+            statuses[key] = dataclasses.replace(status, restarts=int(fields[3]))
+    return statuses
 
 
 def parse_sacct(text: str) -> dict[str, TaskStatus]:

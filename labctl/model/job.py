@@ -38,6 +38,7 @@ class TaskStatus:
     exit_code: int | None
     array_task: int | None = None
     usage: TaskUsage | None = None  # once finished, where the scheduler's accounting has it
+    restarts: int = 0  # times the scheduler requeued it, as far as it says (SLURM's RestartCnt)
 
     @property
     def finished(self) -> bool:
@@ -95,7 +96,8 @@ class SchedulerStatus(_Part):
     exit_code: int | None = None
     missing: int = 0  # polls in a row that did not find it (or, finished, its accounting)
     task_states: dict[str, str] = Field(default_factory=dict)
-    submitted_at: dt.datetime | None = None
+    restarts: dict[str, int] = Field(default_factory=dict)  # by task key, requeues seen so far
+    submitted_at: dt.datetime | None = None  # while `submitting`: when the attempt began
 
 
 class Failure(_Part):

@@ -150,11 +150,13 @@ def submit(run: StageRun, job: Job) -> None:
         return
     try:
         scheduler_id = None
-        if job.scheduler and job.scheduler.submitting:  # a run died around sbatch: adopt it
-            scheduler_id = cluster.scheduler.find(job_name(job), layout)
+        tried = job.scheduler
+        if tried and tried.submitting:  # a run died around sbatch: adopt what it submitted
+            scheduler_id = cluster.scheduler.find(job_name(job), layout, tried.submitted_at)
         if scheduler_id is None:
             cluster.runner.write_file(str(layout.script), script, 0o755)
-            run.update(job, scheduler=SchedulerStatus(submitting=True))
+            attempt = SchedulerStatus(submitting=True, submitted_at=utcnow())
+            run.update(job, scheduler=attempt)
             scheduler_id = cluster.scheduler.submit(layout, tasks)
     except SubmitLimitError as exc:
         wait_to_submit(run, job, f"{exc}; trying again later")

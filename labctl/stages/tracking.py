@@ -97,6 +97,10 @@ def follow(
         else:
             run.update(job, scheduler=known.model_copy(update={"missing": missing}))
         return
+    for note in requeues(cluster.scheduler.label, known, tasks):
+        run.update(job, note)
+    restarts = {**known.restarts, **{t.key: t.restarts for t in tasks if t.restarts}}
+    known = known.model_copy(update={"restarts": restarts})
     state, task = summarize(tasks)
     if state not in (JobState.RUNNING, JobState.PENDING) and unaccounted(cluster, known, tasks):
         # slurmdbd records a job's end a moment after squeue shows it: decide with its record
@@ -125,6 +129,18 @@ def follow(
             return
         note = failed
     run.move(job, state, note, fields=fields, reason=task.reason)
+
+
+def requeues(label: str, known: SchedulerStatus, tasks: Sequence[TaskStatus]) -> list[str]:
+    """A history note for each time the scheduler requeued the job (or one of its tasks) since
+    it was last asked: `scontrol requeue` behind labctl's back, or SLURM's own after a node
+    failure. It runs again under the same id."""
+    notes = []
+    for task in tasks:
+        which = "" if task.array_task is None else f"task {task.array_task} "
+        for count in range(known.restarts.get(task.key, 0) + 1, task.restarts + 1):
+            notes.append(f"{which}requeued by {label} (restart {count})")
+    return notes
 
 
 def unaccounted(cluster: Cluster, known: SchedulerStatus, tasks: Sequence[TaskStatus]) -> bool:
