@@ -87,7 +87,8 @@ def test_jobs_run_and_end_as_parsed() -> None:
     while True:
         accounted = parse_sacct(ssh(sacct_command([ok, bad, array], since_seconds=600)))
         usage = {key: s.usage for key, s in accounted.items()}
-        if all(u is not None and u.req_mem_bytes for u in usage.values()):
+        complete = accounted.keys() == statuses.keys()  # every task recorded already
+        if complete and all(u is not None and u.req_mem_bytes for u in usage.values()):
             break
         assert time.monotonic() < deadline, usage  # slurmdbd's record is complete in a moment
         time.sleep(0.5)
