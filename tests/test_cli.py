@@ -239,6 +239,11 @@ LOG = ["log", "20211215_093527", "--user", "a", "--raw-path", "/x"]
         ([*LOG, "--set", ".".join(["a"] * 5000) + "=1"], "field name"),  # was exit 70
         ([*LOG, "--set", "cond={$gt: 1}"], "looks like an operator"),
         ([*LOG, "--set", f"n={2**70}"], "cannot be stored"),
+        ([*LOG, "--set", "x=0x" + "f" * 5000], "an integer of 20000 bits cannot be stored"),
+        ([*LOG, "--set", "x=0b" + "1" * 20000], "an integer of 20000 bits cannot be stored"),
+        ([*LOG, "--set", "x=1" + ":59" * 3000], "bits cannot be stored"),  # sexagesimal
+        ([*LOG, "--set", "x=.nan"], "nan cannot be stored: not a finite number"),
+        ([*LOG, "--set", "x=[-.inf]"], "-inf cannot be stored: not a finite number"),
         ([*LOG, "--set", "_id=x"], "set by labctl"),
         (["query", "--since", "0000-01-01"], "--since takes a date"),  # was exit 70
         (["query", "--until", "2021-13-01"], "--until takes a date"),

@@ -390,6 +390,15 @@ NEW = "20220101_120000"
         ({".".join(["a"] * 20): 1}, "field name"),  # was HTTP 500
         ({"_id": "x"}, "set by labctl"),  # was HTTP 500 in a PATCH
         ({"note": "x" * 1_500_000}, "longer than the 1,000,000 bytes"),
+        ({"x": "0x" + "f" * 5000}, "an integer of 20000 bits cannot be stored"),  # was HTTP 500
+        ({"x": "0b" + "1" * 20000}, "an integer of 20000 bits cannot be stored"),  # was HTTP 500
+        ({"x": "1" + ":59" * 3000}, "bits cannot be stored: beyond 64-bit"),  # sexagesimal
+        ({"n_planes": "0x" + "f" * 5000}, "an integer of 20000 bits cannot be stored"),
+        ({"x": ".nan"}, "nan cannot be stored: not a finite number"),
+        ({"x": "-.inf"}, "-inf cannot be stored: not a finite number"),
+        ({"x": "{y: [.inf]}"}, "inf cannot be stored: not a finite number"),
+        ({"n_planes": ".inf"}, "must be int"),
+        ({"user": "bob\0"}, "contains a NUL byte"),
     ],
 )
 def test_malformed_fields_are_422_and_store_nothing(
@@ -402,6 +411,18 @@ def test_malformed_fields_are_422_and_store_nothing(
     patched = client.patch(f"{V1}/experiments/{DATASET}", json=patch, headers=tokens["alice"])
     assert patched.status_code == 422 and message in patched.json()["detail"], patched.text
     assert db.data.count() == 1 and get_entry(db, DATASET) == before
+
+
+@pytest.mark.parametrize("value", ["1" + "0" * 5000, "NaN", "-Infinity", "[1e999]"])
+def test_json_numbers_beyond_the_store_are_a_4xx(
+    client: TestClient, tokens: Any, db: Database, value: str
+) -> None:
+    before = get_entry(db, DATASET)
+    body = '{"fields": {"x": ' + value + "}}"
+    headers = {**tokens["alice"], "Content-Type": "application/json"}
+    patched = client.patch(f"{V1}/experiments/{DATASET}", content=body, headers=headers)
+    assert patched.status_code in (400, 422), patched.text
+    assert get_entry(db, DATASET) == before
 
 
 def test_malformed_queries_are_422(client: TestClient, tokens: Any) -> None:
