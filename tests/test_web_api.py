@@ -27,11 +27,11 @@ from labctl.model.job import Job
 from labctl.stages.heartbeat import beat
 from labctl.stages.loop import run_stages
 from labctl.stages.seam import LocalStore
-from labctl.users import PUBLIC_FIELDS, create_token, set_notify
+from labctl.users import PUBLIC_FIELDS, authenticate, create_token, set_notify
 from labctl.web import create_app
 from tests.hostile import alias_bomb, nested
 from tests.jobfixtures import DATASET
-from tests.webfixtures import csrf_token, login
+from tests.webfixtures import csrf_token, login, password
 
 V1 = "/api/v1"
 JOB = {
@@ -527,3 +527,32 @@ def test_members_are_their_public_fields_as_stored(
     made = client.post(f"{V1}/users", json=body, headers=tokens["root"])
     assert made.status_code == 201, made.text
     assert made.json()["username"] == "eve" and not set(made.json()) & set(SECRETS)
+
+
+def test_a_member_changes_their_own_password_only_with_their_current_one(
+    client: TestClient, tokens: Any, db: Database
+) -> None:
+    def change(who: str, whose: str, **body: str) -> Any:
+        body = {"password": "a long new passphrase 7", **body}
+        return client.put(f"{V1}/users/{whose}/password", json=body, headers=tokens[who])
+
+    before = db.users.find_one({"username": "alice"})["password_hash"]
+    for wrong in ({}, {"current_password": "pw-bob-secret"}, {"current_password": ""}):
+        refused = change("alice", "alice", **wrong)  # a stolen token is not enough
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["detail"].startswith("your current password is wrong")
+    assert db.users.find_one({"username": "alice"})["password_hash"] == before
+    assert change("alice", "alice", current_password=password("alice")).status_code == 200
+    assert authenticate(db, "alice", "a long new passphrase 7") is not None
+    assert change("root", "bob").status_code == 200  # an admin resets another's without it
+    assert authenticate(db, "bob", "a long new passphrase 7") is not None
+    assert change("root", "root").status_code == 403  # but their own only with theirs
+
+
+def test_guessing_the_current_password_is_throttled_as_logins_are(
+    client: TestClient, tokens: Any
+) -> None:
+    body = {"password": "a long new passphrase 7", "current_password": "guess"}
+    put = f"{V1}/users/alice/password"
+    codes = [client.put(put, json=body, headers=tokens["alice"]).status_code for _ in range(6)]
+    assert codes == [403] * 5 + [429]

@@ -4,7 +4,7 @@ PyYAML's safe loader still expands anchors and aliases, so a few hundred bytes c
 gigabytes ("billion laughs"), and it recurses once per nesting level. This loader refuses anchors
 and aliases, stops at `limits.DEPTH` levels, and reads a date as midnight UTC (the store has no
 plain date type), so what it returns can be checked and stored as it is. A config file is read
-with `ConfigLoader`, which only stops at `limits.CONFIG_DEPTH` levels.
+with `config.yamlfile.BoundedLoader`, which only stops at `limits.CONFIG_DEPTH` levels.
 """
 
 from __future__ import annotations
@@ -14,29 +14,12 @@ from typing import Any
 
 import yaml
 
+from labctl.config.yamlfile import BoundedLoader
 from labctl.errors import ValidationError
-from labctl.limits import CONFIG_DEPTH, DEPTH
+from labctl.limits import DEPTH
 
 
-class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, stopped at `limit` levels of nesting before its recursion is."""
-
-    depth = 0
-    limit = CONFIG_DEPTH
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        opens = isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
-        self.depth += opens
-        if self.depth > self.limit:
-            raise ValidationError(f"nested deeper than {self.limit} levels")
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= opens
-
-
-class _Loader(ConfigLoader):
+class _Loader(BoundedLoader):
     limit = DEPTH
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:

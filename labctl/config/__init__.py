@@ -21,10 +21,10 @@ import yaml
 from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from labctl.catalog.yamltext import ConfigLoader
 from labctl.config.jobtypes import JobTypeConfig, Resources
 from labctl.config.notifyconfig import NotifyConfig
 from labctl.config.policy import SchedulerPolicy
+from labctl.config.yamlfile import BoundedLoader
 from labctl.errors import ConfigError, ValidationError, redact
 from labctl.settings import ServiceConfig, Settings, describe, xdg
 
@@ -364,7 +364,7 @@ def _read_yaml(path: Path) -> RawSettings:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        data = yaml.load(text, Loader=ConfigLoader)
+        data = yaml.load(text, Loader=BoundedLoader)
     except ValidationError as exc:  # nested too deep
         raise ConfigError(f"{path}: {exc}") from None
     except (yaml.YAMLError, ValueError) as exc:  # ValueError: an impossible date (2021-13-01)
