@@ -3,9 +3,11 @@ member's choice through `labctl notify`, with a real SMTP server and webhook rec
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +25,13 @@ from labctl.config.notifyconfig import address_kind, parse_webhook
 from labctl.db import Database
 from labctl.errors import ConfigError
 from labctl.users import add_user, get_user, recipient
-from tests.notifyfixtures import free_port, http_receiver, loopback_webhooks, smtp_server
+from tests.notifyfixtures import (
+    free_port,
+    http_receiver,
+    loopback_webhooks,
+    self_signed,
+    smtp_server,
+)
 
 SMTP = {"host": "127.0.0.1", "port": 2525, "security": "none", "from_address": "labctl@lab.org"}
 
@@ -382,3 +390,40 @@ def test_a_failed_connection_is_told_without_the_network_s_own_words(run) -> Non
     assert result.output.splitlines()[0] == (
         f"webhook: webhook http://127.0.0.1:{closed}/...: could not connect"
     )
+
+
+def test_an_https_webhook_checks_the_certificate(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cert, key = self_signed(tmp_path)  # for 127.0.0.1, signed by no CA this machine trusts
+    with loopback_webhooks(), tls_server(cert, key) as (port, heard):
+        url = f"https://127.0.0.1:{port}/hooks/s3cret"
+        assert run("notify", "set", "--webhook", url).exit_code == 0
+        result = run("notify", "test")
+    assert result.output.splitlines()[0] == (
+        f"webhook: webhook https://127.0.0.1:{port}/...: TLS failed (certificate or handshake)"
+    )
+    assert heard == []  # nothing was sent over the connection
+
+
+@contextmanager
+def tls_server(cert: Path, key: Path) -> Iterator[tuple[int, list[bytes]]]:
+    """A TLS server on loopback with `cert`, and what it was sent."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    heard: list[bytes] = []
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = sock.accept()
+            with context.wrap_socket(conn, server_side=True) as tls:
+                heard.append(tls.recv(65536))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(sock.getsockname()[1]), heard
+    finally:
+        sock.close()
+        thread.join(5)
