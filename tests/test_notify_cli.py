@@ -285,32 +285,32 @@ def stored_webhook(db: Database, username: str, url: str) -> None:
 
 
 @contextmanager
-def listener() -> Iterator[tuple[int, list[bytes]]]:
-    """A loopback port that records what anyone sends to it (no allowance for webhooks)."""
+def listener(tls: ssl.SSLContext | None = None) -> Iterator[tuple[int, list[bytes]]]:
+    """A loopback port (over TLS with `tls`) that records what anyone sends to it; webhooks are
+    not allowed to reach it unless a test says so."""
     heard: list[bytes] = []
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(8)
-    sock.settimeout(0.2)
 
     def serve() -> None:
         while True:
             try:
                 conn, _ = sock.accept()
-            except TimeoutError:
-                continue
             except OSError:
                 return
-            with conn:
-                heard.append(conn.recv(65536))
+            with contextlib.suppress(OSError), conn:
+                talk = tls.wrap_socket(conn, server_side=True) if tls else conn
+                heard.append(talk.recv(65536))
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         yield int(sock.getsockname()[1]), heard
     finally:
+        sock.shutdown(socket.SHUT_RDWR)
         sock.close()
-        thread.join()
+        thread.join(5)
 
 
 @pytest.mark.parametrize("user", ["tester", "boss"])
@@ -394,7 +394,9 @@ def test_a_failed_connection_is_told_without_the_network_s_own_words(run) -> Non
 
 def test_an_https_webhook_checks_the_certificate(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cert, key = self_signed(tmp_path)  # for 127.0.0.1, signed by no CA this machine trusts
-    with loopback_webhooks(), tls_server(cert, key) as (port, heard):
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    with loopback_webhooks(), listener(tls) as (port, heard):
         url = f"https://127.0.0.1:{port}/hooks/s3cret"
         assert run("notify", "set", "--webhook", url).exit_code == 0
         result = run("notify", "test")
@@ -402,28 +404,3 @@ def test_an_https_webhook_checks_the_certificate(run, tmp_path: Path) -> None:  
         f"webhook: webhook https://127.0.0.1:{port}/...: TLS failed (certificate or handshake)"
     )
     assert heard == []  # nothing was sent over the connection
-
-
-@contextmanager
-def tls_server(cert: Path, key: Path) -> Iterator[tuple[int, list[bytes]]]:
-    """A TLS server on loopback with `cert`, and what it was sent."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    heard: list[bytes] = []
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(4)
-
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            conn, _ = sock.accept()
-            with context.wrap_socket(conn, server_side=True) as tls:
-                heard.append(tls.recv(65536))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield int(sock.getsockname()[1]), heard
-    finally:
-        sock.close()
-        thread.join(5)
