@@ -17,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labctl.catalog.fields import check_field_name
 from labctl.clock import utcnow
-from labctl.config.notifyconfig import EMAIL, Recipient, check_mode, check_webhook
+from labctl.config.notifyconfig import EMAIL, Recipient, check_mode
 from labctl.db import Database
 from labctl.errors import NotFoundError, PermissionDenied, ValidationError
+from labctl.notify.webhook import checked_webhook
 from labctl.passwords import check_password
 
 ROLES = ("admin", "member")
@@ -175,7 +176,7 @@ def set_notify(
     if mode is not None:
         fields["notify_mode"] = check_mode(mode)
     if webhook is not None:
-        fields["notify_webhook"] = check_webhook(webhook) if webhook else None
+        fields["notify_webhook"] = checked_webhook(webhook) if webhook else None
     _change(db, username, fields)
 
 

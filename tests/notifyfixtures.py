@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from labctl import limits
 
 
 def free_port() -> int:
@@ -79,7 +82,15 @@ class Receiver:
 
 
 @contextmanager
+def loopback_webhooks() -> Iterator[None]:
+    """Webhooks may reach 127.0.0.1, where the tests' receivers listen, until this ends."""
+    with mock.patch.object(limits, "WEBHOOK_NETWORKS", ("127.0.0.1/32",)):
+        yield
+
+
+@contextmanager
 def http_receiver() -> Iterator[Receiver]:
+    """A receiver on 127.0.0.1, which webhooks may reach while it runs."""
     got = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -101,7 +112,8 @@ def http_receiver() -> Iterator[Receiver]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield got
+        with loopback_webhooks():
+            yield got
     finally:
         server.shutdown()
         server.server_close()

@@ -69,6 +69,9 @@ def test_schema_fields_and_mongo_uri(tmp_path: Path) -> None:
         ('data:\n  fields:\n    "user\\n": {type: str}\n', "must be dotted identifiers"),
         ('clusters:\n  "raven\\n": {type: local, scratch: /tmp/x}\n', "cluster name"),
         ("user: 2021-13-01\n", "invalid YAML"),  # an impossible date: was exit 70
+        ("x: " + "{a: " * 5000 + "1" + "}" * 5000, "nested deeper than 50 levels"),  # was exit 70
+        ("x: " + "[" * 5000 + "]" * 5000, "nested deeper than 50 levels"),
+        ("database:\n  uri: 'mongodb://lab:pw@[::1'\n", "not a valid URI"),  # was exit 70
     ],
 )
 def test_invalid_config_names_the_file_and_the_problem(
@@ -80,6 +83,11 @@ def test_invalid_config_names_the_file_and_the_problem(
     assert message in str(err.value)
     assert str(path) in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_malformed_uri_in_the_environment_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^LABCTL_DB_URI: uri: .*not a valid URI"):
+        load_config(None, env={"LABCTL_DB_URI": "mongodb://lab:pw@[::1"})
 
 
 def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:

@@ -71,6 +71,8 @@ def test_a_dataset_id_read_as_a_number_says_to_quote_it() -> None:
         parse_dataset_id(20211215093527)
     with pytest.raises(ValidationError, match="quoted in YAML: 'YYYYMMDD_HHMMSS'"):
         dataset_text(2021121093527)
+    with pytest.raises(ValidationError, match="beyond 64 bits was read as a number"):
+        dataset_text(16**5000)  # too long to be shown as digits
     with pytest.raises(ValidationError, match="must be text"):
         dataset_text(None)
 
@@ -224,6 +226,16 @@ def test_required_and_managed_fields() -> None:
         ({"_id": "x"}, "'_id' is set by labctl"),
         ({"dataset.x": "y"}, "'dataset.x' is set by labctl"),
         ({"created_by.name": "y"}, "set by labctl"),
+        ({"n": 2**20000}, "an integer of 20001 bits cannot be stored"),  # was a ValueError
+        ({"n_planes": 2**20000}, "an integer of 20001 bits cannot be stored"),
+        ({"user": 2**20000}, "must be str, got an integer of 20001 bits"),
+        ({"rate": float("nan")}, "nan cannot be stored: not a finite number"),
+        ({"rate": "-.inf"}, "-inf cannot be stored: not a finite number"),
+        ({"n": {"a": [float("inf")]}}, "inf cannot be stored: not a finite number"),
+        ({"n_planes": float("inf")}, "must be int"),
+        ({"user": "charlie\0"}, "field 'user' must be str.*contains a NUL byte"),
+        ({"runclass.id": "a\0b"}, "contains a NUL byte"),
+        ({"data_raw_path": "/x\0"}, "contains a NUL byte"),
     ],
 )
 def test_values_the_store_cannot_hold_are_refused_at_input(

@@ -155,7 +155,11 @@ def test_a_member_sets_their_own_password_and_token(
 ) -> None:
     alice = member("alice")
     typed = f"{NEW_PASSWORD}\n{NEW_PASSWORD}\n"
-    assert run(alice, "user", "passwd", "alice", input=typed).exit_code == 0
+    wrong = run(alice, "user", "passwd", "alice", input="a guess\n" + typed)
+    assert "your current password is wrong" in one_line(wrong, 3)
+    assert authenticate(server.db, "alice", NEW_PASSWORD) is None
+    current = f"{password('alice')}\n"
+    assert run(alice, "user", "passwd", "alice", input=current + typed).exit_code == 0
     assert authenticate(server.db, "alice", NEW_PASSWORD) is not None
     made = run(alice, "user", "token", "alice", "--days", "30")
     assert made.exit_code == 0

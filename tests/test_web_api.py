@@ -27,11 +27,11 @@ from labctl.model.job import Job
 from labctl.stages.heartbeat import beat
 from labctl.stages.loop import run_stages
 from labctl.stages.seam import LocalStore
-from labctl.users import PUBLIC_FIELDS, create_token, set_notify
+from labctl.users import PUBLIC_FIELDS, authenticate, create_token, set_notify
 from labctl.web import create_app
 from tests.hostile import alias_bomb, nested
 from tests.jobfixtures import DATASET
-from tests.webfixtures import csrf_token, login
+from tests.webfixtures import csrf_token, login, password
 
 V1 = "/api/v1"
 JOB = {
@@ -390,6 +390,15 @@ NEW = "20220101_120000"
         ({".".join(["a"] * 20): 1}, "field name"),  # was HTTP 500
         ({"_id": "x"}, "set by labctl"),  # was HTTP 500 in a PATCH
         ({"note": "x" * 1_500_000}, "longer than the 1,000,000 bytes"),
+        ({"x": "0x" + "f" * 5000}, "an integer of 20000 bits cannot be stored"),  # was HTTP 500
+        ({"x": "0b" + "1" * 20000}, "an integer of 20000 bits cannot be stored"),  # was HTTP 500
+        ({"x": "1" + ":59" * 3000}, "bits cannot be stored: beyond 64-bit"),  # sexagesimal
+        ({"n_planes": "0x" + "f" * 5000}, "an integer of 20000 bits cannot be stored"),
+        ({"x": ".nan"}, "nan cannot be stored: not a finite number"),
+        ({"x": "-.inf"}, "-inf cannot be stored: not a finite number"),
+        ({"x": "{y: [.inf]}"}, "inf cannot be stored: not a finite number"),
+        ({"n_planes": ".inf"}, "must be int"),
+        ({"user": "bob\0"}, "contains a NUL byte"),
     ],
 )
 def test_malformed_fields_are_422_and_store_nothing(
@@ -402,6 +411,18 @@ def test_malformed_fields_are_422_and_store_nothing(
     patched = client.patch(f"{V1}/experiments/{DATASET}", json=patch, headers=tokens["alice"])
     assert patched.status_code == 422 and message in patched.json()["detail"], patched.text
     assert db.data.count() == 1 and get_entry(db, DATASET) == before
+
+
+@pytest.mark.parametrize("value", ["1" + "0" * 5000, "NaN", "-Infinity", "[1e999]"])
+def test_json_numbers_beyond_the_store_are_a_4xx(
+    client: TestClient, tokens: Any, db: Database, value: str
+) -> None:
+    before = get_entry(db, DATASET)
+    body = '{"fields": {"x": ' + value + "}}"
+    headers = {**tokens["alice"], "Content-Type": "application/json"}
+    patched = client.patch(f"{V1}/experiments/{DATASET}", content=body, headers=headers)
+    assert patched.status_code in (400, 422), patched.text
+    assert get_entry(db, DATASET) == before
 
 
 def test_malformed_queries_are_422(client: TestClient, tokens: Any) -> None:
@@ -506,3 +527,32 @@ def test_members_are_their_public_fields_as_stored(
     made = client.post(f"{V1}/users", json=body, headers=tokens["root"])
     assert made.status_code == 201, made.text
     assert made.json()["username"] == "eve" and not set(made.json()) & set(SECRETS)
+
+
+def test_a_member_changes_their_own_password_only_with_their_current_one(
+    client: TestClient, tokens: Any, db: Database
+) -> None:
+    def change(who: str, whose: str, **body: str) -> Any:
+        body = {"password": "a long new passphrase 7", **body}
+        return client.put(f"{V1}/users/{whose}/password", json=body, headers=tokens[who])
+
+    before = db.users.find_one({"username": "alice"})["password_hash"]
+    for wrong in ({}, {"current_password": "pw-bob-secret"}, {"current_password": ""}):
+        refused = change("alice", "alice", **wrong)  # a stolen token is not enough
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["detail"].startswith("your current password is wrong")
+    assert db.users.find_one({"username": "alice"})["password_hash"] == before
+    assert change("alice", "alice", current_password=password("alice")).status_code == 200
+    assert authenticate(db, "alice", "a long new passphrase 7") is not None
+    assert change("root", "bob").status_code == 200  # an admin resets another's without it
+    assert authenticate(db, "bob", "a long new passphrase 7") is not None
+    assert change("root", "root").status_code == 403  # but their own only with theirs
+
+
+def test_guessing_the_current_password_is_throttled_as_logins_are(
+    client: TestClient, tokens: Any
+) -> None:
+    body = {"password": "a long new passphrase 7", "current_password": "guess"}
+    put = f"{V1}/users/alice/password"
+    codes = [client.put(put, json=body, headers=tokens["alice"]).status_code for _ in range(6)]
+    assert codes == [403] * 5 + [429]

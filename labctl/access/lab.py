@@ -94,7 +94,10 @@ class Lab(Protocol):
     def user(self, username: str) -> User: ...
     def add_user(self, user: NewUser) -> User: ...
     def set_role(self, username: str, role: str) -> None: ...
-    def set_password(self, username: str, password: str) -> None: ...
+    def set_password(self, username: str, password: str, current: str | None = None) -> None:
+        """Set `username`'s web password; the service wants your `current` one to change yours
+        (a local store's holder needs none)."""
+
     def new_token(self, username: str, days: float | None = None) -> str: ...
     def notify_of(self, username: str) -> Recipient:
         """How `username` is told of their jobs (`labctl.users.notify_settings`)."""
@@ -205,7 +208,7 @@ class LocalLab:
 
         set_role(self.db, username, role)
 
-    def set_password(self, username: str, password: str) -> None:
+    def set_password(self, username: str, password: str, current: str | None = None) -> None:
         from labctl.users import set_password
 
         set_password(self.db, username, password)

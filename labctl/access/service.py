@@ -288,8 +288,9 @@ class ServiceLab:
     def set_role(self, username: str, role: str) -> None:
         self._call("PUT", f"/users/{_part(username)}/role", {"role": role})
 
-    def set_password(self, username: str, password: str) -> None:
-        self._call("PUT", f"/users/{_part(username)}/password", {"password": password})
+    def set_password(self, username: str, password: str, current: str | None = None) -> None:
+        body = {"password": password, "current_password": current}
+        self._call("PUT", f"/users/{_part(username)}/password", body)
 
     def new_token(self, username: str, days: float | None = None) -> str:
         return str(self._call("POST", f"/users/{_part(username)}/token", {"days": days})["token"])

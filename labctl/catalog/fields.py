@@ -31,10 +31,10 @@ def dataset_text(value: object) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        digits = str(value)
+        digits = str(value) if value.bit_length() < 64 else "beyond 64 bits"  # else too long
         quoted = f"{digits[:8]}_{digits[8:]}" if len(digits) == 14 else "YYYYMMDD_HHMMSS"
         raise ValidationError(
-            f"dataset id {value} was read as a number: dataset ids must be quoted in YAML: "
+            f"dataset id {digits} was read as a number: dataset ids must be quoted in YAML: "
             f"'{quoted}'"
         )
     raise ValidationError(f"dataset id {value!r} must be text of the form YYYYMMDD_HHMMSS")
@@ -73,14 +73,28 @@ def coerce(name: str, value: Any, kind: FieldType) -> Any:
         value = parse_text(value, name)
     try:
         return _COERCE[kind](value)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"field {name!r} must be {kind}, got {value!r} ({exc})") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValidationError(
+            f"field {name!r} must be {kind}, got {_shown(value)} ({exc})"
+        ) from None
+
+
+def _shown(value: Any) -> str:
+    """`value` as an error shows it: an integer too long for digits by its size."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    return repr(value)
 
 
 def _to_str(value: Any) -> str:
     if isinstance(value, (dict, list)):
         raise TypeError("not a plain value")
-    return str(value)
+    if isinstance(value, int) and value.bit_length() > 64:
+        raise TypeError("an integer too long for text")
+    text = str(value)
+    if "\0" in text:
+        raise ValueError("contains a NUL byte")
+    return text
 
 
 def _to_int(value: Any) -> int:
@@ -125,8 +139,8 @@ def _to_list(value: Any) -> list[Any]:
 
 def _to_path(value: Any) -> str:
     text = _to_str(value)
-    if not text or "\0" in text:
-        raise ValueError("empty or contains a NUL byte")
+    if not text:
+        raise ValueError("empty")
     return text
 
 

@@ -4,6 +4,7 @@ first write so that a batch is stored whole or not at all."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,8 +37,13 @@ def _check(name: str, value: Any, depth: int) -> None:
             _check(name, item, depth + 1)
     elif not isinstance(value, _PLAIN):
         raise ValidationError(f"field {name!r}: a {type(value).__name__} cannot be stored")
-    elif isinstance(value, int) and value not in INT64:
-        raise ValidationError(f"field {name!r}: {value} cannot be stored: beyond 64-bit integers")
+    elif isinstance(value, int) and value not in INT64:  # (too long to be shown as digits)
+        raise ValidationError(
+            f"field {name!r}: an integer of {value.bit_length()} bits cannot be stored: "
+            "beyond 64-bit integers"
+        )
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError(f"field {name!r}: {value} cannot be stored: not a finite number")
 
 
 def _check_key(name: str, key: Any) -> None:

@@ -3,7 +3,8 @@
 PyYAML's safe loader still expands anchors and aliases, so a few hundred bytes can stand for
 gigabytes ("billion laughs"), and it recurses once per nesting level. This loader refuses anchors
 and aliases, stops at `limits.DEPTH` levels, and reads a date as midnight UTC (the store has no
-plain date type), so what it returns can be checked and stored as it is.
+plain date type), so what it returns can be checked and stored as it is. A config file is read
+with `config.yamlfile.BoundedLoader`, which only stops at `limits.CONFIG_DEPTH` levels.
 """
 
 from __future__ import annotations
@@ -13,25 +14,19 @@ from typing import Any
 
 import yaml
 
+from labctl.config.yamlfile import BoundedLoader
 from labctl.errors import ValidationError
 from labctl.limits import DEPTH
 
 
-class _Loader(yaml.SafeLoader):
-    depth = 0
+class _Loader(BoundedLoader):
+    limit = DEPTH
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise ValidationError("YAML anchors and aliases are not allowed")
-        opens = isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
-        self.depth += opens
-        if self.depth > DEPTH:
-            raise ValidationError(f"nested deeper than {DEPTH} levels")
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= opens
+        return super().compose_node(parent, index)
 
 
 def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> dt.date:

@@ -81,9 +81,12 @@ def user_list(app: App, as_json: bool) -> None:
 @click.argument("username")
 @click.pass_obj
 def user_passwd(app: App, username: str) -> None:
-    """Set a member's web password (prompted)."""
+    """Set a member's web password (prompted); yours through the service asks for your current
+    one first."""
     app.lab.user(username)
-    app.lab.set_password(username, ask_password())
+    mine = app.config.service is not None and app.lab.whoami().username == username
+    current = str(click.prompt("Current password", hide_input=True)) if mine else None
+    app.lab.set_password(username, ask_password(), current)
     click.echo(f"password of {username} changed")
 
 

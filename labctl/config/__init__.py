@@ -24,7 +24,8 @@ from pydantic import ValidationError as PydanticValidationError
 from labctl.config.jobtypes import JobTypeConfig, Resources
 from labctl.config.notifyconfig import NotifyConfig
 from labctl.config.policy import SchedulerPolicy
-from labctl.errors import ConfigError, redact
+from labctl.config.yamlfile import BoundedLoader
+from labctl.errors import ConfigError, ValidationError, redact
 from labctl.settings import ServiceConfig, Settings, describe, xdg
 
 FieldType = Literal["str", "int", "float", "bool", "datetime", "date", "list", "path"]
@@ -55,6 +56,10 @@ class DatabaseConfig(Settings):
     def _known_scheme(cls, uri: str) -> str:
         if uri != EMBEDDED and not uri.startswith(("mongodb://", "mongodb+srv://")):
             raise ValueError(f"must be '{EMBEDDED}' or a mongodb:// URI, not {redact(uri)!r}")
+        try:
+            urlsplit(uri)
+        except ValueError as exc:  # "Invalid IPv6 URL": a [ without its ]
+            raise ValueError(f"not a valid URI ({exc}): {redact(uri)!r}") from None
         return uri
 
     @field_validator("path")
@@ -359,7 +364,9 @@ def _read_yaml(path: Path) -> RawSettings:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=BoundedLoader)
+    except ValidationError as exc:  # nested too deep
+        raise ConfigError(f"{path}: {exc}") from None
     except (yaml.YAMLError, ValueError) as exc:  # ValueError: an impossible date (2021-13-01)
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -1,14 +1,12 @@
 """Sending a message: by e-mail (smtplib, over STARTTLS or TLS) or to an incoming webhook (a JSON
-`{"text": ...}` POST, as Mattermost and Slack take it), each with a timeout."""
+`{"text": ...}` POST, as Mattermost and Slack take it, to a public address only: `webhook`), each
+with a timeout."""
 
 from __future__ import annotations
 
-import json
 import smtplib
 import socket
 import ssl
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,15 +14,9 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from functools import partial
 
-from labctl.config.notifyconfig import NotifyConfig, Recipient, SmtpConfig, shown_url
-from labctl.errors import LabctlError
+from labctl.config.notifyconfig import NotifyConfig, Recipient, SmtpConfig
 from labctl.notify.messages import Message
-
-SUBJECT_PREFIX = "[labctl] "
-
-
-class DeliveryError(LabctlError):
-    """A message could not be handed over (server down, refused, timed out); it is retried."""
+from labctl.notify.webhook import SUBJECT_PREFIX, DeliveryError, post_webhook
 
 
 def email(smtp: SmtpConfig, to: str, message: Message) -> EmailMessage:
@@ -62,28 +54,6 @@ def send_mail(smtp: SmtpConfig, to: str, message: Message) -> None:
         raise DeliveryError(f"{where}: {exc.smtp_code} {text}".strip()) from None
     except (smtplib.SMTPException, OSError) as exc:  # refused, timed out, TLS failed
         raise DeliveryError(f"{where}: {type(exc).__name__}: {exc}") from None
-
-
-def post_webhook(url: str, message: Message, timeout: float) -> None:
-    """POST `{"text": ...}` to an incoming webhook; DeliveryError unless it answers 2xx. The
-    `Idempotency-Key` header is the same on every attempt."""
-    text = f"{SUBJECT_PREFIX}{message.subject}\n\n{message.body}"  # plain: Slack and Mattermost
-    body = json.dumps({"text": text}).encode()
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "Idempotency-Key": f"labctl.{message.key}"},
-    )
-    where = f"webhook {shown_url(url)}"
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            answer.read(1024)
-    except urllib.error.HTTPError as exc:
-        raise DeliveryError(f"{where}: HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DeliveryError(f"{where}: {reason}") from None
 
 
 @dataclass(frozen=True)

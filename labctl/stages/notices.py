@@ -21,8 +21,9 @@ from labctl.jobs.noticeboard import NoticeChange
 from labctl.jobs.work import Work
 from labctl.model.job import Job, NoticeEvent, NoticeState
 from labctl.model.states import JobState
-from labctl.notify.channels import Channel, DeliveryError, channels
+from labctl.notify.channels import Channel, channels
 from labctl.notify.messages import WAITS, Event, message
+from labctl.notify.webhook import DeliveryError
 from labctl.stages import StageRun
 from labctl.stages.ops import ClaimNotice, HowNotified, Read, RescheduleNotices, SettleNotice
 

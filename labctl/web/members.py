@@ -48,6 +48,9 @@ class RoleChange(_In):
 
 class PasswordChange(_In):
     password: str
+    current_password: str | None = Field(
+        default=None, description="your current password: needed to change your own"
+    )
 
 
 class TokenWish(_In):
@@ -116,8 +119,11 @@ async def change_role(request: Request, user: ApiUser, username: str, body: Role
 async def change_password(
     request: Request, user: ApiUser, username: str, body: PasswordChange
 ) -> User:
-    """Set a member's web password: your own, or anyone's as an admin."""
+    """Set a member's web password: your own, with your current one; anyone else's as an admin.
+    A wrong current password counts as a failed login."""
     _self_or_admin(user, username, "set their password")
+    if username == user.username and not await _checked(request, username, body.current_password):
+        raise PermissionDenied("your current password is wrong (without one, ask an admin)")
     store = state(request).store
     await store.run(set_password, username, body.password)
     return await store.run(get_user, username)
@@ -152,16 +158,25 @@ async def change_notify(
 async def token_for_password(request: Request, body: Credentials) -> Token:
     """Your username and password for a new token (`labctl login`): it replaces your earlier
     one. Failed attempts are throttled as the login form's are."""
+    found = await _checked(request, body.username, body.password)
+    if found is None:
+        raise LoginRequired("wrong username or password")
+    token = await state(request).store.run(create_token, found.username, body.days)
+    return Token(username=found.username, token=token)
+
+
+async def _checked(request: Request, username: str, password: str | None) -> User | None:
+    """The member if `password` is theirs; else None, counted as a failed login (429 with
+    Retry-After beyond the limits, as the login form's)."""
     web = state(request)
     address = request.client.host if request.client else ""
-    wait = web.limiter.wait_seconds(body.username, address)
+    wait = web.limiter.wait_seconds(username, address)
     if wait:
         detail = f"too many failed logins: try again in {wait} s"
         raise HTTPException(429, detail, headers={"Retry-After": str(wait)})
-    found = await web.store.run(authenticate, body.username, body.password)
+    found = await web.store.run(authenticate, username, password or "")
     if found is None:
-        web.limiter.failed(body.username, address)
-        raise LoginRequired("wrong username or password")
-    web.limiter.succeeded(body.username)
-    token = await web.store.run(create_token, found.username, body.days)
-    return Token(username=found.username, token=token)
+        web.limiter.failed(username, address)
+        return None
+    web.limiter.succeeded(username)
+    return found
