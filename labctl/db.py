@@ -166,7 +166,10 @@ class Collection:
         sort: SortSpec | None = None,
         limit: int = 0,
         skip: int = 0,
+        max_bytes: int | None = None,
     ) -> list[Doc]:
+        """The matching documents; ValidationError once they are together larger than
+        `max_bytes` as BSON (those read so far are dropped, the rest never read)."""
         proj = _projection(projection)
         with self._op():
             cursor = self._raw.find(self._filter(filter), proj, max_time_ms=self._max_ms)
@@ -176,7 +179,21 @@ class Collection:
                 cursor = cursor.skip(skip)
             if limit:
                 cursor = cursor.limit(limit)
-            return list(cursor)
+            return list(cursor) if max_bytes is None else self._bounded(cursor, max_bytes)
+
+    def _bounded(self, cursor: Any, max_bytes: int) -> list[Doc]:
+        import bson
+
+        docs, size = [], 0
+        for doc in cursor:
+            size += len(bson.encode(doc))
+            if size > max_bytes:
+                raise ValidationError(
+                    f"{self.name}: the answer is larger than {max_bytes:,} bytes; "
+                    "ask for fewer entries or fields"
+                )
+            docs.append(doc)
+        return docs
 
     def find_one(self, filter: Filter, projection: Sequence[str] | None = None) -> Doc | None:
         with self._op():

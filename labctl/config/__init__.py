@@ -25,6 +25,7 @@ from labctl.config.jobtypes import JobTypeConfig, Resources
 from labctl.config.notifyconfig import NotifyConfig
 from labctl.config.policy import SchedulerPolicy
 from labctl.errors import ConfigError, redact
+from labctl.limits import MEMBER_CALLS, MEMBER_WAIT_SECONDS
 from labctl.settings import ServiceConfig, Settings, describe, xdg
 
 FieldType = Literal["str", "int", "float", "bool", "datetime", "date", "list", "path"]
@@ -285,6 +286,18 @@ class WebConfig(Settings):
         default_factory=list,
         description="addresses or networks of the reverse proxies in front, whose "
         "X-Forwarded-For/-Proto are believed; none: the connection's own address counts",
+    )
+    member_calls: int = Field(
+        default=MEMBER_CALLS,
+        ge=1,
+        le=100,
+        description="store calls one member has queued or running at once: each member's share",
+    )
+    member_wait_seconds: float = Field(
+        default=MEMBER_WAIT_SECONDS,
+        ge=0,
+        le=60,
+        description="how long a member's further call waits for its turn before a 429",
     )
 
 
