@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,76 +33,12 @@ from labctl.catalog.experiments import log_entries
 from labctl.config import Config, DatabaseConfig
 from labctl.db import connect
 from labctl.users import add_user, create_token
+from tests.floodfixtures import flooded, probe
 from tests.mongoserver import free_port
 from tests.testbed import write_config
 
 FLOOD_PATH = "/api/v1/experiments?limit=10"
 FIELDS = {"user": "alice", "data_raw_path": "/nfs/data/alice"}
-_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
-
-
-class Client:
-    """One keep-alive HTTP/1.1 connection with a bearer token."""
-
-    def __init__(self, port: int, token: str) -> None:
-        self.port, self.token = port, token
-        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-
-    async def get(self, path: str) -> int:
-        """The status of `GET path` (reconnecting if the server closed the connection)."""
-        if self.streams is None:
-            self.streams = await asyncio.open_connection("127.0.0.1", self.port)
-        reader, writer = self.streams
-        auth = f"Authorization: Bearer {self.token}"
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n{auth}\r\n\r\n".encode())
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            found = _LENGTH.search(head)
-            await reader.readexactly(int(found[1]) if found else 0)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            self.close()
-            return 0
-        if b"connection: close" in head.lower():
-            self.close()
-        return int(head.split(b" ", 2)[1])
-
-    def close(self) -> None:
-        if self.streams is not None:
-            self.streams[1].close()
-            self.streams = None
-
-
-async def probe(port: int, token: str, count: int) -> list[float]:
-    """`count` timed `/me` requests, one after the other (seconds each)."""
-    client, times = Client(port, token), []
-    for _ in range(count):
-        start = time.perf_counter()
-        status = await client.get("/api/v1/me")
-        times.append(time.perf_counter() - start)
-        assert status == 200, f"/me answered {status}"
-    client.close()
-    return times
-
-
-async def flooded(
-    port: int, prober: str, flooder: str, count: int, concurrency: int
-) -> tuple[list[float], Counter[int]]:
-    """Bob's `count` probes while `concurrency` connections of alice's ask without pause."""
-    statuses: Counter[int] = Counter()
-    done = asyncio.Event()
-
-    async def flood() -> None:
-        client = Client(port, flooder)
-        while not done.is_set():
-            statuses[await client.get(FLOOD_PATH)] += 1
-        client.close()
-
-    floods = [asyncio.create_task(flood()) for _ in range(concurrency)]
-    await asyncio.sleep(1)  # the flood under way
-    times = await probe(port, prober, count)
-    done.set()
-    await asyncio.gather(*floods)
-    return times, statuses
 
 
 def percentile(times: Sequence[float], share: float) -> float:
@@ -170,7 +104,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             asyncio.run(probe(port, tokens["bob"], 20))  # warm-up
             alone = asyncio.run(probe(port, tokens["bob"], args.probes))
             under, statuses = asyncio.run(
-                flooded(port, tokens["bob"], tokens["alice"], args.probes, args.concurrency)
+                flooded(
+                    port, tokens["bob"], tokens["alice"], FLOOD_PATH, args.probes, args.concurrency
+                )
             )
     raw = percentile(alone, 0.99)
     print(f"\n{args.backend}, {args.entries} entries; bob's /me, {args.probes} probes each")
