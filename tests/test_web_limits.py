@@ -21,7 +21,7 @@ from labctl.limits import ANSWER_BYTES, QUERY_TERMS, REQUEST_READ_SECONDS
 from labctl.users import create_token
 from labctl.web import create_app
 from tests.floodfixtures import flooded
-from tests.webfixtures import seed, served, web_config
+from tests.webfixtures import login, seed, served, web_config
 
 V1 = "/api/v1"
 OVER = QUERY_TERMS + 1
@@ -60,6 +60,14 @@ def test_a_posted_query_names_at_most_so_many_terms(
     terms = [f"missing{i}" if name != "where" else f"missing{i} = 1" for i in range(OVER)]
     body = {name: dict.fromkeys(terms, 1) if name == "filter" else terms}
     too_long(client.post(f"{V1}/experiments/query", json=body, headers=alice), name)
+
+
+def test_the_browse_page_takes_at_most_so_many_conditions(client: TestClient) -> None:
+    assert login(client, "alice") == 303
+    where = "\n".join(f"missing{i} = 1" for i in range(OVER))
+    page = client.get("/browse", params={"where": where})
+    assert page.status_code == 400
+    assert f"{OVER} conditions: a query takes at most {QUERY_TERMS}" in page.text
 
 
 def test_an_answer_larger_than_the_cap_is_refused_not_built(

@@ -18,6 +18,7 @@ from labctl.db import Database
 from labctl.errors import DuplicateError, PermissionDenied, ValidationError
 from labctl.jobs.queue import list_rows
 from labctl.jobs.usage import unaccounted
+from labctl.limits import QUERY_TERMS
 from labctl.model.job import JobRow
 from labctl.web.auth import Principal
 from labctl.web.deps import PageUser, state
@@ -99,7 +100,7 @@ async def browse(
     since: str = "",
     until: str = "",
     sort: str = "-acquired_at",
-    col: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
+    col: Annotated[list[str], Query(max_length=QUERY_TERMS)] = [],  # noqa: B006 (FastAPI copies defaults)
     page: Annotated[int, Query(ge=1)] = 1,
     per: Annotated[int, Query(ge=1, le=500)] = 25,
 ) -> HTMLResponse:
