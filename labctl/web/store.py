@@ -4,11 +4,12 @@ The embedded store's SQLite connections belong to the thread that opened them, s
 call runs on the same worker thread; the event loop stays free, and MongoDB is served alike.
 
 That thread takes calls in turn, first come first served; so that one member's flood cannot
-queue up in front of everyone else's, each member (each credential, until it names a member)
-has at most `web.member_calls` calls queued or running at once. A further call of theirs waits
-for one of these to end, up to `web.member_wait_seconds`, and is then refused with 429 and a
-Retry-After. Another member's call so waits behind at most `member_calls` calls of each member
-who is busy at the time, whatever their number of requests.
+queue up in front of everyone else's, each member (each credential until it names a member; a
+login attempt counts as the member it names) has at most `web.member_calls` calls queued or
+running at once. A further call of theirs waits for one of these to end, up to
+`web.member_wait_seconds`, and is then refused with 429 and a Retry-After. Another member's call
+so waits behind at most `member_calls` calls of each member busy at the time, whatever their
+number of requests.
 """
 
 from __future__ import annotations
