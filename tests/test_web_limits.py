@@ -15,7 +15,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from labctl.catalog.experiments import log_entries
-from labctl.config import Config, DatabaseConfig, WebConfig
+from labctl.config import Config, DatabaseConfig
+from labctl.config.webconfig import WebConfig
 from labctl.db import Database, connect
 from labctl.limits import ANSWER_BYTES, QUERY_TERMS, REQUEST_READ_SECONDS
 from labctl.users import create_token

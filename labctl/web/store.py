@@ -25,7 +25,8 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from fastapi import HTTPException
 
-from labctl.config import DatabaseConfig, WebConfig
+from labctl.config import DatabaseConfig
+from labctl.config.webconfig import WebConfig
 from labctl.db import Database, connect
 
 P = ParamSpec("P")
