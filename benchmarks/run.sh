@@ -38,6 +38,7 @@ if $quick; then
   bench bench_throughput --jobs 10
   bench bench_pipelines --frames 20 --size 256 --repeat 3
   bench bench_splits --frames 400 --repeat 1
+  bench bench_share --probes 100
 else
   bench bench_query
   bench bench_startup
@@ -48,6 +49,7 @@ else
   bench bench_throughput
   bench bench_pipelines
   bench bench_splits --frames 2000
+  bench bench_share
 fi
 if ((${#failed[@]})); then
   echo "failed: ${failed[*]}"

@@ -16,13 +16,9 @@ needs neither).
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sqlite3
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from pathlib import Path
 from typing import Any
 from urllib.parse import ParseResult
 
@@ -35,7 +31,7 @@ from labctl.errors import (
     QueryTimeout,
     ValidationError,
 )
-from labctl.private import narrow_tree, open_private, private_dir
+from labctl.private import FileLock, narrow_tree, private_dir
 
 Doc = dict[str, Any]
 Filter = Mapping[str, Any]
@@ -68,31 +64,6 @@ INDEXES: dict[str, list[tuple[str, bool]]] = {
     "users": [("username", True)],
     "meta": [("key", True)],
 }
-
-
-class _FileLock:
-    """Process-wide exclusive lock: a thread lock plus `flock` on a file (re-entrant per thread)."""
-
-    def __init__(self, path: Path) -> None:
-        self._file = os.fdopen(open_private(path, os.O_RDWR | os.O_APPEND), "a+")
-        self._thread_lock = threading.RLock()
-        self._depth = 0
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        with self._thread_lock:
-            if self._depth == 0:
-                fcntl.flock(self._file, fcntl.LOCK_EX)
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    fcntl.flock(self._file, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        self._file.close()
 
 
 @contextmanager
@@ -132,7 +103,7 @@ class Collection:
     """A collection with labctl's small API; every result is materialised inside the lock, every
     query bounded by `max_ms` (MongoDB's `maxTimeMS`; None for the embedded store)."""
 
-    def __init__(self, raw: Any, lock: _FileLock | None, max_ms: int | None) -> None:
+    def __init__(self, raw: Any, lock: FileLock | None, max_ms: int | None) -> None:
         self._raw = raw
         self._lock = lock
         self._max_ms = max_ms
@@ -166,7 +137,10 @@ class Collection:
         sort: SortSpec | None = None,
         limit: int = 0,
         skip: int = 0,
+        max_bytes: int | None = None,
     ) -> list[Doc]:
+        """The matching documents; ValidationError once they are together larger than
+        `max_bytes` as BSON (those read so far are dropped, the rest never read)."""
         proj = _projection(projection)
         with self._op():
             cursor = self._raw.find(self._filter(filter), proj, max_time_ms=self._max_ms)
@@ -176,7 +150,21 @@ class Collection:
                 cursor = cursor.skip(skip)
             if limit:
                 cursor = cursor.limit(limit)
-            return list(cursor)
+            return list(cursor) if max_bytes is None else self._bounded(cursor, max_bytes)
+
+    def _bounded(self, cursor: Any, max_bytes: int) -> list[Doc]:
+        import bson
+
+        docs, size = [], 0
+        for doc in cursor:
+            size += len(bson.encode(doc))
+            if size > max_bytes:
+                raise ValidationError(
+                    f"{self.name}: the answer is larger than {max_bytes:,} bytes; "
+                    "ask for fewer entries or fields"
+                )
+            docs.append(doc)
+        return docs
 
     def find_one(self, filter: Filter, projection: Sequence[str] | None = None) -> Doc | None:
         with self._op():
@@ -255,7 +243,7 @@ class Database:
     `meta` (heartbeats, the schema version)."""
 
     def __init__(
-        self, raw_db: Any, client: Any, lock: _FileLock | None, where: str, max_ms: int | None
+        self, raw_db: Any, client: Any, lock: FileLock | None, where: str, max_ms: int | None
     ) -> None:
         self._raw_db = raw_db
         self._client = client
@@ -341,7 +329,7 @@ def _connect_embedded(config: DatabaseConfig) -> Database:
     import litemongo
 
     try:
-        lock = _FileLock(private_dir(config.path) / ".lock")
+        lock = FileLock(private_dir(config.path) / ".lock")
     except OSError as exc:
         raise DatabaseError(
             f"cannot open the embedded store at {config.path}: {exc.strerror}"

@@ -7,8 +7,12 @@ Standard library only: `labctl.install.cronlog` uses it and must start fast.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DIR_MODE = 0o700
@@ -51,3 +55,28 @@ def narrow_tree(root: Path) -> None:
         _narrow(Path(folder), DIR_MODE)
         for name in files:
             _narrow(Path(folder) / name, FILE_MODE)
+
+
+class FileLock:
+    """Process-wide exclusive lock: a thread lock plus `flock` on a file (re-entrant per thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = os.fdopen(open_private(path, os.O_RDWR | os.O_APPEND), "a+")
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._thread_lock:
+            if self._depth == 0:
+                fcntl.flock(self._file, fcntl.LOCK_EX)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._file, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._file.close()

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from labctl.config import Config, DataSchema, FieldSpec
 from labctl.db import Database
 from labctl.users import add_user
-from labctl.web import create_app
+from labctl.web import server_config
 from tests.jobfixtures import dataset_with_files, job_config
 from tests.mongoserver import free_port
 
@@ -83,15 +83,7 @@ def login(client: TestClient, username: str, secret: str | None = None) -> int:
 def served(config: Config) -> Iterator[str]:
     """The app served by uvicorn on a free port in a thread, for a real browser or HTTP client."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(  # as `labctl web`: X-Forwarded-* only from web.trusted_proxies
-            create_app(config),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            proxy_headers=False,
-        )
-    )
+    server = uvicorn.Server(server_config(config, "127.0.0.1", port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

@@ -24,6 +24,7 @@ from labctl.clock import utcnow
 from labctl.config import Config
 from labctl.db import Database, Filter
 from labctl.errors import DuplicateError, NotFoundError, ValidationError
+from labctl.limits import ANSWER_BYTES
 
 NewEntry = tuple[str, Mapping[str, Any]]
 """A dataset and the fields to log for it."""
@@ -113,14 +114,14 @@ def query(
     sort: Sequence[tuple[str, int]] = (),
     limit: int = 0,
     skip: int = 0,
+    max_bytes: int | None = None,
 ) -> list[Entry]:
     """Entries matching `filter`, each with `dataset` and the requested dotted fields; a field
     asked for, compared with or sorted by that no entry has is refused (a typo would give
-    empty answers)."""
+    empty answers), and so are answers larger than `max_bytes`."""
     projection = _outermost(["dataset", *fields]) if fields else None
-    docs = db.data.find(
-        filter, projection, sort=list(sort) or [("dataset", 1)], limit=limit, skip=skip
-    )
+    order = list(sort) or [("dataset", 1)]
+    docs = db.data.find(filter, projection, order, limit=limit, skip=skip, max_bytes=max_bytes)
     _check_known(db, [*fields, *filter_fields(filter), *(name for name, _ in sort)], docs)
     return _without_id(docs)
 
@@ -169,8 +170,10 @@ def query_page(
     limit: int,
     skip: int = 0,
 ) -> tuple[int, list[Entry]]:
-    """How many entries match `filter`, and one page of them (as `query` gives them)."""
-    return db.data.count(filter), query(db, fields, filter, sort, limit=limit, skip=skip)
+    """How many entries match `filter`, and one page of them (as `query` gives them) of at
+    most `limits.ANSWER_BYTES`."""
+    page = query(db, fields, filter, sort, limit=limit, skip=skip, max_bytes=ANSWER_BYTES)
+    return db.data.count(filter), page
 
 
 def record_result(db: Database, dataset: str, job_id: str, record: Mapping[str, Any]) -> None:

@@ -18,6 +18,7 @@ from labctl.catalog.fields import check_field_name, coerce, parse_text
 from labctl.config import DataSchema
 from labctl.db import Filter
 from labctl.errors import ValidationError
+from labctl.limits import QUERY_TERMS
 from labctl.regex import compile_linear
 
 _OPS = {"!=": "$ne", ">=": "$gte", "<=": "$lte", "=": "$eq", ">": "$gt", "<": "$lt", "~": "$regex"}
@@ -77,7 +78,10 @@ def build_filter(
     mapping: Any = None,
 ) -> Filter:
     """All conditions joined with AND, plus an `acquired_at` range from `since`/`until`, and a
-    filter `mapping` as `check_filter` takes it."""
+    filter `mapping` as `check_filter` takes it; at most `limits.QUERY_TERMS` conditions."""
+    conditions = list(conditions)
+    if len(conditions) > QUERY_TERMS:
+        raise ValidationError(f"{len(conditions)} conditions: a query takes at most {QUERY_TERMS}")
     clauses = [parse_where(c, schema) for c in conditions]
     window: dict[str, dt.datetime] = {}
     if since:

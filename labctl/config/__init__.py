@@ -18,12 +18,13 @@ from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import yaml
-from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from labctl.config.jobtypes import JobTypeConfig, Resources
 from labctl.config.notifyconfig import NotifyConfig
 from labctl.config.policy import SchedulerPolicy
+from labctl.config.webconfig import WebConfig
 from labctl.config.yamlfile import BoundedLoader
 from labctl.errors import ConfigError, ValidationError, redact
 from labctl.settings import ServiceConfig, Settings, describe, xdg
@@ -268,29 +269,6 @@ def this_machine() -> dict[str, ClusterConfig]:
     """The clusters without a `clusters:` section: `local`, jobs as plain processes here."""
     scratch = str(default_data_dir() / "scratch")
     return {"local": ClusterConfig(type="local", scratch=scratch, scheduler="process")}
-
-
-class WebConfig(Settings):
-    """The web dashboard and REST API (`labctl web`)."""
-
-    secure_cookies: bool = Field(
-        default=False, description="send cookies over HTTPS only (set when served behind HTTPS)"
-    )
-    session_hours: float = Field(default=12, gt=0, le=24 * 30, description="login lifetime")
-    login_attempts_per_minute: int = Field(
-        default=5, ge=1, le=1000, description="failed logins per username before a pause"
-    )
-    login_attempts_per_address_per_minute: int = Field(
-        default=20,
-        ge=1,
-        le=1000,
-        description="failed logins from one client address, for any usernames, before a pause",
-    )
-    trusted_proxies: list[IPvAnyNetwork] = Field(
-        default_factory=list,
-        description="addresses or networks of the reverse proxies in front, whose "
-        "X-Forwarded-For/-Proto are believed; none: the connection's own address counts",
-    )
 
 
 class Config(Settings):

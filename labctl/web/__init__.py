@@ -18,6 +18,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from labctl.config import Config
 from labctl.jobs.migrate import migrate_if_needed
+from labctl.limits import KEEP_ALIVE_SECONDS
 from labctl.web import deputy, login, members, monitor, pages, submitpage
 from labctl.web import problems as errors
 from labctl.web import rest as api
@@ -25,6 +26,7 @@ from labctl.web.auth import LoginLimiter
 from labctl.web.bodylimit import BodyLimit
 from labctl.web.deps import WebState
 from labctl.web.render import make_templates
+from labctl.web.slowclients import BoundedReads
 from labctl.web.store import Store
 
 SECURITY_HEADERS = {
@@ -47,7 +49,7 @@ async def _security_headers(
 
 def create_app(config: Config) -> FastAPI:
     """The dashboard and API over the configured database (opened now, closed at shutdown)."""
-    store = Store(config.database)
+    store = Store(config.database, config.web)
     # Members' watchdogs reach the store through this service, and may not upgrade it: it is
     # brought up to this labctl's schema before anything is served.
     store.call(migrate_if_needed, config)
@@ -84,7 +86,22 @@ def create_app(config: Config) -> FastAPI:
     return app
 
 
+def server_config(config: Config, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
+    """uvicorn's settings for the app. X-Forwarded-* are believed only from
+    `web.trusted_proxies` (the app sees to it), never from uvicorn's default 127.0.0.1 or
+    FORWARDED_ALLOW_IPS; a request must arrive in time (`BoundedReads`), an idle connection is
+    closed after `limits.KEEP_ALIVE_SECONDS`."""
+    return uvicorn.Config(
+        create_app(config),
+        host=host,
+        port=port,
+        log_level=log_level,
+        proxy_headers=False,
+        http=BoundedReads,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
+
+
 def serve(config: Config, host: str, port: int) -> None:
-    """Serve until interrupted. X-Forwarded-* are believed only from `web.trusted_proxies`
-    (the app sees to it), never from uvicorn's default 127.0.0.1 or FORWARDED_ALLOW_IPS."""
-    uvicorn.run(create_app(config), host=host, port=port, proxy_headers=False)
+    """Serve until interrupted."""
+    uvicorn.Server(server_config(config, host, port)).run()

@@ -21,7 +21,7 @@ from labctl.web.auth import (
     check_csrf,
     session_principal,
 )
-from labctl.web.store import Store
+from labctl.web.store import Store, take_credential_lane, take_lane
 
 
 @dataclass(frozen=True)
@@ -49,16 +49,22 @@ def state(request: Request) -> WebState:
 
 
 async def _principal(request: Request, token: str | None) -> Principal:
+    """Who is asking; their calls to the store count against their share from then on."""
     store = state(request).store
     if token is not None:
+        take_credential_lane(token)
         found = await store.run(bearer_principal, token)
         if found is None:
             raise LoginRequired("invalid, expired or replaced API token")
+        take_lane(found.username)
         return found
     cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        take_credential_lane(cookie)
     found = await store.run(session_principal, cookie) if cookie else None
     if found is None:
         raise LoginRequired("log in first, or send an API token")
+    take_lane(found.username)
     if request.method not in SAFE_METHODS:
         await check_csrf(request, found.csrf)
     return found

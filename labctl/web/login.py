@@ -21,6 +21,7 @@ from labctl.web.auth import (
 )
 from labctl.web.deps import PageUser, state
 from labctl.web.render import render
+from labctl.web.store import take_lane
 
 router = APIRouter(include_in_schema=False)
 Text = Annotated[str, Form()]
@@ -68,6 +69,7 @@ async def login(
     if wait:
         error = f"too many failed logins: try again in {wait} s"
         return _login_page(request, target, error, status=429, retry_after=wait)
+    take_lane(username)  # an attempt counts against the share of the member it names
     user = await web.store.run(authenticate, username, password)
     if user is None:
         web.limiter.failed(username, address)

@@ -24,6 +24,7 @@ from labctl.jobs.lineage import Lineage
 from labctl.jobs.queue import list_jobs, list_rows
 from labctl.jobs.timeline import PHASES, DatasetTimeline
 from labctl.jobs.usage import unaccounted
+from labctl.limits import QUERY_TERMS
 from labctl.model.job import JobRow
 from labctl.web.auth import Principal
 from labctl.web.deps import PageUser, state
@@ -105,7 +106,7 @@ async def browse(
     since: str = "",
     until: str = "",
     sort: str = "-acquired_at",
-    col: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
+    col: Annotated[list[str], Query(max_length=QUERY_TERMS)] = [],  # noqa: B006 (FastAPI copies defaults)
     page: Annotated[int, Query(ge=1)] = 1,
     per: Annotated[int, Query(ge=1, le=500)] = 25,
 ) -> HTMLResponse:

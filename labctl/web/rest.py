@@ -25,6 +25,7 @@ from labctl.jobs.bulk import FILTER_FIELDS, Action, BulkReport, parse_filter
 from labctl.jobs.queue import list_jobs, read_job
 from labctl.jobs.submit import BatchScript, JobRequest, NewJob, batch_script, submit_jobs
 from labctl.jobs.usage import UsageReport, usage_report
+from labctl.limits import PAGE_ENTRIES, QUERY_TERMS
 from labctl.model.job import Job, JobList, store_value
 from labctl.stages.heartbeat import Heartbeats, heartbeats
 from labctl.web.deps import ApiUser, state
@@ -64,17 +65,24 @@ class FieldChanges(_In):
 class ExperimentQuery(_In):
     filter: Doc = Field(
         default_factory=dict,
+        max_length=QUERY_TERMS,
         description="field -> value or {'$gt': value}-style comparisons ($eq $ne $gt $gte $lt "
         "$lte $regex $in), as in labctl.dbquery",
     )
     where: list[str] = Field(
-        default_factory=list, description="FIELD OP VALUE conditions, as `--where` (AND)"
+        default_factory=list,
+        max_length=QUERY_TERMS,
+        description="FIELD OP VALUE conditions, as `--where` (AND)",
     )
     since: str | None = Field(default=None, description="acquired on or after (date)")
     until: str | None = Field(default=None, description="acquired on or before (date)")
-    fields: list[str] = Field(default_factory=list, description="dotted fields; none: all")
-    sort: list[str] = Field(default_factory=list, description="field, or -field for descending")
-    limit: int = Field(default=100, ge=1, le=1000)
+    fields: list[str] = Field(
+        default_factory=list, max_length=QUERY_TERMS, description="dotted fields; none: all"
+    )
+    sort: list[str] = Field(
+        default_factory=list, max_length=QUERY_TERMS, description="field, or -field: descending"
+    )
+    limit: int = Field(default=100, ge=1, le=PAGE_ENTRIES)
     skip: int = Field(default=0, ge=0)
 
 
@@ -127,12 +135,12 @@ async def me(user: ApiUser) -> Me:
 async def list_experiments(
     request: Request,
     user: ApiUser,
-    where: Annotated[list[str], Query(description="FIELD OP VALUE, as `--where`")] = [],  # noqa: B006
+    where: Annotated[list[str], Query(max_length=QUERY_TERMS, description="FIELD OP VALUE")] = [],  # noqa: B006
     since: Annotated[str | None, Query(description="acquired on or after (date)")] = None,
     until: Annotated[str | None, Query(description="acquired on or before (date)")] = None,
-    fields: Annotated[list[str], Query()] = [],  # noqa: B006
-    sort: Annotated[list[str], Query(description="field, or -field")] = [],  # noqa: B006
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    fields: Annotated[list[str], Query(max_length=QUERY_TERMS)] = [],  # noqa: B006
+    sort: Annotated[list[str], Query(max_length=QUERY_TERMS, description="field, or -field")] = [],  # noqa: B006
+    limit: Annotated[int, Query(ge=1, le=PAGE_ENTRIES)] = 100,
     skip: Annotated[int, Query(ge=0)] = 0,
 ) -> ExperimentPage:
     """Experiments matching every `where` condition and the acquisition date range."""
@@ -211,7 +219,7 @@ async def list_queue(
     cluster: str | None = None,
     job_type: str | None = None,
     dataset: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=PAGE_ENTRIES)] = 100,
 ) -> JSONResponse:
     """Jobs, newest first, filtered as `labctl queue` and the bulk actions filter them."""
     selection = parse_filter(
