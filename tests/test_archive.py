@@ -36,7 +36,7 @@ from labctl.jobs.queue import (
 from labctl.jobs.submit import JobRequest, new_job_id, submit_job
 from labctl.model.states import TERMINAL, JobState
 from labctl.stages.loop import reap_children, run_stages
-from labctl.stages.ops import HasWork
+from labctl.stages.memberops import HasWork
 from labctl.stages.seam import LocalStore
 from tests.jobfixtures import DATASET, local_jobs
 

@@ -29,11 +29,10 @@ from labctl.jobs.work import Selection, Work
 from labctl.model.job import Job, JobRef, NoticeEvent, Progress
 from labctl.model.states import FailureReason, JobState
 from labctl.stages.heartbeat import HEARTBEAT_KIND
+from labctl.stages.memberops import Beat, HowNotified
 from labctl.stages.ops import (
-    Beat,
     Claim,
     Find,
-    HowNotified,
     MarkWaiting,
     Move,
     Read,

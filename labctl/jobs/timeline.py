@@ -14,17 +14,21 @@ from dataclasses import dataclass
 from labctl.model.job import Job
 from labctl.model.states import TERMINAL, JobState
 
-PHASES = ("queued", "transferring", "waiting", "computing", "retrieving")
-"""A job's way to its result, in order."""
+_QUEUED, _TRANSFERRING, _RETRIEVING = (
+    str(state) for state in (JobState.QUEUED, JobState.TRANSFERRING, JobState.RETRIEVING)
+)
+PHASES = (_QUEUED, _TRANSFERRING, "waiting", "computing", _RETRIEVING)
+"""A job's way to its result, in order: named as its states are, waiting in the scheduler's queue
+(submitted or pending) and computing (running)."""
 
 _PHASE_OF = {
-    JobState.QUEUED: "queued",
-    JobState.AWAITING_DATA: "queued",
-    JobState.TRANSFERRING: "transferring",
+    JobState.QUEUED: _QUEUED,
+    JobState.AWAITING_DATA: _QUEUED,
+    JobState.TRANSFERRING: _TRANSFERRING,
     JobState.SUBMITTED: "waiting",
     JobState.PENDING: "waiting",
     JobState.RUNNING: "computing",
-    JobState.RETRIEVING: "retrieving",
+    JobState.RETRIEVING: _RETRIEVING,
 }
 
 

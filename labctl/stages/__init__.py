@@ -46,15 +46,14 @@ from labctl.model.job import Job, JobRef, Progress
 from labctl.model.states import TERMINAL, FailureReason, JobState
 from labctl.private import private_dir
 from labctl.stages.heartbeat import Pacer, SessionReport
+from labctl.stages.memberops import Beat, RecordSessions
 from labctl.stages.ops import (
-    Beat,
     Claim,
     Entry,
     Find,
     MarkWaiting,
     Move,
     Read,
-    RecordSessions,
     Release,
     ReleaseDead,
     Renew,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from labctl.config import Config
 from labctl.stages import StageRun, stage_run
 from labctl.stages.heartbeat import Pacer
-from labctl.stages.ops import HasWork
+from labctl.stages.memberops import HasWork
 from labctl.stages.scan import run_scan
 from labctl.stages.seam import WatchdogStore
 from labctl.stages.tracking import run_jobs

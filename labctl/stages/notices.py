@@ -25,7 +25,8 @@ from labctl.notify.channels import Channel, channels
 from labctl.notify.messages import WAITS, Event, message
 from labctl.notify.webhook import DeliveryError
 from labctl.stages import StageRun
-from labctl.stages.ops import ClaimNotice, HowNotified, Read, RescheduleNotices, SettleNotice
+from labctl.stages.memberops import HowNotified
+from labctl.stages.ops import ClaimNotice, Read, RescheduleNotices, SettleNotice
 
 
 def next_digest(now: dt.datetime, hour: int) -> dt.datetime:

@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field
 
 from labctl.catalog.experiments import get_entry, record_result
 from labctl.clock import utcnow
-from labctl.config.notifyconfig import Mode
 from labctl.damaged import Damaged
 from labctl.errors import DuplicateError, NotFoundError, ValidationError
 from labctl.jobs.noticeboard import NoticeChange, claim_notice, reschedule_notices, settle_notice
@@ -27,7 +26,7 @@ from labctl.jobs.queue import (
     update,
     update_all,
 )
-from labctl.jobs.work import Selection, pending_filter
+from labctl.jobs.work import Selection
 from labctl.limits import WATCHDOG_IDS
 from labctl.model.job import (
     Job,
@@ -39,9 +38,8 @@ from labctl.model.job import (
     ResultFile,
 )
 from labctl.model.states import FailureReason, JobState
-from labctl.stages.heartbeat import SessionReport, beat, record_sessions
+from labctl.stages.memberops import Beat, HasWork, HowNotified, RecordSessions
 from labctl.stages.seam import Ids, LeaseSeconds, LocalStore, Name, Note, Op, Owner
-from labctl.users import recipient
 
 
 class Claimed(BaseModel):
@@ -59,14 +57,6 @@ class FollowedUp(BaseModel):
 
     queued: str | None = None
     problem: str = ""
-
-
-class Notified(BaseModel):
-    """How the member is told of their jobs, as their user record says."""
-
-    email: str = ""
-    mode: Mode = "each"
-    webhook: str | None = None
 
 
 # A notice's key on its job, as the store makes it (`completed-1-4`, `session-20261207T...`): a
@@ -349,46 +339,6 @@ class RescheduleNotices(Op[None]):
     def apply(self, store: LocalStore) -> None:
         Read(job_id=self.job_id).apply(store)
         reschedule_notices(store.db, self.job_id)
-
-
-class HowNotified(Op[Notified]):
-    op: Literal["how_notified"] = "how_notified"
-
-    def apply(self, store: LocalStore) -> Notified:
-        who = recipient(store.db, store.member)
-        return Notified(email=who.email, mode=who.mode, webhook=who.webhook)
-
-
-class Beat(Op[None]):
-    """Record one run of a stage of the member's watchdog on `host`."""
-
-    op: Literal["beat"] = "beat"
-    stage: Name
-    host: Name
-    did: Annotated[dict[Name, int], Field(max_length=100)]
-
-    def apply(self, store: LocalStore) -> None:
-        beat(store.db, self.stage, self.did, store.member, self.host)
-
-
-class RecordSessions(Op[None]):
-    """Record what the member's watchdog on `host` found of each cluster's session."""
-
-    op: Literal["record_sessions"] = "record_sessions"
-    host: Name
-    sessions: Annotated[list[SessionReport], Field(max_length=100)]
-
-    def apply(self, store: LocalStore) -> None:
-        record_sessions(store.db, self.sessions, store.member, self.host)
-
-
-class HasWork(Op[bool]):
-    """Whether a stage may have something to do for the member (one read)."""
-
-    op: Literal["has_work"] = "has_work"
-
-    def apply(self, store: LocalStore) -> bool:
-        return store.db.queue.find_one(pending_filter(store.member), ["job_id"]) is not None
 
 
 AnyOp = Annotated[

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -16,6 +16,7 @@ from labctl.catalog.experiments import get_entry, log_entries, query_page
 from labctl.catalog.fields import MANAGED_FIELDS, flatten, is_field_name
 from labctl.catalog.query import build_filter, parse_day, parse_sort
 from labctl.clock import utcnow
+from labctl.compute.transport import LocalRunner, TransportError
 from labctl.config import DataSchema
 from labctl.damaged import Listing
 from labctl.db import Database
@@ -204,16 +205,12 @@ def _lineage(db: Database, dataset: str) -> Lineage:
 async def lineage_picture(request: Request, user: PageUser, dataset: str) -> Response:
     """The dataset's lineage drawn by graphviz (`dot -Tsvg`), as an image of the page."""
     lineage = await state(request).store.run(_lineage, dataset)
+    draw = partial(LocalRunner().run, [GRAPHVIZ, "-Tsvg"], input=lineage.dot(), check=False)
     try:
-        drawn = await asyncio.to_thread(
-            subprocess.run,
-            [GRAPHVIZ, "-Tsvg"],
-            input=lineage.dot().encode(),
-            capture_output=True,
-            timeout=DRAW_SECONDS,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
+        drawn = await asyncio.to_thread(draw, timeout=DRAW_SECONDS)
+    except TransportError:  # it took too long
+        drawn = None
+    if drawn is None or drawn.returncode != 0:
         return Response("graphviz could not draw the lineage", 503, media_type="text/plain")
     return Response(drawn.stdout, media_type="image/svg+xml")
 
