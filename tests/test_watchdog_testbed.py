@@ -594,7 +594,10 @@ def test_a_run_killed_during_a_pull_stalls_no_job_for_its_lease(
     slurm_ids = ",".join(get_job(db, job_id)["scheduler"]["job_id"] for job_id in ids)
     accounted = ["sacct", "--noheader", "--parsable2", "--allocations", "--format=State"]
     deadline = time.monotonic() + 120
-    while (ended := ssh([*accounted, f"--jobs={slurm_ids}"])) != "COMPLETED\n" * 3:
+    listed = ["squeue", "--noheader", "--states=all", "--format=%T", f"--jobs={slurm_ids}"]
+    while (ended := ssh([*accounted, f"--jobs={slurm_ids}"])) != "COMPLETED\n" * 3 or ssh(
+        listed
+    ).split() != ["COMPLETED"] * 3:  # not COMPLETING: the stage would wait a run for it
         assert time.monotonic() < deadline, ended  # the jobs stage waits for accounting too
         time.sleep(0.5)
     made = {}
@@ -604,9 +607,14 @@ def test_a_run_killed_during_a_pull_stalls_no_job_for_its_lease(
         made[job_id] = ssh(["sh", "-c", write, "big", path]).split()[0]
     config_file = write_config(hpc, tmp_path / "config.yaml")
     argv = [LABCTL, "--config", str(config_file), "watchdog", "jobs"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True)
+    said = tmp_path / "jobs-stage.out"
+    with said.open("w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
     while not pulls(scratch):
-        assert time.monotonic() < deadline and proc.poll() is None, "no pull was seen"
+        states = {job_id: get_job(db, job_id)["status"] for job_id in ids}
+        assert time.monotonic() < deadline and proc.poll() is None, (
+            f"no pull was seen; the run said {said.read_text()!r}; the jobs are {states}"
+        )
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)  # the stage, its rsync and its ssh
     proc.wait()
