@@ -28,13 +28,15 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar, cast
 
 import pytest
 
 from labctl.catalog.experiments import log_entries
 from labctl.clock import utcnow
+from labctl.compute.batch import JobLayout
+from labctl.compute.cluster import ClusterPool
 from labctl.compute.transport import parse_progress
 from labctl.compute.transport.rsync import TransferHandle, TransferState, poll
 from labctl.config import Config, DatabaseConfig
@@ -591,14 +593,18 @@ def test_a_run_killed_during_a_pull_stalls_no_job_for_its_lease(
     ids = [submit(db, hpc, "big", **INPUTS) for _ in range(3)]
     tick_until(db, hpc, lambda: db.queue.count({"status": "submitted"}) == 3,
                stages=["scan", "transfers"])  # fmt: skip
-    slurm_ids = ",".join(get_job(db, job_id)["scheduler"]["job_id"] for job_id in ids)
-    accounted = ["sacct", "--noheader", "--parsable2", "--allocations", "--format=State"]
+    at_slurm = {
+        job["scheduler"]["job_id"]: JobLayout(PurePosixPath(job["remote_dir"]))
+        for job in (get_job(db, job_id) for job_id in ids)
+    }
+    slurm = ClusterPool(hpc).get("hpc").scheduler
     deadline = time.monotonic() + 120
-    listed = ["squeue", "--noheader", "--states=all", "--format=%T", f"--jobs={slurm_ids}"]
-    while (ended := ssh([*accounted, f"--jobs={slurm_ids}"])) != "COMPLETED\n" * 3 or ssh(
-        listed
-    ).split() != ["COMPLETED"] * 3:  # not COMPLETING: the stage would wait a run for it
-        assert time.monotonic() < deadline, ended  # the jobs stage waits for accounting too
+    while True:  # ended, and accounted as the jobs stage waits for: else it waits a run
+        statuses = slurm.poll(at_slurm).values()
+        if all(s.state is JobState.RETRIEVING and s.usage and s.usage.req_mem_bytes
+               for s in statuses):  # fmt: skip
+            break
+        assert time.monotonic() < deadline, statuses
         time.sleep(0.5)
     made = {}
     for job_id in ids:  # what each job made besides: 20 MiB
