@@ -59,12 +59,17 @@ def where(*states: JobState, **fields: Any) -> dict[str, Any]:
 
 
 # Of the finished jobs, those no stage has anything left to do for: cancelled ones stopped,
-# completed ones cleaned up and followed up.
+# completed ones followed up, both cleaned up.
 _SETTLED = {
     "cleanup_pending": {"$ne": True},
     "follow_up_pending": {"$ne": True},
     "notify_at": None,  # no notice still to send
-    "$nor": [{"status": str(JobState.COMPLETED), "scratch_cleaned": {"$ne": True}}],
+    "$nor": [
+        {
+            "status": {"$in": [str(JobState.COMPLETED), str(JobState.CANCELLED)]},
+            "scratch_cleaned": {"$ne": True},
+        }
+    ],
 }
 
 

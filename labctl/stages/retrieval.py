@@ -8,7 +8,8 @@ below the results folders' common parent; one rsync (`--copy-links`) of that fol
 output straight into its job's results folder. Then each job on its own: every file's local
 SHA-256 must equal the cluster's before the job is completed and its results recorded; a job
 whose files did not arrive intact is retried or failed alone. One `rm -rf` removes the batch's
-folder of links and the folders of all the jobs completed.
+folder of links (also when the pull failed) and the folders of all the jobs completed; then their
+state folders here go too. Cancelled jobs' folders, once stopped, are removed the same way.
 
 kill -9 anywhere leaves each job retrieving (its lease expires; a later run starts over, and rsync
 skips what arrived) or completed with its folder still to remove (the next run removes it); a
@@ -42,7 +43,7 @@ from labctl.jobs.submit import dataset_dirs
 from labctl.jobs.work import Selection, Work
 from labctl.model.job import Job, JobRef, Progress, ResultFile
 from labctl.model.states import FailureReason, JobState
-from labctl.stages import StageRun
+from labctl.stages import StageRun, own_job_id
 from labctl.stages.ops import RecordResult, UpdateAll
 
 BATCH = 100
@@ -137,7 +138,13 @@ def run_retrieval(run: StageRun) -> None:
     for batch in run.batches(Selection(work=Work.TO_RETRIEVE), BATCH):
         for cluster, jobs in per_cluster(run, batch):
             retrieve(run, cluster, jobs)
-    for batch in run.batches(Selection(work=Work.TO_CLEAN), BATCH):
+    clean_up(run)
+
+
+def clean_up(run: StageRun, job_id: str | None = None) -> None:
+    """Remove the folders still to remove (here and on the cluster) of completed jobs and of
+    stopped cancelled ones, or of job `job_id` only."""
+    for batch in run.batches(Selection(work=Work.TO_CLEAN, job_id=job_id), BATCH):
         for cluster, jobs in per_cluster(run, batch):
             clean_scratch(run, cluster, jobs)
 
@@ -159,16 +166,26 @@ def retrieve(run: StageRun, cluster: Cluster, jobs: Sequence[Job]) -> None:
     if not fetches:
         return
     batch = Pull.of(fetches)
+    completed: list[Job] = []
+    try:
+        bring_home(run, cluster, batch, held, completed)
+    finally:  # whatever happened, the batch's folder of links goes (with the completed jobs')
+        clean_scratch(run, cluster, completed, batch.links)
+
+
+def bring_home(
+    run: StageRun, cluster: Cluster, batch: Pull, held: Held, completed: list[Job]
+) -> None:
+    """Checksums, one pull, then each job verified and completed (added to `completed`)."""
     try:
         sums = remote_sums(cluster, batch)
     except TransportError as exc:
-        for fetch in fetches:
+        for fetch in batch.fetches:
             run.alone(fetch.job, partial(run.setback, error=exc, reason=FailureReason.RETRIEVE))
-        clean_scratch(run, cluster, [], batch.links)
         return
     held.renew()
     ready = []
-    for fetch in fetches:
+    for fetch in batch.fetches:
         absent = [name for name in fetch.outputs if sums[fetch.layout.outputs / name] is None]
         if absent:
             run.alone(fetch.job, partial(not_written, run, cluster, fetch, absent))
@@ -180,11 +197,9 @@ def retrieve(run: StageRun, cluster: Cluster, jobs: Sequence[Job]) -> None:
             pull(run, cluster, batch, ready, held.renew)
         except TransportError as exc:  # what did arrive intact is still verified and kept
             error = exc
-    completed: list[Job] = []
     for fetch in ready:
         held.renew()
         run.alone(fetch.job, partial(complete, run, fetch, sums, error, completed))
-    clean_scratch(run, cluster, completed, batch.links)
 
 
 def prepare(run: StageRun, into: list[Fetch], job: Job) -> None:
@@ -365,20 +380,22 @@ def clean_scratch(
     run: StageRun, cluster: Cluster, jobs: Sequence[Job], links: PurePosixPath | None = None
 ) -> None:
     """Remove, in one command, the folders on the cluster of completed jobs (their results are
-    verified at home) and a pull's folder of `links`; a job whose recorded folder is not its own
-    is refused and noted."""
+    verified at home) or stopped cancelled ones, and a pull's folder of `links`; then each job's
+    state folder here. A job whose recorded folder is not its own, in the cluster's scratch, is
+    refused and noted; one whose transfer is still being stopped waits for a later run."""
+    scratch = PurePosixPath(cluster.config.scratch)
     mine = []
     for job in jobs:
-        root = run.layout(job).root  # where its folder was made, whatever the config says now
-        if root.name != job.job_id or ".." in root.parts or len(root.parts) < 3:
+        root = run.layout(job).root  # where its folder was made, as recorded
+        if not own_job_id(job.job_id) or root != scratch / job.job_id:
             run.notes.append(f"{job.job_id}: refusing to delete {root}: not the job's folder")
             run.did["errors"] += 1
-        else:
+        elif not run.transfer_running(job):
             mine.append((job, root))
     folders = [str(root) for _, root in mine] + ([str(links)] if links else [])
     if not folders:
         return
-    try:
+    try:  # rm removes a link it is given, never what it points to
         cluster.runner.run(["rm", "-rf", "--", *folders])
     except TransportError:
         return  # the next run tries again
@@ -386,3 +403,5 @@ def clean_scratch(
         refs = [JobRef.of(job) for job, _ in mine]
         run.store.run(UpdateAll(jobs=refs, progress=Progress(scratch_cleaned=True)))
         run.did["cleaned"] += len(mine)
+    for job, _ in mine:
+        run.forget(job)
