@@ -83,12 +83,9 @@ TABLE: dict[Work, Callable[[Selection], dict[str, Any]]] = {
     Work.SUBMITTED_ON: _at_scheduler_on,
     Work.TO_STOP: lambda s: where(JobState.CANCELLED, cleanup_pending=True),
     Work.TO_RETRIEVE: lambda s: where(JobState.RETRIEVING, next_try_at=_due()),
-    Work.TO_CLEAN: lambda s: {
-        "$or": [
-            where(JobState.COMPLETED, scratch_cleaned=False),
-            where(JobState.CANCELLED, cleanup_pending=False, scratch_cleaned=False),
-        ]
-    },
+    Work.TO_CLEAN: lambda s: where(  # no completed job is ever pending cleanup
+        JobState.COMPLETED, JobState.CANCELLED, scratch_cleaned=False, cleanup_pending=False
+    ),
     Work.FOLLOW_UP: lambda s: where(JobState.COMPLETED, follow_up_pending=True),
     Work.NOTICE_DUE: lambda s: {"notify_at": _due()},
     Work.WAITING: lambda s: {"waiting": s.waiting},
