@@ -335,7 +335,7 @@ def check_mount(name: str, config: ClusterConfig) -> Check:
 
 def check_leftovers(left: Leftovers) -> Check:
     """What finished jobs left behind in one place (`labctl.install.leftovers`)."""
-    what = f"leftovers: {left.name}"
+    what = left.name
     if left.error:
         return Check(what, False, left.error, "look again when the cluster answers")
     if not left.paths:

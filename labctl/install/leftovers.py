@@ -67,7 +67,9 @@ def state_dirs(state_dir: Path, jobs: Mapping[str, Job | None], clean: bool) -> 
         for path in stale:
             shutil.rmtree(path, ignore_errors=True)  # links in them removed, never followed
     paths = [str(p) for p in stale]
-    return Leftovers("state folders", paths, shlex.join(["rm", "-rf", "--", *paths]), clean)
+    return Leftovers(
+        "leftovers (watchdog state)", paths, shlex.join(["rm", "-rf", "--", *paths]), clean
+    )
 
 
 def stale_on_cluster(
@@ -85,7 +87,7 @@ def stale_on_cluster(
             own_job_id(name) and name.startswith("j") and over(jobs, name, failed=False)
         ):
             stale.append(str(scratch / name))
-    return stale
+    return sorted(stale)
 
 
 def on_cluster(
@@ -93,9 +95,10 @@ def on_cluster(
 ) -> Leftovers | None:
     """Left-over folders in the cluster's scratch folder; None while its session is down."""
     cluster = open_cluster(name, config)
-    what = f"{name}: job folders"
+    what = f"{name}: leftovers"
     try:
-        if cluster.target is not None and not Sessions().status(cluster.target).up:
+        target = cluster.target  # a session to open with a second factor: only while it is up
+        if target is not None and target.auth != "key" and not Sessions().status(target).up:
             return None
         scratch = PurePosixPath(config.scratch)
         listing = cluster.runner.run(["sh", "-c", _LIST, "list", str(scratch)], timeout=60)
