@@ -295,10 +295,12 @@ def test_cancelled_job_is_stopped_on_slurm(db: Database, hpc: Config) -> None:
     assert cancelled["cleanup_pending"] is True
     assert cancelled["failure"] == {"reason": "cancelled", "message": "cancelled by tester"}
 
+    assert remote_exists(f"{hpc.clusters['hpc'].scratch}/{job_id}/inputs/data/phase.h5")
     lines = run_stages(LocalStore.of(db, hpc), hpc, ["jobs"])
-    assert lines == ["jobs: archived 1, stopped 1"]  # stopped, it is settled: archived at once
+    assert lines == ["jobs: archived 1, cleaned 1, stopped 1"]  # stopped, cleaned: archived
     job = get_job(db, job_id)
     assert job["cleanup_pending"] is False
+    assert not remote_exists(job["remote_dir"])  # its folder, with the inputs shipped
     deadline = time.monotonic() + 20
     while (entries := slurm_jobs_named([name])[name]) != [SlurmEntry(slurm_id, None, "CANCELLED")]:
         assert time.monotonic() < deadline, f"SLURM still shows {entries}"

@@ -381,13 +381,19 @@ def clean_scratch(
 ) -> None:
     """Remove, in one command, the folders on the cluster of completed jobs (their results are
     verified at home) or stopped cancelled ones, and a pull's folder of `links`; then each job's
-    state folder here. A job whose recorded folder is not its own, in the cluster's scratch, is
-    refused and noted; one whose transfer is still being stopped waits for a later run."""
-    scratch = PurePosixPath(cluster.config.scratch)
+    state folder here. A job whose recorded folder is not its own (named by its id, in a scratch
+    folder) is refused and noted; one whose transfer is still being stopped waits for a later
+    run."""
     mine = []
     for job in jobs:
-        root = run.layout(job).root  # where its folder was made, as recorded
-        if not own_job_id(job.job_id) or root != scratch / job.job_id:
+        root = run.layout(job).root  # where its folder was made, whatever the config says now
+        if (
+            not own_job_id(job.job_id)
+            or root.name != job.job_id
+            or not root.is_absolute()
+            or ".." in root.parts
+            or len(root.parts) < 3
+        ):
             run.notes.append(f"{job.job_id}: refusing to delete {root}: not the job's folder")
             run.did["errors"] += 1
         elif not run.transfer_running(job):
