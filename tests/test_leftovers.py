@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 
 from labctl.access.cancel import cancel_and_stop
+from labctl.access.lab import LocalLab
 from labctl.config import Config, DatabaseConfig
+from labctl.damaged import Listing
 from labctl.db import Database, connect
 from labctl.install.doctor import check_leftovers
 from labctl.install.leftovers import find_leftovers
-from labctl.jobs.queue import get_job, list_jobs
+from labctl.jobs.queue import get_job, read_job
 from labctl.jobs.submit import JobRequest, submit_job
 from labctl.model.states import TERMINAL, JobState
 from labctl.stages.loop import run_stages
@@ -168,8 +170,11 @@ def test_doctor_reports_and_cleans_leftovers(
     ssh(["mkdir", "-p", "--", *folders])
     ssh(["touch", "-d", "7 hours ago", "--", f"{scratch}/{old_pull}"])
 
+    lab = LocalLab(cfg, db)
+    listed = Listing(items=[read_job(db, live)])  # the others asked for alone, as a page ends
+
     def look(clean: bool = False) -> dict[str, list[str]]:
-        found = find_leftovers(cfg, list_jobs(db), dt.datetime.now(dt.UTC), clean)
+        found = find_leftovers(cfg, lab, listed, dt.datetime.now(dt.UTC), clean)
         return {left.name: left.paths for left in found}
 
     found = look()
@@ -178,7 +183,7 @@ def test_doctor_reports_and_cleans_leftovers(
         "local: leftovers": [],
         "hpc: leftovers": [f"{scratch}/{old_pull}", f"{scratch}/{gone}"],  # sorted
     }
-    [_, _, hpc] = find_leftovers(cfg, list_jobs(db), dt.datetime.now(dt.UTC))
+    [_, _, hpc] = find_leftovers(cfg, lab, listed, dt.datetime.now(dt.UTC))
     check = check_leftovers(hpc)
     assert not check.ok and check.detail.startswith("2 of finished jobs or killed pulls: ")
     assert check.hint == (

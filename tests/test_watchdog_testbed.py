@@ -322,7 +322,8 @@ def test_a_forged_id_of_another_slurm_job_cancels_nothing(db: Database, hpc: Con
         job_id = submit(db, hpc, "selftest", datafiles=["phase.h5"])
         cancel_job(db, job_id, "tester")
         db.queue.update({"job_id": job_id}, {"$set": {"scheduler": {"job_id": other}}})
-        assert run_stages(LocalStore.of(db, hpc), hpc, ["jobs"]) == ["jobs: archived 1, stopped 1"]
+        lines = run_stages(LocalStore.of(db, hpc), hpc, ["jobs"])
+        assert lines == ["jobs: archived 1, cleaned 1, stopped 1"]
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             [entry] = slurm_jobs_named([name])[name]

@@ -388,7 +388,7 @@ def run_checks(
             yield check_heartbeat(mine, now, stale_after(minutes))
             jobs = lab.jobs()
             yield from map(check_damaged, [*jobs.damaged, *watchdog.damaged])
-            yield from map(check_leftovers, find_leftovers(config, jobs, now, clean))
+            yield from map(check_leftovers, find_leftovers(config, lab, jobs, now, clean))
     finally:
         if db is not None:
             db.close()

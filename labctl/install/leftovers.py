@@ -13,14 +13,16 @@ import datetime as dt
 import re
 import shlex
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from labctl.access.lab import Lab
 from labctl.compute.cluster import open_cluster
 from labctl.compute.transport import Sessions, TransportError
 from labctl.config import ClusterConfig, Config
 from labctl.damaged import Listing
+from labctl.errors import LabctlError, NotFoundError
 from labctl.model.job import Job
 from labctl.model.states import TERMINAL, JobState
 from labctl.stages import own_job_id
@@ -46,23 +48,41 @@ class Leftovers:
     error: str = ""
 
 
-def over(jobs: Mapping[str, Job | None], job_id: str, *, failed: bool) -> bool:
-    """Whether nothing needs the folders of job `job_id` any more (of a failed one: if
-    `failed`); a job not in `jobs` is over, one that cannot be read (None) is not."""
-    if job_id not in jobs:
-        return True
-    job = jobs[job_id]
-    if job is None:
-        return False
-    if job.status is JobState.FAILED:
-        return failed
-    return job.status in TERMINAL and job.scratch_cleaned
+@dataclass
+class Known:
+    """The member's jobs as a listing gave them (None: damaged); any other is asked for alone,
+    as a listing of the service ends at a page."""
+
+    lab: Lab
+    jobs: dict[str, Job | None]
+
+    @classmethod
+    def of(cls, lab: Lab, listing: Listing[Job]) -> Known:
+        found: dict[str, Job | None] = {job.job_id: job for job in listing.items}
+        return cls(lab, found | {damaged.id: None for damaged in listing.damaged})
+
+    def over(self, job_id: str, *, failed: bool) -> bool:
+        """Whether nothing needs the folders of job `job_id` any more (of a failed one: if
+        `failed`); a job in no store is over, one that cannot be read is not."""
+        if job_id not in self.jobs:
+            try:
+                self.jobs[job_id] = self.lab.job(job_id)
+            except NotFoundError:
+                return True
+            except (LabctlError, ValueError):  # damaged, or not to be read now: left alone
+                self.jobs[job_id] = None
+        job = self.jobs[job_id]
+        if job is None:
+            return False
+        if job.status is JobState.FAILED:
+            return failed
+        return job.status in TERMINAL and job.scratch_cleaned
 
 
-def state_dirs(state_dir: Path, jobs: Mapping[str, Job | None], clean: bool) -> Leftovers:
+def state_dirs(state_dir: Path, jobs: Known, clean: bool) -> Leftovers:
     """Job folders in the watchdog's state directory that no job needs any more."""
     found = sorted(state_dir.iterdir()) if state_dir.is_dir() else []
-    stale = [p for p in found if own_job_id(p.name) and over(jobs, p.name, failed=True)]
+    stale = [p for p in found if own_job_id(p.name) and jobs.over(p.name, failed=True)]
     if clean:
         for path in stale:
             shutil.rmtree(path, ignore_errors=True)  # links in them removed, never followed
@@ -73,7 +93,7 @@ def state_dirs(state_dir: Path, jobs: Mapping[str, Job | None], clean: bool) -> 
 
 
 def stale_on_cluster(
-    listing: str, scratch: PurePosixPath, jobs: Mapping[str, Job | None], now: dt.datetime
+    listing: str, scratch: PurePosixPath, jobs: Known, now: dt.datetime
 ) -> list[str]:
     """The folders of a scratch listing (`_LIST`) that are left over."""
     stale = []
@@ -84,14 +104,14 @@ def stale_on_cluster(
         except ValueError:
             continue
         if (_PULL.fullmatch(name) and age > PULL_AGE) or (
-            own_job_id(name) and name.startswith("j") and over(jobs, name, failed=False)
+            own_job_id(name) and name.startswith("j") and jobs.over(name, failed=False)
         ):
             stale.append(str(scratch / name))
     return sorted(stale)
 
 
 def on_cluster(
-    name: str, config: ClusterConfig, jobs: Mapping[str, Job | None], now: dt.datetime, clean: bool
+    name: str, config: ClusterConfig, jobs: Known, now: dt.datetime, clean: bool
 ) -> Leftovers | None:
     """Left-over folders in the cluster's scratch folder; None while its session is down."""
     cluster = open_cluster(name, config)
@@ -114,13 +134,12 @@ def on_cluster(
 
 
 def find_leftovers(
-    config: Config, jobs: Listing[Job], now: dt.datetime, clean: bool = False
+    config: Config, lab: Lab, listing: Listing[Job], now: dt.datetime, clean: bool = False
 ) -> Iterator[Leftovers]:
-    """The leftovers here and on each cluster of the jobs in `jobs` or in no store any more
-    (those that cannot be read are left alone; see the module)."""
-    by_id: dict[str, Job | None] = {job.job_id: job for job in jobs.items}
-    by_id.update({damaged.id: None for damaged in jobs.damaged})
-    yield state_dirs(config.watchdog.state_dir, by_id, clean)
+    """The leftovers here and on each cluster of the member's jobs (`listing`, else asked for)
+    and of jobs no store has any more; see the module."""
+    jobs = Known.of(lab, listing)
+    yield state_dirs(config.watchdog.state_dir, jobs, clean)
     for name, cluster in config.clusters.items():
-        if (found := on_cluster(name, cluster, by_id, now, clean)) is not None:
+        if (found := on_cluster(name, cluster, jobs, now, clean)) is not None:
             yield found
