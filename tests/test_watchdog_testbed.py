@@ -279,6 +279,9 @@ def test_failing_job_reports_its_exit_code_and_log(db: Database, hpc: Config) ->
     assert "selftest on " in job["log_tail"]
     assert ": exit 3" in job["log_tail"]
     assert job["results"] == []
+    # its state folder here is gone (a retry stages afresh); its folder there stays for a look
+    assert not (hpc.watchdog.state_dir / job_id).exists()
+    assert remote_exists(f"{job['remote_dir']}/logs")
 
 
 @on_testbed
