@@ -255,7 +255,8 @@ def run_doctor_cli(tmp_path: Path) -> None:
     assert report["ok"] is False
     assert [c["name"] for c in report["checks"]] == [
         "config", "database", "rsync (local)", "local: scratch writable", "local: rsync",
-        "pipelines", "crontab", "watchdog heartbeat",
+        "pipelines", "crontab", "watchdog heartbeat", "leftovers (watchdog state)",
+        "local: leftovers",
     ]  # fmt: skip
     assert set(report["checks"][0]) == {"name", "ok", "detail", "hint"}
 

@@ -251,12 +251,19 @@ def test_a_session_lost_mid_transfer_waits_then_resumes(
     assert "labctl connect mfa" in labctl(path, "doctor").stdout
 
     assert connect_on_terminal(path, connect_answers()).returncode == 0
+
+    def sent() -> bool:
+        return bool(get_job(db, job_id)["transfer"]["done"])
+
+    tick_until(db, config, sent, timeout=120, stages=["transfers"])
+    log = Path(get_job(db, job_id)["transfer"]["log"])  # the resumed run's, gone once completed
+    resumed = parse_progress(log.read_bytes())
     tick_until(db, config, status_in(db, job_id, *FINAL), timeout=120)
     job = get_job(db, job_id)
     assert job["status"] == "completed", job.get("failure")
     assert job["transfer"]["attempts"] == 1  # the resume spent no retry
     assert any(h["note"].startswith("rsync resumed") for h in job["history"])
-    resumed = parse_progress(Path(job["transfer"]["log"]).read_bytes())  # the resumed run's log
+    assert not log.exists()
     assert resumed is not None and resumed.bytes_sent is not None
     assert resumed.bytes_sent < size - size // 6 + size // 100  # what had arrived stayed
     assert len(slurm_jobs_named([f"labctl-{job_id}"])[f"labctl-{job_id}"]) == 1  # submitted once

@@ -105,9 +105,10 @@ def test_job_runs_to_completed_with_verified_results(
 @pytest.mark.usefixtures("open_umask")
 def test_the_watchdog_state_is_private(db: Database, cfg: Config) -> None:
     """The state directory and each job's folder are 0700, the files labctl writes there 0600
-    (the pipelines code exported for shipping keeps its own modes, inside them)."""
+    (the pipelines code exported for shipping keeps its own modes, inside them); the job's
+    folder goes once it completed."""
     job_id = submit(db, cfg)
-    assert run_until_final(db, cfg, job_id)["status"] == "completed"
+    run_stages(LocalStore.of(db, cfg), cfg, ["scan"])  # its rsync started, recorded
     state = cfg.watchdog.state_dir
     found = modes(state)
     assert found["."] == found[job_id] == found[RUNS] == 0o700
@@ -117,6 +118,8 @@ def test_the_watchdog_state_is_private(db: Database, cfg: Config) -> None:
     assert {name: mode for name, mode in own.items() if name in files} == dict.fromkeys(
         files, 0o600
     )
+    assert run_until_final(db, cfg, job_id)["status"] == "completed"
+    assert not (state / job_id).exists() and (state / "code").is_dir()
 
 
 def test_array_job_runs_every_split(db: Database, cfg: Config, tmp_path: Path) -> None:

@@ -284,6 +284,9 @@ def test_failing_job_reports_its_exit_code_and_log(db: Database, hpc: Config) ->
     assert "selftest on " in job["log_tail"]
     assert ": exit 3" in job["log_tail"]
     assert job["results"] == []
+    # its state folder here is gone (a retry stages afresh); its folder there stays for a look
+    assert not (hpc.watchdog.state_dir / job_id).exists()
+    assert remote_exists(f"{job['remote_dir']}/logs")
 
 
 @on_testbed
@@ -300,10 +303,12 @@ def test_cancelled_job_is_stopped_on_slurm(db: Database, hpc: Config) -> None:
     assert cancelled["cleanup_pending"] is True
     assert cancelled["failure"] == {"reason": "cancelled", "message": "cancelled by tester"}
 
+    assert remote_exists(f"{hpc.clusters['hpc'].scratch}/{job_id}/inputs/data/phase.h5")
     lines = run_stages(LocalStore.of(db, hpc), hpc, ["jobs"])
-    assert lines == ["jobs: archived 1, stopped 1"]  # stopped, it is settled: archived at once
+    assert lines == ["jobs: archived 1, cleaned 1, stopped 1"]  # stopped, cleaned: archived
     job = get_job(db, job_id)
     assert job["cleanup_pending"] is False
+    assert not remote_exists(job["remote_dir"])  # its folder, with the inputs shipped
     deadline = time.monotonic() + 20
     while (entries := slurm_jobs_named([name])[name]) != [SlurmEntry(slurm_id, None, "CANCELLED")]:
         assert time.monotonic() < deadline, f"SLURM still shows {entries}"
@@ -325,7 +330,8 @@ def test_a_forged_id_of_another_slurm_job_cancels_nothing(db: Database, hpc: Con
         job_id = submit(db, hpc, "selftest", datafiles=["phase.h5"])
         cancel_job(db, job_id, "tester")
         db.queue.update({"job_id": job_id}, {"$set": {"scheduler": {"job_id": other}}})
-        assert run_stages(LocalStore.of(db, hpc), hpc, ["jobs"]) == ["jobs: archived 1, stopped 1"]
+        lines = run_stages(LocalStore.of(db, hpc), hpc, ["jobs"])
+        assert lines == ["jobs: archived 1, cleaned 1, stopped 1"]
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             [entry] = slurm_jobs_named([name])[name]

@@ -1,6 +1,7 @@
 """Cancelling a job, the same from the CLI, the dashboard and the REST API: mark it cancelled,
-then stop it on the cluster at once (scancel, or kill a process job or a transfer); where the
-cluster cannot be reached now, the watchdog's next `jobs` run stops it. A user action, above the
+then stop it on the cluster at once (scancel, or kill a process job or a transfer) and remove its
+folders there and here; where the cluster cannot be reached now (or a transfer is still ending),
+the watchdog's next `jobs` run does. A user action, above the
 watchdog's stages whose code it runs: the acting member is passed in."""
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from labctl.jobs.bulk import (
 )
 from labctl.jobs.queue import get_job
 from labctl.stages import StageRun
+from labctl.stages.cleanup import clean_up
 from labctl.stages.seam import LocalStore
 from labctl.stages.tracking import stop_cancelled
 
@@ -76,6 +78,7 @@ def _stop_now(db: Database, config: Config, job_ids: list[str], username: str) -
     try:
         for job_id in job_ids:
             stop_cancelled(run, job_id)
+            clean_up(run, job_id)  # its folders, once stopped (else the watchdog does)
     finally:
         run.pool.close()
     jobs = [get_job(db, job_id) for job_id in job_ids]

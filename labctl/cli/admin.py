@@ -331,11 +331,13 @@ def _line(check: Check) -> str:
 
 @cli.command("doctor")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--clean", is_flag=True, help="Remove what finished jobs left behind.")
 @click.pass_context
-def doctor_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Check the config, database, clusters, crontab, watchdog and mounts; exit 1 if any fails."""
+def doctor_cmd(ctx: click.Context, as_json: bool, clean: bool) -> None:
+    """Check the config, database, clusters, crontab, watchdog, mounts and leftovers of finished
+    jobs; exit 1 if any fails."""
     checks = []
-    for check in run_checks(ctx.obj.config_path):
+    for check in run_checks(ctx.obj.config_path, clean=clean):
         checks.append(check)
         if not as_json:
             click.echo(_line(check))

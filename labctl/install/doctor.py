@@ -27,6 +27,7 @@ from labctl.damaged import Damaged
 from labctl.db import Database, connect
 from labctl.errors import ConfigError, LabctlError
 from labctl.install.cron import CronSpec, installed_block
+from labctl.install.leftovers import Leftovers, find_leftovers
 from labctl.install.onboarding import config_file
 from labctl.install.waiting import HEARTBEAT_MAX_AGE, stale_after
 from labctl.settings import ServiceConfig
@@ -332,11 +333,30 @@ def check_mount(name: str, config: ClusterConfig) -> Check:
     return Check(what, True, f"{spec.source} at {spec.mount_point} ({kind})")
 
 
+def check_leftovers(left: Leftovers) -> Check:
+    """What finished jobs left behind in one place (`labctl.install.leftovers`)."""
+    what = left.name
+    if left.error:
+        return Check(what, False, left.error, "look again when the cluster answers")
+    if not left.paths:
+        return Check(what, True, "none")
+    shown = ", ".join(left.paths[:3]) + (", ..." if len(left.paths) > 3 else "")
+    found = f"{len(left.paths)} of finished jobs or killed pulls: {shown}"
+    if left.cleaned:
+        return Check(what, True, f"removed {found}")
+    return Check(what, False, found, f"labctl doctor --clean, or {left.remove}")
+
+
 def run_checks(
-    config_path: Path | None, cron: CronSpec | None = None, now: dt.datetime | None = None
+    config_path: Path | None,
+    cron: CronSpec | None = None,
+    now: dt.datetime | None = None,
+    *,
+    clean: bool = False,
 ) -> Iterator[Check]:
     """Every check in order; those that need a valid config are left out without one, and the
-    heartbeat without a database. `cron` defaults to this labctl's block for the config in use."""
+    heartbeat and leftovers without a database. `cron` defaults to this labctl's block for the
+    config in use; `clean` removes the leftovers found."""
     check, config = check_config(config_path)
     yield check
     if config is None:
@@ -366,7 +386,9 @@ def run_checks(
             watchdog = lab.heartbeats()
             mine = [beat for beat in watchdog.heartbeats if beat.get("user") == me]
             yield check_heartbeat(mine, now, stale_after(minutes))
-            yield from map(check_damaged, [*lab.jobs().damaged, *watchdog.damaged])
+            jobs = lab.jobs()
+            yield from map(check_damaged, [*jobs.damaged, *watchdog.damaged])
+            yield from map(check_leftovers, find_leftovers(config, lab, jobs, now, clean))
     finally:
         if db is not None:
             db.close()

@@ -77,6 +77,7 @@ def retry_job(db: Database, job_id: str, username: str) -> dict[str, Any]:
             "transfer": None,
             "scheduler": None,
             "resubmission": None,
+            "scratch_cleaned": False,  # a cancelled attempt's folders were removed
             "owner": None,
             "lease_until": None,
             "attempt": job.attempt + 1,

@@ -59,12 +59,17 @@ def where(*states: JobState, **fields: Any) -> dict[str, Any]:
 
 
 # Of the finished jobs, those no stage has anything left to do for: cancelled ones stopped,
-# completed ones cleaned up and followed up.
+# completed ones followed up, both cleaned up.
 _SETTLED = {
     "cleanup_pending": {"$ne": True},
     "follow_up_pending": {"$ne": True},
     "notify_at": None,  # no notice still to send
-    "$nor": [{"status": str(JobState.COMPLETED), "scratch_cleaned": {"$ne": True}}],
+    "$nor": [
+        {
+            "status": {"$in": [str(JobState.COMPLETED), str(JobState.CANCELLED)]},
+            "scratch_cleaned": {"$ne": True},
+        }
+    ],
 }
 
 
@@ -226,24 +231,6 @@ def add_job(db: Database, job: Job) -> None:
     if db.archive.find_one({"_id": job.job_id}, ["_id"]) is not None:
         raise DuplicateError(f"a job {job.job_id} exists already")
     db.queue.insert(job.doc())
-
-
-def active_twin(db: Database, job: Job) -> dict[str, Any] | None:
-    """An active job identical to `job`: same dataset, job type, cluster, options and inputs
-    (in any order)."""
-    same = {
-        "dataset": job.dataset,
-        "job_type": job.job_type,
-        "compute_cluster": job.compute_cluster,
-        "options_key": job.options_key,
-    }
-    fields = ["job_id", "status", "datafiles", "datarawfiles"]
-    for twin in db.queue.find({**same, **where(*ACTIVE)}, fields):
-        if sorted(twin.get("datafiles") or []) == sorted(job.datafiles) and sorted(
-            twin.get("datarawfiles") or []
-        ) == sorted(job.datarawfiles):
-            return twin
-    return None
 
 
 # What changes on a job: what a watchdog records (`Progress`), or, for a person's action (a

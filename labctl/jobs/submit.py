@@ -21,9 +21,9 @@ from labctl.db import Database
 from labctl.errors import DuplicateError, ValidationError
 from labctl.jobs.codeversion import code_version
 from labctl.jobs.declarations import job_types_at
-from labctl.jobs.queue import active_twin, add_job, history_item, read_job
+from labctl.jobs.queue import add_job, history_item, read_job, where
 from labctl.model.job import Job
-from labctl.model.states import JobState
+from labctl.model.states import ACTIVE, JobState
 
 SPLIT_OPTIONS = ("split_idx", "num_splits")
 
@@ -208,6 +208,24 @@ def prepare_job(
         updated_at=now,
         next_try_at=now,
     )
+
+
+def active_twin(db: Database, job: Job) -> dict[str, Any] | None:
+    """An active job identical to `job`: same dataset, job type, cluster, options and inputs
+    (in any order)."""
+    same = {
+        "dataset": job.dataset,
+        "job_type": job.job_type,
+        "compute_cluster": job.compute_cluster,
+        "options_key": job.options_key,
+    }
+    fields = ["job_id", "status", "datafiles", "datarawfiles"]
+    for twin in db.queue.find({**same, **where(*ACTIVE)}, fields):
+        if sorted(twin.get("datafiles") or []) == sorted(job.datafiles) and sorted(
+            twin.get("datarawfiles") or []
+        ) == sorted(job.datarawfiles):
+            return twin
+    return None
 
 
 def submit_job(

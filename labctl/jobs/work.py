@@ -27,7 +27,7 @@ class Work(StrEnum):
     SUBMITTED_ON = "submitted_on"  # scan: at (or being given to) `cluster`'s scheduler
     TO_STOP = "to_stop"  # jobs: cancelled, its transfer or scheduler job still to stop
     TO_RETRIEVE = "to_retrieve"  # jobs: finished at the scheduler, results to bring home
-    TO_CLEAN = "to_clean"  # jobs: completed, its scratch folder still to remove
+    TO_CLEAN = "to_clean"  # jobs: completed or stopped cancelled, its folders still to remove
     FOLLOW_UP = "follow_up"  # jobs: a finished array whose merge is still to queue
     NOTICE_DUE = "notice_due"  # jobs: a notice to send
     WAITING = "waiting"  # jobs: waiting for the same thing (`waiting`) as another
@@ -83,7 +83,9 @@ TABLE: dict[Work, Callable[[Selection], dict[str, Any]]] = {
     Work.SUBMITTED_ON: _at_scheduler_on,
     Work.TO_STOP: lambda s: where(JobState.CANCELLED, cleanup_pending=True),
     Work.TO_RETRIEVE: lambda s: where(JobState.RETRIEVING, next_try_at=_due()),
-    Work.TO_CLEAN: lambda s: where(JobState.COMPLETED, scratch_cleaned=False),
+    Work.TO_CLEAN: lambda s: where(  # no completed job is ever pending cleanup
+        JobState.COMPLETED, JobState.CANCELLED, scratch_cleaned=False, cleanup_pending=False
+    ),
     Work.FOLLOW_UP: lambda s: where(JobState.COMPLETED, follow_up_pending=True),
     Work.NOTICE_DUE: lambda s: {"notify_at": _due()},
     Work.WAITING: lambda s: {"waiting": s.waiting},

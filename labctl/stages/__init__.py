@@ -16,6 +16,9 @@ member they run for.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
+import shutil
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,9 +33,11 @@ from labctl.compute.cluster import Cluster, ClusterPool
 from labctl.compute.transport import (
     ConnectError,
     SessionDownError,
+    TransferHandle,
     TransportError,
     outage_message,
     rsync_argv,
+    transfer_alive,
     waiting_message,
 )
 from labctl.config import Config
@@ -61,6 +66,27 @@ from labctl.stages.ops import (
 )
 from labctl.stages.runlock import Mark, dead, hold, new_owner
 from labctl.stages.seam import WatchdogStore
+
+RECORD = "transfer.json"
+# The job ids labctl gives (`new_job_id`, and a merge job's `...m`): one plain name, safe as a
+# folder's; no other job is labctl's to stop or to remove folders of.
+JOB_ID = re.compile(r"[A-Za-z0-9_-]+")
+CODE = "code"
+"""The state directory's folder of exported pipelines code, beside the jobs' folders."""
+
+
+def own_job_id(job_id: str) -> bool:
+    """Whether `job_id` can name a job's folder here and on a cluster (not `CODE`)."""
+    return bool(JOB_ID.fullmatch(job_id)) and job_id != CODE
+
+
+def recorded(state_dir: Path) -> TransferHandle | None:
+    """The job's latest rsync as `scan.launch` recorded it in the job's state folder (0600, in
+    this account's 0700 state directory: what no member's document can change); None if none."""
+    try:
+        return TransferHandle(**json.loads((state_dir / RECORD).read_text()))
+    except FileNotFoundError:
+        return None
 
 
 class Unconfigured(LabctlError):
@@ -91,6 +117,17 @@ class StageRun:
         """This machine's folder for one job: its staging tree and transfer log (0700, in the
         0700 state directory: they name the job's files and paths)."""
         return private_dir(private_dir(self.config.watchdog.state_dir) / job_id)
+
+    def transfer_running(self, job: Job) -> bool:
+        """Whether a transfer this account recorded here for the job still runs."""
+        record = recorded(self.config.watchdog.state_dir / job.job_id)
+        return record is not None and transfer_alive(record)
+
+    def forget(self, job: Job) -> None:
+        """Remove the job's folder on this machine (staging links, rsync log, transfer record)
+        once no transfer it records runs; links in it are removed, never followed."""
+        if own_job_id(job.job_id) and not self.transfer_running(job):
+            shutil.rmtree(self.config.watchdog.state_dir / job.job_id, ignore_errors=True)
 
     @property
     def host(self) -> str:
@@ -224,6 +261,8 @@ class StageRun:
         )
         if moved is not None:
             self.did[str(new)] += 1
+            if new is JobState.FAILED:  # a retry starts from the queue, staging afresh
+                self.forget(moved)
         return moved
 
     def update(self, job: Job, note: str | None = None, **fields: Any) -> bool:

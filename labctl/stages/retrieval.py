@@ -8,7 +8,8 @@ below the results folders' common parent; one rsync (`--copy-links`) of that fol
 output straight into its job's results folder. Then each job on its own: every file's local
 SHA-256 must equal the cluster's before the job is completed and its results recorded; a job
 whose files did not arrive intact is retried or failed alone. One `rm -rf` removes the batch's
-folder of links and the folders of all the jobs completed.
+folder of links (also when the pull failed) and the folders of all the jobs completed; then their
+state folders here go too. Cancelled jobs' folders, once stopped, are removed the same way.
 
 kill -9 anywhere leaves each job retrieving (the next run frees the dead run's leases, starts
 over, and rsync skips what arrived) or completed with its folder still to remove (the next run
@@ -22,7 +23,6 @@ import json
 import os
 import secrets
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -39,13 +39,11 @@ from labctl.compute.transport import (
 from labctl.errors import ValidationError
 from labctl.jobs.submit import dataset_dirs
 from labctl.jobs.work import Selection, Work
-from labctl.model.job import Job, JobRef, Progress, ResultFile
+from labctl.model.job import Job, JobRef, ResultFile
 from labctl.model.states import FailureReason, JobState
 from labctl.stages import StageRun
-from labctl.stages.ops import RecordResult, UpdateAll
-
-BATCH = 100
-"""Jobs per pull at most: bounds the file lists and the command line of the cleanup."""
+from labctl.stages.cleanup import BATCH, clean_scratch, clean_up, per_cluster
+from labctl.stages.ops import RecordResult
 
 # In the scratch folder $1, make the folder $2 (removing those of killed runs once a day old);
 # stdin: records of three lines, a job folder, a file in it, then "-" or where in $2 to link to
@@ -150,17 +148,7 @@ def run_retrieval(run: StageRun) -> None:
     for batch in run.batches(Selection(work=Work.TO_RETRIEVE), BATCH):
         for cluster, jobs in per_cluster(run, batch):
             retrieve(run, cluster, jobs)
-    for batch in run.batches(Selection(work=Work.TO_CLEAN), BATCH):
-        for cluster, jobs in per_cluster(run, batch):
-            clean_scratch(run, cluster, jobs)
-
-
-def per_cluster(run: StageRun, jobs: Sequence[Job]) -> list[tuple[Cluster, list[Job]]]:
-    """The jobs by cluster; a job whose cluster left the config fails, naming it."""
-    found: dict[str, list[Job]] = defaultdict(list)
-    for job in jobs:
-        run.alone(job, lambda job: found[run.cluster(job).name].append(job))
-    return [(run.pool.get(name), jobs) for name, jobs in found.items()]
+    clean_up(run)
 
 
 def retrieve(run: StageRun, cluster: Cluster, jobs: Sequence[Job]) -> None:
@@ -172,16 +160,26 @@ def retrieve(run: StageRun, cluster: Cluster, jobs: Sequence[Job]) -> None:
     if not fetches:
         return
     batch = Pull.of(fetches)
+    completed: list[Job] = []
+    try:
+        bring_home(run, cluster, batch, held, completed)
+    finally:  # whatever happened, the batch's folder of links goes (with the completed jobs')
+        clean_scratch(run, cluster, completed, batch.links)
+
+
+def bring_home(
+    run: StageRun, cluster: Cluster, batch: Pull, held: Held, completed: list[Job]
+) -> None:
+    """Checksums, one pull, then each job verified and completed (added to `completed`)."""
     try:
         sums = remote_sums(cluster, batch)
     except TransportError as exc:
-        for fetch in fetches:
+        for fetch in batch.fetches:
             run.alone(fetch.job, partial(run.setback, error=exc, reason=FailureReason.RETRIEVE))
-        clean_scratch(run, cluster, [], batch.links)
         return
     held.renew()
     ready = []
-    for fetch in fetches:
+    for fetch in batch.fetches:
         absent = [name for name in fetch.outputs if sums[fetch.layout.outputs / name] is None]
         if absent:
             run.alone(fetch.job, partial(not_written, run, cluster, fetch, absent))
@@ -193,11 +191,9 @@ def retrieve(run: StageRun, cluster: Cluster, jobs: Sequence[Job]) -> None:
             pull(run, cluster, batch, ready, held.renew)
         except TransportError as exc:  # what did arrive intact is still verified and kept
             error = exc
-    completed: list[Job] = []
     for fetch in ready:
         held.renew()
         run.alone(fetch.job, partial(complete, run, fetch, sums, error, completed))
-    clean_scratch(run, cluster, completed, batch.links)
 
 
 def prepare(run: StageRun, into: list[Fetch], job: Job) -> None:
@@ -371,30 +367,3 @@ def complete(
     )
     if done is not None:
         completed.append(done)
-
-
-def clean_scratch(
-    run: StageRun, cluster: Cluster, jobs: Sequence[Job], links: PurePosixPath | None = None
-) -> None:
-    """Remove, in one command, the folders on the cluster of completed jobs (their results are
-    verified at home) and a pull's folder of `links`; a job whose recorded folder is not its own
-    is refused and noted."""
-    mine = []
-    for job in jobs:
-        root = run.layout(job).root  # where its folder was made, whatever the config says now
-        if root.name != job.job_id or ".." in root.parts or len(root.parts) < 3:
-            run.notes.append(f"{job.job_id}: refusing to delete {root}: not the job's folder")
-            run.did["errors"] += 1
-        else:
-            mine.append((job, root))
-    folders = [str(root) for _, root in mine] + ([str(links)] if links else [])
-    if not folders:
-        return
-    try:
-        cluster.runner.run(["rm", "-rf", "--", *folders])
-    except TransportError:
-        return  # the next run tries again
-    if mine:
-        refs = [JobRef.of(job) for job, _ in mine]
-        run.store.run(UpdateAll(jobs=refs, progress=Progress(scratch_cleaned=True)))
-        run.did["cleaned"] += len(mine)

@@ -25,10 +25,8 @@ from labctl.jobs.work import Work
 from labctl.model.job import Job, SchedulerStatus, Transfer
 from labctl.model.states import FailureReason, JobState
 from labctl.private import write_private
-from labctl.stages import StageRun
+from labctl.stages import RECORD, StageRun, recorded
 from labctl.stages.shipping import code_folder, shared_code
-
-RECORD = "transfer.json"
 
 
 def run_scan(run: StageRun) -> None:
@@ -126,15 +124,6 @@ def launch(state_dir: Path, argv: list[str]) -> TransferHandle | None:
         return recorded(state_dir)
     write_private(state_dir / RECORD, json.dumps(handle.__dict__))
     return handle
-
-
-def recorded(state_dir: Path) -> TransferHandle | None:
-    """The job's latest rsync as `launch` recorded it in the job's state folder (0600, in this
-    account's 0700 state directory: what no member's document can change); None if none."""
-    try:
-        return TransferHandle(**json.loads((state_dir / RECORD).read_text()))
-    except FileNotFoundError:
-        return None
 
 
 def submit(run: StageRun, job: Job) -> None:

@@ -4,7 +4,6 @@ happened (`notices`)."""
 
 from __future__ import annotations
 
-import re
 import socket
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -20,17 +19,13 @@ from labctl.compute.transport import TransportError, stop_transfer, transfer_ali
 from labctl.jobs.work import Work
 from labctl.model.job import Job, JobRef, SchedulerStatus, TaskStatus
 from labctl.model.states import FailureReason, JobState
-from labctl.stages import StageRun, Unconfigured
+from labctl.stages import JOB_ID, StageRun, Unconfigured, recorded
 from labctl.stages.notices import send_notices
 from labctl.stages.ops import ArchiveSettled, QueueFollowUp
 from labctl.stages.resubmitting import resubmit_or_note, run_resubmissions, with_usage
 from labctl.stages.retrieval import log_tail, run_retrieval
-from labctl.stages.scan import recorded
 
 MISSING_POLLS_BEFORE_FAILING = 3
-# The job ids labctl gives (`new_job_id`, and a merge job's `...m`): one plain name, safe as a
-# folder's; no other job is labctl's to stop.
-_JOB_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def run_jobs(run: StageRun) -> None:
@@ -169,7 +164,7 @@ def stop_one(run: StageRun, job: Job) -> None:
     """Stop one cancelled job's scheduler job and its transfer on this host: only what labctl
     started for it, as the host and this account's own records show (never whatever process
     the job document names); anything else is left alone, with a note."""
-    if not _JOB_ID.fullmatch(job.job_id):
+    if not JOB_ID.fullmatch(job.job_id):
         run.notes.append(f"cancel {job.job_id}: not a labctl job id: nothing stopped")
     elif not (stop_scheduled(run, job) and stop_own_transfer(run, job)):
         return
