@@ -76,6 +76,53 @@ def submit_cmd(
         click.echo(f"queued {job.job_id}: {job_type} on {dataset} at {compute_cluster}")
 
 
+@cli.command("rerun")
+@click.argument("job_id")
+@click.option("--cluster", "compute_cluster", help="Run it there (default: where it ran).")
+@click.option(
+    "--allow-changed-inputs", is_flag=True, help="Run on inputs that changed since (noted)."
+)
+@click.option("--compare", is_flag=True, help="Once done, compare its outputs with the job's.")
+@click.option(
+    "--rtol",
+    type=click.FloatRange(min=0),
+    default=1e-6,
+    show_default=True,
+    help="Relative tolerance for HDF5 datasets whose file bytes differ.",
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def rerun_cmd(
+    app: App,
+    job_id: str,
+    compute_cluster: str | None,
+    allow_changed_inputs: bool,
+    compare: bool,
+    rtol: float,
+    as_json: bool,
+) -> None:
+    """Queue a completed job again exactly as it was recorded: its pipelines commit, options,
+    resources and inputs, each input checked against its recorded SHA-256 first."""
+    from labctl.jobs.rerun import RerunRequest  # the submission code: not for listing jobs
+
+    request = RerunRequest(
+        compute_cluster=compute_cluster,
+        allow_changed_inputs=allow_changed_inputs,
+        compare=compare,
+        rtol=rtol,
+    )
+    job = app.lab.rerun(job_id, request)
+    if as_json:
+        echo_json(job.doc())
+        return
+    commit = str(job.pipelines.get("commit", ""))[:12]
+    click.echo(
+        f"queued {job.job_id}: rerun of {job_id} ({job.job_type} on {job.dataset} at "
+        f"{job.compute_cluster}, pipelines @ {commit})"
+        + ("; its outputs will be compared when it completes" if compare else "")
+    )
+
+
 def progress_bar(transfer: Transfer | None, width: int = 12) -> str:
     """`███████░░░░░ 58% 114.8MB/s ETA 0:01:05` from a job's recorded transfer progress."""
     if transfer is None:
@@ -209,12 +256,25 @@ def echo_overview(job: Job) -> None:
         lines.append(f"  results:  {names} in {seen.result_dir}")
     if efficiency := describe(job.usage):
         lines.append(f"  efficiency: {efficiency}")
+    lines += reproduction_lines(job)
     click.echo("\n".join(lines))
     tail = (job.log_tail or "").rstrip("\n").splitlines()[-TAIL_LINES:]
     if tail and job.status in RETRYABLE:
         click.echo(f"  log tail (last {len(tail)} lines):")
         click.echo("\n".join(f"    {line}" for line in tail))
     click.echo(f"more: labctl status {job.job_id} --all (or --json)")
+
+
+def reproduction_lines(job: Job) -> list[str]:
+    """What the job reruns, and how its last compared rerun came out, file by file."""
+    lines = []
+    if job.rerun and not job.reproduction:
+        waits = ", to compare once completed" if job.rerun.compare else ""
+        lines.append(f"  rerun of: {job.rerun.job_id}{waits}")
+    if job.reproduction:
+        lines.append(f"  reproduction: {job.reproduction.line}")
+        lines += [f"    {file.line}" for file in job.reproduction.files]
+    return lines
 
 
 def echo_whole_job(job: Job) -> None:

@@ -180,6 +180,63 @@ class Resubmission(_Part):
     ends: list[FailureReason] = Field(default_factory=list)  # why each earlier run ended
 
 
+class RerunOf(_Part):
+    """What a rerun (`labctl rerun`) reproduces: the job it reruns, the results that job
+    recorded, and whether the watchdog is to compare its own results with them."""
+
+    job_id: str
+    compare: bool = False
+    rtol: float = Field(default=1e-6, ge=0)  # HDF5 datasets equal within this relative tolerance
+    results: list[ResultFile] = Field(default_factory=list)  # the original's
+
+
+class Match(StrEnum):
+    """How a rerun's output compares with the original's."""
+
+    IDENTICAL = "identical"  # the same bytes
+    EQUIVALENT = "equal within tolerance"  # HDF5 whose datasets agree, though the bytes differ
+    DIFFERENT = "different"
+    MISSING = "missing"  # one of the two runs has no such output
+
+
+class FileComparison(_Part):
+    name: str
+    match: Match
+    original_size: int | None = None
+    rerun_size: int | None = None
+    note: str = ""  # for HDF5: which dataset differs, or why the files could not be read
+
+    @property
+    def line(self) -> str:
+        """`registration.h5: equal within tolerance (4096 / 4100 bytes; ...)`."""
+        sizes = " / ".join(
+            "-" if s is None else str(s) for s in (self.original_size, self.rerun_size)
+        )
+        return f"{self.name}: {self.match} ({sizes} bytes" + (
+            f"; {self.note})" if self.note else ")"
+        )
+
+
+class Reproduction(_Part):
+    """The verdict of comparing a rerun's outputs with its original's, kept on both jobs."""
+
+    original: str
+    rerun: str
+    match: Match  # the worst of the files'
+    files: list[FileComparison] = Field(default_factory=list)
+    at: dt.datetime
+
+    @property
+    def differing(self) -> list[str]:
+        return [f.name for f in self.files if f.match in (Match.DIFFERENT, Match.MISSING)]
+
+    @property
+    def line(self) -> str:
+        """`rerun j2 of j1: identical (3 files)`, naming the files that differ."""
+        told = f"rerun {self.rerun} of {self.original}: {self.match} ({len(self.files)} files)"
+        return told + (f"; differ: {', '.join(self.differing)}" if self.differing else "")
+
+
 class HistoryItem(_Part):
     state: JobState
     at: dt.datetime
@@ -205,6 +262,7 @@ class JobSpec(_Part):
     created_at: dt.datetime
     attempt: int = 1  # how many times a person queued it (retry adds one)
     parent_job: str | None = None
+    rerun: RerunOf | None = None  # set on a rerun of a finished job
 
 
 class Progress(BaseModel):
@@ -232,6 +290,9 @@ class Progress(BaseModel):
     follow_up_job: str | None = None
     usage: list[TaskUsage] = Field(default_factory=list)  # per task, once it has finished
     resubmission: Resubmission | None = None  # the latest automatic resubmission, if any
+    reproduction: Reproduction | None = (
+        None  # a compared rerun's verdict; on its original: the last
+    )
 
     def changes(self) -> dict[str, Any]:
         """The fields given, as the `$set` of stored values."""

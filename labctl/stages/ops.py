@@ -19,6 +19,7 @@ from labctl.jobs.queue import (
     claim,
     mark_waiting,
     read_job,
+    record_reproduction,
     release,
     release_dead,
     renew,
@@ -35,6 +36,7 @@ from labctl.model.job import (
     NoticeEvent,
     NoticeState,
     Progress,
+    Reproduction,
     ResultFile,
 )
 from labctl.model.states import FailureReason, JobState
@@ -293,6 +295,32 @@ class RecordResult(Op[None]):
         record_result(store.db, job.dataset, job.job_id, record)
 
 
+class RecordReproduction(Op[bool]):
+    """Keep the verdict of comparing the member's completed rerun with its original on both
+    jobs (the original may be anyone's: the verdict names the rerun that gave it); False if the
+    rerun has moved on."""
+
+    op: Literal["record_reproduction"] = "record_reproduction"
+    job: JobRef
+    reproduction: Reproduction
+
+    def apply(self, store: LocalStore) -> bool:
+        job = store.own(self.job)
+        if job is None:
+            return False
+        verdict = self.reproduction
+        if (
+            job.status is not JobState.COMPLETED
+            or job.rerun is None
+            or (verdict.rerun, verdict.original) != (job.job_id, job.rerun.job_id)
+        ):
+            raise ValidationError(f"job {job.job_id} is no completed rerun of {verdict.original}")
+        if not update(store.db, job, verdict.line, Progress(reproduction=verdict)):
+            return False
+        record_reproduction(store.db, verdict)
+        return True
+
+
 class Entry(Op[dict[str, Any] | None]):
     """The experiment entry of one of the member's jobs; None if it was deleted."""
 
@@ -355,6 +383,7 @@ AnyOp = Annotated[
     | ArchiveSettled
     | QueueFollowUp
     | RecordResult
+    | RecordReproduction
     | Entry
     | ClaimNotice
     | SettleNotice
