@@ -9,14 +9,20 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import httpx2
 import pytest
+from click.testing import CliRunner, Result
+from fastapi.testclient import TestClient
 
-from labctl.config import Config
+from labctl.cli import cli
+from labctl.config import Config, DatabaseConfig
 from labctl.db import Database
 from labctl.jobs.queue import get_job
 from tests.jobfixtures import DATASET, REPO, cli_on, job_config, watchdog
+from tests.test_service_watchdog import JOB, lab_server, tick_until_finished
+from tests.webfixtures import login
 
 NOISY = '''"""`noisy`: a test job type that is not deterministic on purpose."""
 import os
@@ -234,3 +240,67 @@ def test_only_a_completed_job_is_rerun(run, db: Database) -> None:  # type: igno
     )
     assert run("rerun", "j-nope").stderr.startswith("error: ")
     assert get_job(db, first)["status"] == "queued"
+
+
+def test_members_rerun_and_compare_through_the_service(
+    db_config: DatabaseConfig, tmp_path: Path
+) -> None:
+    """bob's and alice's machines reach the lab only through the service with their tokens;
+    bob's watchdog compares his rerun and keeps the verdict on his job and on alice's."""
+    with lab_server(db_config, tmp_path) as lab:
+        first = lab.lab("alice").submit(JOB).job_id
+        tick_until_finished(lab, lab.machine("alice", claims="alice"), first)
+        bob = lab.machine("bob", claims="alice")
+
+        def labctl(*args: str) -> Result:
+            return CliRunner().invoke(cli, ["--config", str(bob), *args])
+
+        queued = labctl("rerun", first, "--compare")
+        assert queued.exit_code == 0, queued.output
+        second = queued.output.split()[1].rstrip(":")
+        assert get_job(lab.db, second)["user"] == "bob"  # the token's member, not the config's
+        tick_until_finished(lab, bob, second)
+        verdict = get_job(lab.db, second)["reproduction"]
+        assert verdict["match"] == "identical" and verdict["rerun"] == second
+        assert get_job(lab.db, first)["reproduction"] == verdict
+        assert (
+            f"reproduction: rerun {second} of {first}: identical" in labctl("status", first).output
+        )
+
+        with httpx2.Client(base_url=lab.url) as browser:  # the job pages, as alice sees them
+            assert login(cast(TestClient, browser), "alice") == 303
+            for shown in (first, second):
+                page = browser.get(f"/jobs/{shown}").text
+                assert 'Reproduction: <span class="match m-identical">identical</span>' in page
+                assert f'Rerun <a href="/jobs/{second}">{second}</a> of' in page
+                assert "<td>file_stats.json</td><td>identical</td>" in page
+            assert (
+                f'rerun of</th><td><a href="/jobs/{first}">' in browser.get(f"/jobs/{second}").text
+            )
+
+        raw = Path(lab.db.data.find_one({"dataset": DATASET})["data_raw_path"])
+        (raw / "fl_a.roli").write_bytes(b"changed")
+        refused = labctl("rerun", first)
+        assert refused.exit_code == 2
+        assert refused.stderr.startswith(
+            f"error: input(s) of job {first} changed since it ran: raw/fl_a.roli ("
+        )
+        assert refused.stderr.count("\n") == 1
+
+
+def test_one_task_of_a_split_job_is_rerun_and_compared_alone(run) -> None:  # type: ignore[no-untyped-def]
+    split = ["--job-type", "file_stats_split", "--rawfile", "fl_a.roli", "--datafile", "phase.h5"]
+    first = submit(run, *split, "--option", "num_splits=2")
+    original = until_completed(run, first)
+    assert {r["name"] for r in original["results"]} >= {"file_stats_0.json", "file_stats_1.json"}
+    refused = run("rerun", first, "--split", "2")
+    assert refused.exit_code == 2
+    assert refused.stderr == f"error: job {first} ran split(s) 0, 1, not 2\n"
+
+    second = rerun(run, first, "--split", "1", "--compare")
+    done = until_completed(run, second)
+    assert done["job_options"]["split_idx"] == 1 and done["scheduler"]["tasks"] == 1
+    verdict = done["reproduction"]
+    assert [(f["name"], f["match"]) for f in verdict["files"]] == [
+        ("file_stats_1.json", "identical")
+    ]

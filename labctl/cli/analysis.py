@@ -84,6 +84,9 @@ def submit_cmd(
 )
 @click.option("--compare", is_flag=True, help="Once done, compare its outputs with the job's.")
 @click.option(
+    "--split", type=click.IntRange(min=0), help="Rerun only this task of a split job (an array)."
+)
+@click.option(
     "--rtol",
     type=click.FloatRange(min=0),
     default=1e-6,
@@ -98,6 +101,7 @@ def rerun_cmd(
     compute_cluster: str | None,
     allow_changed_inputs: bool,
     compare: bool,
+    split: int | None,
     rtol: float,
     as_json: bool,
 ) -> None:
@@ -110,6 +114,7 @@ def rerun_cmd(
         allow_changed_inputs=allow_changed_inputs,
         compare=compare,
         rtol=rtol,
+        split=split,
     )
     job = app.lab.rerun(job_id, request)
     if as_json:

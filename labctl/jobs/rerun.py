@@ -10,11 +10,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from labctl.catalog.experiments import get_entry
+from labctl.compute.batch import array_size, expected_outputs
 from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import DuplicateError, ValidationError
 from labctl.jobs.codeversion import code_version
 from labctl.jobs.compare import sha256_file
+from labctl.jobs.declarations import job_types_at
 from labctl.jobs.queue import active_twin, add_job, read_job
 from labctl.jobs.submit import JobRequest, check_inputs, dataset_dirs, prepare_job
 from labctl.model.job import Job, RerunOf
@@ -31,6 +33,7 @@ class RerunRequest(BaseModel):
     allow_changed_inputs: bool = False
     compare: bool = Field(default=False, description="compare its outputs with the original's")
     rtol: float = Field(default=1e-6, ge=0, description="HDF5 datasets' relative tolerance")
+    split: int | None = Field(default=None, ge=0, description="rerun only this task of an array")
     user: str | None = Field(default=None, description="whose rerun; the service sets its caller")
 
 
@@ -52,20 +55,33 @@ def rerun_job(db: Database, config: Config, job_id: str, request: RerunRequest) 
             f"input(s) of job {job_id} changed since it ran: {', '.join(changed)} "
             "(rerun with --allow-changed-inputs to run on them as they are now)"
         )
+    options = {**original.job_options, **original.resources}
+    if request.split is not None:
+        ran = original.job_options.get("split_idx")
+        tasks = list(range(array_size(original))) if ran is None else [ran]
+        if request.split not in tasks:
+            raise ValidationError(
+                f"job {job_id} ran split(s) {', '.join(map(str, tasks))}, not {request.split}"
+            )
+        options["split_idx"] = request.split
     asked = JobRequest(
         dataset=original.dataset,
         compute_cluster=request.compute_cluster or original.compute_cluster,
         job_type=original.job_type,
         datafiles=original.datafiles,
         datarawfiles=original.datarawfiles,
-        job_options={**original.job_options, **original.resources},
+        job_options=options,
         user=request.user,
     )
     job = prepare_job(db, config, asked, pipelines=version)
     job.parent_job = original.parent_job
-    job.rerun = RerunOf(
-        job_id=job_id, compare=request.compare, rtol=request.rtol, results=original.results
-    )
+    job.rerun = _rerun_of(db, original, request)
+    if request.split is not None:  # one task: no merge after it, its own outputs to compare
+        spec = job_types_at(config, version).get(job.job_type, job.compute_cluster)
+        assert spec is not None  # prepare_job found it
+        own = set(expected_outputs(job, spec))
+        kept = [r for r in job.rerun.results if r.name in own]
+        job.rerun = job.rerun.model_copy(update={"results": kept, "follow_up": None})
     note = f"rerun of {job_id}" + (f"; inputs changed: {', '.join(changed)}" if changed else "")
     job.history[0].note += f" ({note})"
     twin = active_twin(db, job)
@@ -76,6 +92,19 @@ def rerun_job(db: Database, config: Config, job_id: str, request: RerunRequest) 
         )
     add_job(db, job)
     return read_job(db, job.job_id)
+
+
+def _rerun_of(db: Database, original: Job, request: RerunRequest) -> RerunOf:
+    """What the rerun reproduces: `original`, and the merge queued after it (a split job's),
+    which the rerun's own merge then reproduces."""
+    merge = read_job(db, original.follow_up_job) if original.follow_up_job else None
+    return RerunOf(
+        job_id=original.job_id,
+        compare=request.compare,
+        rtol=request.rtol,
+        results=original.results,
+        follow_up=None if merge is None else _rerun_of(db, merge, request),
+    )
 
 
 def _recorded_code(config: Config, original: Job) -> dict[str, Any]:

@@ -188,6 +188,7 @@ class RerunOf(_Part):
     compare: bool = False
     rtol: float = Field(default=1e-6, ge=0)  # HDF5 datasets equal within this relative tolerance
     results: list[ResultFile] = Field(default_factory=list)  # the original's
+    follow_up: RerunOf | None = None  # a split job's: what the merge queued after it reruns
 
 
 class Match(StrEnum):

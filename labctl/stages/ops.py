@@ -261,6 +261,7 @@ class QueueFollowUp(Op[FollowedUp]):
             acting = store.config.model_copy(update={"user": store.member})
             follow = prepare_job(store.db, acting, request, pipelines=job.pipelines)
             follow.job_id, follow.parent_job = f"{job.job_id}m", job.job_id
+            follow.rerun = job.rerun.follow_up if job.rerun else None
             follow.history[0].note = f"queued by the watchdog to merge job {job.job_id}"
             add_job(store.db, follow)
         except DuplicateError:  # queued by a run that died before noting it
