@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+import h5py
 import httpx2
+import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
@@ -19,7 +21,9 @@ from fastapi.testclient import TestClient
 from labctl.cli import cli
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database
+from labctl.jobs.compare import reproduction, sha256_file
 from labctl.jobs.queue import get_job
+from labctl.model.job import Match, ResultFile
 from tests.jobfixtures import DATASET, REPO, cli_on, job_config, watchdog
 from tests.test_service_watchdog import JOB, lab_server, tick_until_finished
 from tests.webfixtures import login
@@ -304,3 +308,45 @@ def test_one_task_of_a_split_job_is_rerun_and_compared_alone(run) -> None:  # ty
     assert [(f["name"], f["match"]) for f in verdict["files"]] == [
         ("file_stats_1.json", "identical")
     ]
+
+
+def _result(path: Path) -> ResultFile:
+    return ResultFile(
+        name=path.name, path=str(path), size=path.stat().st_size, sha256=sha256_file(path)
+    )
+
+
+def _h5(path: Path, values: list[float], stamp: float) -> ResultFile:
+    with h5py.File(path, "w") as f:
+        f.create_dataset("group/values", data=np.array(values))
+        f.attrs["written_at"] = stamp
+    return _result(path)
+
+
+def test_hdf5_outputs_are_compared_dataset_by_dataset(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    old = [
+        _h5(tmp_path / "a" / "close.h5", [1.0, 2.0], 1),
+        _h5(tmp_path / "a" / "far.h5", [1.0], 1),
+    ]
+    new = [
+        _h5(tmp_path / "b" / "close.h5", [1.0, 2.0 + 1e-9], 2),
+        _h5(tmp_path / "b" / "far.h5", [1.1], 2),
+    ]
+    (tmp_path / "a" / "only.txt").write_text("x")
+    old.append(_result(tmp_path / "a" / "only.txt"))
+    verdict = reproduction("j1", "j2", old, new, rtol=1e-6)
+    found = {f.name: (f.match, f.note) for f in verdict.files}
+    assert found == {
+        "close.h5": (Match.EQUIVALENT, "datasets equal within rtol 1e-06"),
+        "far.h5": (Match.DIFFERENT, "dataset group/values differs beyond rtol 1e-06"),
+        "only.txt": (Match.MISSING, "only the original wrote it"),
+    }
+    assert verdict.match is Match.MISSING
+    assert verdict.line == "rerun j2 of j1: missing (3 files); differ: far.h5, only.txt"
+    strict = reproduction("j1", "j2", old[:1], new[:1], rtol=0)
+    assert strict.match is Match.DIFFERENT
+    (tmp_path / "a" / "close.h5").unlink()
+    gone = reproduction("j1", "j2", old[:1], new[:1], rtol=1e-6).files[0]
+    assert gone.match is Match.DIFFERENT and "no longer at" in gone.note

@@ -75,6 +75,8 @@ def _is_hdf5(path: Path) -> bool:
 def _hdf5_match(old: Path, new: Path, rtol: float) -> tuple[Match, str]:
     """Whether two HDF5 files hold the same datasets, equal within `rtol`; a file of another
     kind is simply different."""
+    if not old.is_file():
+        return Match.DIFFERENT, f"the original's file is no longer at {old}"
     if not (_is_hdf5(old) and _is_hdf5(new)):
         return Match.DIFFERENT, ""
     try:
