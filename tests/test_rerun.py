@@ -187,6 +187,8 @@ def test_a_rerun_runs_the_recorded_commit_after_pipelines_moved_on(  # type: ign
     done = until_completed(run, second)
     assert done["pipelines"] == original["pipelines"]
     assert done["reproduction"]["match"] == "identical"
+    [environment] = done["environment"]
+    assert environment["code"].endswith(f"/code/{original['pipelines']['commit']}/pipelines")
     stats = json.loads(Path(done["result_dir"], "file_stats.json").read_text())
     assert "v" not in stats
     newer = json.loads(Path(job(run, later)["result_dir"], "file_stats.json").read_text())
