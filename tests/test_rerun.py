@@ -18,13 +18,15 @@ import pytest
 from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 
+from labctl.api import dbrerun_job
 from labctl.cli import cli
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database
 from labctl.jobs.compare import reproduction, sha256_file
-from labctl.jobs.queue import get_job
-from labctl.model.job import Match, ResultFile
+from labctl.jobs.queue import get_job, read_job, record_reproduction
+from labctl.model.job import Job, Match, ResultFile
 from tests.jobfixtures import DATASET, REPO, cli_on, job_config, watchdog
+from tests.test_migrate import v1_jobs
 from tests.test_service_watchdog import JOB, lab_server, tick_until_finished
 from tests.webfixtures import login
 
@@ -352,3 +354,26 @@ def test_hdf5_outputs_are_compared_dataset_by_dataset(tmp_path: Path) -> None:
     (tmp_path / "a" / "close.h5").unlink()
     gone = reproduction("j1", "j2", old[:1], new[:1], rtol=1e-6).files[0]
     assert gone.match is Match.DIFFERENT and "no longer at" in gone.note
+
+
+def test_an_old_job_reads_as_no_rerun_and_takes_a_verdict(db: Database) -> None:
+    """labctl 0.1's documents have neither field: they read as no rerun and no verdict, and a
+    rerun's verdict is kept on one as on any job."""
+    db.queue.insert_many(v1_jobs())
+    old = next(doc for doc in v1_jobs() if doc["status"] == "completed")
+    assert all(Job.of(doc).rerun is None and Job.of(doc).reproduction is None for doc in v1_jobs())
+    verdict = reproduction(old["job_id"], "j2", [], [], rtol=1e-6)
+    record_reproduction(db, verdict)
+    stored = read_job(db, old["job_id"]).reproduction
+    assert stored is not None and stored.match is Match.IDENTICAL
+    assert stored.model_dump(exclude={"at"}) == verdict.model_dump(exclude={"at"})
+    assert verdict.line == f"rerun j2 of {old['job_id']}: identical (0 files)"
+
+
+def test_the_python_api_queues_a_rerun(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    first = submit(run, *FILE_STATS)
+    until_completed(run, first)
+    second = dbrerun_job(first, compare=True, config=tmp_path / "config.yaml")
+    asked = job(run, second)
+    assert asked["rerun"]["job_id"] == first and asked["rerun"]["compare"] is True
+    assert asked["user"] == "tester" and asked["status"] == "queued"
