@@ -137,7 +137,7 @@ def test_a_rerun_with_compare_reports_identical_outputs_on_both_jobs(run) -> Non
     assert verdict["files"][0]["original_size"] == verdict["files"][0]["rerun_size"] == size
     assert job(run, first)["reproduction"] == verdict  # kept on the original too
     for shown in (run("status", first).output, run("status", second).output):
-        assert f"reproduction: rerun {second} of {first}: identical (1 files)" in shown
+        assert f"reproduction: rerun {second} of {first}: identical (1 file)" in shown
         assert f"file_stats.json: identical ({size} / {size} bytes)" in shown
     provenance = run("provenance", DATASET)
     assert provenance.exit_code == 0, provenance.output

@@ -234,7 +234,8 @@ class Reproduction(_Part):
     @property
     def line(self) -> str:
         """`rerun j2 of j1: identical (3 files)`, naming the files that differ."""
-        told = f"rerun {self.rerun} of {self.original}: {self.match} ({len(self.files)} files)"
+        count = f"{len(self.files)} file" + ("" if len(self.files) == 1 else "s")
+        told = f"rerun {self.rerun} of {self.original}: {self.match} ({count})"
         return told + (f"; differ: {', '.join(self.differing)}" if self.differing else "")
 
 
