@@ -23,8 +23,10 @@ from labctl.cli import cli
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database
 from labctl.jobs.compare import reproduction, sha256_file
-from labctl.jobs.queue import get_job, read_job, record_reproduction
-from labctl.model.job import Job, Match, ResultFile
+from labctl.jobs.queue import get_job, read_job
+from labctl.jobs.rerun import record_reproduction
+from labctl.model.job import Job
+from labctl.model.reproduction import Match, ResultFile
 from tests.jobfixtures import DATASET, REPO, cli_on, job_config, watchdog
 from tests.test_migrate import v1_jobs
 from tests.test_service_watchdog import JOB, lab_server, tick_until_finished

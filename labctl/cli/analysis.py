@@ -11,6 +11,7 @@ from labctl.catalog.fields import parse_assignments
 from labctl.cli import App, cli
 from labctl.cli.jobactions import FILTER_OPTIONS, F, with_options
 from labctl.cli.output import cell, console, echo_document, echo_fitted, echo_json, rich_table
+from labctl.cli.reproduce import reproduction_lines
 from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
 from labctl.config.jobtypes import JobType, JobTypes
@@ -74,58 +75,6 @@ def submit_cmd(
         echo_json(job.doc())
     else:
         click.echo(f"queued {job.job_id}: {job_type} on {dataset} at {compute_cluster}")
-
-
-@cli.command("rerun")
-@click.argument("job_id")
-@click.option("--cluster", "compute_cluster", help="Run it there (default: where it ran).")
-@click.option(
-    "--allow-changed-inputs", is_flag=True, help="Run on inputs that changed since (noted)."
-)
-@click.option("--compare", is_flag=True, help="Once done, compare its outputs with the job's.")
-@click.option(
-    "--split", type=click.IntRange(min=0), help="Rerun only this task of a split job (an array)."
-)
-@click.option(
-    "--rtol",
-    type=click.FloatRange(min=0),
-    default=1e-6,
-    show_default=True,
-    help="Relative tolerance for HDF5 datasets whose file bytes differ.",
-)
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def rerun_cmd(
-    app: App,
-    job_id: str,
-    compute_cluster: str | None,
-    allow_changed_inputs: bool,
-    compare: bool,
-    split: int | None,
-    rtol: float,
-    as_json: bool,
-) -> None:
-    """Queue a completed job again exactly as it was recorded: its pipelines commit, options,
-    resources and inputs, each input checked against its recorded SHA-256 first."""
-    from labctl.jobs.rerun import RerunRequest  # the submission code: not for listing jobs
-
-    request = RerunRequest(
-        compute_cluster=compute_cluster,
-        allow_changed_inputs=allow_changed_inputs,
-        compare=compare,
-        rtol=rtol,
-        split=split,
-    )
-    job = app.lab.rerun(job_id, request)
-    if as_json:
-        echo_json(job.doc())
-        return
-    commit = str(job.pipelines.get("commit", ""))[:12]
-    click.echo(
-        f"queued {job.job_id}: rerun of {job_id} ({job.job_type} on {job.dataset} at "
-        f"{job.compute_cluster}, pipelines @ {commit})"
-        + ("; its outputs will be compared when it completes" if compare else "")
-    )
 
 
 def progress_bar(transfer: Transfer | None, width: int = 12) -> str:
@@ -268,18 +217,6 @@ def echo_overview(job: Job) -> None:
         click.echo(f"  log tail (last {len(tail)} lines):")
         click.echo("\n".join(f"    {line}" for line in tail))
     click.echo(f"more: labctl status {job.job_id} --all (or --json)")
-
-
-def reproduction_lines(job: Job) -> list[str]:
-    """What the job reruns, and how its last compared rerun came out, file by file."""
-    lines = []
-    if job.rerun and not job.reproduction:
-        waits = ", to compare once completed" if job.rerun.compare else ""
-        lines.append(f"  rerun of: {job.rerun.job_id}{waits}")
-    if job.reproduction:
-        lines.append(f"  reproduction: {job.reproduction.line}")
-        lines += [f"    {file.line}" for file in job.reproduction.files]
-    return lines
 
 
 def echo_whole_job(job: Job) -> None:

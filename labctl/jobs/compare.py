@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl.clock import utcnow
-from labctl.model.job import FileComparison, Match, Reproduction, ResultFile
+from labctl.model.reproduction import FileComparison, Match, Reproduction, ResultFile
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ORDER = [Match.IDENTICAL, Match.EQUIVALENT, Match.DIFFERENT, Match.MISSING]

@@ -35,7 +35,6 @@ from labctl.model.job import (
     Notice,
     NoticeEvent,
     Progress,
-    Reproduction,
     store_value,
 )
 from labctl.model.states import (
@@ -317,13 +316,6 @@ def update(db: Database, job: Job, note: str | None = None, fields: Fields | Non
     if note is not None:
         change["$push"] = {"history": store_value(history_item(job.status, note, utcnow()))}
     return db.queue.update(_as_read(job), change) > 0
-
-
-def record_reproduction(db: Database, verdict: Reproduction) -> None:
-    """Keep a rerun's verdict on its original, in flight or archived."""
-    change = {"$set": {"reproduction": store_value(verdict)}}
-    db.queue.update({"job_id": verdict.original}, change)
-    db.archive.update({"_id": verdict.original}, change)
 
 
 def update_all(db: Database, jobs: Sequence[JobRef], fields: Fields, user: str) -> None:

@@ -17,9 +17,10 @@ from labctl.errors import DuplicateError, ValidationError
 from labctl.jobs.codeversion import code_version
 from labctl.jobs.compare import sha256_file
 from labctl.jobs.declarations import job_types_at
-from labctl.jobs.queue import active_twin, add_job, read_job
+from labctl.jobs.queue import active_twin, add_job, read_job, update
 from labctl.jobs.submit import JobRequest, check_inputs, dataset_dirs, prepare_job
-from labctl.model.job import Job, RerunOf
+from labctl.model.job import Job, Progress, store_value
+from labctl.model.reproduction import Reproduction, RerunOf
 from labctl.model.states import JobState
 
 
@@ -153,3 +154,25 @@ def _same(folder: Path, name: str, recorded: dict[str, Any] | None) -> bool:
     except (ValidationError, OSError):
         return False
     return bool(same)
+
+
+def keep_reproduction(db: Database, rerun: Job, verdict: Reproduction) -> bool:
+    """Keep the verdict of comparing the completed `rerun` (as read) with its original on both
+    jobs; False if the rerun has moved on meanwhile."""
+    if (
+        rerun.status is not JobState.COMPLETED
+        or rerun.rerun is None
+        or (verdict.rerun, verdict.original) != (rerun.job_id, rerun.rerun.job_id)
+    ):
+        raise ValidationError(f"job {rerun.job_id} is no completed rerun of {verdict.original}")
+    if not update(db, rerun, verdict.line, Progress(reproduction=verdict)):
+        return False
+    record_reproduction(db, verdict)
+    return True
+
+
+def record_reproduction(db: Database, verdict: Reproduction) -> None:
+    """Keep a rerun's verdict on its original, in flight or archived."""
+    change = {"$set": {"reproduction": store_value(verdict)}}
+    db.queue.update({"job_id": verdict.original}, change)
+    db.archive.update({"_id": verdict.original}, change)

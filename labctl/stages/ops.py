@@ -19,7 +19,6 @@ from labctl.jobs.queue import (
     claim,
     mark_waiting,
     read_job,
-    record_reproduction,
     release,
     release_dead,
     renew,
@@ -36,9 +35,8 @@ from labctl.model.job import (
     NoticeEvent,
     NoticeState,
     Progress,
-    Reproduction,
-    ResultFile,
 )
+from labctl.model.reproduction import Reproduction, ResultFile
 from labctl.model.states import FailureReason, JobState
 from labctl.stages.memberops import Beat, HasWork, HowNotified, RecordSessions
 from labctl.stages.seam import Ids, LeaseSeconds, LocalStore, Name, Note, Op, Owner
@@ -306,20 +304,10 @@ class RecordReproduction(Op[bool]):
     reproduction: Reproduction
 
     def apply(self, store: LocalStore) -> bool:
+        from labctl.jobs.rerun import keep_reproduction  # the submission code: only here
+
         job = store.own(self.job)
-        if job is None:
-            return False
-        verdict = self.reproduction
-        if (
-            job.status is not JobState.COMPLETED
-            or job.rerun is None
-            or (verdict.rerun, verdict.original) != (job.job_id, job.rerun.job_id)
-        ):
-            raise ValidationError(f"job {job.job_id} is no completed rerun of {verdict.original}")
-        if not update(store.db, job, verdict.line, Progress(reproduction=verdict)):
-            return False
-        record_reproduction(store.db, verdict)
-        return True
+        return job is not None and keep_reproduction(store.db, job, self.reproduction)
 
 
 class Entry(Op[dict[str, Any] | None]):

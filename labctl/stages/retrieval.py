@@ -39,7 +39,8 @@ from labctl.errors import ValidationError
 from labctl.jobs.compare import reproduction, sha256_file
 from labctl.jobs.submit import dataset_dirs
 from labctl.jobs.work import Selection, Work
-from labctl.model.job import Job, JobRef, Progress, ResultFile
+from labctl.model.job import Job, JobRef, Progress
+from labctl.model.reproduction import ResultFile
 from labctl.model.states import FailureReason, JobState
 from labctl.stages import StageRun
 from labctl.stages.ops import RecordReproduction, RecordResult, UpdateAll
