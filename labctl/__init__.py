@@ -7,7 +7,7 @@ the command line starts without loading pandas.
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["dbjob", "dblog", "dbquery", "dbqueue_job"]
+__all__ = ["dbjob", "dblog", "dbquery", "dbqueue_job", "dbrerun_job"]
 
 
 def __getattr__(name: str) -> Any:

@@ -139,3 +139,21 @@ def dbqueue_job(
 def dbjob(job_id: str, *, config: Config | Path | str | None = None) -> dict[str, Any]:
     """One job's queue entry: state, history, transfer progress, SLURM id, results."""
     return _lab(config).job(job_id).doc()
+
+
+def dbrerun_job(
+    job_id: str,
+    *,
+    compute_cluster: str | None = None,
+    allow_changed_inputs: bool = False,
+    compare: bool = False,
+    config: Config | Path | str | None = None,
+) -> str:
+    """Queue a completed job again as it was recorded, as `labctl rerun` does; return the
+    rerun's job id (its verdict, once compared, is on `dbjob(id)["reproduction"]`)."""
+    from labctl.jobs.rerun import RerunRequest
+
+    request = RerunRequest(
+        compute_cluster=compute_cluster, allow_changed_inputs=allow_changed_inputs, compare=compare
+    )
+    return _lab(config).rerun(job_id, request).job_id

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+from click.testing import CliRunner, Result
+
 from labctl.catalog.experiments import log_entries
+from labctl.cli import cli
 from labctl.config import ClusterConfig, Config, DatabaseConfig, WatchdogConfig
 from labctl.config.jobtypes import JobTypeConfig, Resources
 from labctl.db import Database, connect
@@ -155,3 +160,16 @@ def job_in_state(
         job = transition(db, job, state, "moved by the test", reason=why)
     assert job is not None
     return job.job_id
+
+
+def cli_on(db: Database, config: Config, tmp_path: Path) -> Callable[..., Result]:
+    """`labctl --config FILE ARGS...` on `config` saved under `tmp_path`, with the dataset and
+    its files logged."""
+    dataset_with_files(db, config, tmp_path / "data")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(json.loads(config.model_dump_json())))
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(cli, ["--config", str(path), *args])
+
+    return invoke

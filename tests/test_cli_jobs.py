@@ -11,28 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from click.testing import CliRunner, Result
 
-from labctl.cli import cli
 from labctl.cli.analysis import progress_bar
 from labctl.config import Config
 from labctl.db import Database
 from labctl.model.job import Transfer
-from tests.jobfixtures import DATASET, dataset_with_files, job_config
+from tests.jobfixtures import DATASET, cli_on, job_config
 
 
 @pytest.fixture
 def run(config: Config, db: Database, tmp_path: Path):  # type: ignore[no-untyped-def]
     cfg = job_config(config, tmp_path / "scratch")
-    dataset_with_files(db, cfg, tmp_path / "data")
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
-
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(cli, ["--config", str(path), *args])
-
-    return invoke
+    return cli_on(db, cfg, tmp_path)
 
 
 SUBMIT = [

@@ -70,6 +70,7 @@ ROUTES = [
     ("GET", "/jobs/j123"),
     ("POST", "/jobs/j123/cancel"),
     ("POST", "/jobs/j123/retry"),
+    ("POST", "/jobs/j123/rerun"),
     ("POST", "/jobs/bulk"),
     ("GET", "/watchdog"),
     ("GET", "/usage"),

@@ -44,7 +44,7 @@ def test_api_conforms_to_its_openapi_document(
     url, headers = api
     schema = schemathesis.openapi.from_url(f"{url}/api/v1/openapi.json", headers=headers)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 27
+    assert len(operations) == 28
 
     for operation in operations:
 

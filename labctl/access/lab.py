@@ -27,6 +27,7 @@ from labctl.errors import NotFoundError
 if TYPE_CHECKING:
     from labctl.config.notifyconfig import Recipient
     from labctl.jobs.bulk import Action, BulkReport
+    from labctl.jobs.rerun import RerunRequest
     from labctl.jobs.submit import JobRequest
     from labctl.jobs.usage import UsageReport
     from labctl.model.job import Job
@@ -77,6 +78,9 @@ class Lab(Protocol):
     def show(self, dataset: str) -> Entry: ...
     def submit(self, request: JobRequest, *, force: bool = False) -> Job: ...
     def batch_script(self, request: JobRequest) -> str: ...
+    def rerun(self, job_id: str, request: RerunRequest) -> Job:
+        """Queue a rerun of a completed job as it was recorded (`labctl.jobs.rerun`)."""
+
     def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> Listing[Job]:
         """The newest `limit` jobs (0: all) a filter selects, its fields as typed
         (`labctl.jobs.bulk.parse_filter`: `{"user": "me", "cluster": "raven"}`), and those of
@@ -151,6 +155,11 @@ class LocalLab:
         from labctl.jobs.submit import batch_script
 
         return batch_script(self.db, self.config, request)
+
+    def rerun(self, job_id: str, request: RerunRequest) -> Job:
+        from labctl.jobs.rerun import rerun_job
+
+        return rerun_job(self.db, self.config, job_id, request)
 
     def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> Listing[Job]:
         from labctl.jobs.bulk import parse_filter

@@ -42,6 +42,7 @@ from labctl.errors import (
     ValidationError,
 )
 from labctl.jobs.bulk import Action, BulkReport
+from labctl.jobs.rerun import RerunRequest
 from labctl.jobs.submit import BatchScript, JobRequest, NewJob
 from labctl.jobs.usage import UsageReport
 from labctl.model.job import Job, JobList
@@ -257,6 +258,10 @@ class ServiceLab:
     def batch_script(self, request: JobRequest) -> str:
         body = request.model_dump(mode="json", exclude={"user"})
         return BatchScript.model_validate(self._call("POST", "/jobs/script", body)).batch_script
+
+    def rerun(self, job_id: str, request: RerunRequest) -> Job:
+        body = request.model_dump(mode="json", exclude={"user"})
+        return Job.of(self._call("POST", f"/jobs/{_part(job_id)}/rerun", body))
 
     def jobs(self, filter: Mapping[str, Any] | None = None, *, limit: int = 0) -> Listing[Job]:
         """The newest `limit` jobs (at most `PAGE`)."""

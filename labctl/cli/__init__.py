@@ -55,6 +55,7 @@ COMMANDS = {
     "provenance": Lazy("datasets", "Every result of DATASET: job, commit, options, checksums."),
     "query": Lazy("data", "Find experiments and show the chosen FIELDS."),
     "queue": Lazy("analysis", "List jobs with their state, progress and age."),
+    "rerun": Lazy("reproduce", "Queue a completed job again as recorded; --compare its outputs."),
     "retry": Lazy("jobactions", "Queue failed or cancelled jobs again."),
     "setup": Lazy("admin", "Write your config, make an SSH key, install the crontab."),
     "show": Lazy("data", "Print one experiment whole."),

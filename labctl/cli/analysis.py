@@ -11,6 +11,7 @@ from labctl.catalog.fields import parse_assignments
 from labctl.cli import App, cli
 from labctl.cli.jobactions import FILTER_OPTIONS, F, with_options
 from labctl.cli.output import cell, console, echo_document, echo_fitted, echo_json, rich_table
+from labctl.cli.reproduce import reproduction_lines
 from labctl.clock import age, utcnow
 from labctl.config import ClusterConfig, Config
 from labctl.config.jobtypes import JobType, JobTypes
@@ -209,6 +210,7 @@ def echo_overview(job: Job) -> None:
         lines.append(f"  results:  {names} in {seen.result_dir}")
     if efficiency := describe(job.usage):
         lines.append(f"  efficiency: {efficiency}")
+    lines += reproduction_lines(job)
     click.echo("\n".join(lines))
     tail = (job.log_tail or "").rstrip("\n").splitlines()[-TAIL_LINES:]
     if tail and job.status in RETRYABLE:

@@ -11,6 +11,7 @@ from labctl.clock import utcnow
 from labctl.jobs.lineage import Lineage
 from labctl.jobs.provenance import provenance
 from labctl.jobs.timeline import PHASES, DatasetTimeline, bytes_text, clock_text
+from labctl.model.reproduction import Reproduction
 
 
 @cli.command("timeline")
@@ -116,6 +117,12 @@ def provenance_cmd(app: App, dataset: str, as_json: bool) -> None:
             table.add_column(name)
         table.add_row("code", f"pipelines @ {code.get('commit', 'unknown')}{dirty}", "", "")
         table.add_row("options", cell(record["options"]), "", "")
+        if record["rerun_of"]:
+            table.add_row("rerun of", record["rerun_of"], "", "")
+        if record["reproduction"]:
+            verdict = Reproduction.model_validate(record["reproduction"]).lines
+            for at, line in enumerate(verdict):
+                table.add_row("" if at else "reproduced", line, "", "")
         for kind in ("inputs", "outputs"):
             for item in record[kind]:
                 table.add_row(

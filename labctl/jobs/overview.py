@@ -13,7 +13,8 @@ from typing import Any
 
 from labctl.clock import age
 from labctl.jobs.timeline import seconds_in
-from labctl.model.job import Job, ResultFile
+from labctl.model.job import Job
+from labctl.model.reproduction import ResultFile
 from labctl.model.states import JobState
 
 _WHY = {

@@ -30,6 +30,8 @@ def provenance(db: Database, dataset: str) -> Listing[dict[str, Any]]:
             "outputs": job.get("results", []),
             "environment": job.get("environment"),
             "scheduler_job_id": (job.get("scheduler") or {}).get("job_id"),
+            "rerun_of": (job.get("rerun") or {}).get("job_id"),
+            "reproduction": job.get("reproduction"),
         }
         for job in jobs
     ]

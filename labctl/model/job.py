@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from labctl.damaged import Damaged, problem
 from labctl.errors import LabctlError
+from labctl.model.reproduction import Reproduction, RerunOf, ResultFile
 from labctl.model.states import FailureReason, JobState
 
 SCHEMA_VERSION = 3
@@ -103,13 +104,6 @@ class SchedulerStatus(_Part):
 class Failure(_Part):
     reason: FailureReason
     message: str = ""
-
-
-class ResultFile(_Part):
-    name: str
-    path: str = ""
-    size: int
-    sha256: str
 
 
 class TaskUsage(_Part):
@@ -205,6 +199,7 @@ class JobSpec(_Part):
     created_at: dt.datetime
     attempt: int = 1  # how many times a person queued it (retry adds one)
     parent_job: str | None = None
+    rerun: RerunOf | None = None  # set on a rerun of a finished job
 
 
 class Progress(BaseModel):
@@ -232,6 +227,9 @@ class Progress(BaseModel):
     follow_up_job: str | None = None
     usage: list[TaskUsage] = Field(default_factory=list)  # per task, once it has finished
     resubmission: Resubmission | None = None  # the latest automatic resubmission, if any
+    reproduction: Reproduction | None = (
+        None  # a compared rerun's verdict; on its original: the last
+    )
 
     def changes(self) -> dict[str, Any]:
         """The fields given, as the `$set` of stored values."""

@@ -35,8 +35,8 @@ from labctl.model.job import (
     NoticeEvent,
     NoticeState,
     Progress,
-    ResultFile,
 )
+from labctl.model.reproduction import Reproduction, ResultFile
 from labctl.model.states import FailureReason, JobState
 from labctl.stages.memberops import Beat, HasWork, HowNotified, RecordSessions
 from labctl.stages.seam import Ids, LeaseSeconds, LocalStore, Name, Note, Op, Owner
@@ -259,6 +259,7 @@ class QueueFollowUp(Op[FollowedUp]):
             acting = store.config.model_copy(update={"user": store.member})
             follow = prepare_job(store.db, acting, request, pipelines=job.pipelines)
             follow.job_id, follow.parent_job = f"{job.job_id}m", job.job_id
+            follow.rerun = job.rerun.follow_up if job.rerun else None
             follow.history[0].note = f"queued by the watchdog to merge job {job.job_id}"
             add_job(store.db, follow)
         except DuplicateError:  # queued by a run that died before noting it
@@ -291,6 +292,22 @@ class RecordResult(Op[None]):
             "at": utcnow(),
         }
         record_result(store.db, job.dataset, job.job_id, record)
+
+
+class RecordReproduction(Op[bool]):
+    """Keep the verdict of comparing the member's completed rerun with its original on both
+    jobs (the original may be anyone's: the verdict names the rerun that gave it); False if the
+    rerun has moved on."""
+
+    op: Literal["record_reproduction"] = "record_reproduction"
+    job: JobRef
+    reproduction: Reproduction
+
+    def apply(self, store: LocalStore) -> bool:
+        from labctl.jobs.rerun import keep_reproduction  # the submission code: only here
+
+        job = store.own(self.job)
+        return job is not None and keep_reproduction(store.db, job, self.reproduction)
 
 
 class Entry(Op[dict[str, Any] | None]):
@@ -355,6 +372,7 @@ AnyOp = Annotated[
     | ArchiveSettled
     | QueueFollowUp
     | RecordResult
+    | RecordReproduction
     | Entry
     | ClaimNotice
     | SettleNotice

@@ -18,7 +18,6 @@ removes it); a folder of links left behind is removed by a later pull once a day
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -37,13 +36,15 @@ from labctl.compute.transport import (
     rsync_argv,
 )
 from labctl.errors import ValidationError
+from labctl.jobs.compare import reproduction, sha256_file
 from labctl.jobs.submit import dataset_dirs
 from labctl.jobs.work import Selection, Work
-from labctl.model.job import Job, JobRef, ResultFile
+from labctl.model.job import Job, JobRef
+from labctl.model.reproduction import ResultFile
 from labctl.model.states import FailureReason, JobState
 from labctl.stages import StageRun
 from labctl.stages.cleanup import BATCH, clean_scratch, clean_up, per_cluster
-from labctl.stages.ops import RecordResult
+from labctl.stages.ops import RecordReproduction, RecordResult
 
 # In the scratch folder $1, make the folder $2 (removing those of killed runs once a day old);
 # stdin: records of three lines, a job folder, a file in it, then "-" or where in $2 to link to
@@ -280,14 +281,6 @@ def pull(
         raise TransportError(f"bringing results home failed: {exc}") from None
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verified(fetch: Fetch, sums: Sums) -> list[ResultFile] | str:
     """The job's result files, each as it arrived matching the cluster's size and SHA-256; or
     the name of the first that does not."""
@@ -367,3 +360,7 @@ def complete(
     )
     if done is not None:
         completed.append(done)
+    if done is not None and done.rerun is not None and done.rerun.compare:
+        asked = done.rerun
+        verdict = reproduction(asked.job_id, done.job_id, asked.results, results, asked.rtol)
+        run.store.run(RecordReproduction(job=JobRef.of(done), reproduction=verdict))

@@ -1,4 +1,4 @@
-"""What a watchdog may do to the store: twenty-one typed operations, each checked as an operation.
+"""What a watchdog may do to the store: twenty-two typed operations, each checked as an operation.
 
 A watchdog's stages never send a query or a document: they send one of the operations of
 `labctl.stages.ops` (claim a kind of work, move a job of theirs from the state they read it in,

@@ -23,6 +23,7 @@ from labctl.errors import PermissionDenied
 from labctl.jobs.actions import retry_job
 from labctl.jobs.bulk import FILTER_FIELDS, Action, BulkReport, parse_filter
 from labctl.jobs.queue import list_jobs, read_job
+from labctl.jobs.rerun import RerunRequest, rerun_job
 from labctl.jobs.submit import BatchScript, JobRequest, NewJob, batch_script, submit_jobs
 from labctl.jobs.usage import UsageReport, usage_report
 from labctl.limits import PAGE_ENTRIES, QUERY_TERMS
@@ -243,12 +244,15 @@ def _as_stored(model: BaseModel, status_code: int = 200) -> JSONResponse:
     return JSONResponse(jsonable_encoder(store_value(model)), status_code)
 
 
+def _as_caller(user: ApiUser, asked: str | None) -> None:
+    """A job the caller queues is theirs: whose it is, the token or session says."""
+    if asked not in (None, user.username):
+        raise PermissionDenied(f"a job {user.username} queues is {user.username}'s, not {asked}'s")
+
+
 def _callers(user: ApiUser, body: JobRequest) -> JobRequest:
-    """The request as the caller's own job: whose it is, the token or session says."""
-    if body.user not in (None, user.username):
-        raise PermissionDenied(
-            f"a job {user.username} queues is {user.username}'s, not {body.user}'s"
-        )
+    """The request as the caller's own job."""
+    _as_caller(user, body.user)
     return JobRequest(**body.model_dump(exclude={"user", "force"}), user=user.username)
 
 
@@ -287,6 +291,19 @@ async def cancel(request: Request, user: ApiUser, job_id: str) -> JSONResponse:
 async def retry(request: Request, user: ApiUser, job_id: str) -> JSONResponse:
     """Queue a failed or cancelled job again, from the start."""
     return _as_stored(Job.of(await state(request).store.run(retry_job, job_id, user.username)))
+
+
+@router.post(
+    "/jobs/{job_id}/rerun", status_code=201, response_model=Job, responses=_errors(404, 409)
+)
+async def rerun(request: Request, user: ApiUser, job_id: str, body: RerunRequest) -> JSONResponse:
+    """Queue a rerun of a completed job (anyone's) as it was recorded: its commit, options and
+    inputs, each input checked against its recorded SHA-256 first. The rerun is the caller's."""
+    _as_caller(user, body.user)
+    web = state(request)
+    asked = body.model_copy(update={"user": user.username})
+    job = await web.store.run(rerun_job, web.config_of(user), job_id, asked)
+    return _as_stored(job, 201)
 
 
 @router.post("/jobs/bulk", responses=_errors(403, 422))

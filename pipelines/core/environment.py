@@ -5,7 +5,9 @@ Format (one JSON object): `job_type`, `dataset`, `split_idx` (null when unsplit)
 8601), `seconds` (wall time of the run), `host`, `platform`, `python` {`version`,
 `implementation`, `executable`}, `packages` {`numpy`, `scipy`, `h5py`: the version the job
 imported, else the one installed, else null} and `hdf5` (the HDF5 library of the h5py the job
-imported, else null). A split writes `environment_{split_idx}.json` instead.
+imported, else null) and `code` (the folder the `pipelines` package ran from: for a job of a
+committed version, labctl's copy of that commit, `<scratch>/code/<commit>/pipelines`). A split
+writes `environment_{split_idx}.json` instead.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def describe() -> dict[str, Any]:
         },
         "packages": {name: _version(name) for name in PACKAGES},
         "hdf5": h5py.version.hdf5_version if h5py is not None else None,
+        "code": str(Path(__file__).resolve().parents[1]),
     }
 
 
