@@ -146,6 +146,12 @@ def test_a_rerun_with_compare_reports_identical_outputs_on_both_jobs(run) -> Non
     assert provenance.output.count(f"rerun {second} of {first}: identical") == 2
     records = json.loads(run("provenance", DATASET, "--json").output)
     assert [r["rerun_of"] for r in records] == [None, first]
+    lineage = json.loads(run("lineage", DATASET, "--json").output)
+    reruns = [e for e in lineage["edges"] if e["how"] == "rerun"]
+    assert reruns == [{"source": f"job:{first}", "target": f"job:{second}", "how": "rerun",
+                       "note": "identical"}]  # fmt: skip
+    tree = run("lineage", DATASET).output
+    assert f"rerun (identical): {second} file_stats" in tree
 
 
 def test_a_changed_raw_input_is_refused_naming_it(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -21,6 +21,7 @@ from labctl.jobs.timeline import bytes_text
 from labctl.model.job import Job
 
 Kind = Literal["file", "job"]
+How = Literal["input", "output", "follow-up", "rerun"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class Edge:
 
     source: str
     target: str
-    how: Literal["input", "output", "follow-up"]
+    how: How
+    note: str = ""  # a rerun's verdict, if it was compared
 
 
 @dataclass
@@ -70,7 +72,10 @@ class Lineage:
             self._edge(self._file(item["name"], item.get("size"), item["sha256"]), node.id, "input")
         for result in job.results:
             self._edge(node.id, self._file(result.name, result.size, result.sha256), "output")
-        if job.parent_job and f"job:{job.parent_job}" in self.nodes and not inputs:
+        if job.rerun is not None and f"job:{job.rerun.job_id}" in self.nodes:
+            verdict = str(job.reproduction.match) if job.reproduction else ""
+            self._edge(f"job:{job.rerun.job_id}", node.id, "rerun", verdict)
+        elif job.parent_job and f"job:{job.parent_job}" in self.nodes and not inputs:
             self._edge(f"job:{job.parent_job}", node.id, "follow-up")
 
     def _file(self, name: str, size: int | None, sha256: str) -> str:
@@ -80,8 +85,8 @@ class Lineage:
             self.nodes[key] = Node(key, "file", name, detail)
         return key
 
-    def _edge(self, source: str, target: str, how: Literal["input", "output", "follow-up"]) -> None:
-        edge = Edge(source, target, how)
+    def _edge(self, source: str, target: str, how: How, note: str = "") -> None:
+        edge = Edge(source, target, how, note)
         if edge not in self.edges:
             self.edges.append(edge)
 
@@ -103,20 +108,25 @@ class Lineage:
             lines += self._branch(root, "", index == len(roots) - 1, shown)
         return lines
 
-    def _branch(self, node_id: str, prefix: str, last: bool, shown: set[str]) -> Iterator[str]:
+    def _branch(
+        self, node_id: str, prefix: str, last: bool, shown: set[str], via: Edge | None = None
+    ) -> Iterator[str]:
         node = self.nodes[node_id]
         again = node_id in shown
+        how = ""
+        if via is not None and via.how in ("follow-up", "rerun"):
+            how = f"{via.how}{f' ({via.note})' if via.note else ''}: "
         yield (
-            f"{prefix}{'└── ' if last else '├── '}{node.label} ({node.detail})"
+            f"{prefix}{'└── ' if last else '├── '}{how}{node.label} ({node.detail})"
             + (" ... shown above" if again and self.children(node_id) else "")
         )
         if again:
             return
         shown.add(node_id)
-        below = self.children(node_id)
+        below = [edge for edge in self.edges if edge.source == node_id]
         inner = prefix + ("    " if last else "│   ")
-        for index, child in enumerate(below):
-            yield from self._branch(child, inner, index == len(below) - 1, shown)
+        for index, edge in enumerate(below):
+            yield from self._branch(edge.target, inner, index == len(below) - 1, shown, edge)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -140,7 +150,10 @@ class Lineage:
             lines.append(f"  n{index} [{shape}, label={label}];")
         number = {node_id: index for index, node_id in enumerate(self.nodes)}
         for edge in self.edges:
-            style = ' [style=dashed, label="follow-up"]' if edge.how == "follow-up" else ""
+            style = ""
+            if edge.how in ("follow-up", "rerun"):
+                said = f"{edge.how}: {edge.note}" if edge.note else edge.how
+                style = f" [style=dashed, label={_quoted(said)}]"
             lines.append(f"  n{number[edge.source]} -> n{number[edge.target]}{style};")
         lines.append("}")
         return "\n".join(lines) + "\n"
