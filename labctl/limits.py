@@ -20,7 +20,7 @@ WEBHOOK_NETWORKS: tuple[str, ...] = ()
 # The web service: each request's share of the store and of the server (issue 23).
 QUERY_TERMS = 100  # fields, sort keys, `where` conditions or filter keys one query names (each)
 PAGE_ENTRIES = 1_000  # entries (or jobs) one answer lists
-ANSWER_BYTES = 8_000_000  # one page of experiments, as stored (BSON): refused beyond, not built
+ANSWER_BYTES = 8_000_000  # one page of experiments or jobs, as stored (BSON): refused, not built
 MEMBER_CALLS = 1  # store calls one member (or credential) has queued or running at once
 MEMBER_WAIT_SECONDS = 5.0  # how long a further call waits for its turn before a 429
 KEEP_ALIVE_SECONDS = 5  # an idle kept-alive connection is closed after this

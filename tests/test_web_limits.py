@@ -22,6 +22,7 @@ from labctl.limits import ANSWER_BYTES, QUERY_TERMS, REQUEST_READ_SECONDS
 from labctl.users import create_token
 from labctl.web import create_app
 from tests.floodfixtures import flooded
+from tests.jobfixtures import submit_as
 from tests.webfixtures import login, seed, served, web_config
 
 V1 = "/api/v1"
@@ -90,6 +91,24 @@ def test_an_answer_larger_than_the_cap_is_refused_not_built(
     assert fewer.status_code == 200 and len(fewer.json()["items"]) == 2
     some = client.get(f"{V1}/experiments", params={**where, "fields": "user"}, headers=alice)
     assert some.status_code == 200 and len(some.json()["items"]) == count
+
+
+def test_a_job_list_larger_than_the_cap_is_refused_not_built(
+    client: TestClient, cfg: Config, db: Database, alice: dict[str, str]
+) -> None:
+    """Jobs whose records are large (a long batch script), more of them than fit in one answer."""
+    count = ANSWER_BYTES // 900_000 + 1
+    for _ in range(count):
+        job_id = submit_as(db, cfg)["job_id"]
+        db.queue.update({"job_id": job_id}, {"$set": {"batch_script": "#" * 900_000}})
+    answer = client.get(f"{V1}/jobs", params={"limit": count}, headers=alice)
+    assert answer.status_code == 422, answer.text[:200]
+    assert answer.json() == {
+        "detail": f"queue: the answer is larger than {ANSWER_BYTES:,} bytes; "
+        "ask for fewer entries or fields"
+    }
+    fewer = client.get(f"{V1}/jobs", params={"limit": 2}, headers=alice)
+    assert fewer.status_code == 200 and len(fewer.json()["items"]) == 2
 
 
 # --- each member's share of the store, on a real server --------------------------------------

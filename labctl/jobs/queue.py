@@ -104,19 +104,21 @@ def all_jobs(
     sort: SortSpec = (),
     limit: int = 0,
     fields: Sequence[str] | None = None,
+    max_bytes: int | None = None,
 ) -> list[Doc]:
     """The stored documents of every job matching `filter`, in flight or archived, each once
     (the queue's copy of one being moved), in the order of `sort`, the first `limit` of them;
-    only `fields` of them (and `job_id`) if given."""
+    only `fields` of them (and `job_id`) if given. ValidationError if those of the queue or of
+    the archive are larger than `max_bytes` (read no further)."""
     fields = None if fields is None else [*fields, "job_id"]
-    live = db.queue.find(filter, fields, sort=sort, limit=limit)
+    live = db.queue.find(filter, fields, sort=sort, limit=limit, max_bytes=max_bytes)
     # An archive copy of a job in the queue is older than the queue's (a move killed half-way,
     # or a retry): it is left out, even if only it matches. Read as many more as there are.
     queued = {doc["job_id"] for doc in db.queue.find({}, ["job_id"])}
     more = limit + len(queued) if limit else 0
-    archived = db.archive.find(filter, fields, sort=sort, limit=more)
+    archived = db.archive.find(filter, fields, sort=sort, limit=more, max_bytes=max_bytes)
     old = [doc for doc in archived if doc["job_id"] not in queued]
-    again = db.queue.find(filter, fields, sort=sort, limit=limit)  # see read_job
+    again = db.queue.find(filter, fields, sort=sort, limit=limit, max_bytes=max_bytes)  # read_job
     by_id = {doc["job_id"]: doc for doc in [*old, *live, *again]}
     jobs = list(by_id.values())
     for field, direction in reversed(sort):
@@ -194,9 +196,10 @@ def list_jobs(
     dataset: str | None = None,
     limit: int = 0,
     matching: Mapping[str, Any] | None = None,
+    max_bytes: int | None = None,
 ) -> Listing[Job]:
     """Jobs, newest first, and those of them that are damaged; `matching` adds a queue filter
-    (as `labctl.jobs.bulk` builds it)."""
+    (as `labctl.jobs.bulk` builds it); `max_bytes` bounds the answer (see `all_jobs`)."""
     filter: dict[str, Any] = dict(matching or {})
     if user:
         filter["user"] = user
@@ -204,7 +207,7 @@ def list_jobs(
         filter["dataset"] = dataset
     if status:
         filter["status"] = str(JobState(status))
-    return read_all(all_jobs(db, filter, sort=NEWEST, limit=limit))
+    return read_all(all_jobs(db, filter, sort=NEWEST, limit=limit, max_bytes=max_bytes))
 
 
 def list_rows(db: Database, filter: Mapping[str, Any], *, limit: int = 0) -> Listing[JobRow]:

@@ -26,7 +26,7 @@ from labctl.jobs.queue import list_jobs, read_job
 from labctl.jobs.rerun import RerunRequest, rerun_job
 from labctl.jobs.submit import BatchScript, JobRequest, NewJob, batch_script, submit_jobs
 from labctl.jobs.usage import UsageReport, usage_report
-from labctl.limits import PAGE_ENTRIES, QUERY_TERMS
+from labctl.limits import ANSWER_BYTES, PAGE_ENTRIES, QUERY_TERMS
 from labctl.model.job import Job, JobList, store_value
 from labctl.stages.heartbeat import Heartbeats, heartbeats
 from labctl.web.deps import ApiUser, state
@@ -233,7 +233,11 @@ async def list_queue(
         job_type=job_type,
     )
     jobs = await state(request).store.run(
-        list_jobs, matching=selection.query(), dataset=dataset, limit=limit
+        list_jobs,
+        matching=selection.query(),
+        dataset=dataset,
+        limit=limit,
+        max_bytes=ANSWER_BYTES,
     )
     return _as_stored(JobList(items=jobs.items, damaged=jobs.damaged))
 
