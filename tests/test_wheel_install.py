@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.test_cron_live import crontab, saved_crontab
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -52,10 +54,13 @@ def test_the_wheel_is_the_labctl_that_runs(wheel_venv: Path, tmp_path: Path) -> 
     assert where.startswith(str(wheel_venv)), where  # not this checkout's source
 
 
+@pytest.mark.testbed  # the user's crontab is one per machine: not beside the tests installing it
 def test_cron_show_finds_its_template(wheel_venv: Path, tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"user": "charlie"}))
-    shown = labctl(wheel_venv, tmp_path, "--config", str(config), "cron", "show")
+    with saved_crontab():
+        crontab("-r")  # none installed: `cron show` renders the template
+        shown = labctl(wheel_venv, tmp_path, "--config", str(config), "cron", "show")
     assert shown.returncode == 0, shown.stderr
     assert "watchdog scan" in shown.stdout and f"{wheel_venv}/bin/python" in shown.stdout
 
