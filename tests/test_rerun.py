@@ -22,11 +22,12 @@ from labctl.api import dbrerun_job
 from labctl.cli import cli
 from labctl.config import Config, DatabaseConfig
 from labctl.db import Database
+from labctl.errors import ValidationError
 from labctl.jobs.compare import reproduction, sha256_file
 from labctl.jobs.queue import get_job, read_job
-from labctl.jobs.rerun import record_reproduction
+from labctl.jobs.rerun import keep_reproduction, record_reproduction
 from labctl.model.job import Job
-from labctl.model.reproduction import Match, ResultFile
+from labctl.model.reproduction import Match, Reproduction, ResultFile
 from tests.jobfixtures import DATASET, REPO, cli_on, job_config, watchdog
 from tests.test_migrate import v1_jobs
 from tests.test_service_watchdog import JOB, lab_server, tick_until_finished
@@ -152,6 +153,29 @@ def test_a_rerun_with_compare_reports_identical_outputs_on_both_jobs(run) -> Non
                        "note": "identical"}]  # fmt: skip
     tree = run("lineage", DATASET).output
     assert f"rerun (identical): {second} file_stats" in tree
+
+
+def test_a_verdict_that_the_recorded_checksums_deny_is_refused(  # type: ignore[no-untyped-def]
+    run, db: Database
+) -> None:
+    """The original may be another member's: the store keeps a verdict only if it says what
+    the outputs both runs recorded say (here: identical), whatever a watchdog sends."""
+    first = submit(run, *FILE_STATS)
+    until_completed(run, first)
+    second = rerun(run, first, "--compare")
+    done = until_completed(run, second)
+    true = done["reproduction"]
+    lies = [
+        {**true, "match": "different", "files": [{**true["files"][0], "match": "different"}]},
+        {**true, "match": "different"},  # not the worst of its files
+        {**true, "files": []},  # a file left out
+        {**true, "files": [{**true["files"][0], "rerun_size": 1}]},
+    ]
+    for lie in lies:
+        verdict = Reproduction.model_validate(lie)  # as RecordReproduction passes it on
+        with pytest.raises(ValidationError, match="does not match the outputs both runs recorded"):
+            keep_reproduction(db, read_job(db, second), verdict)
+    assert job(run, first)["reproduction"] == true  # the original's verdict stands
 
 
 def test_a_changed_raw_input_is_refused_naming_it(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

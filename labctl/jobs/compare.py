@@ -35,22 +35,41 @@ def reproduction(
     expected: Sequence[ResultFile],
     got: Sequence[ResultFile],
     rtol: float,
+    *,
+    files: bool = True,
 ) -> Reproduction:
     """The verdict on every output either run has, environment reports aside (they record
-    when and on which node a run ran, which a rerun changes by design)."""
+    when and on which node a run ran, which a rerun changes by design); without `files`, from
+    the recorded checksums alone."""
     before = {r.name: r for r in expected if not r.name.startswith("environment")}
     after = {r.name: r for r in got if not r.name.startswith("environment")}
-    files = [
-        _compare(name, before.get(name), after.get(name), rtol)
+    compare = _compare if files else lambda name, old, new, _: _by_checksum(name, old, new)
+    found = [
+        compare(name, before.get(name), after.get(name), rtol)
         for name in sorted(before.keys() | after.keys())
     ]
-    worst = max((f.match for f in files), key=ORDER.index, default=Match.IDENTICAL)
-    return Reproduction(original=original, rerun=rerun, match=worst, files=files, at=utcnow())
+    return Reproduction(
+        original=original, rerun=rerun, match=worst(found), files=found, at=utcnow()
+    )
+
+
+def worst(files: Sequence[FileComparison]) -> Match:
+    return max((f.match for f in files), key=ORDER.index, default=Match.IDENTICAL)
 
 
 def _compare(
     name: str, old: ResultFile | None, new: ResultFile | None, rtol: float
 ) -> FileComparison:
+    found = _by_checksum(name, old, new)
+    if found.match is not Match.DIFFERENT or old is None or new is None:
+        return found
+    match, note = _hdf5_match(Path(old.path), Path(new.path), rtol)
+    return found.model_copy(update={"match": match, "note": note})
+
+
+def _by_checksum(name: str, old: ResultFile | None, new: ResultFile | None) -> FileComparison:
+    """What the recorded sizes and SHA-256 alone say of one output (bytes that differ:
+    `different`, which only the files themselves can turn into `equal within tolerance`)."""
     sizes: dict[str, Any] = {
         "original_size": old.size if old else None,
         "rerun_size": new.size if new else None,
@@ -58,10 +77,26 @@ def _compare(
     if old is None or new is None:
         note = "only the " + ("rerun" if old is None else "original") + " wrote it"
         return FileComparison(name=name, match=Match.MISSING, note=note, **sizes)
-    if old.sha256 == new.sha256:
-        return FileComparison(name=name, match=Match.IDENTICAL, **sizes)
-    match, note = _hdf5_match(Path(old.path), Path(new.path), rtol)
-    return FileComparison(name=name, match=match, note=note, **sizes)
+    match = Match.IDENTICAL if old.sha256 == new.sha256 else Match.DIFFERENT
+    return FileComparison(name=name, match=match, **sizes)
+
+
+def agrees(
+    verdict: Reproduction, expected: Sequence[ResultFile], got: Sequence[ResultFile]
+) -> bool:
+    """Whether a verdict sent by a member's watchdog says what the recorded outputs of both
+    runs say: the same files, their sizes, identical or missing exactly where the checksums say
+    so, and the worst of them; only where the bytes differ may it say `equal within tolerance`
+    (an HDF5 comparison of the files, which the store does not have)."""
+    recorded = reproduction(verdict.original, verdict.rerun, expected, got, rtol=0.0, files=False)
+    if [f.name for f in verdict.files] != [f.name for f in recorded.files]:
+        return False
+    for said, known in zip(verdict.files, recorded.files, strict=True):
+        sizes = (said.original_size, said.rerun_size) == (known.original_size, known.rerun_size)
+        allowed = {known.match} | ({Match.EQUIVALENT} if known.match is Match.DIFFERENT else set())
+        if not sizes or said.match not in allowed:
+            return False
+    return verdict.match is worst(verdict.files)
 
 
 def _is_hdf5(path: Path) -> bool:

@@ -15,7 +15,7 @@ from labctl.config import Config
 from labctl.db import Database
 from labctl.errors import DuplicateError, ValidationError
 from labctl.jobs.codeversion import code_version
-from labctl.jobs.compare import sha256_file
+from labctl.jobs.compare import agrees, sha256_file
 from labctl.jobs.declarations import job_types_at
 from labctl.jobs.queue import add_job, read_job, update
 from labctl.jobs.submit import JobRequest, active_twin, check_inputs, dataset_dirs, prepare_job
@@ -165,6 +165,10 @@ def keep_reproduction(db: Database, rerun: Job, verdict: Reproduction) -> bool:
         or (verdict.rerun, verdict.original) != (rerun.job_id, rerun.rerun.job_id)
     ):
         raise ValidationError(f"job {rerun.job_id} is no completed rerun of {verdict.original}")
+    if not agrees(verdict, rerun.rerun.results, rerun.results):
+        raise ValidationError(
+            f"the verdict on rerun {rerun.job_id} does not match the outputs both runs recorded"
+        )
     if not update(db, rerun, verdict.line, Progress(reproduction=verdict)):
         return False
     record_reproduction(db, verdict)
