@@ -7,16 +7,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from labctl.access.cancel import cancel_and_stop
 from labctl.access.lab import LocalLab
-from labctl.config import Config, DatabaseConfig
+from labctl.config import Config
 from labctl.damaged import Listing
-from labctl.db import Database, connect
+from labctl.db import Database
 from labctl.install.doctor import check_leftovers
 from labctl.install.leftovers import find_leftovers
 from labctl.jobs.queue import get_job, read_job
@@ -24,12 +23,11 @@ from labctl.jobs.submit import JobRequest, submit_job
 from labctl.model.states import TERMINAL, JobState
 from labctl.stages.loop import run_stages
 from labctl.stages.seam import LocalStore
-from tests.jobfixtures import DATASET, dataset_with_files, job_in_state
+from tests import test_watchdog_testbed as testbed_tests
+from tests.jobfixtures import DATASET, job_in_state
 from tests.testbed import (
-    hpc_config,
     needs_testbed,
     remote_exists,
-    remote_scratch,
     ssh,
     status_in,
     tick_until,
@@ -37,29 +35,9 @@ from tests.testbed import (
 
 pytestmark = [pytest.mark.testbed, needs_testbed]
 FINAL = [str(s) for s in TERMINAL]
-
-
-@pytest.fixture
-def scratch() -> Iterator[str]:
-    with remote_scratch() as path:
-        yield path
-
-
-@pytest.fixture
-def hpc(config: Config, db: Database, scratch: str, tmp_path: Path) -> Config:
-    cfg = hpc_config(config, scratch, tmp_path)
-    dataset_with_files(db, cfg, tmp_path / "data")
-    return cfg
-
-
-@pytest.fixture
-def solo(tmp_path: Path, scratch: str) -> Iterator[tuple[Database, Config]]:
-    """Embedded store only, for the heavier tests."""
-    base = Config(user="tester", database=DatabaseConfig(uri="embedded", path=tmp_path / "store"))
-    cfg = hpc_config(base, scratch, tmp_path)
-    with connect(cfg.database) as database:
-        dataset_with_files(database, cfg, tmp_path / "data")
-        yield database, cfg
+# The fixtures of the watchdog's testbed tests: a scratch root, the testbed config on both
+# backends (`hpc`), and on the embedded store alone (`solo`).
+scratch, hpc, solo = testbed_tests.scratch, testbed_tests.hpc, testbed_tests.solo
 
 
 def submit(db: Database, cfg: Config, job_type: str = "file_stats", **fields: object) -> str:
