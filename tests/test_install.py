@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -311,8 +312,11 @@ def installed_mounted_and_removed(
     for command in cron_lines(crontab("-l").stdout):  # the clone ~/labctl shadows nothing
         done = as_cron(command, home)
         assert done.returncode == 0 and not done.stdout + done.stderr, command
-    for stage in ("scan", "transfers", "jobs"):
-        assert f" {stage}: " in (logs / f"{stage}.log").read_text()
+    for stage in ("scan", "transfers", "jobs"):  # crond itself may be running the same line:
+        log, deadline = logs / f"{stage}.log", time.monotonic() + 90  # then `flock -n` skips ours
+        while not (log.exists() and f" {stage}: " in log.read_text()):
+            assert time.monotonic() < deadline, f"{log} has no line of the {stage} stage"
+            time.sleep(0.5)
     session = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "from labctl import dbquery; print(dbquery)"],
         cwd=home, env={**os.environ, "HOME": str(home)}, capture_output=True, text=True,
